@@ -1,0 +1,37 @@
+# edgeship: every target creates .venv and installs what it needs by itself.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test demo demo-ota bench clean system-deps
+
+$(PY):
+	command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch goes in first, pinned: a range would let the resolver fetch a multi-GB CUDA build.
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[toolchain,agent,openvino,tflite,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The broker the MQTT tests start their own instance of.
+system-deps:
+	@command -v mosquitto >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null ) || echo "warning: could not install mosquitto; MQTT tests will be skipped"
+
+test: venv system-deps
+	$(PY) -m pytest -q -p no:cacheprovider
+
+demo: venv
+	$(PY) -m toolchain.demo
+
+demo-ota: venv system-deps
+	$(PY) -m toolchain.demo_ota
+
+clean:
+	rm -rf build .pytest_cache
