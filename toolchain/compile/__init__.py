@@ -1,0 +1,1 @@
+"""`edgeship compile`: one PyTorch model in, verified artifacts for every engine out."""

@@ -1,0 +1,36 @@
+"""One error hierarchy for the toolchain; each error says what to do about it."""
+
+from __future__ import annotations
+
+
+class ToolchainError(Exception):
+    """Base class of every toolchain error."""
+
+
+class MissingExtraError(ToolchainError):
+    """A Python package the step needs is missing; names the pip extra."""
+
+    def __init__(self, package: str, extra: str = "toolchain") -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(f"{package} is not installed: pip install 'edgeship[{extra}]'")
+
+
+class SourceError(ToolchainError):
+    """The model source (factory file, .pt2, .onnx) cannot be loaded."""
+
+
+class ExportError(ToolchainError):
+    """torch.onnx.export failed; the message names the module/op and the exporter stage."""
+
+
+class DataError(ToolchainError):
+    """Calibration/validation data does not match the model (names, shapes, dtypes)."""
+
+
+class ConversionError(ToolchainError):
+    """One target cannot take the model (unsupported op, converter failure)."""
+
+
+class VerificationError(ToolchainError):
+    """An artifact breached a user-set gate (tolerance or accuracy drop)."""
