@@ -36,13 +36,12 @@ def engine_for_file(path: str | os.PathLike) -> Engine:
         UnknownEngineError: the suffix is not .onnx, .xml or .tflite.
     """
     suffix = Path(path).suffix.lower()
-    try:
-        return _SUFFIX_ENGINE[suffix]
-    except KeyError:
+    if suffix not in _SUFFIX_ENGINE:
         raise UnknownEngineError(
             f"{path}: cannot tell the engine from suffix {suffix!r}; expected one of "
             f"{sorted(_SUFFIX_ENGINE)} or pass engine="
-        ) from None
+        )
+    return _SUFFIX_ENGINE[suffix]
 
 
 def open_model(
@@ -57,19 +56,21 @@ def open_model(
 
     ``engine`` defaults by suffix (.onnx -> onnxruntime, .xml -> openvino, .tflite -> tflite);
     OpenVINO also opens .onnx when asked. ``precision_hint`` (e.g. ``"f32"``) is passed to
-    engines that choose their own execution precision (OpenVINO).
+    engines that choose their own execution precision (OpenVINO); accepted: f32/fp32,
+    bf16, f16/fp16. Engines that execute the graph's own types (ONNX Runtime, TFLite)
+    ignore it.
 
     Raises:
-        UnknownEngineError, EngineNotInstalledError, ModelLoadError, ValueError (threads < 1).
+        UnknownEngineError, EngineNotInstalledError, ModelLoadError,
+        ValueError (threads < 1 or an unknown precision_hint).
     """
     if engine is None:
         eng = engine_for_file(path)
     else:
-        try:
-            eng = Engine(engine)
-        except ValueError:
-            raise UnknownEngineError(
-                f"unknown engine {engine!r}; choose one of {[e.value for e in Engine]}"
-            ) from None
+        names = {e.value: e for e in Engine}
+        key = engine.value if isinstance(engine, Engine) else str(engine).lower()
+        if key not in names:
+            raise UnknownEngineError(f"unknown engine {engine!r}; choose one of {sorted(names)}")
+        eng = names[key]
     cls = session_class(eng)
     return cls(path, threads=threads, device=device, precision_hint=precision_hint)

@@ -42,15 +42,15 @@ class Session(abc.ABC):
         """Open ``path``.
 
         Raises:
-            ValueError: ``threads`` below 1.
+            ValueError: ``threads`` below 1, or an unknown ``precision_hint``.
             ModelLoadError: the file is missing or the engine refused it.
         """
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
         self.path = Path(path)
         self.threads = threads
         self.device = device
-        self.precision_hint = precision_hint
+        self.precision_hint = normalize_precision_hint(precision_hint)
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
         self.raw_inputs: list[TensorSpec] = []
@@ -153,6 +153,24 @@ class Session(abc.ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+#: accepted precision hints -> canonical name (what OpenVINO calls them)
+PRECISION_HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+
+
+def normalize_precision_hint(hint: str | None) -> str | None:
+    """``"fp32"``/``"f32"`` -> ``"f32"`` etc.; None stays None.
+
+    Raises:
+        ValueError: a hint that no engine understands.
+    """
+    if hint is None:
+        return None
+    canonical = PRECISION_HINTS.get(str(hint).lower())
+    if canonical is None:
+        raise ValueError(f"unknown precision_hint {hint!r}; choose one of {sorted(PRECISION_HINTS)}")
+    return canonical
 
 
 def engine_version(engine: Engine) -> str | None:
