@@ -8,6 +8,9 @@ import sys
 
 #: subcommand -> "module:add_parser"; add_parser(subparsers) registers it and sets func(args)->int
 COMMANDS: dict[str, str] = {
+    "keys": "toolchain.ota.cli:add_keys_parser",
+    "publish": "toolchain.ota.cli:add_publish_parser",
+    "repo": "toolchain.ota.cli:add_repo_parser",
 }
 
 

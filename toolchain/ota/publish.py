@@ -1,0 +1,171 @@
+"""`edgeship publish` and `edgeship keys rotate`: change a repository, atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.fsutil import sha256_file
+
+from . import keys as keystore
+from .errors import BundleRejectedError, KeyStoreError, RepositoryStateError
+from .repository import CUSTOM_KEY, Repository, check_release_is_new
+
+#: model.json fields copied into the signed target's custom metadata (what a device
+#: decides on *before* downloading: identity, release counter, compatibility).
+FACT_FIELDS = ("name", "version", "release", "engine", "precision", "requirements",
+               "latency_budget_ms", "io", "schema_version")
+_REQUIRED = ("name", "release", "engine", "precision", "requirements")
+
+
+@dataclass(frozen=True)
+class Published:
+    target_path: str
+    sha256: str
+    length: int
+    release: int
+    targets_version: int
+    timestamp_version: int
+
+
+def read_bundle_facts(bundle: str | os.PathLike) -> dict:
+    """The model.json facts of a bundle .tar, checked for the fields devices decide on.
+
+    Raises:
+        BundleRejectedError: not a tar, no model.json, or required fields missing.
+    """
+    try:
+        with tarfile.open(bundle, "r:") as tf:
+            member = tf.extractfile("model.json")
+            if member is None:
+                raise KeyError("model.json")
+            doc = json.loads(member.read())
+    except (OSError, tarfile.TarError, KeyError, json.JSONDecodeError) as e:
+        raise BundleRejectedError(
+            f"{bundle}: not an edgeship bundle (need a .tar with model.json; make one with "
+            f"`edgeship package`): {e}"
+        ) from e
+    missing = [k for k in _REQUIRED if k not in doc]
+    if missing:
+        raise BundleRejectedError(f"{bundle}: model.json lacks {missing}")
+    if not isinstance(doc["release"], int) or doc["release"] < 1:
+        raise BundleRejectedError(f"{bundle}: model.json release must be an integer >= 1")
+    return {k: doc[k] for k in FACT_FIELDS if k in doc}
+
+
+def publish(
+    *,
+    bundle: str | os.PathLike,
+    repo_dir: str | os.PathLike,
+    keys_dir: str | os.PathLike,
+    expires_days: float = 90.0,
+    timestamp_expires_days: float = 7.0,
+) -> Published:
+    """Add a bundle as a TUF target (facts in custom metadata) and re-sign targets, snapshot, timestamp.
+
+    Creates the repository from ``KEYS/root.json`` when ``repo_dir`` holds none yet.
+
+    Raises:
+        BundleRejectedError, KeyStoreError, RepositoryStateError.
+    """
+    from tuf.api.metadata import TargetFile
+
+    bundle = Path(bundle)
+    facts = read_bundle_facts(bundle)
+    repo = Repository(repo_dir, keys_dir=keys_dir)
+    with repo.lock():
+        if not repo.exists():
+            repo.create(expires_days=expires_days, timestamp_expires_days=timestamp_expires_days)
+        root = repo.root().signed
+        targets = repo.targets()
+        sha = sha256_file(bundle)
+        check_release_is_new(targets, facts, sha)
+        target_path = f"{facts['name']}/{bundle.name}"
+        stored = repo.store_target(bundle=bundle, target_path=target_path, sha256=sha)
+        tf = TargetFile.from_file(target_path, str(stored), ["sha256"])
+        tf.unrecognized_fields["custom"] = {CUSTOM_KEY: facts}
+        targets.signed.targets[target_path] = tf
+        repo.commit(targets=targets, root=root, expires_days=expires_days,
+                    timestamp_expires_days=timestamp_expires_days)
+        return Published(target_path=target_path, sha256=sha, length=tf.length,
+                         release=int(facts["release"]), targets_version=targets.signed.version,
+                         timestamp_version=repo.timestamp().signed.version)
+
+
+def rotate_key(
+    *,
+    role: str,
+    repo_dir: str | os.PathLike,
+    keys_dir: str | os.PathLike,
+    keyid: str | None = None,
+    expires_days: float = 90.0,
+    timestamp_expires_days: float = 7.0,
+    root_expires_days: float = 365.0,
+) -> tuple[str, str]:
+    """Replace one key of ``role`` with a new one; root is re-signed by old and new root keys.
+
+    Then targets, snapshot and timestamp are re-signed so every role verifies with the new
+    root. Returns ``(old_keyid, new_keyid)``; the old private key moves to ``KEYS/retired``.
+
+    Raises:
+        KeyStoreError: unknown role/key id or missing private keys.
+        RepositoryStateError: no repository at ``repo_dir``.
+    """
+    if role not in keystore.ROLES:
+        raise KeyStoreError(f"unknown role {role!r}; choose one of {list(keystore.ROLES)}")
+    repo = Repository(repo_dir, keys_dir=keys_dir)
+    with repo.lock():
+        if not repo.exists():
+            raise RepositoryStateError(f"{repo_dir}: no repository; publish a bundle first")
+        root_md = repo.root()
+        root = root_md.signed
+        old_ids = list(root.roles[role].keyids)
+        old = keyid or old_ids[0]
+        if old not in old_ids:
+            raise KeyStoreError(f"key {old} is not a {role!r} key (keys: {old_ids})")
+        old_root_signers = keystore.load_signers(keys_dir=keys_dir, role="root", root=root)
+        new = keystore.new_role_key(keys_dir=keys_dir, role=role)
+        root.add_key(new.public_key, role)
+        root.revoke_key(old, role)
+        root.version += 1
+        from datetime import datetime, timedelta, timezone
+
+        root.expires = (datetime.now(timezone.utc) + timedelta(days=root_expires_days)).replace(microsecond=0)
+        root_md.signatures.clear()
+        # Signed by the old root keys (so devices trusting version N accept N+1) and by the new.
+        for s in old_root_signers:
+            root_md.sign(s, append=True)
+        for s in keystore.load_signers(keys_dir=keys_dir, role="root", root=root):
+            root_md.sign(s, append=True)
+        repo._write(f"{root.version}.root.json", root_md)
+        repo._write("root.json", root_md)
+        keystore.retire_key(keys_dir=keys_dir, role=role, keyid=old)
+        repo.commit(targets=repo.targets(), root=root, expires_days=expires_days,
+                    timestamp_expires_days=timestamp_expires_days)
+        return old, new.public_key.keyid
+
+
+def refresh(*, repo_dir: str | os.PathLike, keys_dir: str | os.PathLike,
+            timestamp_expires_days: float = 7.0) -> int:
+    """Re-sign the timestamp with a fresh expiry; returns the new timestamp version."""
+    repo = Repository(repo_dir, keys_dir=keys_dir)
+    with repo.lock():
+        if not repo.exists():
+            raise RepositoryStateError(f"{repo_dir}: no repository; publish a bundle first")
+        return repo.refresh_timestamp(expires_days=timestamp_expires_days)
+
+
+def list_targets(*, repo_dir: str | os.PathLike) -> list[dict]:
+    """Published targets with their facts (for `edgeship repo list`)."""
+    repo = Repository(repo_dir, keys_dir=".")
+    out = []
+    for path, tf in sorted(repo.targets().signed.targets.items()):
+        facts = tf.unrecognized_fields.get("custom", {}).get(CUSTOM_KEY, {})
+        out.append({"target": path, "sha256": tf.hashes.get("sha256"), "bytes": tf.length,
+                    "name": facts.get("name"), "release": facts.get("release"),
+                    "version": facts.get("version"), "engine": facts.get("engine"),
+                    "precision": facts.get("precision")})
+    return out
