@@ -1,0 +1,21 @@
+"""Errors of the measuring core. All derive from :class:`runtime.errors.EdgeshipRuntimeError`."""
+
+from __future__ import annotations
+
+from ..errors import EdgeshipRuntimeError
+
+
+class BenchError(EdgeshipRuntimeError):
+    """Base class of benchmark errors."""
+
+
+class CellSpecError(BenchError, ValueError):
+    """A cell description that cannot be run (threads < 1, batch < 1, unknown key, bad preset)."""
+
+
+class BatchShapeError(BenchError, ValueError):
+    """The model's fixed input shape cannot take the requested batch size."""
+
+
+class InputDataError(BenchError):
+    """The validation inputs file is missing, corrupt or does not match the model's inputs."""

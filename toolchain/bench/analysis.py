@@ -1,0 +1,120 @@
+"""Derived figures (pure): speedup against the fp32 artifact on the same engine, the
+recommendation (fastest artifact within the accuracy budget, per device) and the notes that
+explain int8 results on this hardware.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime.bench.fingerprint import describe_int8_hardware, int8_features
+
+INT8_PRECISIONS = ("int8", "int8-static", "int8-dynamic")
+
+
+def p50(cell: dict[str, Any]) -> float | None:
+    st = cell.get("stats") or {}
+    return (st.get("percentiles_s") or {}).get("p50")
+
+
+def _config(cell: dict[str, Any]) -> tuple:
+    return (cell["engine"], cell["scenario"], cell["batch"], cell["threads"], cell["streams"], cell.get("pinned"))
+
+
+def baseline_for(cell: dict[str, Any], cells: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The fp32 artifact's cell on the same engine and configuration (same OV hint preferred)."""
+    cands = [c for c in cells if c["precision"] == "fp32" and c.get("stats") and _config(c) == _config(cell)]
+    same_hint = [c for c in cands if c.get("precision_hint") == cell.get("precision_hint")]
+    pick = same_hint or cands
+    return pick[0] if pick else None
+
+
+def speedups(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """key -> {"speedup": fp32 p50 / cell p50, "baseline": key, "baseline_executed": ...}."""
+    out = {}
+    for c in cells:
+        base = baseline_for(c, cells)
+        if base is None or p50(c) is None or p50(base) is None:
+            continue
+        out[c["key"]] = {"speedup": p50(base) / p50(c), "baseline": base["key"],
+                         "baseline_executed_precision": base.get("executed_precision")}
+    return out
+
+
+def accuracy_drop(cell: dict[str, Any]) -> tuple[float | None, str]:
+    """(drop in points, what it is). Label-based drop when the build had labels, else the
+    disagreement with the fp32 reference (100 * (1 - top-1 agreement))."""
+    acc = cell.get("accuracy") or {}
+    if acc.get("accuracy_drop_pts") is not None:
+        return float(acc["accuracy_drop_pts"]), "accuracy drop (labels)"
+    if acc.get("top1_agreement") is not None:
+        return 100.0 * (1.0 - float(acc["top1_agreement"])), "top-1 disagreement with fp32"
+    return None, "unknown"
+
+
+def recommend(cells: list[dict[str, Any]], *, max_drop_pts: float | None, device_name: str) -> dict[str, Any]:
+    """Fastest single-stream batch-1 artifact within the budget, overall and per thread count.
+
+    Never ranks artifacts that failed the build's accuracy gate; artifacts without any accuracy
+    figure are ranked only when no budget is set.
+    """
+    excluded, cands = [], []
+    for c in cells:
+        if c["scenario"] != "single_stream" or c["status"] == "error" or p50(c) is None:
+            continue
+        drop, kind = accuracy_drop(c)
+        if c.get("artifact_status") == "gate_failed":
+            excluded.append({"key": c["key"], "reason": "failed the build's accuracy/tolerance gate"})
+        elif max_drop_pts is not None and drop is None:
+            excluded.append({"key": c["key"], "reason": "no accuracy figure for this artifact"})
+        elif max_drop_pts is not None and drop > max_drop_pts:
+            excluded.append({"key": c["key"], "reason": f"{kind} {drop:.2f} pts > budget {max_drop_pts} pts"})
+        else:
+            cands.append(c)
+
+    def pick(cs):
+        if not cs:
+            return None
+        best = min(cs, key=lambda c: (p50(c), c["key"]))
+        drop, kind = accuracy_drop(best)
+        return {"key": best["key"], "artifact_id": best["artifact_id"], "engine": best["engine"],
+                "precision": best["precision"], "executed_precision": best.get("executed_precision"),
+                "threads": best["threads"], "precision_hint": best.get("precision_hint"),
+                "p50_s": p50(best), "p90_s": (best["stats"]["percentiles_s"] or {}).get("p90"),
+                "accuracy_drop_pts": drop, "accuracy_kind": kind, "size_bytes": best.get("size_bytes")}
+
+    by_threads = {}
+    for th in sorted({c["threads"] for c in cands if c["threads"] is not None}):
+        by_threads[str(th)] = pick([c for c in cands if c["threads"] == th])
+    return {"device": device_name, "scenario": "single_stream, batch 1", "max_accuracy_drop_pts": max_drop_pts,
+            "best": pick(cands), "by_threads": by_threads, "excluded": excluded}
+
+
+def int8_notes(cells: list[dict[str, Any]], sp: dict[str, dict[str, Any]], env: dict[str, Any]) -> list[str]:
+    """Say where int8 is not faster than fp32 on an engine, and why that can happen."""
+    feats = int8_features(env)
+    notes = [describe_int8_hardware(env)]
+    slow = [(c, sp[c["key"]]["speedup"]) for c in cells
+            if c["precision"] in INT8_PRECISIONS and c["key"] in sp and sp[c["key"]]["speedup"] < 1.05]
+    for c, s in sorted(slow, key=lambda x: x[0]["key"]):
+        why = []
+        if not (feats["vnni"] or feats["amx"] or feats["arm_dotprod"]):
+            why.append("this CPU has no int8 dot-product instructions (VNNI/AMX/dotprod)")
+        why.append("quantized ops the engine cannot fuse run as QuantizeLinear/DequantizeLinear around "
+                   "float kernels, adding conversion overhead")
+        if c["precision"] == "int8-dynamic":
+            why.append("dynamic quantization computes activation scales at run time and mostly speeds up "
+                       "MatMul/Gemm, not convolutions")
+        why.append("small or depthwise/memory-bound layers gain little from int8 arithmetic")
+        if c["engine"] == "openvino" and (baseline_executed := sp[c["key"]].get("baseline_executed_precision")) == "bf16":
+            why.append("the fp32 baseline already runs in bf16 on this CPU")
+        notes.append(f"int8 is not faster than fp32 for {c['artifact_id']} ({c['engine']}, batch {c['batch']}, "
+                     f"{c['threads']} threads): {s:.2f}x. Why this can happen: " + "; ".join(why) + ".")
+    return notes
+
+
+def analyze(cells: list[dict[str, Any]], env: dict[str, Any], *, max_drop_pts: float | None) -> dict[str, Any]:
+    sp = speedups(cells)
+    device = f"CPU ({env.get('cpu_model') or 'unknown'})"
+    return {"speedups": sp, "recommendation": recommend(cells, max_drop_pts=max_drop_pts, device_name=device),
+            "notes": int8_notes(cells, sp, env)}

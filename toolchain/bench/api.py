@@ -1,0 +1,120 @@
+"""Python API of ``edgeship bench`` (used by the CLI and by ``toolchain.demo``).
+
+    result = bench_build("build/resnet18", preset="quick", threads=(1, 2), out_dir="build/resnet18/bench")
+    paths = write_reports(result, "build/resnet18/bench")
+
+Every cell runs in a fresh process; ``out_dir`` receives ``samples/*.npy`` (raw per-run
+latencies) and ``cells/`` (per-trial specs and results) while measuring.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+from runtime.bench import fingerprint
+from runtime.bench.spec import Preset, RunLength
+from runtime.fsutil import atomic_write_bytes
+
+from . import analysis, report_html, report_md, result as result_mod, runner
+from .errors import BenchInputError
+from .plan import BenchConfig, OvPrecision, Source, plan_cells, read_source
+
+
+def make_config(*, preset: Preset | str = Preset.QUICK, batches: Sequence[int] = (1,),
+                threads: Sequence[int] = (1,), streams: Sequence[int] = (1,), repeats: int | None = None,
+                pin: str = "none", seed: int = 0, ov_precision: OvPrecision | str = OvPrecision.DEPLOY,
+                max_accuracy_drop: float | None = None, run_length: RunLength | None = None,
+                engines: Sequence[str] | None = None, artifacts: Sequence[str] | None = None) -> BenchConfig:
+    """A validated :class:`BenchConfig`. Raises BenchInputError on a bad preset/option."""
+    try:
+        pre = Preset(preset)
+        ovp = OvPrecision(ov_precision)
+    except ValueError as e:
+        raise BenchInputError(f"{e}; presets: {[p.value for p in Preset]}, "
+                              f"ov precision: {[o.value for o in OvPrecision]}") from e
+    if pin not in ("none", "auto") and not all(x.strip().isdigit() for x in pin.split(",")):
+        raise BenchInputError(f"--pin must be none, auto or a comma list of CPU ids, got {pin!r}")
+    if repeats is not None and repeats < 1:
+        raise BenchInputError(f"repeats must be >= 1, got {repeats}")
+    return BenchConfig(preset=pre, batches=tuple(batches), threads=tuple(threads), streams=tuple(streams),
+                       repeats=repeats, pin=pin, seed=seed, ov_precision=ovp,
+                       max_accuracy_drop_pts=max_accuracy_drop, run_length=run_length,
+                       engines=tuple(engines) if engines else None,
+                       artifacts=tuple(artifacts) if artifacts else None)
+
+
+def environment() -> dict[str, Any]:
+    env = fingerprint.host_fingerprint()
+    env["engines"] = fingerprint.engine_versions()
+    return env
+
+
+def bench(target: str | os.PathLike, *, config: BenchConfig, out_dir: str | os.PathLike,
+          engine: str | None = None, progress: TextIO | None = sys.stderr) -> dict[str, Any]:
+    """Measure a build directory or one model file; return the result document.
+
+    Raises:
+        BenchInputError: the target cannot be read at all (per-cell problems are in the result).
+    """
+    source = read_source(target, engine=engine)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    cells = plan_cells(source, config, work_dir=out)
+    if not cells:
+        raise BenchInputError(f"{target}: nothing to measure (no artifacts match the engine/artifact filters)")
+    if progress:
+        print(f"edgeship bench: {len(cells)} cell(s) from {len(source.targets)} target(s), preset "
+              f"{config.preset.value}, order seed {config.seed}; each cell in a fresh process", file=progress)
+    trial_results = runner.run_all(cells, work_dir=out, progress=progress, timeout_s=config.cell_timeout_s)
+    targets = {t.id: t.to_json() for t in source.targets}
+    grouped = result_mod.aggregate(trial_results, targets)
+    return result_mod.new_result(
+        source=_source_json(source), settings=config.to_json(), environment=env,
+        targets=list(targets.values()), cells=grouped, order=[c.cell_id for c in cells],
+        analysis=analysis.analyze(grouped, env, max_drop_pts=config.max_accuracy_drop_pts))
+
+
+def _source_json(s: Source) -> dict[str, Any]:
+    return {"kind": s.kind, "path": s.path, "model": s.model, "manifest_sha256": s.manifest_sha256,
+            "validation_npz": s.validation_npz, "skipped": list(s.skipped)}
+
+
+def bench_build(build_dir: str | os.PathLike, *, preset: Preset | str = Preset.QUICK,
+                batches: Sequence[int] = (1,), threads: Sequence[int] = (1,), streams: Sequence[int] = (1,),
+                out_dir: str | os.PathLike | None = None, repeats: int | None = None, seed: int = 0,
+                ov_precision: OvPrecision | str = OvPrecision.DEPLOY, max_accuracy_drop: float | None = None,
+                pin: str = "none", run_length: RunLength | None = None,
+                progress: TextIO | None = sys.stderr) -> dict[str, Any]:
+    """Benchmark every artifact of a build (``out_dir`` defaults to ``<build_dir>/bench``)."""
+    cfg = make_config(preset=preset, batches=batches, threads=threads, streams=streams, repeats=repeats,
+                      seed=seed, ov_precision=ov_precision, max_accuracy_drop=max_accuracy_drop, pin=pin,
+                      run_length=run_length)
+    return bench(build_dir, config=cfg, out_dir=out_dir or Path(build_dir) / "bench", progress=progress)
+
+
+def write_reports(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``result.json``, ``report.md`` and ``report.html`` atomically; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "result.json", "markdown": out / "report.md", "html": out / "report.html"}
+    result_mod.save(result, paths["json"])
+    atomic_write_bytes(paths["markdown"], report_md.render(result).encode())
+    atomic_write_bytes(paths["html"], report_html.render(result).encode())
+    return paths
+
+
+def exit_code(result: dict[str, Any]) -> int:
+    """0 all cells measured, 3 some failed, 1 none measured."""
+    st = [c["status"] for c in result["cells"]]
+    if all(s == "ok" for s in st):
+        return 0
+    return 3 if any(s != "error" for s in st) else 1
+
+
+def with_length(config: BenchConfig, length: RunLength) -> BenchConfig:
+    return replace(config, run_length=length)

@@ -1,0 +1,234 @@
+"""What to measure: the targets of a build (or one model file) times the configuration matrix.
+
+Pure apart from reading the manifest. Produces :class:`runtime.bench.CellSpec` values in a
+shuffled order (seeded, recorded in the result) so no configuration always runs first.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import random
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from runtime.bench.spec import CellSpec, Preset, RunLength, scenario_for
+
+from .errors import BenchInputError
+
+#: manifest schema versions this reader understands
+MANIFEST_VERSIONS = (1,)
+
+
+class OvPrecision(str, enum.Enum):
+    """How OpenVINO artifacts are run: what deployment gets, forced f32, or both (two cells)."""
+
+    DEPLOY = "deploy"  # no hint: the engine picks (bf16 on CPUs with AMX/avx512_bf16 support)
+    F32 = "f32"
+    BOTH = "both"
+
+    def hints(self) -> tuple[str | None, ...]:
+        return {OvPrecision.DEPLOY: (None,), OvPrecision.F32: ("f32",), OvPrecision.BOTH: (None, "f32")}[self]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One artifact to measure (JSON-ready through :meth:`to_json`)."""
+
+    id: str
+    engine: str
+    precision: str
+    model_path: str
+    size_bytes: int | None
+    status: str = "ok"  # manifest artifact status: ok | gate_failed
+    accuracy: dict[str, Any] = field(default_factory=dict)
+    sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "engine": self.engine, "precision": self.precision,
+                "model_path": self.model_path, "size_bytes": self.size_bytes, "status": self.status,
+                "accuracy": dict(self.accuracy), "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "build" | "model_file"
+    path: str
+    targets: tuple[Target, ...]
+    skipped: tuple[dict[str, Any], ...] = ()  # manifest artifacts that failed to build
+    validation_npz: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    manifest_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The matrix and the method. Units in names; validated on construction."""
+
+    preset: Preset = Preset.QUICK
+    batches: tuple[int, ...] = (1,)
+    threads: tuple[int, ...] = (1,)
+    streams: tuple[int, ...] = (1,)
+    repeats: int | None = None  # None -> the preset's
+    pin: str = "none"  # none | auto | comma list of CPU ids
+    seed: int = 0
+    ov_precision: OvPrecision = OvPrecision.DEPLOY
+    max_accuracy_drop_pts: float | None = None
+    run_length: RunLength | None = None  # overrides the preset (tests, custom runs)
+    input_pool: int = 16
+    cell_timeout_s: float | None = None
+    engines: tuple[str, ...] | None = None  # only these engines
+    artifacts: tuple[str, ...] | None = None  # only these artifact ids
+
+    @property
+    def length(self) -> RunLength:
+        return self.run_length or self.preset.run_length()
+
+    @property
+    def trials(self) -> int:
+        return self.repeats if self.repeats is not None else self.preset.repeats
+
+    def to_json(self) -> dict[str, Any]:
+        return {"preset": self.preset.value, "batches": list(self.batches), "threads": list(self.threads),
+                "streams": list(self.streams), "repeats": self.trials, "pin": self.pin, "seed": self.seed,
+                "ov_precision": self.ov_precision.value, "max_accuracy_drop_pts": self.max_accuracy_drop_pts,
+                "run_length": self.length.to_json(), "input_pool": self.input_pool,
+                "engines": list(self.engines) if self.engines else None,
+                "artifacts": list(self.artifacts) if self.artifacts else None}
+
+
+def read_source(path: str | Path, *, engine: str | None = None) -> Source:
+    """A build directory (has manifest.json) or a single model file.
+
+    Raises:
+        BenchInputError: path missing, manifest unreadable or of an unknown schema version.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return _read_build(p)
+    if not p.exists():
+        raise BenchInputError(f"{p}: no such build directory or model file")
+    return _read_model_file(p, engine)
+
+
+def _read_build(d: Path) -> Source:
+    mpath = d / "manifest.json"
+    try:
+        raw = mpath.read_bytes()
+        man = json.loads(raw)
+    except FileNotFoundError as e:
+        raise BenchInputError(f"{d}: not a build directory (no manifest.json); run `edgeship compile` "
+                              "first or pass a model file") from e
+    except (OSError, ValueError) as e:
+        raise BenchInputError(f"{mpath}: cannot read the manifest ({e})") from e
+    if man.get("schema_version") not in MANIFEST_VERSIONS:
+        raise BenchInputError(f"{mpath}: manifest schema_version {man.get('schema_version')!r} is not "
+                              f"supported (expected one of {MANIFEST_VERSIONS})")
+    import hashlib
+
+    targets, skipped = [], []
+    for a in man.get("artifacts", []):
+        if a.get("status") not in ("ok", "gate_failed"):
+            skipped.append({"id": a.get("id"), "status": a.get("status"), "error": a.get("error")})
+            continue
+        ver = a.get("verification") or {}
+        acc = {k: ver.get(k) for k in ("accuracy", "accuracy_drop_pts", "top1_agreement",
+                                       "cosine_min", "max_abs_error", "passed")}
+        main = next((f for f in a.get("files", []) if f.get("path") == a.get("model_file")), {})
+        targets.append(Target(
+            id=a["id"], engine=a["engine"], precision=a["precision"],
+            model_path=str(d / a.get("dir", a["id"]) / a["model_file"]),
+            size_bytes=a.get("size_bytes"), status=a["status"], accuracy=acc, sha256=main.get("sha256")))
+    val = man.get("validation") or {}
+    vfile = d / val["file"] if val.get("file") else d / "data" / "validation.npz"
+    return Source(kind="build", path=str(d), targets=tuple(targets), skipped=tuple(skipped),
+                  validation_npz=str(vfile) if vfile.exists() else None, model=man.get("model") or {},
+                  manifest_sha256=hashlib.sha256(raw).hexdigest())
+
+
+def _read_model_file(p: Path, engine: str | None) -> Source:
+    from runtime import engine_for_file
+    from runtime.errors import UnknownEngineError
+
+    try:
+        eng = engine or engine_for_file(p).value
+    except UnknownEngineError as e:
+        raise BenchInputError(str(e)) from e
+    size = p.stat().st_size
+    if p.suffix == ".xml" and p.with_suffix(".bin").exists():
+        size += p.with_suffix(".bin").stat().st_size
+    if p.with_name(p.name + ".data").exists():
+        size += p.with_name(p.name + ".data").stat().st_size
+    t = Target(id=f"{p.stem}-{eng}", engine=eng, precision="as-file", model_path=str(p), size_bytes=size)
+    return Source(kind="model_file", path=str(p), targets=(t,), model={"name": p.stem})
+
+
+def _affinity(pin: str, threads: int) -> tuple[int, ...] | None:
+    if pin == "none":
+        return None
+    if pin == "auto":
+        import os
+
+        allowed = sorted(os.sched_getaffinity(0))
+        return tuple(allowed[:threads])
+    return tuple(int(c) for c in pin.split(","))
+
+
+def plan_cells(source: Source, config: BenchConfig, *, work_dir: Path) -> list[CellSpec]:
+    """All cells (targets x batches x threads x streams x OV hints x trials), shuffled by seed.
+
+    Bad values for one cell (threads < 1, batch < 1) do not raise here: they become cells
+    whose spec cannot be built, reported by the runner as that cell's error.
+    """
+    cells: list[CellSpec] = []
+    targets = [t for t in source.targets
+               if (not config.engines or t.engine in config.engines)
+               and (not config.artifacts or t.id in config.artifacts)]
+    for t in targets:
+        hints = config.ov_precision.hints() if t.engine == "openvino" else (None,)
+        for b in config.batches:
+            for th in config.threads:
+                for st in config.streams:
+                    for hint in hints:
+                        key = config_key(t.id, batch=b, threads=th, streams=st, hint=hint)
+                        for trial in range(config.trials):
+                            cells.append(_cell(source, config, t, key, b, th, st, hint, trial, work_dir))
+    random.Random(config.seed).shuffle(cells)
+    return cells
+
+
+def config_key(artifact_id: str, *, batch: int, threads: int, streams: int, hint: str | None) -> str:
+    return f"{artifact_id}__b{batch}_t{threads}_s{streams}" + (f"_h{hint}" if hint else "")
+
+
+def _cell(source, config, t, key, b, th, st, hint, trial, work_dir) -> CellSpec:
+    cid = f"{key}_r{trial}"
+    meta = {"key": key, "artifact_id": t.id, "precision": t.precision, "engine": t.engine,
+            "batch": b, "threads": th, "streams": st, "precision_hint": hint, "trial": trial}
+    try:
+        aff = _affinity(config.pin, th) if isinstance(th, int) and th >= 1 else None
+        return CellSpec(
+            cell_id=cid, model_path=t.model_path, engine=t.engine, threads=th, batch=b, streams=st,
+            run_length=config.length, precision_hint=hint, cpu_affinity=aff,
+            inputs_npz=source.validation_npz, input_seed=config.seed, input_pool=config.input_pool,
+            samples_path=str(work_dir / "samples" / f"{cid}.npy"), trial=trial, meta=meta)
+    except (ValueError, TypeError) as e:
+        return _InvalidCell(cid, meta, str(e))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class _InvalidCell:
+    """A planned cell whose configuration is invalid; the runner reports it without running."""
+
+    cell_id: str
+    meta: dict[str, Any]
+    error: str
+
+
+def is_invalid(cell: Any) -> bool:
+    return isinstance(cell, _InvalidCell)
+
+
+def with_run_length(config: BenchConfig, length: RunLength) -> BenchConfig:
+    return replace(config, run_length=length)
