@@ -1,0 +1,202 @@
+"""OpenVINO IR variants of the reference ONNX: fp32, fp16 (compressed weights) and int8 (NNCF PTQ).
+
+Every variant starts from ``ctx.reference_onnx`` (``openvino.convert_model`` reads ONNX, and its
+external ``.data`` file, directly), so input/output names and dynamic dims (batch, seq) are the
+ones the ONNX export produced. The result is ``model.xml`` + ``model.bin`` in ``out_dir``.
+
+- ``fp32``: ``save_model(compress_to_fp16=False)``: every weight stays float32.
+- ``fp16``: ``save_model(compress_to_fp16=True)``: weights stored as float16 and decompressed
+  to f32 by a ``Convert`` at load; activations still run at the device's inference precision.
+- ``int8``: ``nncf.quantize`` (OpenVINO's standard post-training quantization) on the fp32
+  model with ``ctx.calibration``: FakeQuantize on activations, int8 weight constants.
+
+Invariants: nothing half-written (files are built in a staging folder inside ``out_dir`` and
+moved into place only when complete); openvino and nncf are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from runtime.spec import Engine
+from toolchain.compile.context import BuildContext, QuantOptions, SampleSet
+from toolchain.errors import ConversionError, DataError, MissingExtraError
+
+MODEL_XML = "model.xml"
+MODEL_BIN = "model.bin"
+
+#: QuantOptions.calibration_method -> NNCF activation range estimator (attribute of
+#: ``nncf.quantization.range_estimator.RangeEstimatorParametersSet``).
+#: NNCF has no KL-divergence ("entropy") estimator, so that method is refused, not substituted.
+_RANGE_ESTIMATORS = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE"}
+
+
+class OpenVinoConverter:
+    """OpenVINO IR: ``model.xml`` + ``model.bin`` for fp32, fp16 and int8."""
+
+    engine = Engine.OPENVINO
+    precisions = ("fp32", "fp16", "int8")
+    #: calibration methods the int8 variant honours (others are refused by :meth:`build`)
+    calibration_methods = tuple(_RANGE_ESTIMATORS)
+
+    def build(self, ctx: BuildContext, *, precision: str, out_dir: Path) -> Path:
+        """Write the IR for ``precision`` into ``out_dir``; return the path of ``model.xml``.
+
+        Raises:
+            ValueError: ``precision`` is not one of :attr:`precisions`.
+            MissingExtraError: openvino (or nncf, for int8) is not installed.
+            ConversionError: OpenVINO cannot read an op of the model (the message names the
+                ops), int8 without calibration data, an unsupported calibration method, or
+                a conversion that lost the model's input/output names.
+            DataError: calibration samples whose input names do not match the model.
+        """
+        if precision not in self.precisions:
+            raise ValueError(f"OpenVINO precision must be one of {self.precisions}, got {precision!r}")
+        ov = _import_openvino()
+        calibration = _int8_calibration(ctx) if precision == "int8" else None  # before any work
+        model = read_onnx(ctx.reference_onnx)
+        _check_names(model, ctx)
+        if calibration is not None:
+            model = quantize_int8(model, calibration=calibration, quant=ctx.quant, label=ctx.model_name)
+        out_dir = Path(out_dir)
+        with _staging(out_dir) as stage:
+            ov.save_model(model, str(stage / MODEL_XML), compress_to_fp16=(precision == "fp16"))
+            _publish(stage, out_dir, (MODEL_BIN, MODEL_XML))  # xml last: it names the bin
+        return out_dir / MODEL_XML
+
+
+def read_onnx(path: Path) -> Any:
+    """``openvino.convert_model`` on an ONNX file -> ``openvino.Model``.
+
+    Raises:
+        ConversionError: OpenVINO has no conversion rule for some op, or the file is unreadable.
+    """
+    ov = _import_openvino()
+    try:
+        return ov.convert_model(str(path))
+    except Exception as e:  # OpConversionFailure, GeneralFailure: C++ errors without a stable type
+        raise ConversionError(f"OpenVINO cannot convert {path}: {_summarize_ov_error(e)}") from e
+
+
+def quantize_int8(model: Any, *, calibration: SampleSet, quant: QuantOptions, label: str = "model") -> Any:
+    """NNCF post-training quantization of an fp32 ``openvino.Model`` on ``calibration``.
+
+    ``quant.calibration_method`` must be a key of ``_RANGE_ESTIMATORS`` (checked by the caller).
+
+    Raises:
+        MissingExtraError: nncf is not installed.
+        ConversionError: NNCF failed on this model.
+    """
+    try:
+        import nncf
+        from nncf.quantization.advanced_parameters import (
+            AdvancedQuantizationParameters,
+            QuantizationParameters,
+        )
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+    except ImportError as e:
+        raise MissingExtraError("nncf", "toolchain") from e
+    params = AdvancedQuantizationParameters(
+        activations_range_estimator_params=getattr(
+            RangeEstimatorParametersSet, _RANGE_ESTIMATORS[quant.calibration_method]
+        ),
+        weights_quantization_params=QuantizationParameters(per_channel=quant.per_channel),
+    )
+    subset = max(1, min(len(calibration), quant.calibration_samples))
+    # NNCF hands each item to the compiled model, which takes a {input name: array} dict as is.
+    dataset = nncf.Dataset(list(calibration.samples)[:subset])
+    try:
+        with _quiet_nncf():
+            return nncf.quantize(model, dataset, subset_size=subset, advanced_parameters=params)
+    except Exception as e:  # nncf raises plain RuntimeError/ValueError subclasses
+        raise ConversionError(f"NNCF int8 quantization of {label} for OpenVINO failed: {e}") from e
+
+
+def _int8_calibration(ctx: BuildContext) -> SampleSet:
+    """The calibration set for int8, checked against the model's inputs and the recipe."""
+    method = ctx.quant.calibration_method
+    if method not in _RANGE_ESTIMATORS:
+        raise ConversionError(
+            f"openvino int8: calibration method {method!r} is not available in NNCF; "
+            f"use one of {sorted(_RANGE_ESTIMATORS)}"
+        )
+    if ctx.calibration is None or len(ctx.calibration) == 0:
+        raise ConversionError(
+            "openvino int8 needs calibration data (post-training quantization): pass calibration "
+            "samples, or explicitly allow random calibration data"
+        )
+    expected = {s.name for s in ctx.inputs}
+    for i, feeds in enumerate(ctx.calibration.samples):
+        if set(feeds) != expected:
+            raise DataError(
+                f"calibration sample {i} has inputs {sorted(feeds)}; the model expects {sorted(expected)}"
+            )
+    return ctx.calibration
+
+
+def _check_names(model: Any, ctx: BuildContext) -> None:
+    """The IR must carry the user's input/output names (runtime feeds by name)."""
+    for kind, ports, specs in (("input", model.inputs, ctx.inputs), ("output", model.outputs, ctx.outputs)):
+        have = [set(p.get_names()) for p in ports]
+        missing = [s.name for s in specs if not any(s.name in names for names in have)]
+        if missing:
+            raise ConversionError(
+                f"OpenVINO conversion of {ctx.reference_onnx} lost {kind} name(s) {missing}; "
+                f"the IR has {[sorted(n) for n in have]}"
+            )
+
+
+def _summarize_ov_error(e: BaseException) -> str:
+    """The useful lines of an OpenVINO frontend error (it starts with C++ file/line noise)."""
+    text = str(e)
+    m = re.search(r"Summary:\s*(.*)", text, flags=re.S)
+    body = m.group(1) if m else text
+    lines = [ln.strip(" -") for ln in body.splitlines() if ln.strip(" -")]
+    lines = [ln for ln in lines if not re.match(r"Check '.*' failed at ", ln)]
+    return "; ".join(lines[:6]) or type(e).__name__
+
+
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    """NNCF draws rich progress bars on stdout; the pipeline owns the console."""
+    import logging
+
+    from nncf.common.logging import nncf_logger
+
+    saved = nncf_logger.level
+    nncf_logger.setLevel(logging.ERROR)
+    try:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            yield
+    finally:
+        nncf_logger.setLevel(saved)
+
+
+def _import_openvino() -> Any:
+    try:
+        import openvino
+    except ImportError as e:
+        raise MissingExtraError("openvino", "toolchain") from e
+    return openvino
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """A scratch folder inside ``out_dir`` (same file system, so the final move is atomic)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _publish(stage: Path, out_dir: Path, names: tuple[str, ...]) -> None:
+    for name in names:
+        os.replace(stage / name, out_dir / name)
