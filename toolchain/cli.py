@@ -8,8 +8,10 @@ import sys
 
 #: subcommand -> "module:add_parser"; add_parser(subparsers) registers it and sets func(args)->int
 COMMANDS: dict[str, str] = {
+    "compile": "toolchain.compile.cli:add_parser",
     "bench": "toolchain.bench.cli:add_parser",
     "keys": "toolchain.ota.cli:add_keys_parser",
+    "package": "toolchain.package:add_parser",
     "publish": "toolchain.ota.cli:add_publish_parser",
     "repo": "toolchain.ota.cli:add_repo_parser",
 }

@@ -1,0 +1,276 @@
+"""The agent's configuration: typed, frozen, read from a strict TOML file.
+
+Every setting is a dataclass field with a unit in its name where it has one and a ``doc``
+in its metadata; :func:`dumps` writes that doc as a comment above each key, so the file
+``edgeship-agent install`` writes documents itself. Unknown keys and wrong types are
+refused with the key and the file named.
+
+Sections owned by other parts of the agent (``[update]``, ``[mqtt]``) are registered in
+:data:`SECTIONS` as ``"module:Class"`` (a frozen dataclass with defaults) and imported only
+when needed; read them with ``config.section("update")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import importlib
+import math
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+#: extra top-level sections: name -> "module:FrozenDataclass" (imported lazily)
+SECTIONS: dict[str, str] = {
+    "update": "device_agent.update.config:UpdateSection",
+    "mqtt": "device_agent.telemetry.config:MqttConfig",
+}
+
+DEFAULT_CONFIG_PATH = "/etc/edgeship/agent.toml"
+
+
+class ConfigError(ValueError):
+    """The config file is missing, not TOML, or has an unknown key or a wrong value."""
+
+
+def doc(text: str, default: Any = dataclasses.MISSING, **kw) -> Any:
+    """A dataclass field with its documentation (written as a comment by :func:`dumps`)."""
+    if default is dataclasses.MISSING:
+        return field(metadata={"doc": text}, **kw)
+    return field(default=default, metadata={"doc": text}, **kw)
+
+
+class LogLevel(str, enum.Enum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    state_dir: str = doc("Directory for models, pointers and the update journal (must be writable).",
+                         "/var/lib/edgeship")
+    log_level: LogLevel = doc("Least severe log level written: debug, info, warning or error.", LogLevel.INFO)
+    log_file: str = doc("Append JSON log lines to this file; empty writes them to stderr (journald).", "")
+
+
+@dataclass(frozen=True)
+class BatchingSection:
+    max_batch_size: int = doc("Concurrent requests merged into one engine call; 1 turns batching off. "
+                              "Only models whose inputs and outputs have a dynamic first dimension batch.", 1)
+    max_wait_ms: float = doc("Longest a request waits for others to fill a batch, in milliseconds.", 2.0)
+
+
+@dataclass(frozen=True)
+class ServingSection:
+    host: str = doc("Address the HTTP API listens on. 127.0.0.1 keeps it local; 0.0.0.0 exposes it.",
+                    "127.0.0.1")
+    port: int = doc("TCP port of the HTTP API (Open Inference Protocol v2).", 8080)
+    max_body_bytes: int = doc("Largest request body accepted; larger ones get 413.", 16 << 20)
+    engine_threads: int = doc("Threads per inference engine session; 0 lets the engine choose.", 0)
+    drain_timeout_s: float = doc("After a model switch, how long to wait for requests still running "
+                                 "on the old model before closing it anyway.", 30.0)
+    control_enabled: bool = doc("Serve /edgeship/v1/* control endpoints (rollback, status) to local "
+                                "callers holding the token in <state_dir>/control.token.", True)
+    batching: BatchingSection = doc("Batching of concurrent requests (off by default).",
+                                    default_factory=BatchingSection)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    agent: AgentSection = field(default_factory=AgentSection)
+    serving: ServingSection = field(default_factory=ServingSection)
+    #: registered extra sections present in the file: name -> dataclass instance
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+    #: the file this was read from (None when built in code)
+    source: str | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.agent.state_dir)
+
+    def section(self, name: str) -> Any:
+        """A registered extra section: the file's values, or the defaults when it has none.
+
+        Raises:
+            ConfigError: ``name`` is not registered in SECTIONS.
+        """
+        if name in self.extensions:
+            return self.extensions[name]
+        return _section_class(name)()
+
+    @classmethod
+    def for_state_dir(cls, state_dir: str | os.PathLike, **serving: Any) -> "AgentConfig":
+        """A config in code (tests, embedding): defaults plus a state dir and serving overrides."""
+        return cls(agent=AgentSection(state_dir=os.fspath(state_dir)), serving=ServingSection(**serving))
+
+
+# --------------------------------------------------------------------------- reading
+def load_config(path: str | os.PathLike) -> AgentConfig:
+    """Read and check a TOML config file.
+
+    Raises:
+        ConfigError: missing file, invalid TOML, unknown key, wrong type or value (naming
+            the key and the file).
+    """
+    where = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: config file not found (create one with `edgeship-agent install`)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: not valid TOML: {e}") from e
+    return parse_config(data, where=where)
+
+
+def parse_config(data: Mapping[str, Any], *, where: str = "<config>") -> AgentConfig:
+    """Build an AgentConfig from parsed TOML (see :func:`load_config` for errors)."""
+    known = {"agent", "serving", *SECTIONS}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {unknown}; known: {sorted(known)}")
+    ext = {name: _load(_section_class(name), data[name], f"{where}: [{name}]")
+           for name in SECTIONS if name in data}
+    cfg = AgentConfig(agent=_load(AgentSection, data.get("agent", {}), f"{where}: [agent]"),
+                      serving=_load(ServingSection, data.get("serving", {}), f"{where}: [serving]"),
+                      extensions=ext, source=where)
+    _check(cfg, where)
+    return cfg
+
+
+def _check(cfg: AgentConfig, where: str) -> None:
+    s = cfg.serving
+    if not 0 <= s.port <= 65535:
+        raise ConfigError(f"{where}: serving.port {s.port} is not a TCP port")
+    if s.max_body_bytes < 1024:
+        raise ConfigError(f"{where}: serving.max_body_bytes must be at least 1024")
+    if s.engine_threads < 0 or s.drain_timeout_s < 0:
+        raise ConfigError(f"{where}: serving.engine_threads and drain_timeout_s must be >= 0")
+    if s.batching.max_batch_size < 1 or s.batching.max_wait_ms < 0:
+        raise ConfigError(f"{where}: serving.batching.max_batch_size must be >= 1 and max_wait_ms >= 0")
+    if not cfg.agent.state_dir:
+        raise ConfigError(f"{where}: agent.state_dir must not be empty")
+
+
+def _section_class(name: str):
+    try:
+        target = SECTIONS[name]
+    except KeyError:
+        raise ConfigError(f"no config section {name!r} is registered (known: {sorted(SECTIONS)})") from None
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def _load(cls, data: Any, where: str):
+    """Strictly build dataclass ``cls`` from a TOML table."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, f"{where} {key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required key with no default
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def _coerce(tp: Any, v: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _load(tp, v, where)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(v)
+        except ValueError:
+            raise ConfigError(f"{where}: {v!r} is not one of {[e.value for e in tp]}") from None
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise ConfigError(f"{where}: expected true or false, got {v!r}")
+        return v
+    if tp is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{where}: expected an integer, got {v!r}")
+        return v
+    if tp is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(f"{where}: expected a number, got {v!r}")
+        return float(v)
+    if tp is str:
+        if not isinstance(v, str):
+            raise ConfigError(f"{where}: expected a string, got {v!r}")
+        return v
+    if origin in (tuple, list):
+        (inner, *_rest) = typing.get_args(tp) or (Any,)
+        if not isinstance(v, list):
+            raise ConfigError(f"{where}: expected a list, got {v!r}")
+        return tuple(_coerce(inner, x, f"{where}[{i}]") for i, x in enumerate(v))
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        errors = []
+        for a in args:
+            try:
+                return _coerce(a, v, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {v!r}")
+    return v
+
+
+# --------------------------------------------------------------------------- writing
+def dumps(cfg: AgentConfig | None = None, *, header: str = "") -> str:
+    """The config as TOML, every key preceded by its documentation as a comment."""
+    cfg = cfg or AgentConfig()
+    lines = [f"# {ln}" if ln else "#" for ln in header.splitlines()]
+    sections: list[tuple[str, Any]] = [("agent", cfg.agent), ("serving", cfg.serving)]
+    sections += sorted(cfg.extensions.items())
+    for name, obj in sections:
+        _dump_table(lines, name, obj)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _dump_table(lines: list[str], name: str, obj: Any, comment: str = "") -> None:
+    lines.append("")
+    lines += [f"# {ln}" for ln in _wrap(comment)]
+    lines.append(f"[{name}]")
+    nested = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            nested.append((f"{name}.{f.name}", value, f.metadata.get("doc", "")))
+            continue
+        lines += [f"# {ln}" for ln in _wrap(f.metadata.get("doc", ""))]
+        lines.append(f"{f.name} = {_toml_value(value)}")
+    for sub, value, d in nested:
+        _dump_table(lines, sub, value, d)
+
+
+def _wrap(text: str, width: int = 88) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) if text else []
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, enum.Enum):
+        v = v.value
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if v is None:
+        raise ConfigError("TOML has no null; give the setting a value")
+    raise ConfigError(f"cannot write {type(v).__name__} to TOML")

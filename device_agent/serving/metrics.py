@@ -1,0 +1,119 @@
+"""Windowed request counters and latency samples (pure bookkeeping, thread-safe).
+
+A window runs from the last :meth:`RequestMetrics.roll` (or creation) to now.
+``snapshot()`` reads the current window without ending it; ``roll()`` ends it and starts a
+new one, so a periodic reporter (MQTT) calls ``roll()`` once per interval and gets
+disjoint windows. Totals since start are in every snapshot too.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+class Outcome(str, enum.Enum):
+    OK = "ok"              # the model answered
+    ERROR = "error"        # the model or engine failed on valid input (5xx)
+    REJECTED = "rejected"  # the request was invalid (4xx); the model never ran
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    window_start_ts: float
+    window_end_ts: float
+    requests: int
+    ok: int
+    errors: int
+    rejected: int
+    latency_samples: int
+    latency_ms_p50: float | None
+    latency_ms_p95: float | None
+    latency_ms_p99: float | None
+    latency_ms_max: float | None
+    latency_ms_mean: float | None
+    by_model: dict[str, dict[str, int]] = field(default_factory=dict)
+    requests_total: int = 0
+    errors_total: int = 0
+
+    @property
+    def window_s(self) -> float:
+        return self.window_end_ts - self.window_start_ts
+
+    @property
+    def error_rate(self) -> float:
+        ran = self.ok + self.errors
+        return self.errors / ran if ran else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["window_s"] = self.window_s
+        d["error_rate"] = self.error_rate
+        return d
+
+
+class _Window:
+    def __init__(self, start: float, max_samples: int) -> None:
+        self.start = start
+        self.counts = {o: 0 for o in Outcome}
+        self.latencies: deque[float] = deque(maxlen=max_samples)
+        self.by_model: dict[str, dict[str, int]] = {}
+
+
+class RequestMetrics:
+    """Counts requests by outcome and keeps up to ``max_samples`` latencies per window."""
+
+    def __init__(self, *, max_samples: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._max = max_samples
+        self._lock = threading.Lock()
+        self._win = _Window(clock(), max_samples)
+        self._total_requests = 0
+        self._total_errors = 0
+
+    def record(self, model_sha: str | None, outcome: Outcome, latency_s: float | None = None) -> None:
+        with self._lock:
+            w = self._win
+            w.counts[outcome] += 1
+            self._total_requests += 1
+            if outcome is Outcome.ERROR:
+                self._total_errors += 1
+            if latency_s is not None and outcome is Outcome.OK:
+                w.latencies.append(latency_s)
+            if model_sha is not None:
+                m = w.by_model.setdefault(model_sha, {"requests": 0, "errors": 0})
+                m["requests"] += 1
+                m["errors"] += outcome is Outcome.ERROR
+
+    def snapshot(self) -> MetricsSnapshot:
+        """The current window so far (does not end it)."""
+        with self._lock:
+            return self._snap(self._win, self._clock())
+
+    def roll(self) -> MetricsSnapshot:
+        """End the current window, start a new one, and return the one that ended."""
+        with self._lock:
+            now = self._clock()
+            snap = self._snap(self._win, now)
+            self._win = _Window(now, self._max)
+            return snap
+
+    def _snap(self, w: _Window, now: float) -> MetricsSnapshot:
+        lat = np.asarray(w.latencies, dtype=np.float64) * 1e3
+        pct = (lambda q: float(np.percentile(lat, q))) if lat.size else (lambda q: None)
+        c = w.counts
+        return MetricsSnapshot(
+            window_start_ts=w.start, window_end_ts=now,
+            requests=sum(c.values()), ok=c[Outcome.OK], errors=c[Outcome.ERROR], rejected=c[Outcome.REJECTED],
+            latency_samples=int(lat.size), latency_ms_p50=pct(50), latency_ms_p95=pct(95),
+            latency_ms_p99=pct(99), latency_ms_max=float(lat.max()) if lat.size else None,
+            latency_ms_mean=float(lat.mean()) if lat.size else None,
+            by_model={k: dict(v) for k, v in w.by_model.items()},
+            requests_total=self._total_requests, errors_total=self._total_errors,
+        )

@@ -1,0 +1,159 @@
+"""Fixtures for the agent tests: tiny build directories (per docs/design.md) and bundles.
+
+A build dir here is what `edgeship compile` writes, made by hand with onnx.helper so the
+agent tests do not depend on torch: manifest.json, data/validation.npz, reference/ and one
+artifact folder ``onnxruntime-fp32``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.fsutil import file_entry, sha256_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _linear_model(scale: float, *, gather: bool = False, static_batch: int | None = None):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    batch = static_batch if static_batch else "batch"
+    w = (np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0) * scale
+    b = np.array([0.1, -0.2, 0.3], dtype=np.float32) * scale
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "B"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])]
+    if gather:  # an INT64 input; an index out of range makes the engine raise
+        inputs.append(helper.make_tensor_value_info("idx", TensorProto.INT64, [1]))
+        nodes.append(helper.make_node("Gather", ["y", "idx"], ["picked"], axis=1))
+        outputs.append(helper.make_tensor_value_info("picked", TensorProto.FLOAT, [batch, 1]))
+    g = helper.make_graph(nodes, "tiny", inputs, outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgeship-test")
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def make_build(root: Path, *, name: str = "tiny", scale: float = 1.0, gather: bool = False,
+               samples: int = 16, static_batch: int | None = None) -> Path:
+    """Write a build directory per docs/design.md with one verified ORT fp32 artifact."""
+    import onnx
+    import onnxruntime
+
+    root.mkdir(parents=True, exist_ok=True)
+    model = _linear_model(scale, gather=gather, static_batch=static_batch)
+    (root / "reference").mkdir(exist_ok=True)
+    onnx.save(model, root / "reference" / "model.onnx")
+    art = root / "onnxruntime-fp32"
+    art.mkdir(exist_ok=True)
+    onnx.save(model, art / "model.onnx")
+    rng = np.random.default_rng(0)
+    data = {"x": rng.standard_normal((samples, 4)).astype(np.float32)}
+    io = {"inputs": [{"name": "x", "dtype": "float32", "shape": [static_batch or "batch", 4]}],
+          "outputs": [{"name": "y", "dtype": "float32", "shape": [static_batch or "batch", 3]}]}
+    if gather:
+        data["idx"] = np.ones((samples, 1), dtype=np.int64)
+        io["inputs"].append({"name": "idx", "dtype": "int64", "shape": [1]})
+        io["outputs"].append({"name": "picked", "dtype": "float32", "shape": [static_batch or "batch", 1]})
+    (root / "data").mkdir(exist_ok=True)
+    np.savez(root / "data" / "validation.npz", **data)
+    manifest = {
+        "schema_version": 1,
+        "model": {"name": name, "source": "tests", "source_kind": "onnx",
+                  "source_sha256": sha256_file(root / "reference" / "model.onnx"), "opset": 17},
+        "io": io,
+        "calibration": None,
+        "validation": {"file": "data/validation.npz", "sha256": sha256_file(root / "data" / "validation.npz"),
+                       "samples": samples, "labels": False},
+        "toolchain": {"edgeship": "0.1.0"},
+        "created_utc": "2026-11-26T17:00:00Z",
+        "status": "ok",
+        "artifacts": [{
+            "id": "onnxruntime-fp32", "engine": "onnxruntime", "precision": "fp32", "status": "ok",
+            "error": None, "dir": "onnxruntime-fp32", "model_file": "model.onnx",
+            "files": [file_entry(art, art / "model.onnx")], "size_bytes": (art / "model.onnx").stat().st_size,
+            "io": io, "engine_version": onnxruntime.__version__, "executed_precision": "fp32", "recipe": {},
+            "verification": {"samples": samples, "max_abs_error": 0.0, "mean_abs_error": 0.0,
+                             "cosine_min": 1.0, "cosine_mean": 1.0, "tolerances": {"atol": 1e-4, "min_cosine": 0.9999},
+                             "passed": True, "failures": []},
+        }],
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return root
+
+
+def make_bundle(tmp: Path, *, release: int, scale: float = 1.0, name: str = "tiny", gather: bool = False,
+                version: str | None = None, static_batch: int | None = None):
+    from toolchain.package import package_build
+
+    build = make_build(tmp / f"build-{name}-{release}", name=name, scale=scale, gather=gather,
+                       static_batch=static_batch)
+    return package_build(build, artifact_id="onnxruntime-fp32", version=version or f"1.{release}.0",
+                         release=release, out_dir=tmp / "bundles", golden_samples=4)
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory):
+    """Two releases of "tiny" (different weights) and a "picker" bundle with an INT64 input."""
+    tmp = tmp_path_factory.mktemp("bundles")
+    return {
+        "v1": make_bundle(tmp, release=1, scale=1.0),
+        "v2": make_bundle(tmp, release=2, scale=2.0),
+        "picker": make_bundle(tmp, release=1, name="picker", gather=True),
+    }
+
+
+@pytest.fixture
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def agent_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "device_agent.cli", *args]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 20.0) -> float:
+    import httpx
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"agent exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(url)
+
+
+@pytest.fixture
+def helpers():
+    class H:
+        make_bundle = staticmethod(make_bundle)
+        make_build = staticmethod(make_build)
+        agent_cmd = staticmethod(agent_cmd)
+        env = staticmethod(subprocess_env)
+        wait_ready = staticmethod(wait_ready)
+    return H

@@ -1,0 +1,344 @@
+"""`edgeship package`: turn one artifact of a build into a content-addressed model bundle.
+
+Reads ``<build>/manifest.json`` (docs/design.md "Build directory"), checks the artifact's
+files against their recorded hashes, runs the artifact once over (part of) the build's
+validation data to take the golden set and the baseline statistics, and writes a
+deterministic ``.tar`` named ``<name>-<release>-<sha256[:12]>.tar``.
+
+Determinism: entries sorted, mtime 0, uid/gid 0, fixed modes, a golden.npz written with
+fixed zip timestamps, model.json with sorted keys. Packaging the same build twice gives
+the same bytes (and so the same sha256) on the same machine.
+
+Nothing half-written: the tar is written to a temp file in ``--out`` and renamed into
+place only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.bundle import (
+    GOLDEN_NPZ, MODEL_DIR, MODEL_JSON, Arch, BundleError, BundleInfo, FileEntry, Precision,
+    Requirements, Source, TensorStats, Tolerances, parse_version,
+)
+from runtime.fsutil import fsync_dir, sha256_bytes, sha256_file
+from runtime.spec import Engine, TensorSpec
+
+from .errors import ToolchainError
+
+#: how many validation samples the baseline output statistics are taken over
+STATS_SAMPLES = 256
+#: architectures the engines publish wheels for; the default when --arch is not given
+DEFAULT_ARCH = {
+    Engine.ONNXRUNTIME: (Arch.X86_64.value, Arch.AARCH64.value),
+    Engine.OPENVINO: (Arch.X86_64.value, Arch.AARCH64.value),
+    Engine.TFLITE: (Arch.X86_64.value, Arch.AARCH64.value),
+}
+
+
+class PackageError(ToolchainError):
+    """The build or artifact cannot be packaged; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    path: Path
+    sha256: str
+    info: BundleInfo
+
+
+def package_build(
+    build_dir: str | os.PathLike, *, artifact_id: str, version: str, release: int,
+    out_dir: str | os.PathLike, latency_budget_ms: float | None = None, golden_samples: int = 8,
+    arch: tuple[str, ...] | None = None, min_engine_version: str | None = None,
+) -> PackageResult:
+    """Package one artifact of a build into a bundle in ``out_dir``.
+
+    Raises:
+        PackageError: missing/invalid manifest, unknown or failed artifact, a file whose hash
+            differs from the manifest, validation data that does not fit the model, or an
+            invalid name/version/release (via BundleError).
+        EngineNotInstalledError: the artifact's engine is not installed here (names the extra).
+    """
+    build = Path(build_dir)
+    manifest_path = build / "manifest.json"
+    manifest = _read_manifest(manifest_path)
+    art = _find_artifact(manifest, artifact_id, manifest_path)
+    engine = Engine(art["engine"])
+    art_dir = build / art["dir"]
+    model_files = _checked_files(art_dir, art.get("files") or [], manifest_path, artifact_id)
+    if art["model_file"] not in {p for p, _ in model_files}:
+        raise PackageError(f"{manifest_path}: artifact {artifact_id!r} model_file {art['model_file']!r} "
+                           f"is not in its files list")
+    inputs = tuple(TensorSpec.from_json(s) for s in art["io"]["inputs"])
+    outputs = tuple(TensorSpec.from_json(s) for s in art["io"]["outputs"])
+    validation = _load_validation(build, manifest, inputs)
+    golden, in_stats, out_stats = _run_artifact(art_dir / art["model_file"], engine, inputs,
+                                                validation, golden_samples)
+    golden_bytes = _npz_bytes(golden)
+    ver = art.get("verification") or {}
+    tol = ver.get("tolerances") or {}
+    files = [FileEntry(path=f"{MODEL_DIR}/{p}", sha256=sha256_file(art_dir / p),
+                       bytes=(art_dir / p).stat().st_size) for p, _ in model_files]
+    files.append(FileEntry(path=GOLDEN_NPZ, sha256=sha256_bytes(golden_bytes), bytes=len(golden_bytes)))
+    info_json = {
+        "schema_version": 1, "name": manifest["model"]["name"], "version": version, "release": release,
+        "engine": engine.value, "precision": Precision(art["precision"]).value,
+        "model_file": art["model_file"],
+        "io": {"inputs": [s.to_json() for s in inputs], "outputs": [s.to_json() for s in outputs]},
+        "requirements": Requirements(
+            engine=engine,
+            min_engine_version=min_engine_version or _default_min_version(art, engine),
+            arch=tuple(arch) if arch else DEFAULT_ARCH[engine],
+            opset=_opset(art_dir / art["model_file"], manifest) if engine == Engine.ONNXRUNTIME else None,
+        ).to_json(),
+        "latency_budget_ms": latency_budget_ms,
+        "tolerances": {"atol": float(tol.get("atol", 1e-3)), "min_cosine": float(tol.get("min_cosine", 0.999))},
+        "golden_calls": int(next(iter(golden.values())).shape[0]),
+        "input_stats": {k: v.to_json() for k, v in in_stats.items()},
+        "output_stats": {k: v.to_json() for k, v in out_stats.items()},
+        "files": sorted((f.to_json() for f in files), key=lambda f: f["path"]),
+        "source": Source(build_manifest_sha256=sha256_file(manifest_path), artifact_id=artifact_id).to_json(),
+    }
+    info = BundleInfo.from_json(info_json, where=f"{artifact_id} model.json")
+    members = {MODEL_JSON: info.to_bytes(), GOLDEN_NPZ: golden_bytes}
+    for p, _ in model_files:
+        members[f"{MODEL_DIR}/{p}"] = art_dir / p
+    path, sha = _write_tar(Path(out_dir), info, members)
+    return PackageResult(path=path, sha256=sha, info=info)
+
+
+# ------------------------------------------------------------------------- inputs
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        m = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PackageError(f"{path}: no build manifest; run `edgeship compile` first") from None
+    except json.JSONDecodeError as e:
+        raise PackageError(f"{path}: not valid JSON: {e}") from e
+    if m.get("schema_version") != 1:
+        raise PackageError(f"{path}: schema_version {m.get('schema_version')!r} is not supported (1)")
+    return m
+
+
+def _find_artifact(manifest: dict, artifact_id: str, path: Path) -> dict:
+    arts = {a["id"]: a for a in manifest.get("artifacts", [])}
+    if artifact_id not in arts:
+        raise PackageError(f"{path}: no artifact {artifact_id!r}; the build has {sorted(arts)}")
+    art = arts[artifact_id]
+    if art.get("status") != "ok":
+        raise PackageError(f"{path}: artifact {artifact_id!r} has status {art.get('status')!r} "
+                           f"({art.get('error')}); only verified artifacts are packaged")
+    ver = art.get("verification")
+    if not ver or not ver.get("passed"):
+        raise PackageError(f"{path}: artifact {artifact_id!r} has no passed verification")
+    return art
+
+
+def _checked_files(art_dir: Path, entries: list, manifest_path: Path, artifact_id: str) -> list[tuple[str, str]]:
+    if not entries:
+        raise PackageError(f"{manifest_path}: artifact {artifact_id!r} lists no files")
+    out = []
+    for e in entries:
+        p = art_dir / e["path"]
+        if not p.is_file():
+            raise PackageError(f"{p}: listed in {manifest_path} but missing")
+        if sha256_file(p) != e["sha256"]:
+            raise PackageError(f"{p}: sha256 differs from {manifest_path}; the build was modified "
+                               f"after compile, rebuild it")
+        out.append((Path(e["path"]).as_posix(), e["sha256"]))
+    return sorted(out)
+
+
+def _load_validation(build: Path, manifest: dict, inputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
+    val = manifest.get("validation") or {}
+    path = build / val.get("file", "data/validation.npz")
+    if not path.is_file():
+        raise PackageError(f"{path}: validation data missing; the golden set and statistics come from it")
+    if val.get("sha256") and sha256_file(path) != val["sha256"]:
+        raise PackageError(f"{path}: sha256 differs from the build manifest")
+    with np.load(path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    out = {}
+    for s in inputs:
+        if s.name not in data:
+            raise PackageError(f"{path}: no array for input {s.name!r} (has {sorted(data)})")
+        a = data[s.name]
+        if a.dtype != np.dtype(s.dtype):
+            raise PackageError(f"{path}: input {s.name!r} is {a.dtype}, the model takes {s.dtype}")
+        out[s.name] = a
+    n = {a.shape[0] for a in out.values()}
+    if len(n) != 1 or 0 in n:
+        raise PackageError(f"{path}: inputs have different or zero sample counts {sorted(n)}")
+    return out
+
+
+# ------------------------------------------------------------------ running it
+def _call_batch(inputs: tuple[TensorSpec, ...]) -> int:
+    """Samples per call: the static batch dim when every input has one, else 1."""
+    firsts = {s.shape[0] if s.shape else None for s in inputs}
+    if len(firsts) == 1:
+        (b,) = firsts
+        if isinstance(b, int) and b > 0:
+            return b
+    return 1
+
+
+def _run_artifact(model: Path, engine: Engine, inputs, validation, golden_samples: int):
+    from runtime import open_model
+
+    b = _call_batch(inputs)
+    n = next(iter(validation.values())).shape[0]
+    calls = min(n, STATS_SAMPLES) // b
+    if calls < 1 or golden_samples < 1:
+        raise PackageError(f"validation data has {n} samples; need at least {b} per call and "
+                           f"--golden-samples >= 1")
+    k = min(golden_samples, calls)
+    golden: dict[str, list] = {}
+    outs: dict[str, list] = {}
+    with open_model(model, engine=engine) as sess:
+        for i in range(calls):
+            feeds = {name: a[i * b:(i + 1) * b] for name, a in validation.items()}
+            res = sess.run(feeds)
+            for name, v in res.items():
+                outs.setdefault(name, []).append(v)
+            if i < k:
+                for name, v in feeds.items():
+                    golden.setdefault(f"in:{name}", []).append(v)
+                for name, v in res.items():
+                    golden.setdefault(f"out:{name}", []).append(v)
+    used = calls * b
+    in_stats = {name: TensorStats.of(a[:used]) for name, a in validation.items() if _numeric(a)}
+    out_stats = {name: TensorStats.of(np.concatenate(v)) for name, v in outs.items() if _numeric(v[0])}
+    return {key: np.stack(v) for key, v in golden.items()}, in_stats, out_stats
+
+
+def _numeric(a: np.ndarray) -> bool:
+    return a.dtype.kind in "biuf" and a.size > 0
+
+
+def _opset(model: Path, manifest: dict) -> int | None:
+    try:
+        import onnx
+    except ImportError:
+        return manifest.get("model", {}).get("opset")
+    m = onnx.load(str(model), load_external_data=False)
+    ops = [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")]
+    return max(ops) if ops else None
+
+
+def _default_min_version(art: dict, engine: Engine) -> str:
+    """The major.minor of the engine the artifact was verified with: what is known to work."""
+    v = parse_version(str(art.get("engine_version") or ""))
+    if not v:
+        raise PackageError(f"artifact {art['id']!r} records no engine_version; pass --min-engine-version")
+    return ".".join(str(x) for x in (v + (0, 0))[:2]) + ".0"
+
+
+# ------------------------------------------------------------------------ writing
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz with fixed zip timestamps (np.savez stamps the current time)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for key in sorted(arrays):
+            zi = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            zi.external_attr = 0o644 << 16
+            with zf.open(zi, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.mode = size, 0, 0o644
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    return ti
+
+
+def _write_tar(out_dir: Path, info: BundleInfo, members: dict[str, bytes | Path]) -> tuple[Path, str]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".bundle.", suffix=".tmp", dir=out_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with tarfile.open(fileobj=f, mode="w:", format=tarfile.PAX_FORMAT) as tf:
+                for name in sorted(members):
+                    src = members[name]
+                    if isinstance(src, bytes):
+                        tf.addfile(_tarinfo(name, len(src)), io.BytesIO(src))
+                    else:
+                        with open(src, "rb") as fh:
+                            tf.addfile(_tarinfo(name, src.stat().st_size), fh)
+            f.flush()
+            os.fsync(f.fileno())
+        sha = sha256_file(tmp)
+        final = out_dir / f"{info.name}-{info.release}-{sha[:12]}.tar"
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(out_dir)
+    return final, sha
+
+
+# ---------------------------------------------------------------------------- CLI
+def add_parser(sub) -> None:
+    p = sub.add_parser("package", help="turn one artifact of a build into a model bundle (.tar)",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("build_dir", metavar="BUILD_DIR")
+    p.add_argument("--artifact", required=True, metavar="ID", help="artifact id from manifest.json")
+    p.add_argument("--version", required=True, metavar="V", help="semantic version, e.g. 1.2.0")
+    p.add_argument("--release", required=True, type=int, metavar="N",
+                   help="monotonic release counter (devices refuse one at or below theirs)")
+    p.add_argument("--latency-budget-ms", type=float, default=None,
+                   help="p50 latency the device gate holds the model to (default: none)")
+    p.add_argument("--golden-samples", type=int, default=8, metavar="K",
+                   help="golden calls stored in the bundle (default 8)")
+    p.add_argument("--arch", action="append", choices=[a.value for a in Arch],
+                   help="CPU architecture the bundle is for (repeat; default x86_64 and aarch64)")
+    p.add_argument("--min-engine-version", default=None,
+                   help="oldest engine version allowed (default: major.minor of the verified one)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write the bundle into")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args) -> int:
+    import sys
+
+    from runtime.errors import EdgeshipRuntimeError
+
+    try:
+        res = package_build(args.build_dir, artifact_id=args.artifact, version=args.version,
+                            release=args.release, out_dir=args.out,
+                            latency_budget_ms=args.latency_budget_ms,
+                            golden_samples=args.golden_samples,
+                            arch=tuple(args.arch) if args.arch else None,
+                            min_engine_version=args.min_engine_version)
+    except (ToolchainError, BundleError) as e:
+        print(f"edgeship package: {e}", file=sys.stderr)
+        return 2
+    except EdgeshipRuntimeError as e:
+        print(f"edgeship package: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"path": str(res.path), "sha256": res.sha256, "model": res.info.to_json()},
+                         indent=2))
+    else:
+        i = res.info
+        print(f"{res.path}\n  sha256   {res.sha256}\n  model    {i.name} {i.version} (release {i.release})"
+              f"\n  engine   {i.engine.value} {i.precision.value}, needs >= {i.requirements.min_engine_version} "
+              f"on {', '.join(i.requirements.arch)}\n  golden   {i.golden_calls} calls, atol "
+              f"{i.tolerances.atol}, min cosine {i.tolerances.min_cosine}")
+    return 0
