@@ -19,8 +19,16 @@ BACKENDS: dict[Engine, tuple[str, tuple[str, ...]]] = {
 }
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # an import hook refuses it, or a parent package is missing
+        return False
+
+
 def is_available(engine: Engine) -> bool:
-    return any(importlib.util.find_spec(m) is not None for m in BACKENDS[engine][1])
+    """True when one of the engine's packages is installed (imports nothing)."""
+    return any(_installed(m) for m in BACKENDS[engine][1])
 
 
 def available_engines() -> list[Engine]:
@@ -31,10 +39,24 @@ def session_class(engine: Engine):
     """The Session subclass for ``engine``.
 
     Raises:
-        EngineNotInstalledError: none of the engine's packages is installed.
+        EngineNotInstalledError: none of the engine's packages is installed, or the one
+            found does not import (a broken install); the message names the pip extra.
     """
-    target, _mods = BACKENDS[engine]
+    target, mods = BACKENDS[engine]
     if not is_available(engine):
-        raise EngineNotInstalledError(engine.value, ENGINE_EXTRA[engine])
+        raise EngineNotInstalledError(engine.value, ENGINE_EXTRA[engine], f"none of {list(mods)} is importable")
     module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def import_engine(engine: Engine, module: str):
+    """Import an engine's package inside a backend's ``_open``.
+
+    Raises:
+        EngineNotInstalledError: the package is missing or broken (e.g. a native library
+            fails to load); the message names the extra and the import error.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise EngineNotInstalledError(engine.value, ENGINE_EXTRA[engine], f"{module} does not import: {e}") from e

@@ -22,6 +22,7 @@ import threading
 import numpy as np
 
 from ..base import Session
+from . import import_engine
 from ..errors import ModelLoadError
 from ..spec import Engine, TensorSpec
 
@@ -49,7 +50,7 @@ class OpenVinoSession(Session):
     engine = Engine.OPENVINO
 
     def _open(self) -> None:
-        import openvino as ov
+        ov = import_engine(Engine.OPENVINO, "openvino")
 
         self._ov = ov
         core = ov.Core()

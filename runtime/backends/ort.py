@@ -11,6 +11,7 @@ import mmap
 import numpy as np
 
 from ..base import Session
+from . import import_engine
 from ..errors import ModelLoadError
 from ..spec import Engine, TensorSpec
 
@@ -42,7 +43,7 @@ class OrtSession(Session):
     engine = Engine.ONNXRUNTIME
 
     def _open(self) -> None:
-        import onnxruntime as ort
+        ort = import_engine(Engine.ONNXRUNTIME, "onnxruntime")
 
         provider = _PROVIDERS.get(self.device.upper(), self.device)
         if provider not in ort.get_available_providers():
