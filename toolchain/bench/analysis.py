@@ -94,6 +94,11 @@ def int8_notes(cells: list[dict[str, Any]], sp: dict[str, dict[str, Any]], env: 
     """Say where int8 is not faster than fp32 on an engine, and why that can happen."""
     feats = int8_features(env)
     notes = [describe_int8_hardware(env)]
+    bf16 = sorted({c["artifact_id"] for c in cells if c["engine"] == "openvino"
+                   and c.get("executed_precision") == "bf16"})
+    if bf16:
+        notes.append("OpenVINO executed " + ", ".join(bf16) + " in bf16 on this CPU (its default without a "
+                     "precision hint); run with --ov-precision f32 or both to measure strict f32.")
     slow = [(c, sp[c["key"]]["speedup"]) for c in cells
             if c["precision"] in INT8_PRECISIONS and c["key"] in sp and sp[c["key"]]["speedup"] < 1.05]
     for c, s in sorted(slow, key=lambda x: x[0]["key"]):

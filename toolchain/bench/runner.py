@@ -101,6 +101,6 @@ def _progress_tail(res: dict[str, Any], dt: float) -> str:
         return f"FAILED ({res['error']['type']}: {res['error']['message'][:200]})"
     st = res["stats"]
     p50 = st["percentiles_s"].get("p50")
-    lat = f"p50 {p50 * 1e3:.3f} ms" if p50 is not None else f"mean {st['mean_s'] * 1e3:.3f} ms"
+    lat = f"p50 {p50 * 1e3:.4g} ms" if p50 is not None else f"mean {st['mean_s'] * 1e3:.4g} ms"
     return (f"{lat}, n={st['count']}, {st['throughput_per_s']:.1f}/s, "
             f"exec {res.get('executed_precision')} ({dt:.1f} s)")
