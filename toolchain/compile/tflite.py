@@ -1,0 +1,294 @@
+"""TFLite/LiteRT variants, converted straight from the PyTorch source with litert-torch.
+
+No TensorFlow and no ONNX on this path: ``litert_torch.convert`` lowers a ``torch.export``
+program to a ``.tflite`` flatbuffer. So this converter needs ``ctx.torch_module`` and refuses
+an ``.onnx`` source.
+
+- ``fp32``: ``litert_torch.convert(module, sample_kwargs=...)``.
+- ``int8``: full-integer PT2E: ``torch.export`` -> ``prepare_pt2e`` with litert-torch's
+  ``PT2EQuantizer`` (symmetric int8, per-channel weights by default) -> calibration samples run
+  through the observed graph -> ``convert_pt2e`` -> ``litert_torch.convert(quant_config=...)``.
+  Input and output tensors of the result are int8 with their own scale/zero point; the
+  runtime's TFLite backend quantizes/dequantizes so callers still pass and get floats.
+
+Names: the module is wrapped so that it takes keyword inputs named after ``ctx.inputs`` and
+returns a dict keyed by ``ctx.outputs``; litert-torch turns those into the ``serving_default``
+signature names, which are checked after conversion.
+
+Shapes: the result is static. litert-torch cannot export keyword inputs with dynamic dims, so
+the model is converted at the example input's shapes, with a symbolic leading (batch) dim
+fixed to 1 (edgeship verifies and serves batch-1 samples). Other symbolic dims (e.g. ``seq``)
+keep the example's size. 64-bit integer inputs stay int64 (``enable_x64``) so the model takes
+the same feeds as the other artifacts.
+
+Invariant: nothing half-written (staging folder in ``out_dir``, moved into place when done);
+torch, litert_torch and ai_edge_litert are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from runtime.spec import Engine, TensorSpec
+from toolchain.compile.context import BuildContext, QuantOptions, SampleSet
+from toolchain.errors import ConversionError, DataError, MissingExtraError
+
+MODEL_FILE = "model.tflite"
+SIGNATURE = "serving_default"
+
+#: QuantOptions.calibration_method -> torchao PT2E activation observer. Weights always use
+#: (per-channel) min/max. There is no KL ("entropy") or percentile observer in PT2E; those
+#: methods are refused rather than silently replaced.
+_ACTIVATION_OBSERVERS = {"minmax": "MinMaxObserver"}
+_X64 = ("int64", "float64")
+
+
+class TfliteConverter:
+    """TFLite/LiteRT: ``model.tflite`` for fp32 and full int8 (PT2E)."""
+
+    engine = Engine.TFLITE
+    precisions = ("fp32", "int8")
+    #: calibration methods the int8 variant honours (others are refused by :meth:`build`)
+    calibration_methods = tuple(_ACTIVATION_OBSERVERS)
+
+    def build(self, ctx: BuildContext, *, precision: str, out_dir: Path) -> Path:
+        """Convert ``ctx.torch_module`` for ``precision``; return the path of ``model.tflite``.
+
+        Raises:
+            ValueError: ``precision`` is not one of :attr:`precisions`.
+            MissingExtraError: litert-torch / torchao / ai-edge-litert is not installed.
+            ConversionError: the source was not PyTorch, an op has no TFLite lowering (the
+                message names it), int8 without calibration data or with an unsupported
+                calibration method, or the signature lost the model's input/output names.
+            DataError: calibration samples that do not match the model's inputs or the static
+                shapes the TFLite model is converted at.
+        """
+        if precision not in self.precisions:
+            raise ValueError(f"TFLite precision must be one of {self.precisions}, got {precision!r}")
+        if ctx.torch_module is None or ctx.example_inputs is None:
+            raise ConversionError(
+                "tflite conversion needs the PyTorch source (litert-torch converts from torch.export, "
+                f"not from ONNX); {ctx.model_name} was given as ONNX: compile it from a factory "
+                "'file.py:build' or a .pt2 program to get a TFLite artifact"
+            )
+        examples = static_examples(ctx)
+        calibration = _int8_calibration(ctx, examples) if precision == "int8" else None
+        lt = _import("litert_torch", "litert-torch")
+        wrapped = named_io(ctx.torch_module, [s.name for s in ctx.inputs], [s.name for s in ctx.outputs])
+        enable_x64 = any(s.dtype in _X64 for s in (*ctx.inputs, *ctx.outputs))
+        out_dir = Path(out_dir)
+        with _quiet_litert(lt), _staging(out_dir) as stage:
+            try:
+                if calibration is None:
+                    edge = lt.convert(wrapped.eval(), sample_kwargs=examples, enable_x64=enable_x64)
+                else:
+                    module, quant_config = quantize_pt2e(
+                        wrapped.eval(), examples=examples, calibration=calibration, quant=ctx.quant
+                    )
+                    edge = lt.convert(
+                        module, sample_kwargs=examples, quant_config=quant_config, enable_x64=enable_x64
+                    )
+                edge.export(str(stage / MODEL_FILE))
+            except (ConversionError, MissingExtraError, DataError):
+                raise
+            except Exception as e:  # torch.export / lowering / MLIR errors have no common base
+                raise ConversionError(
+                    f"litert-torch cannot convert {ctx.model_name} to tflite {precision}: {summarize_error(e)}"
+                ) from e
+            check_signature(stage / MODEL_FILE, ctx.inputs, ctx.outputs)
+            os.replace(stage / MODEL_FILE, out_dir / MODEL_FILE)
+        return out_dir / MODEL_FILE
+
+
+def named_io(inner: Any, input_names: Sequence[str], output_names: Sequence[str]) -> Any:
+    """An ``nn.Module`` taking keyword inputs and returning a dict, both named by the user.
+
+    ``named_io(inner, ["image"], ["logits"])(image=x)`` is ``{"logits": inner(x)}``;
+    litert-torch uses those keys as the signature's tensor names.
+    """
+    import torch
+
+    class NamedIO(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **feeds: Any) -> dict[str, Any]:
+            out = self.inner(*[feeds[n] for n in input_names])
+            if isinstance(out, dict):
+                outs = list(out.values())
+            else:
+                outs = list(out) if isinstance(out, (tuple, list)) else [out]
+            if len(outs) != len(output_names):
+                raise ConversionError(
+                    f"the module returns {len(outs)} output(s) but the model declares "
+                    f"{len(output_names)}: {list(output_names)}"
+                )
+            return dict(zip(output_names, outs))
+
+    return NamedIO()
+
+
+def static_examples(ctx: BuildContext) -> dict[str, Any]:
+    """The example inputs as ``{name: tensor}`` at the static shapes TFLite is converted at.
+
+    A symbolic leading dim (batch) is cut to 1; every other dim keeps the example's size.
+
+    Raises:
+        ConversionError: example inputs that are not tensors or do not match ``ctx.inputs``.
+    """
+    import torch
+
+    examples = tuple(ctx.example_inputs or ())
+    if len(examples) != len(ctx.inputs):
+        raise ConversionError(
+            f"{len(examples)} example input(s) for {len(ctx.inputs)} model input(s) "
+            f"{[s.name for s in ctx.inputs]}; tflite conversion needs one tensor per input"
+        )
+    out: dict[str, Any] = {}
+    for spec, x in zip(ctx.inputs, examples):
+        if not isinstance(x, torch.Tensor):
+            raise ConversionError(f"example input {spec.name!r} is a {type(x).__name__}, not a torch.Tensor")
+        if x.ndim and _batch_is_symbolic(spec, ctx.dynamic_dims.get(spec.name, {})):
+            x = x[:1]
+        out[spec.name] = x
+    return out
+
+
+def _batch_is_symbolic(spec: TensorSpec, dyn: dict[int, str]) -> bool:
+    return 0 in dyn or (len(spec.shape) > 0 and not isinstance(spec.shape[0], int))
+
+
+def quantize_pt2e(
+    module: Any, *, examples: dict[str, Any], calibration: SampleSet, quant: QuantOptions
+) -> tuple[Any, Any]:
+    """PT2E full-int8 quantization of a keyword-input module -> (converted module, QuantConfig).
+
+    ``quant.calibration_method`` must be a key of ``_ACTIVATION_OBSERVERS`` (checked by the caller).
+
+    Raises:
+        MissingExtraError: torchao or litert-torch is not installed.
+    """
+    import torch
+
+    _import("torchao", "torchao")
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = PT2EQuantizer().set_global(quantization_config(quant))
+    program = torch.export.export(module, (), examples)
+    prepared = prepare_pt2e(program.module(), quantizer)
+    n = max(1, min(len(calibration), quant.calibration_samples))
+    with torch.no_grad():
+        for feeds in list(calibration.samples)[:n]:
+            prepared(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    return converted, QuantConfig(pt2e_quantizer=quantizer)
+
+
+def quantization_config(quant: QuantOptions) -> Any:
+    """litert-torch's symmetric int8 config, with the activation observer ``quant`` asks for."""
+    from litert_torch.quantize import pt2e_quantizer
+    from torchao.quantization.pt2e import observer
+
+    cfg = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=quant.per_channel)
+    ctor = getattr(observer, _ACTIVATION_OBSERVERS[quant.calibration_method]).with_args(eps=2**-12)
+    act = dataclasses.replace(cfg.input_activation, observer_or_fake_quant_ctr=ctor)
+    return dataclasses.replace(cfg, input_activation=act, output_activation=act)
+
+
+def _int8_calibration(ctx: BuildContext, examples: dict[str, Any]) -> SampleSet:
+    """The calibration set for int8, checked against the static shapes and the recipe."""
+    method = ctx.quant.calibration_method
+    if method not in _ACTIVATION_OBSERVERS:
+        raise ConversionError(
+            f"tflite int8: calibration method {method!r} is not available with PT2E; "
+            f"use one of {sorted(_ACTIVATION_OBSERVERS)}"
+        )
+    if ctx.calibration is None or len(ctx.calibration) == 0:
+        raise ConversionError(
+            "tflite int8 needs calibration data (full-integer post-training quantization): pass "
+            "calibration samples, or explicitly allow random calibration data"
+        )
+    want = {name: (tuple(x.shape), str(x.dtype).removeprefix("torch.")) for name, x in examples.items()}
+    for i, feeds in enumerate(ctx.calibration.samples):
+        if set(feeds) != set(want):
+            raise DataError(f"calibration sample {i} has inputs {sorted(feeds)}; the model expects {sorted(want)}")
+        for name, arr in feeds.items():
+            shape, dtype = want[name]
+            if tuple(arr.shape) != shape or str(arr.dtype) != dtype:
+                raise DataError(
+                    f"calibration sample {i} input {name!r} is {arr.dtype}{list(arr.shape)}; the TFLite "
+                    f"model is static and converted at {dtype}{list(shape)} (the example input, batch 1)"
+                )
+    return ctx.calibration
+
+
+def check_signature(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+    """The written model's ``serving_default`` signature must use the user's tensor names.
+
+    Raises:
+        ConversionError: names differ.
+    """
+    interp_mod = _import("ai_edge_litert.interpreter", "ai-edge-litert")
+    sig = interp_mod.Interpreter(model_path=str(path)).get_signature_list().get(SIGNATURE, {})
+    for kind, specs in (("inputs", inputs), ("outputs", outputs)):
+        have, want = sorted(sig.get(kind, [])), sorted(s.name for s in specs)
+        if have != want:
+            raise ConversionError(f"tflite signature {SIGNATURE!r} has {kind} {have}, expected {want}")
+
+
+def summarize_error(e: BaseException) -> str:
+    """The op and the user's source line from a torch.export / litert-torch lowering error."""
+    text = str(e)
+    parts = []
+    m = re.search(r"Lowering not found: (\S+)", text)
+    if m:
+        parts.append(f"op {m.group(1)} has no TFLite lowering")
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)\n\s*(.+)', text)
+    if frames:
+        f, line, fn, code = frames[-1]
+        parts.append(f"at {f}:{line} in {fn}: {code.strip()}")
+    if not parts:
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
+        parts.append(f"{type(e).__name__}: {first[:300]}")
+    return "; ".join(parts)
+
+
+@contextlib.contextmanager
+def _quiet_litert(lt: Any) -> Iterator[None]:
+    """litert-torch prints a progress tree per step; the pipeline owns the console."""
+    saved = lt.config.show_progress
+    lt.config.show_progress = False
+    try:
+        yield
+    finally:
+        lt.config.show_progress = saved
+
+
+def _import(module: str, package: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtraError(package, "toolchain") from e
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """A scratch folder inside ``out_dir`` (same file system, so the final move is atomic)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
