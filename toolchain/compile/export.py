@@ -1,0 +1,137 @@
+"""Export a loaded source to the reference fp32 ONNX and compute reference outputs.
+
+Stages, each named in an :class:`ExportError`: ``torch.export`` -> ``decomposition`` ->
+``onnx translation`` (all inside ``torch.onnx.export(dynamo=True)``), then ``checker``
+(``onnx.checker``) and ``shape inference``. An ONNX source skips the exporter but still goes
+through the checker and shape inference, and is re-saved with its external data beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from runtime.spec import TensorSpec
+from toolchain.compile.onnxio import io_specs, save_onnx, set_metadata
+from toolchain.compile.source import LoadedSource, SourceKind
+from toolchain.errors import ExportError, SourceError
+
+OPSET = 18
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    model_path: Path
+    files: tuple[Path, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    opset: int
+
+
+def export_reference(src: LoadedSource, *, out_dir: Path, opset: int = OPSET, external: bool | None = None) -> ExportResult:
+    """Write ``out_dir/model.onnx`` (+ ``model.onnx.data`` for large weights).
+
+    Raises:
+        ExportError: a stage failed (message names the stage and, where known, op and source line).
+        SourceError: the ONNX source cannot be read.
+    """
+    import onnx
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if src.kind is SourceKind.ONNX:
+        try:
+            model = onnx.load(str(src.onnx_path))
+        except Exception as e:
+            raise SourceError(f"{src.onnx_path}: onnx.load failed: {e}") from e
+    else:
+        model = _torch_export(src, opset=opset)
+    model = _check_and_infer(model, label=src.spec)
+    set_metadata(model, {"edgeship.source": src.spec, "edgeship.precision": "fp32"})
+    path = out_dir / "model.onnx"
+    files = save_onnx(model, path, external=external)
+    # re-read the saved model for its IO (the in-memory proto may now point at external data)
+    ins, outs = io_specs(onnx.load(str(path), load_external_data=False))
+    if src.output_names and tuple(o.name for o in outs) != tuple(src.output_names):
+        raise ExportError(f"{src.spec}: output names {[o.name for o in outs]} do not match the requested {list(src.output_names)}")
+    used = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=opset)
+    return ExportResult(model_path=path, files=tuple(files), inputs=ins, outputs=outs, opset=used)
+
+
+def _torch_export(src: LoadedSource, *, opset: int) -> Any:
+    from toolchain import compat
+
+    names = list(src.input_names) if src.input_names else None
+    if src.kind is SourceKind.PT2:
+        names = None  # the program's own (forward argument) names; dynamic shapes are baked in
+    with compat.quiet_torch() as buf:
+        try:
+            return compat.onnx_export(
+                src.module, tuple(src.example_inputs), input_names=names,
+                output_names=list(src.output_names) if src.output_names else None,
+                dynamic_axes=dict(src.dynamic_axes) or None if src.kind is SourceKind.FACTORY else None,
+                opset=opset,
+            )
+        except Exception as e:
+            info = compat.classify_export_error(e, buf.getvalue())
+            raise ExportError(_export_message(src.spec, info, e)) from e
+
+
+def _export_message(spec: str, info: dict, exc: BaseException) -> str:
+    parts = [f"{spec}: export failed at stage '{info['stage'] or 'torch.onnx.export'}'"]
+    if info["op"]:
+        parts.append(f"op {info['op']}")
+    if info["where"]:
+        parts.append(f"at {info['where']}")
+    msg = ", ".join(parts)
+    return msg + f": {info['summary'] or type(exc).__name__}"
+
+
+def _check_and_infer(model: Any, *, label: str) -> Any:
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except Exception as e:
+        raise ExportError(f"{label}: export failed at stage 'checker': {e}") from e
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False)
+    except Exception as e:
+        raise ExportError(f"{label}: export failed at stage 'shape inference': {e}") from e
+
+
+def reference_outputs(src: LoadedSource, ref_onnx: Path, inputs: Sequence[TensorSpec],
+                      outputs: Sequence[TensorSpec], batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Reference outputs for stacked validation inputs: PyTorch for torch sources (the original
+    model, not the export), ONNX Runtime on the source ONNX otherwise. Runs in chunks of 64.
+    """
+    n = len(next(iter(batch.values())))
+    step = 64 if all(s.shape and not isinstance(s.shape[0], int) for s in inputs) else 1
+    chunks = []
+    for i in range(0, n, step):
+        part = {k: v[i : i + step] for k, v in batch.items()}
+        chunks.append(_torch_run(src, inputs, outputs, part) if src.is_torch else _ort_run(ref_onnx, part))
+    return {o.name: np.concatenate([c[o.name] for c in chunks]) for o in outputs}
+
+
+def _torch_run(src, inputs, outputs, feeds) -> dict[str, np.ndarray]:
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    fn = src.module.module() if src.kind is SourceKind.PT2 else src.module
+    args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in inputs]
+    with torch.no_grad():
+        res = fn(*args)
+    leaves = [t for t in tree_leaves(res) if isinstance(t, torch.Tensor)]
+    if len(leaves) != len(outputs):
+        raise ExportError(f"{src.spec}: PyTorch returned {len(leaves)} tensors, the ONNX graph has {len(outputs)} outputs")
+    return {o.name: t.detach().cpu().numpy() for o, t in zip(outputs, leaves)}
+
+
+def _ort_run(path: Path, feeds) -> dict[str, np.ndarray]:
+    import runtime
+
+    with runtime.open_model(path, engine="onnxruntime") as s:
+        return s.run(feeds)

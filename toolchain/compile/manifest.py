@@ -1,0 +1,81 @@
+"""The build manifest (docs/design.md, schema_version 1) and the crash-safe build directory.
+
+Invariant: ``<out>/<model>/manifest.json`` only ever describes files that exist complete.
+A build is assembled in ``<out>/.<model>.staging-<pid>/``; its manifest is written there last
+(atomically); then the staging dir is swapped in with two renames (old -> trash, staging ->
+final) and the trash removed. An interruption at any point leaves either the old complete
+build, the new complete build, or no build dir at all; leftovers are hidden dot-dirs that the
+next build removes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from runtime.fsutil import atomic_write_json, file_entry, fsync_dir
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class BuildStatus:
+    OK = "ok"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+class ArtifactStatus:
+    OK = "ok"
+    FAILED = "failed"
+    GATE_FAILED = "gate_failed"
+
+
+def staging_dir(out_dir: Path, name: str) -> Path:
+    return out_dir / f".{name}.staging-{os.getpid()}"
+
+
+def clean_leftovers(out_dir: Path, name: str) -> None:
+    """Remove staging/trash dirs left by interrupted builds of ``name``."""
+    if not out_dir.is_dir():
+        return
+    for p in out_dir.iterdir():
+        if p.is_dir() and (p.name.startswith(f".{name}.staging-") or p.name.startswith(f".{name}.trash-")):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def files_of(root: Path) -> list[dict[str, Any]]:
+    """``{path, sha256, bytes}`` for every file under ``root`` (sorted)."""
+    return [file_entry(root, p) for p in sorted(root.rglob("*")) if p.is_file()]
+
+
+def build_status(artifacts: list[dict]) -> str:
+    states = [a["status"] for a in artifacts]
+    if not states or ArtifactStatus.GATE_FAILED in states or all(s != ArtifactStatus.OK for s in states):
+        return BuildStatus.FAILED
+    if any(s != ArtifactStatus.OK for s in states):
+        return BuildStatus.PARTIAL
+    return BuildStatus.OK
+
+
+def exit_code(status: str) -> int:
+    return {BuildStatus.OK: 0, BuildStatus.PARTIAL: 3, BuildStatus.FAILED: 1}[status]
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def finalize(staging: Path, final: Path, manifest: dict) -> None:
+    """Write the manifest last inside ``staging`` and swap it in for ``final``."""
+    atomic_write_json(staging / MANIFEST, manifest)
+    trash = final.parent / f".{final.name}.trash-{os.getpid()}"
+    if final.exists():
+        os.replace(final, trash)
+    os.replace(staging, final)
+    fsync_dir(final.parent)
+    if trash.exists():
+        shutil.rmtree(trash, ignore_errors=True)
