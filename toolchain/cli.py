@@ -14,6 +14,8 @@ COMMANDS: dict[str, str] = {
     "package": "toolchain.package:add_parser",
     "publish": "toolchain.ota.cli:add_publish_parser",
     "repo": "toolchain.ota.cli:add_repo_parser",
+    "push": "toolchain.fleet.cli:add_push_parser",
+    "fleet": "toolchain.fleet.cli:add_fleet_parser",
 }
 
 

@@ -1,0 +1,201 @@
+"""`edgeship push` and `edgeship fleet {status,watch}` (docs/mqtt.md)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+import time
+
+from device_agent.telemetry.topics import DEFAULT_PREFIX, device_topics, fleet_filter, split_device_topic
+
+from .errors import FleetError
+
+
+def _broker_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("broker")
+    g.add_argument("--broker", default="127.0.0.1:1883", help="MQTT broker HOST:PORT (default %(default)s)")
+    g.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix (default %(default)s)")
+    g.add_argument("--tls", action="store_true", help="connect with TLS")
+    g.add_argument("--ca-file", help="CA certificate (PEM) of the broker")
+    g.add_argument("--cert-file", help="operator client certificate (PEM)")
+    g.add_argument("--key-file", help="key of --cert-file")
+    g.add_argument("--username", help="MQTT username")
+    g.add_argument("--password-file", help="file holding the MQTT password")
+
+
+def _settings(args):
+    from .client import BrokerSettings
+
+    host, _, port = args.broker.rpartition(":")
+    if not host or not port.isdigit():
+        raise FleetError(f"--broker {args.broker!r}: expected HOST:PORT")
+    password = None
+    if args.password_file:
+        with open(args.password_file, encoding="utf-8") as f:
+            password = f.read().strip()
+    return BrokerSettings(host=host, port=int(port), prefix=args.prefix, tls=args.tls, ca_file=args.ca_file,
+                          cert_file=args.cert_file, key_file=args.key_file, username=args.username,
+                          password=password)
+
+
+def add_push_parser(sub) -> None:
+    p = sub.add_parser("push", help="deploy a published model release to a device or a group over MQTT")
+    p.add_argument("--fleet", required=True)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--device", help="one device id")
+    who.add_argument("--group", help="every device whose status lists this group ([mqtt] groups)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--release", type=int, required=True)
+    p.add_argument("--repo", required=True, help="TUF repository directory or URL the release was published to")
+    p.add_argument("--root", help="trusted root.json (default: the repository's metadata/1.root.json)")
+    p.add_argument("--wait", action="store_true", help="follow the deployment; exit 0 only if every device commits")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _broker_args(p)
+    p.set_defaults(func=_push)
+
+
+def add_fleet_parser(sub) -> None:
+    p = sub.add_parser("fleet", help="fleet state from the MQTT broker")
+    fs = p.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND")
+    st = fs.add_parser("status", help="one row per device: online, active model, last deployment, last seen")
+    st.add_argument("--fleet", required=True)
+    st.add_argument("--json", action="store_true")
+    _broker_args(st)
+    st.set_defaults(func=_status)
+    w = fs.add_parser("watch", help="print deployment events and alarms as they arrive")
+    w.add_argument("--fleet", required=True)
+    w.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    w.add_argument("--json", action="store_true", help="one JSON object per line")
+    _broker_args(w)
+    w.set_defaults(func=_watch)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _fail(e: Exception, code: int = 1) -> int:
+    print(f"error: {e}", file=sys.stderr)
+    return code
+
+
+def _push(args) -> int:
+    from . import plan
+    from .client import FleetClient
+    from .errors import NoTargetsError, ReleaseNotFoundError
+    from .releases import find_release
+
+    try:
+        device_topics(fleet=args.fleet, device=args.device or "x", prefix=args.prefix)
+        rel = find_release(args.repo, model=args.model, release=args.release, root_file=args.root)
+    except ValueError as e:
+        return _fail(e, 2)
+    except ReleaseNotFoundError as e:
+        return _fail(e, 1)
+    except FleetError as e:
+        return _fail(e, 1)
+    try:
+        with FleetClient(_settings(args)) as fc:
+            views = fc.snapshot(args.fleet)
+            devices = plan.select_devices(views, device=args.device, group=args.group)
+            dep = plan.new_deployment_id()
+            wait = plan.WaitState.start(dep, devices)
+            if args.wait:
+                fc.subscribe(*(device_topics(fleet=args.fleet, device=d, prefix=args.prefix).deploy(dep) for d in devices))
+            issued_by = f"{getpass.getuser()}@edgeship-push"
+            for d in devices:
+                desired = plan.desired_for(views.get(d), deployment_id=dep, model=args.model,
+                                           release=args.release, issued_by=issued_by)
+                fc.publish_desired(args.fleet, d, desired.to_json())
+                if not args.json:
+                    seen = "" if d in views else " (device not seen yet; it converges when it connects)"
+                    print(f"{d}: desired v{desired.version} -> {args.model} r{args.release} "
+                          f"({rel.target_path}, sha256 {rel.sha256[:12]}) deployment {dep}{seen}")
+            if not args.wait:
+                if args.json:
+                    print(json.dumps({"deployment_id": dep, "devices": devices, "waited": False}))
+                return 0
+            _follow(fc, args, wait)
+    except NoTargetsError as e:
+        return _fail(e, 1)
+    except FleetError as e:
+        return _fail(e, 1)
+    if args.json:
+        print(json.dumps({"deployment_id": dep, "devices": devices, "waited": True,
+                          "succeeded": wait.succeeded, "outcome": wait.outcome}, indent=2))
+    if wait.succeeded:
+        if not args.json:
+            print(f"deployment {dep}: committed on {len(devices)} device(s)")
+        return 0
+    print(f"deployment {dep} did not commit everywhere:\n  " + "\n  ".join(wait.failures()), file=sys.stderr)
+    return 1
+
+
+def _follow(fc, args, wait) -> None:
+    for msg in fc.messages(timeout_s=args.timeout):
+        parts = split_device_topic(msg.topic, prefix=args.prefix)
+        doc = msg.json()
+        if parts is None or not isinstance(doc, dict):
+            continue
+        device = parts[1]
+        if doc.get("deployment_id") == wait.deployment_id and not args.json:
+            code = f" [{doc['reason_code']}]" if doc.get("reason_code") else ""
+            print(f"  {device}: {doc.get('state')}{code} {doc.get('detail') or ''}".rstrip())
+        wait.feed(device, doc)
+        if wait.done:
+            return
+
+
+def _status(args) -> int:
+    from . import plan
+    from .client import FleetClient
+
+    try:
+        with FleetClient(_settings(args)) as fc:
+            views = fc.snapshot(args.fleet)
+    except (FleetError, ValueError) as e:
+        return _fail(e)
+    rows = plan.status_rows(views)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(f"no device of fleet {args.fleet!r} has published a status on {args.broker}")
+    else:
+        print(plan.render_table(rows))
+    return 0
+
+
+def format_watch_line(device: str, leaf: str, doc: dict) -> str:
+    ts = time.strftime("%H:%M:%S", time.localtime((doc.get("ts_ms") or 0) / 1000))
+    hist = " (replayed)" if doc.get("hist") else ""
+    if leaf.startswith("deploy/"):
+        code = f" [{doc['reason_code']}]" if doc.get("reason_code") else ""
+        return (f"{ts} {device} deploy {doc.get('deployment_id')} {doc.get('model')} r{doc.get('release')}: "
+                f"{doc.get('state')}{code} {doc.get('detail') or ''}{hist}").rstrip()
+    if leaf == "events":
+        return (f"{ts} {device} {str(doc.get('severity', '')).upper()} {doc.get('category')} "
+                f"{doc.get('reason_code')}: {doc.get('detail')}{hist}")
+    return f"{ts} {device} {'online' if doc.get('online') else 'OFFLINE'}"
+
+
+def _watch(args) -> int:
+    from .client import FleetClient
+
+    try:
+        with FleetClient(_settings(args)) as fc:
+            fc.subscribe(*(fleet_filter(fleet=args.fleet, leaf=leaf, prefix=args.prefix)
+                           for leaf in ("deploy/+", "events", "status")))
+            timeout = args.timeout if args.timeout is not None else float("inf")
+            try:
+                for msg in fc.messages(timeout_s=timeout):
+                    parts = split_device_topic(msg.topic, prefix=args.prefix)
+                    doc = msg.json()
+                    if parts is None or not isinstance(doc, dict) or (parts[2] == "status" and msg.retain):
+                        continue
+                    print(json.dumps({"topic": msg.topic, **doc}) if args.json
+                          else format_watch_line(parts[1], parts[2], doc), flush=True)
+            except KeyboardInterrupt:
+                pass
+    except (FleetError, ValueError) as e:
+        return _fail(e)
+    return 0
