@@ -7,7 +7,7 @@
 - ``tflite_fp32`` / ``tflite_int8``: a small conv net converted from PyTorch with
   litert-torch, fp32 and full int8 (PT2E, per-channel symmetric), input ``img``
   [1, 3, 8, 8], output ``logits`` [1, 5]; ``tflite_reference`` holds the PyTorch outputs.
-- ``tflite_elementwise``: a two-input elementwise model (``feats``, ``ids``) whose
+- ``tflite_elementwise``: a two-input elementwise model (``feats``, ``ids`` [2, 5]) whose
   flatbuffer is patched to a dynamic [-1, -1, ...] signature, and a copy with its
   signature removed, to drive the resize path and the tensor-name path.
 """
@@ -206,16 +206,17 @@ def _patch_tflite(src: Path, dst: Path, *, dynamic_dims: int, drop_signatures: b
 
 @pytest.fixture(scope="session")
 def tflite_elementwise(model_dir) -> dict:
-    """``scaled = feats * 2 + ids[..., None]`` and ``pooled = feats.sum(-1)``; dynamic batch/seq."""
+    """``scaled = feats * 2 + ids`` [batch, seq] and ``pooled = feats.sum(-1)`` [batch];
+    no reshapes, so resizing batch and seq is legal for every op."""
     import litert_torch
     import torch
 
     class Elementwise(torch.nn.Module):
         def forward(self, feats, ids):
-            return {"scaled": feats * 2.0 + ids.to(torch.float32).unsqueeze(-1), "pooled": feats.sum(-1)}
+            return {"scaled": feats * 2.0 + ids.to(torch.float32), "pooled": feats.sum(-1)}
 
     static = model_dir / "elementwise_static.tflite"
-    sample = {"feats": torch.zeros(2, 5, FEATURES), "ids": torch.zeros(2, 5, dtype=torch.int64)}
+    sample = {"feats": torch.zeros(2, 5), "ids": torch.zeros(2, 5, dtype=torch.int64)}
     litert_torch.convert(Elementwise().eval(), sample_kwargs=sample).export(str(static))
     return {
         "static": static,
