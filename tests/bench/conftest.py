@@ -9,13 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.bench.spec import RunLength
 from runtime.fsutil import file_entry, sha256_file
-
-#: tiny run length for tests: a few hundred microsecond calls, no timed assertions
-TINY = RunLength(warmup_min_iters=3, warmup_min_s=0.0, min_iters=80, min_duration_s=0.05,
-                 max_duration_s=5.0, cooldown_s=0.0)
-
 
 def make_onnx(path: Path, *, batch="batch", features: int = 32, seed: int = 0) -> Path:
     import onnx

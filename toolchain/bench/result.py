@@ -113,7 +113,12 @@ def _trial_view(t: dict[str, Any]) -> dict[str, Any]:
 def new_result(*, source: dict[str, Any], settings: dict[str, Any], environment: dict[str, Any],
                targets: list[dict[str, Any]], cells: list[dict[str, Any]], order: list[str],
                analysis: dict[str, Any]) -> dict[str, Any]:
-    from .. import __version__
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        __version__ = version("edgeship")
+    except PackageNotFoundError:
+        __version__ = None
 
     return {
         "schema_version": SCHEMA_VERSION, "kind": KIND, "edgeship_version": __version__,

@@ -1,0 +1,208 @@
+"""End to end on real tiny models: a hand-written build (ORT fp32/int8, OpenVINO IR, bad cells),
+each cell in a fresh process; result JSON round-trip, reports, recommendation, exit codes."""
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.bench.spec import RunLength
+from toolchain.bench import api, plan, result as result_mod
+from toolchain.bench.errors import BenchInputError, ResultFormatError
+
+ROOT = Path(__file__).resolve().parents[2]
+#: tiny run length for tests: sub-millisecond calls; no timed assertions anywhere
+TINY = RunLength(warmup_min_iters=3, warmup_min_s=0.0, min_iters=80, min_duration_s=0.05,
+                 max_duration_s=5.0, cooldown_s=0.0)
+
+
+@pytest.fixture(scope="module")
+def bench_result(build_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-out")
+    cfg = api.make_config(batches=(1, 2), threads=(1, 0), ov_precision="both", max_accuracy_drop=1.0,
+                          run_length=TINY, seed=7)
+    res = api.bench(build_dir, config=cfg, out_dir=out, progress=None)
+    return res, out
+
+
+def cells_by_key(res):
+    return {c["key"]: c for c in res["cells"]}
+
+
+def test_every_configuration_is_a_cell_and_scenarios_are_separate(bench_result):
+    res, _ = bench_result
+    c = cells_by_key(res)
+    # 4 manifest-ok targets x 2 batches x 2 threads + OpenVINO's second (f32) hint; failed artifact skipped
+    assert len(c) == 5 * 2 * 2 + 2 * 2
+    assert [s["id"] for s in res["source"]["skipped"]] == ["tflite-int8"]
+    for cell in res["cells"]:
+        expect = "single_stream" if cell["batch"] == 1 and cell["streams"] == 1 else "throughput"
+        assert cell["scenario"] == expect
+
+
+def test_good_cells_measured_with_validation_inputs_and_recorded_facts(bench_result):
+    res, out = bench_result
+    c = cells_by_key(res)
+    ok = c["onnxruntime-fp32__b1_t1_s1"]
+    assert ok["status"] == "ok" and ok["threads"] == 1 and ok["executed_precision"] == "fp32"
+    assert ok["inputs"]["source"] == "validation" and ok["inputs"]["samples"] == 24
+    st = ok["stats"]
+    assert st["count"] >= TINY.min_iters and st["duration_s"] >= TINY.min_duration_s
+    assert ok["load_s"] > 0 and ok["first_inference_s"] > 0 and ok["peak_rss_bytes"] > 10 * 2**20
+    assert ok["size_bytes"] > 0 and ok["engine_version"]
+    samples = np.load(ok["samples_files"][0])
+    assert len(samples) == st["count"]
+    assert st["percentiles_s"]["p50"] == pytest.approx(np.percentile(samples, 50))
+    assert c["onnxruntime-int8-dynamic__b1_t1_s1"]["executed_precision"] == "int8"
+    ov = c["openvino-fp32__b1_t1_s1_hf32"]
+    assert ov["status"] == "ok" and ov["executed_precision"] == "fp32" and ov["precision_hint"] == "f32"
+    assert c["openvino-fp32__b1_t1_s1"]["status"] == "ok"  # deploy: what the engine chooses, recorded
+    assert c["openvino-fp32__b1_t1_s1"]["executed_precision"] in ("fp32", "bf16")
+
+
+def test_each_cell_ran_in_its_own_process(bench_result):
+    res, _ = bench_result
+    pids = [t["pid"] for c in res["cells"] if c["status"] == "ok" for t in c["trials"]]
+    assert len(pids) == len(set(pids)) > 5
+    import os
+
+    assert os.getpid() not in pids
+
+
+def test_order_is_shuffled_by_the_recorded_seed(bench_result, build_dir, tmp_path):
+    res, _ = bench_result
+    assert res["settings"]["seed"] == 7
+    cfg = api.make_config(batches=(1, 2), threads=(1, 0), ov_precision="both", run_length=TINY, seed=7)
+    again = [c.cell_id for c in plan.plan_cells(plan.read_source(build_dir), cfg, work_dir=tmp_path)]
+    assert res["order"] == again
+    assert sorted(res["order"]) != res["order"]  # not the natural order
+
+
+def test_bad_cells_fail_alone_with_clear_errors(bench_result):
+    res, _ = bench_result
+    c = cells_by_key(res)
+    missing = c["onnxruntime-missing__b1_t1_s1"]
+    assert missing["status"] == "error" and "model file not found" in missing["errors"][0]["message"]
+    batch = c["onnxruntime-fixed__b2_t1_s1"]
+    assert batch["errors"][0]["type"] == "BatchShapeError" and "fixed shape" in batch["errors"][0]["message"]
+    assert c["onnxruntime-fixed__b1_t1_s1"]["status"] == "ok"
+    zero = c["onnxruntime-fp32__b1_t0_s1"]
+    assert zero["status"] == "error" and "threads must be an integer >= 1" in zero["errors"][0]["message"]
+    assert api.exit_code(res) == 3
+
+
+def test_speedup_and_recommendation_respect_the_budget(bench_result):
+    res, _ = bench_result
+    an = res["analysis"]
+    assert an["speedups"]["onnxruntime-fp32__b1_t1_s1"]["speedup"] == pytest.approx(1.0)
+    assert an["speedups"]["onnxruntime-int8-dynamic__b1_t1_s1"]["baseline"] == "onnxruntime-fp32__b1_t1_s1"
+    rec = an["recommendation"]
+    assert rec["best"] is not None and rec["max_accuracy_drop_pts"] == 1.0
+    assert rec["best"]["artifact_id"] != "onnxruntime-fixed"  # 5 pts drop > 1 pt budget
+    assert any(e["key"].startswith("onnxruntime-fixed") for e in rec["excluded"])
+    best = rec["best"]["p50_s"]
+    allowed = [c for c in res["cells"] if c["scenario"] == "single_stream" and c["status"] == "ok"
+               and not c["artifact_id"].startswith("onnxruntime-fixed")]
+    assert best == min(c["stats"]["percentiles_s"]["p50"] for c in allowed)
+    assert any("VNNI" in n or "dot-product" in n for n in an["notes"])
+
+
+def test_json_round_trip_and_schema_checks(bench_result, tmp_path):
+    res, _ = bench_result
+    p = tmp_path / "r.json"
+    result_mod.save(res, p)
+    assert result_mod.load(p) == json.loads(json.dumps(res))
+    bad = json.loads(p.read_text())
+    bad["schema_version"] = 99
+    p.write_text(json.dumps(bad))
+    with pytest.raises(ResultFormatError, match="schema_version 99"):
+        result_mod.load(p)
+    del bad["cells"][0]["key"]
+    bad["schema_version"] = 1
+    with pytest.raises(ResultFormatError, match="missing key 'key'"):
+        result_mod.validate(bad)
+
+
+def test_reports_written_with_plots(bench_result):
+    res, out = bench_result
+    paths = api.write_reports(res, out)
+    md = paths["markdown"].read_text()
+    assert "| artifact | precision |" in md and "Single-stream latency" in md and "Throughput" in md
+    assert "## Recommendation" in md and "BatchShapeError" in md
+    html = paths["html"].read_text()
+    assert html.count("data:image/png;base64,") == 3
+    assert "<script" not in html and "http://" not in html.replace("http://www.w3.org", "")
+    assert result_mod.load(paths["json"])["schema_version"] == 1
+
+
+def test_insufficient_samples_printed_not_numbers(bench_result):
+    res, _ = bench_result
+    from toolchain.bench import report_md
+
+    doc = json.loads(json.dumps(res))
+    cell = next(c for c in doc["cells"] if c["status"] == "ok")
+    cell["stats"]["percentiles_s"]["p99"] = None
+    assert "insufficient samples" in report_md.tables(doc)
+
+
+def test_cell_process_imports_no_torch_or_toolchain():
+    code = ("import sys, runtime.bench.cell, runtime.bench.stats, runtime.bench.loop;"
+            "bad=[m for m in ('torch','onnx','openvino','toolchain','tensorflow','matplotlib') if m in sys.modules];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cell_entry_point_bad_spec_and_unknown_engine(tmp_path, tiny_onnx):
+    spec = {"cell_id": "x", "model_path": str(tiny_onnx), "engine": "nosuchengine", "threads": 1, "batch": 1,
+            "run_length": TINY.to_json()}
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    r = subprocess.run([sys.executable, "-m", "runtime.bench.cell", str(tmp_path / "s.json"), str(tmp_path / "o.json")],
+                       cwd=ROOT, capture_output=True, text=True)
+    out = json.loads((tmp_path / "o.json").read_text())
+    assert r.returncode == 3 and out["status"] == "error" and "unknown engine" in out["error"]["message"]
+
+
+def _main(argv):
+    """The `edgeship bench` subcommand through argparse, as toolchain.cli wires it."""
+    import argparse
+
+    from toolchain.bench.cli import add_parser
+    from toolchain.cli import COMMANDS
+
+    assert COMMANDS["bench"] == "toolchain.bench.cli:add_parser"
+    p = argparse.ArgumentParser(prog="edgeship")
+    add_parser(p.add_subparsers(dest="command"))
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_on_a_model_file_and_bad_paths(tiny_onnx, tmp_path, capsys):
+    main = _main
+
+    out = tmp_path / "o"
+    args = ["bench", str(tiny_onnx), "-o", str(out), "--min-iters", "80", "--min-duration", "0.05",
+            "--warmup-iters", "2", "--warmup-s", "0", "--threads", "1", "--streams", "1,2", "-q"]
+    assert main(args) == 0
+    res = result_mod.load(out / "result.json")
+    assert {c["scenario"] for c in res["cells"]} == {"single_stream", "throughput"}
+    assert res["cells"][0]["inputs"]["source"] == "random"
+    assert main(["bench", str(tmp_path / "nope"), "-q"]) == 2
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x00garbage")
+    assert main(["bench", str(corrupt), "-o", str(tmp_path / "c"), "-q", "--min-iters", "5",
+                 "--min-duration", "0"]) == 1  # the only cell failed
+    err = result_mod.load(tmp_path / "c" / "result.json")["cells"][0]["errors"][0]
+    assert err["type"] == "ModelLoadError" and "corrupt.onnx" in err["message"]
+
+
+def test_bad_manifest_is_a_clear_input_error(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 42}))
+    with pytest.raises(BenchInputError, match="schema_version 42"):
+        plan.read_source(tmp_path)
+    with pytest.raises(BenchInputError, match="no manifest.json"):
+        plan.read_source(tmp_path / "..")
