@@ -8,6 +8,10 @@ import sys
 
 #: subcommand -> "module:add_parser"; add_parser(subparsers) registers it and sets func(args)->int
 COMMANDS: dict[str, str] = {
+    "install": "device_agent.install:add_parser",
+    "run": "device_agent.commands:add_run",
+    "status": "device_agent.commands:add_status",
+    "rollback": "device_agent.commands:add_rollback",
 }
 
 

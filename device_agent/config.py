@@ -227,14 +227,27 @@ def _coerce(tp: Any, v: Any, where: str) -> Any:
 
 
 # --------------------------------------------------------------------------- writing
-def dumps(cfg: AgentConfig | None = None, *, header: str = "") -> str:
-    """The config as TOML, every key preceded by its documentation as a comment."""
+def dumps(cfg: AgentConfig | None = None, *, header: str = "", commented_defaults: bool = False) -> str:
+    """The config as TOML, every key preceded by its documentation as a comment.
+
+    ``commented_defaults`` adds every registered section the config does not set, with its
+    defaults, commented out: documented but inert until uncommented.
+    """
     cfg = cfg or AgentConfig()
     lines = [f"# {ln}" if ln else "#" for ln in header.splitlines()]
     sections: list[tuple[str, Any]] = [("agent", cfg.agent), ("serving", cfg.serving)]
     sections += sorted(cfg.extensions.items())
     for name, obj in sections:
         _dump_table(lines, name, obj)
+    if commented_defaults:
+        for name in sorted(set(SECTIONS) - set(cfg.extensions)):
+            try:
+                obj = _section_class(name)()
+            except (ImportError, AttributeError, ConfigError):
+                continue
+            sub: list[str] = []
+            _dump_table(sub, name, obj, f"[{name}] is not set: the defaults below apply. Uncomment to change.")
+            lines += [ln if (not ln or ln.startswith("#")) else f"#{ln}" for ln in sub]
     return "\n".join(lines).lstrip("\n") + "\n"
 
 

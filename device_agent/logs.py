@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "color_message"}
 ROOT = "edgeship"
 
 

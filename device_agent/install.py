@@ -1,0 +1,141 @@
+"""`edgeship-agent install`: directories, a documented strict config, the first model, a systemd unit.
+
+Layout (``--prefix P`` puts everything under P, so tests and systems without systemd or
+root work; without it the paths are the system ones)::
+
+    P/etc/edgeship/agent.toml                      # the config, every key documented
+    P/var/lib/edgeship/                            # state dir: models/, pointers.json, tmp/, update/
+    P/etc/systemd/system/edgeship-agent.service    # Restart=on-failure
+
+Nothing half-written: the bundle is installed into the store first (checked), the config
+and unit are written atomically, and an existing config is left alone unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.fsutil import atomic_write_bytes
+
+from .config import AgentConfig, AgentSection, ServingSection, dumps
+
+UNIT_NAME = "edgeship-agent.service"
+
+
+@dataclass(frozen=True)
+class InstallPaths:
+    config: Path
+    state_dir: Path
+    unit: Path
+
+    @classmethod
+    def under(cls, prefix: str | os.PathLike | None) -> "InstallPaths":
+        base = Path(prefix).resolve() if prefix else Path("/")
+        return cls(config=base / "etc/edgeship/agent.toml", state_dir=base / "var/lib/edgeship",
+                   unit=base / "etc/systemd/system" / UNIT_NAME)
+
+
+class InstallError(Exception):
+    """Install refused (existing config without --force, a bad bundle)."""
+
+
+def systemd_unit(*, config_path: Path, state_dir: Path, user: str | None = None,
+                 python: str = sys.executable) -> str:
+    """The unit text. Pure."""
+    exec_start = f"{shlex.quote(python)} -m device_agent.cli run --config {shlex.quote(str(config_path))}"
+    lines = [
+        "[Unit]",
+        "Description=edgeship device agent (model serving, OTA updates, telemetry)",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"ExecStart={exec_start}",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "RestartSec=2",
+        "KillSignal=SIGTERM",
+        "TimeoutStopSec=40",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=full",
+        "PrivateTmp=yes",
+        f"ReadWritePaths={state_dir}",
+    ]
+    if user:
+        lines.append(f"User={user}")
+    lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
+    return "\n".join(lines)
+
+
+def install(*, bundle: str | os.PathLike, prefix: str | os.PathLike | None = None, port: int = 8080,
+            host: str = "127.0.0.1", user: str | None = None, force: bool = False) -> dict:
+    """Install the agent; return what was written.
+
+    Raises:
+        InstallError: a config exists and ``force`` is False.
+        BundleRejectedError: the bundle failed the store's checks (nothing else was written).
+        OSError: a directory cannot be created or written (e.g. no root without --prefix).
+    """
+    from .store import Store
+
+    paths = InstallPaths.under(prefix)
+    if paths.config.exists() and not force:
+        raise InstallError(f"{paths.config} exists; pass --force to overwrite it (the store is kept)")
+    store = Store(paths.state_dir)
+    ref = store.install_bundle(bundle)
+    store.activate(ref.sha256)
+    cfg = AgentConfig(agent=AgentSection(state_dir=str(paths.state_dir)),
+                      serving=dataclasses.replace(ServingSection(), port=port, host=host))
+    header = ("edgeship agent configuration (strict: unknown keys are refused).\n"
+              "Written by `edgeship-agent install`; each setting is documented above it.")
+    atomic_write_bytes(paths.config, dumps(cfg, header=header, commented_defaults=True).encode())
+    atomic_write_bytes(paths.unit, systemd_unit(config_path=paths.config, state_dir=paths.state_dir,
+                                                user=user).encode())
+    return {"config": str(paths.config), "state_dir": str(paths.state_dir), "unit": str(paths.unit),
+            "active": ref.to_json()}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("install", help="create directories, config, systemd unit and install the first model")
+    p.add_argument("--bundle", required=True, metavar="FILE", help="model bundle (.tar) from `edgeship package`")
+    p.add_argument("--prefix", default=None, metavar="DIR",
+                   help="install under DIR instead of / (no root or systemd needed)")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: local only)")
+    p.add_argument("--user", default=None, help="run the service as this user (User= in the unit)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing config")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args) -> int:
+    import json
+
+    from .store import StoreError
+
+    try:
+        res = install(bundle=args.bundle, prefix=args.prefix, port=args.port, host=args.host,
+                      user=args.user, force=args.force)
+    except (InstallError, StoreError) as e:
+        print(f"edgeship-agent install: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"edgeship-agent install: {e} (without --prefix this needs root)", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    a = res["active"]
+    print(f"config     {res['config']}\nstate dir  {res['state_dir']}\nunit       {res['unit']}\n"
+          f"active     {a['name']} {a['version']} (release {a['release']})  sha256 {a['sha256']}\n")
+    if args.prefix:
+        print(f"start it:  edgeship-agent run --config {res['config']}")
+    else:
+        print("start it:  systemctl daemon-reload && systemctl enable --now edgeship-agent")
+    return 0

@@ -1,0 +1,178 @@
+"""The HTTP API: Open Inference Protocol (KServe v2) over Starlette, plus a local control API.
+
+Routes (v2):  GET /v2, /v2/health/live, /v2/health/ready, /v2/models/{name}[/versions/{v}],
+              GET .../ready, POST .../infer
+Control:      GET /edgeship/v1/status, POST /edgeship/v1/rollback, POST /edgeship/v1/reload
+              (only with a token; callers send it in ``X-Edgeship-Token``)
+
+Every error is JSON ``{"error": "..."}``: 400 malformed or mismatched request, 404 unknown
+model or route, 413 body over ``max_body_bytes``, 503 not ready, 500 the model raised on
+valid input (that request only; the agent keeps serving). Inference runs in Starlette's
+thread pool so the event loop keeps accepting requests while a model runs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import __version__
+from ..agent import Agent, ModelNotFoundError, NotReadyError
+from ..logs import get_logger
+from ..store import NoPreviousModelError, StoreError
+from .v2 import PLATFORM, V2Error, infer_response, parse_infer_request, tensor_metadata
+from runtime.errors import EdgeshipRuntimeError, InputMismatchError
+
+log = get_logger("http")
+TOKEN_HEADER = "x-edgeship-token"
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    # allow_nan: a model may legitimately output NaN/Inf; Python/JS clients read the tokens
+    return Response(json.dumps(obj, separators=(",", ":")), status_code=status, media_type="application/json")
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"error": message}, status)
+
+
+def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token: str | None = None) -> Starlette:
+    """The ASGI app serving ``agent``. Control routes exist only when ``control_token`` is set."""
+    limit = max_body_bytes if max_body_bytes is not None else agent.config.serving.max_body_bytes
+
+    async def server_meta(request: Request) -> Response:
+        return _json({"name": "edgeship-agent", "version": __version__, "extensions": []})
+
+    async def live(request: Request) -> Response:
+        return _json({"live": True})
+
+    async def ready(request: Request) -> Response:
+        return _json({"ready": agent.ready}, 200 if agent.ready else 503)
+
+    def current(request: Request):
+        name = request.path_params["name"]
+        cur = agent.current()
+        if cur is None:
+            raise V2Error(503, "no model is loaded" if name else "not ready")
+        version = request.path_params.get("version")
+        if name != cur.ref.name or (version is not None and version not in (cur.ref.version, str(cur.ref.release))):
+            raise V2Error(404, f"model {name!r}" + (f" version {version!r}" if version else "")
+                          + f" is not served here; serving {cur.ref.name!r} version {cur.ref.version}")
+        return cur
+
+    async def model_meta(request: Request) -> Response:
+        cur = current(request)
+        return _json({"name": cur.ref.name, "versions": [cur.ref.version],
+                      "platform": PLATFORM.get(cur.ref.engine, cur.ref.engine),
+                      "inputs": tensor_metadata(cur.session.inputs),
+                      "outputs": tensor_metadata(cur.session.outputs),
+                      "parameters": {"sha256": cur.ref.sha256, "release": cur.ref.release,
+                                     "precision": cur.ref.precision}})
+
+    async def model_ready(request: Request) -> Response:
+        current(request)
+        return _json({"name": request.path_params["name"], "ready": True})
+
+    async def infer(request: Request) -> Response:
+        cur = current(request)
+        body = await _read_body(request, limit)
+        feeds, requested, rid = parse_infer_request(body, cur.session.inputs)
+        out = await run_in_threadpool(agent.infer, feeds, request.path_params["name"])
+        ref = cur.ref
+        return _json(infer_response(model_name=ref.name, model_version=ref.version, outputs=out,
+                                    requested=requested, request_id=rid))
+
+    def guarded(fn):
+        async def handler(request: Request) -> Response:
+            got = request.headers.get(TOKEN_HEADER, "")
+            if not control_token or not hmac.compare_digest(got.encode(), control_token.encode()):
+                return _error(403, f"missing or wrong {TOKEN_HEADER} header (see <state_dir>/control.token)")
+            return await fn(request)
+        return handler
+
+    async def ctl_status(request: Request) -> Response:
+        return _json({**agent.status(), "metrics": agent.metrics_snapshot()})
+
+    async def ctl_rollback(request: Request) -> Response:
+        try:
+            ref = await run_in_threadpool(agent.rollback)
+        except NoPreviousModelError as e:
+            return _error(409, str(e))
+        return _json({"active": ref.to_json()})
+
+    async def ctl_reload(request: Request) -> Response:
+        ref = await run_in_threadpool(agent.reload_pointers)
+        return _json({"active": ref.to_json() if ref else None})
+
+    def endpoint(fn):
+        async def handler(request: Request) -> Response:
+            try:
+                return await fn(request)
+            except Exception as e:  # every failure becomes one JSON answer; the server keeps going
+                return _map_error(request, e)
+        return handler
+
+    routes = [
+        Route("/v2", endpoint(server_meta)), Route("/v2/health/live", endpoint(live)),
+        Route("/v2/health/ready", endpoint(ready)),
+    ]
+    for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        routes += [Route(base, endpoint(model_meta)), Route(base + "/ready", endpoint(model_ready)),
+                   Route(base + "/infer", endpoint(infer), methods=["POST"])]
+    if control_token:
+        routes += [Route("/edgeship/v1/status", endpoint(guarded(ctl_status))),
+                   Route("/edgeship/v1/rollback", endpoint(guarded(ctl_rollback)), methods=["POST"]),
+                   Route("/edgeship/v1/reload", endpoint(guarded(ctl_reload)), methods=["POST"])]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_exc})
+
+
+def _map_error(request: Request, e: Exception) -> Response:
+    """The HTTP answer for an exception raised while handling ``request``."""
+    if isinstance(e, V2Error):
+        status, msg = e.status, e.message
+    elif isinstance(e, ModelNotFoundError):
+        status, msg = 404, str(e)
+    elif isinstance(e, NotReadyError):
+        status, msg = 503, str(e)
+    elif isinstance(e, InputMismatchError):
+        status, msg = 400, str(e)
+    elif isinstance(e, StoreError):
+        status, msg = 409, str(e)
+    elif isinstance(e, EdgeshipRuntimeError):
+        status, msg = 500, f"inference failed: {e}"
+        log.error("http.inference_failed", path=request.url.path, error=str(e))
+    else:
+        status, msg = 500, f"internal error: {type(e).__name__}: {e}"
+        log.error("http.unexpected", path=request.url.path, error=repr(e), exc_info=e)
+    if status < 500:
+        log.debug("http.rejected", status=status, path=request.url.path, error=msg)
+    return _error(status, msg)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise V2Error(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+        except ValueError:
+            raise V2Error(400, "invalid Content-Length") from None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise V2Error(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _http_exc(request: Request, exc: HTTPException) -> Response:
+    return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")

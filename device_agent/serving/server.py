@@ -1,0 +1,168 @@
+"""Run the agent in the foreground: uvicorn serving the v2 app, one agent per state dir.
+
+While running, the process holds an exclusive flock on ``<state_dir>/agent.lock`` (released
+by the kernel however it dies) and has written ``<state_dir>/agent.json`` ``{pid, host,
+port}`` and a fresh random ``<state_dir>/control.token`` (mode 0600). Tools find the
+running agent through these (see :func:`running_agent`).
+
+Signals: SIGTERM / SIGINT stop accepting, let requests in flight finish (uvicorn's graceful
+shutdown), close the sessions and exit 0. SIGHUP re-reads the store's pointers (after an
+offline ``edgeship-agent rollback`` or another tool switched them).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import signal
+import socket
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from runtime.fsutil import atomic_write_bytes, atomic_write_json
+
+from ..config import AgentConfig
+from ..logs import configure, get_logger
+
+log = get_logger("server")
+LOCK_FILE = "agent.lock"
+INFO_FILE = "agent.json"
+TOKEN_FILE = "control.token"
+
+
+class AlreadyRunningError(RuntimeError):
+    """Another agent process serves this state dir."""
+
+
+@dataclass(frozen=True)
+class RunningAgent:
+    pid: int
+    host: str
+    port: int
+    token: str | None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else ("[::1]" if self.host == "::" else self.host)
+        return f"http://{host}:{self.port}"
+
+
+def running_agent(state_dir: str | os.PathLike) -> RunningAgent | None:
+    """The agent serving ``state_dir``, or None when none holds its lock."""
+    root = Path(state_dir)
+    lock = root / LOCK_FILE
+    if not lock.exists():
+        return None
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # held: an agent is running
+        else:
+            return None
+    finally:
+        os.close(fd)
+    try:
+        info = json.loads((root / INFO_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # starting up: the lock is held but agent.json is not written yet
+    try:
+        token = (root / TOKEN_FILE).read_text().strip()
+    except OSError:  # no permission to read it (another user) or control disabled
+        token = None
+    return RunningAgent(pid=info["pid"], host=info["host"], port=info["port"], token=token)
+
+
+@contextmanager
+def _instance_lock(root: Path) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlreadyRunningError(f"{root}: another edgeship-agent is already running on this state dir") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(config: AgentConfig) -> int:
+    """Serve until SIGTERM/SIGINT. Returns the exit code.
+
+    Raises:
+        AlreadyRunningError: another agent holds the state dir.
+        OSError: the port cannot be bound (the message names host and port).
+    """
+    import uvicorn
+
+    from ..agent import Agent
+    from .http import create_app
+
+    configure(level=config.agent.log_level.value, file=config.agent.log_file or None)
+    root = config.state_dir
+    with _instance_lock(root):
+        s = config.serving
+        try:
+            sock = _bind(s.host, s.port)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot listen on {s.host}:{s.port}: {e.strerror}") from e
+        port = sock.getsockname()[1]
+        token = None
+        if s.control_enabled:
+            token = secrets.token_urlsafe(24)
+            atomic_write_bytes(root / TOKEN_FILE, token.encode())
+            os.chmod(root / TOKEN_FILE, 0o600)
+        agent = Agent(config)
+        app = create_app(agent, control_token=token)
+        server = uvicorn.Server(uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", server_header=False,
+            timeout_graceful_shutdown=max(1, int(s.drain_timeout_s)), timeout_keep_alive=30))
+        stop_signals: list[int] = []
+        previous = {sig: signal.signal(sig, lambda signum, _f: stop_signals.append(signum))
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        # uvicorn handles SIGTERM/SIGINT while serving (graceful shutdown) and re-raises the
+        # signal afterwards to the handler installed before it: the recorder above, so the
+        # cleanup below runs and the exit code is 0.
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
+            target=_reload, args=(agent,), daemon=True).start())
+        atomic_write_json(root / INFO_FILE, {"pid": os.getpid(), "host": s.host, "port": port})
+        log.info("agent.started", host=s.host, port=port, pid=os.getpid(), ready=agent.ready,
+                 model=(agent.current().ref.name if agent.current() else None))
+        try:
+            server.run(sockets=[sock])
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            agent.close()
+            sock.close()
+            for name in (INFO_FILE, TOKEN_FILE):
+                (root / name).unlink(missing_ok=True)
+            log.info("agent.stopped", pid=os.getpid(), signal=stop_signals[0] if stop_signals else None)
+    return 0
+
+
+def _reload(agent) -> None:
+    try:
+        agent.reload_pointers()
+    except Exception as e:  # a bad pointer must not kill the server; it is logged
+        log.error("agent.reload_failed", error=str(e))
