@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +13,11 @@ from .errors import BundleRejectedError, KeyStoreError, RepositoryStateError
 from .repository import CUSTOM_KEY, Repository, check_release_is_new
 
 #: model.json fields copied into the signed target's custom metadata (what a device
-#: decides on *before* downloading: identity, release counter, compatibility).
-FACT_FIELDS = ("name", "version", "release", "engine", "precision", "requirements",
-               "latency_budget_ms", "io", "schema_version")
-_REQUIRED = ("name", "release", "engine", "precision", "requirements")
+#: decides on *before* downloading: identity, release counter, compatibility). TUF signs
+#: canonical JSON, which has no floats, so float fields (latency budget, tolerances) stay
+#: in model.json only; the bundle's hash, signed here, binds them.
+FACT_FIELDS = ("name", "version", "release", "engine", "precision", "requirements", "io",
+               "schema_version")
 
 
 @dataclass(frozen=True)
@@ -32,27 +31,18 @@ class Published:
 
 
 def read_bundle_facts(bundle: str | os.PathLike) -> dict:
-    """The model.json facts of a bundle .tar, checked for the fields devices decide on.
+    """The model.json facts of a bundle .tar (strictly checked by ``runtime.bundle``).
 
     Raises:
-        BundleRejectedError: not a tar, no model.json, or required fields missing.
+        BundleRejectedError: not a bundle, or an invalid model.json (names the key).
     """
+    from runtime.bundle import BundleError, read_bundle_info
+
     try:
-        with tarfile.open(bundle, "r:") as tf:
-            member = tf.extractfile("model.json")
-            if member is None:
-                raise KeyError("model.json")
-            doc = json.loads(member.read())
-    except (OSError, tarfile.TarError, KeyError, json.JSONDecodeError) as e:
+        doc = read_bundle_info(bundle).to_json()
+    except (BundleError, OSError) as e:
         raise BundleRejectedError(
-            f"{bundle}: not an edgeship bundle (need a .tar with model.json; make one with "
-            f"`edgeship package`): {e}"
-        ) from e
-    missing = [k for k in _REQUIRED if k not in doc]
-    if missing:
-        raise BundleRejectedError(f"{bundle}: model.json lacks {missing}")
-    if not isinstance(doc["release"], int) or doc["release"] < 1:
-        raise BundleRejectedError(f"{bundle}: model.json release must be an integer >= 1")
+            f"{bundle}: not a valid edgeship bundle (make one with `edgeship package`): {e}") from e
     return {k: doc[k] for k in FACT_FIELDS if k in doc}
 
 

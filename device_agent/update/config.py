@@ -1,0 +1,59 @@
+"""The ``[update]`` section of the agent config (registered in ``device_agent.config.SECTIONS``)."""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import doc
+from .states import RecoveryPolicy
+
+
+class MemoryPolicy(str, enum.Enum):
+    """What the gate does when the new model would not fit in memory beside the old one.
+
+    Only ``refuse`` exists today: unloading the old model first needs an unload step in
+    ``Agent`` (a 503 window), which it does not have yet.
+    """
+
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True)
+class UpdateSection:
+    repository_url: str = doc("TUF repository: http(s)://host[:port]/path, or a local directory "
+                              "(a mirror, a USB stick) for offline updates. Empty disables updates.", "")
+    root_json: str = doc("The trusted root.json this device was provisioned with; empty means "
+                         "<state_dir>/trust/root.json.", "")
+    poll_interval_s: float = doc("How often `edgeship-agent run` checks the repository for a newer "
+                                 "release of the active model; 0 turns polling off.", 0.0)
+    download_timeout_s: float = doc("Socket timeout for metadata and bundle downloads, in seconds.", 30.0)
+    max_state_entries: int = doc("A state entered this many times in a row (crash loop) ends the update.", 3)
+    recovery_policy: RecoveryPolicy = doc("A restart between switch and commit: resume_trial (count the "
+                                          "crash, keep watching) or rollback.", RecoveryPolicy.RESUME_TRIAL)
+    trial_requests: int = doc("The trial window ends after this many requests to the new model ...", 200)
+    trial_duration_s: float = doc("... or after this many seconds, whichever comes first.", 30.0)
+    trial_max_error_rate: float = doc("Fraction of failed requests that fails the trial.", 0.02)
+    trial_min_requests: int = doc("Requests needed before the error rate is judged.", 10)
+    trial_latency_factor: float = doc("The trial fails when p95 latency exceeds the bundle's latency "
+                                      "budget times this.", 3.0)
+    trial_max_crashes: int = doc("Agent crashes with the new model active (counted across restarts) "
+                                 "that roll it back.", 2)
+    trial_probe_interval_s: float = doc("During the trial, run one golden input through the agent this "
+                                        "often (a canary request); 0 relies on live traffic only.", 0.25)
+    gate_device: str = doc("Device the gate and serving run the model on (CPU, GPU, NPU...).", "CPU")
+    gate_latency_factor: float = doc("The gate refuses a model whose median golden latency exceeds its "
+                                     "latency budget times this.", 5.0)
+    allow_precision_change: bool = doc("Accept an engine that runs another precision than the bundle's "
+                                       "(e.g. bf16 for fp32 on AMX CPUs).", False)
+    memory_policy: MemoryPolicy = doc("New model does not fit beside the old one: refuse (the only "
+                                      "policy so far).", MemoryPolicy.REFUSE)
+    memory_reserve_bytes: int = doc("Memory that must stay free after loading the new model.", 64 << 20)
+    memory_load_factor: float = doc("Resident memory of a loaded model, as a multiple of its file size.", 2.0)
+    max_onnx_opset: int = doc("Newest ONNX opset this device runs; 0 derives it from the installed "
+                              "onnxruntime.", 0)
+
+    def root_json_path(self, state_dir: str | os.PathLike) -> Path:
+        return Path(self.root_json) if self.root_json else Path(state_dir) / "trust" / "root.json"

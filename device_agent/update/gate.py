@@ -1,0 +1,169 @@
+"""The gate before the switch: load the new model beside the old one and test it.
+
+Checks, in order (each failure is its own error and reason code):
+memory (would it fit beside the old model?) -> load -> IO schema against model.json ->
+device/precision actually used against what the bundle asked for -> the golden set
+(NaN/Inf, shape, tolerances) -> median latency against the bundle's budget.
+
+The judging functions are pure (values in, problems out); :func:`run_gate` is the shell
+that loads the engine and times the calls.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from runtime.bundle import GOLDEN_NPZ, BundleInfo, compare_outputs, golden_calls
+
+from .config import UpdateSection
+from .errors import (
+    GateError, GateFallbackError, GateInferenceError, GateLatencyError, GateLoadError,
+    GateMemoryError, GateNaNError, GateSchemaError, GateToleranceError,
+)
+
+#: what each bundle precision runs as on an engine (Session.executed_precision)
+EXPECTED_EXECUTION = {"fp32": {"fp32"}, "fp16": {"fp16"}, "int8-static": {"int8"},
+                      "int8-dynamic": {"int8"}, "int8": {"int8"}}
+
+
+@dataclass(frozen=True)
+class GateReport:
+    load_s: float
+    golden_calls: int
+    median_latency_ms: float | None
+    executed_precision: str
+    device: str
+    estimated_bytes: int
+    available_bytes: int
+
+
+# ------------------------------------------------------------------ pure judges
+def memory_decision(*, model_bytes: int, available_bytes: int, cfg: UpdateSection) -> int:
+    """The estimated resident bytes of the new model.
+
+    Raises:
+        GateMemoryError: it does not fit beside the old model (policy ``refuse``).
+    """
+    est = int(model_bytes * cfg.memory_load_factor)
+    if est + cfg.memory_reserve_bytes <= available_bytes:
+        return est
+    raise GateMemoryError(
+        f"the new model needs about {est >> 20} MiB (+{cfg.memory_reserve_bytes >> 20} MiB reserve) but "
+        f"{available_bytes >> 20} MiB are available beside the old model; refusing the update "
+        f"(free memory, or lower [update] memory_reserve_bytes)"
+    )
+
+
+def schema_problems(session, info: BundleInfo) -> list[str]:
+    probs = []
+    for kind, got, want in (("input", session.inputs, info.inputs), ("output", session.outputs, info.outputs)):
+        g = {s.name: s for s in got}
+        for w in want:
+            s = g.get(w.name)
+            if s is None:
+                probs.append(f"{kind} {w.name!r} missing (model has {sorted(g)})")
+            elif s.dtype != w.dtype or len(s.shape) != len(w.shape) or any(
+                    isinstance(a, int) and isinstance(b, int) and a >= 0 and b >= 0 and a != b
+                    for a, b in zip(s.shape, w.shape)):
+                probs.append(f"{kind} {w.name!r} is {s.dtype}{list(s.shape)}, model.json says {w.dtype}{list(w.shape)}")
+    return probs
+
+
+def fallback_problems(session, info: BundleInfo, *, device: str, allow_precision_change: bool) -> list[str]:
+    probs = []
+    if str(session.device).upper() != device.upper():
+        probs.append(f"engine runs on {session.device}, not {device}")
+    want = EXPECTED_EXECUTION.get(info.precision.value, {info.precision.value})
+    if not allow_precision_change and session.executed_precision not in want:
+        probs.append(f"engine executes {session.executed_precision}, bundle is {info.precision.value}")
+    return probs
+
+
+def classify_golden(problems: list[str]) -> type[GateError]:
+    if any("NaN or Inf" in p for p in problems):
+        return GateNaNError
+    if any("shape" in p or "missing" in p for p in problems):
+        return GateSchemaError
+    return GateToleranceError
+
+
+# ------------------------------------------------------------------ shell
+def run_gate(*, model_dir: Path, info: BundleInfo, cfg: UpdateSection, threads: int | None = None,
+             available_bytes: Callable[[], int] | None = None) -> tuple[GateReport, object]:
+    """Run the gate on a staged model.
+
+    Returns the report and the open session (hand it to ``Agent.switch_to`` or close it).
+
+    Raises:
+        GateError: a subclass named for the failed check (memory, load, schema, fallback,
+            NaN, tolerance, inference, latency).
+    """
+    import runtime
+
+    model_bytes = sum(f.bytes for f in info.files if f.path.startswith("model/"))
+    avail = (available_bytes or _available_bytes)()
+    est = memory_decision(model_bytes=model_bytes, available_bytes=avail, cfg=cfg)
+    t0 = time.perf_counter()
+    try:
+        session = runtime.open_model(model_dir / info.model_path, engine=info.engine,
+                                     device=cfg.gate_device, threads=threads)
+    except runtime.EdgeshipRuntimeError as e:
+        raise GateLoadError(f"{info.name} r{info.release}: {e}") from e
+    load_s = time.perf_counter() - t0
+    try:
+        probs = schema_problems(session, info)
+        if probs:
+            raise GateSchemaError(f"{info.name} r{info.release}: " + "; ".join(probs))
+        probs = fallback_problems(session, info, device=cfg.gate_device,
+                                  allow_precision_change=cfg.allow_precision_change)
+        if probs:
+            raise GateFallbackError(f"{info.name} r{info.release}: " + "; ".join(probs))
+        median_ms = _golden(session, info, model_dir, cfg)
+        return GateReport(load_s=load_s, golden_calls=info.golden_calls, median_latency_ms=median_ms,
+                          executed_precision=session.executed_precision, device=str(session.device),
+                          estimated_bytes=est, available_bytes=avail), session
+    except BaseException:
+        session.close()
+        raise
+
+
+def _golden(session, info: BundleInfo, model_dir: Path, cfg: UpdateSection) -> float | None:
+    import runtime
+
+    with np.load(model_dir / GOLDEN_NPZ, allow_pickle=False) as z:
+        calls = golden_calls({k: z[k] for k in z.files}, info)
+    budget_ms = info.latency_budget_ms
+    limit_ms = budget_ms * cfg.gate_latency_factor if budget_ms else None
+    times = []
+    for i, (feeds, expected) in enumerate(calls):
+        t0 = time.perf_counter()
+        try:
+            got = session.run(feeds)
+        except runtime.EdgeshipRuntimeError as e:
+            raise GateInferenceError(f"{info.name} r{info.release}: golden call {i}: {e}") from e
+        dt_ms = 1000 * (time.perf_counter() - t0)
+        times.append(dt_ms)
+        probs = compare_outputs(got, expected, info.tolerances)
+        if probs:
+            raise classify_golden(probs)(f"{info.name} r{info.release}: golden call {i}: " + "; ".join(probs))
+        if limit_ms is not None and i == 0 and dt_ms > 20 * limit_ms:
+            break  # hopeless: do not sit through the rest of a very slow model
+    if not times:
+        return None
+    med = statistics.median(times[1:] if len(times) > 2 else times)  # first call warms caches
+    if limit_ms is not None and med > limit_ms:
+        raise GateLatencyError(f"{info.name} r{info.release}: median golden latency {med:.1f} ms > "
+                               f"{cfg.gate_latency_factor:g} x budget {budget_ms:g} ms")
+    return med
+
+
+def _available_bytes() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)

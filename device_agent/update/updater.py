@@ -1,0 +1,448 @@
+"""The update shell: runs the state machine of ``states.py`` against the real world.
+
+For each state it persists the journal *first*, then does the state's work, then asks the
+pure core for the next journal. Work per state is idempotent or checked against the store,
+so :meth:`Updater.recover` can finish or undo whatever a crash interrupted:
+
+- before the switch the old model stays (fetch/verify/stage resume; a crash during the
+  gate fails the update);
+- between switch and commit: roll back, or keep the new model and restart the trial,
+  per ``recovery_policy``; crashes with the new model active are counted across restarts;
+- after commit the new model stays.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from runtime import available_engines, engine_version
+from runtime.bundle import GOLDEN_NPZ, BundleError, BundleInfo, compatibility_problems, golden_calls, read_bundle_info
+
+from ..logs import get_logger
+from . import states as sm
+from .config import UpdateSection
+from .errors import (
+    MixAndMatchError, NoSuchTargetError, Reason, ReleaseRollbackError, StageError, SwitchError,
+    UpdateBusyError, UpdateError, WrongTargetError,
+)
+from .gate import run_gate
+from .journal import JournalFile
+from .states import Action, Journal, State
+from .trial import run_trial
+from .trust import Candidate, TrustedRepo, TrustedTime, utcnow
+
+log = get_logger("update")
+
+#: model.json facts the publisher signs into the target; the bundle must agree (mix-and-match)
+SIGNED_FACTS = ("name", "version", "release", "engine", "precision", "requirements")
+#: newest ONNX opset per onnxruntime minor version (onnxruntime.ai/docs/reference/compatibility)
+_ORT_MAX_OPSET = {(1, 14): 18, (1, 15): 19, (1, 16): 19, (1, 17): 20, (1, 18): 21, (1, 19): 21,
+                  (1, 20): 21, (1, 21): 22, (1, 22): 23}
+
+
+@dataclass(frozen=True)
+class UpdateEvent:
+    deployment_id: str
+    model: str
+    release: int | None
+    state: str
+    reason_code: str | None
+    detail: str
+    ts: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    deployment_id: str
+    model: str
+    release: int | None
+    state: State
+    reason: Reason
+    detail: str
+    sha256: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.state is State.COMMIT
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "state": self.state.value, "reason": self.reason.value}
+
+
+def _iso(dt: datetime) -> str:
+    return dt.isoformat(timespec="milliseconds")
+
+
+class Updater:
+    """Signed model updates for one agent. One update at a time; thread-safe entry points."""
+
+    def __init__(self, config, store, agent, *, update_config: UpdateSection | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.config, self.store, self.agent = config, store, agent
+        self.cfg = update_config if update_config is not None else _section(config)
+        self.dir = Path(store.update_dir)
+        self.journal = JournalFile(self.dir)
+        self.clock = clock
+        self.time = TrustedTime(self.dir / "trusted_time.json", clock)
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._session = None  # gate session handed to the switch
+        self._repo: TrustedRepo | None = None
+        self._on_event: Callable | None = None
+
+    # ------------------------------------------------------------------ public
+    def update(self, model: str, release: int | None = None, deployment_id: str | None = None,
+               on_event: Callable[[UpdateEvent], None] | None = None) -> UpdateResult:
+        """Run one update of ``model`` to ``release`` (default: the newest signed one) to its end.
+
+        Errors end the update (state failed/rolled_back with a reason) instead of raising.
+
+        Raises:
+            UpdateBusyError: another update is running or an unfinished one awaits ``recover()``.
+        """
+        if not self._lock.acquire(blocking=False):
+            raise UpdateBusyError("an update is already running")
+        try:
+            old = self.journal.load()
+            if old is not None and not old.finished:
+                raise UpdateBusyError(f"update {old.deployment_id} is unfinished ({old.state.value}); "
+                                      f"run recover() / restart the agent first")
+            self._cancel.clear()
+            self._on_event = on_event
+            j = sm.begin(deployment_id=deployment_id or uuid.uuid4().hex[:12], model=model,
+                         requested_release=release, now=self._now())
+            self._save(j, None)
+            return self._run(j)
+        finally:
+            self._close_session()
+            self._repo = None
+            self._lock.release()
+
+    def recover(self, on_event: Callable[[UpdateEvent], None] | None = None) -> UpdateResult | None:
+        """Finish or undo an update a crash interrupted (call at start-up). None if there is none."""
+        with self._lock:
+            j = self.journal.load()
+            if j is None or j.finished:
+                return None
+            self._on_event = on_event
+            try:
+                return self._recover(j)
+            finally:
+                self._close_session()
+                self._repo = None
+
+    def cancel(self) -> None:
+        """Abort a running update if it has not switched yet (after the switch: roll back)."""
+        self._cancel.set()
+
+    def last(self) -> Journal | None:
+        return self.journal.load()
+
+    def check(self, model: str) -> Candidate | None:
+        """The newest signed, compatible release of ``model`` newer than the installed one, or None.
+
+        Raises:
+            SecurityError, FetchError: the refresh failed.
+        """
+        repo = self._new_repo()  # its own ngclient session: a refresh happens once per session
+        repo.refresh()
+        installed = self._installed_release(model)
+        for c in repo.candidates(model):
+            if c.release > installed and not self._compat_problems(c.facts):
+                return c
+        return None
+
+    # ------------------------------------------------------------------ machine
+    def _run(self, j: Journal) -> UpdateResult:
+        handlers = {State.FETCH: self._fetch, State.VERIFY: self._verify, State.STAGE: self._stage,
+                    State.GATE: self._gate, State.SWITCH: self._switch, State.TRIAL: self._trial}
+        while not j.finished:
+            try:
+                if self._cancel.is_set() and j.state in sm.BEFORE_SWITCH:
+                    j = self._to(j, State.ABORTED, reason=Reason.CANCELLED, detail="cancelled")
+                    continue
+                j = handlers[j.state](j)
+            except UpdateError as e:
+                j = self._on_error(j, e)
+        self._finish(j)
+        return UpdateResult(j.deployment_id, j.model, j.release, j.state, j.reason or Reason.OK, j.detail,
+                            j.target_sha256)
+
+    def _on_error(self, j: Journal, e: UpdateError) -> Journal:
+        log.error("update.error", model=j.model, state=j.state.value, reason=e.reason.value, error=str(e),
+                  security=e.is_security)
+        if j.state in sm.BEFORE_SWITCH:
+            return self._to(j, State.FAILED, reason=e.reason, detail=str(e))
+        if j.state is State.SWITCH and not self._new_active(j):
+            return self._to(j, State.FAILED, reason=e.reason, detail=str(e))
+        return self._roll_back(j, e.reason, str(e))
+
+    def _recover(self, j: Journal) -> UpdateResult:
+        j = sm.reenter(j, now=self._now())
+        self._save(j, None)
+        plan = sm.plan_recovery(j, policy=self.cfg.recovery_policy, max_state_entries=self.cfg.max_state_entries,
+                                max_trial_crashes=self.cfg.trial_max_crashes, new_model_active=self._new_active(j))
+        log.warning("update.recover", model=j.model, state=j.state.value, action=plan.action.value,
+                    reason=plan.reason.value if plan.reason else None)
+        if plan.action is Action.FAIL:
+            j = self._to(j, State.FAILED, reason=plan.reason, detail=plan.detail)
+        elif plan.action is Action.ENSURE_OLD_AND_FAIL:
+            self._restore_old(j)
+            j = self._to(j, State.FAILED, reason=plan.reason, detail=plan.detail)
+        elif plan.action is Action.ROLL_BACK:
+            if j.state is State.SWITCH:
+                j = self._to(j, State.TRIAL, trial_crashes=j.trial_crashes + 1)
+            j = self._roll_back(j, plan.reason, plan.detail)
+        elif plan.action is Action.RESUME_TRIAL:
+            if j.state is State.SWITCH:
+                j = self._to(j, State.TRIAL, trial_crashes=j.trial_crashes + 1)
+            else:
+                j = _replace(j, trial_crashes=j.trial_crashes + 1)
+                self._save(j, None)
+            self.agent.reload_pointers()
+        return self._run(j)
+
+    def _to(self, j: Journal, to: State, **kw) -> Journal:
+        nj = sm.advance(j, to, now=self._now(), **kw)
+        self._save(nj, j)
+        return nj
+
+    def _save(self, j: Journal, prev: Journal | None) -> None:
+        self.journal.save(j, previous=prev)
+        log.info("update.state", model=j.model, deployment_id=j.deployment_id, state=j.state.value,
+                 release=j.release, reason=j.reason.value if j.reason else None, detail=j.detail or None)
+        if self._on_event is not None:
+            ev = UpdateEvent(j.deployment_id, j.model, j.release, j.state.value,
+                             j.reason.value if j.reason else None, j.detail, j.updated_utc)
+            try:
+                self._on_event(ev)
+            except Exception as e:  # a broken listener must not break the update
+                log.error("update.event_listener_failed", model=j.model, error=str(e))
+
+    # ------------------------------------------------------------------ states
+    def _fetch(self, j: Journal) -> Journal:
+        repo = self._trusted_repo()
+        if self._repo_refreshed is not repo:
+            repo.refresh()
+            self._repo_refreshed = repo
+        c = self._choose(repo, j)
+        if c is None:
+            return self._to(j, State.ABORTED, reason=Reason.UP_TO_DATE,
+                            detail=f"release {self._installed_release(j.model)} is the newest")
+        problems = self._compat_problems(c.facts)
+        if problems:  # refused before a single byte of the bundle is downloaded
+            raise WrongTargetError(f"{c.target_path}: not for this device: " + "; ".join(problems))
+        j = _replace(j, target_path=c.target_path, target_sha256=c.sha256, target_length=c.length,
+                     release=c.release)
+        self.journal.save(j)
+        repo.download(c)
+        return self._to(j, State.VERIFY)
+
+    def _choose(self, repo: TrustedRepo, j: Journal) -> Candidate | None:
+        cands = repo.candidates(j.model)
+        installed = self._installed_release(j.model)
+        if j.target_sha256:  # resuming: the same signed target, or nothing
+            for c in cands:
+                if c.sha256 == j.target_sha256:
+                    return c
+            raise NoSuchTargetError(f"{j.target_path} is no longer signed in the repository")
+        if j.requested_release is not None:
+            pick = [c for c in cands if c.release == j.requested_release]
+            if not pick:
+                raise NoSuchTargetError(f"no signed release {j.requested_release} of {j.model!r} "
+                                        f"(have {[c.release for c in cands]})")
+            if pick[0].release <= installed:
+                raise ReleaseRollbackError(
+                    f"{j.model}: release {pick[0].release} is not above the installed release {installed}; "
+                    f"publish an intended rollback as a new release")
+            return pick[0]
+        if not cands:
+            raise NoSuchTargetError(f"the repository has no signed target for model {j.model!r}")
+        return cands[0] if cands[0].release > installed else None
+
+    def _verify(self, j: Journal) -> Journal:
+        repo = self._trusted_repo()
+        if repo is not self._repo_refreshed:
+            repo.refresh()
+            self._repo_refreshed = repo
+        c = self._choose(repo, j)
+        path = repo.download(c)  # returns the cached file after re-checking its hashes
+        repo.verify_file(c, path)
+        try:
+            info = read_bundle_info(path)
+        except BundleError as e:
+            raise MixAndMatchError(f"{c.target_path}: signed bytes are not a valid bundle: {e}") from e
+        mine = info.to_json()
+        diff = [k for k in SIGNED_FACTS if k in c.facts and c.facts[k] != mine.get(k)]
+        if diff:
+            raise MixAndMatchError(f"{c.target_path}: model.json differs from the signed facts in {diff}")
+        problems = self._compat_problems(mine)
+        if problems:
+            raise WrongTargetError(f"{c.target_path}: " + "; ".join(problems))
+        return self._to(j, State.STAGE)
+
+    def _stage(self, j: Journal) -> Journal:
+        from ..store import StoreError
+
+        path = self.dir / "downloads" / f"{j.target_sha256}.tar"
+        try:
+            self.store.install_bundle(path, expected_sha256=j.target_sha256)
+        except (StoreError, OSError) as e:
+            raise StageError(f"{j.target_path}: {e}") from e
+        path.unlink(missing_ok=True)
+        return self._to(j, State.GATE)
+
+    def _gate(self, j: Journal) -> Journal:
+        sha = j.target_sha256
+        info = self.store.info(sha)
+        threads = (self.config.serving.engine_threads or None) if self.config is not None else None
+        report, self._session = run_gate(model_dir=self.store.model_dir(sha), info=info, cfg=self.cfg,
+                                         threads=threads)
+        log.info("update.gate_passed", model=j.model, load_s=round(report.load_s, 4),
+                 median_ms=report.median_latency_ms, precision=report.executed_precision)
+        active = self.store.active()
+        return self._to(j, State.SWITCH, previous_sha256=active.sha256 if active else None,
+                        detail=f"gate passed: median {report.median_latency_ms or 0:.2f} ms")
+
+    def _switch(self, j: Journal) -> Journal:
+        if not self._new_active(j) or self._serving() != j.target_sha256:
+            session, self._session = self._session, None
+            try:
+                self.agent.switch_to(j.target_sha256, session=session)
+            except Exception as e:
+                raise SwitchError(f"switch to {j.target_sha256[:12]} failed: {e}") from e
+        return self._to(j, State.TRIAL)
+
+    def _trial(self, j: Journal) -> Journal:
+        info = self.store.info(j.target_sha256)
+        verdict, reason, detail = run_trial(
+            agent=self.agent, sha256=j.target_sha256, cfg=self.cfg, latency_budget_ms=info.latency_budget_ms,
+            probe_feeds=self._probe_feeds(j.target_sha256, info), cancelled=self._cancel.is_set)
+        if verdict is sm.Verdict.PASS:
+            return self._to(j, State.COMMIT, reason=Reason.OK, detail=detail)
+        return self._roll_back(j, reason or Reason.TRIAL_ERROR_RATE, detail)
+
+    # ------------------------------------------------------------------ helpers
+    def _roll_back(self, j: Journal, reason: Reason, detail: str) -> Journal:
+        if j.previous_sha256 is None:
+            return self._to(j, State.FAILED, reason=reason, detail=detail + "; no previous model: the new one stays")
+        self._restore_old(j)
+        return self._to(j, State.ROLLED_BACK, reason=reason, detail=detail)
+
+    def _restore_old(self, j: Journal) -> None:
+        """Make the model active before the switch active and served again (idempotent)."""
+        old = j.previous_sha256
+        if old is None:
+            return
+        active, prev = self.store.active(), self.store.previous()
+        if active is not None and active.sha256 == old:
+            self.agent.reload_pointers()
+        elif prev is not None and prev.sha256 == old:
+            self.agent.rollback()
+        else:
+            self.agent.switch_to(old)
+
+    def _finish(self, j: Journal) -> None:
+        """Drop downloaded bundles; keep partial downloads for a retry unless they failed a check."""
+        self._close_session()
+        downloads = self.dir / "downloads"
+        for p in downloads.glob("*.tar"):
+            p.unlink(missing_ok=True)
+        if j.reason is not None and j.reason.value.startswith("security."):
+            for p in (downloads / "partial").glob("*.part"):
+                p.unlink(missing_ok=True)
+
+    def _close_session(self) -> None:
+        s, self._session = self._session, None
+        if s is not None:
+            s.close()
+
+    def _trusted_repo(self) -> TrustedRepo:
+        if self._repo is None:
+            self._repo = self._new_repo()
+            self._repo_refreshed = None
+        return self._repo
+
+    def _new_repo(self) -> TrustedRepo:
+        if not self.cfg.repository_url:
+            raise NoSuchTargetError("no repository configured ([update] repository_url is empty)")
+        return TrustedRepo(
+            repository=self.cfg.repository_url, root_json=self.cfg.root_json_path(self.store.root),
+            metadata_dir=self.dir / "metadata", download_dir=self.dir / "downloads",
+            trusted_time=self.time, timeout_s=self.cfg.download_timeout_s)
+
+    _repo_refreshed: TrustedRepo | None = None
+
+    def _compat_problems(self, facts: dict) -> list[str]:
+        from runtime.bundle import Requirements
+
+        try:
+            req = Requirements.from_json(facts.get("requirements"), where="requirements")
+        except BundleError as e:
+            return [f"unreadable requirements: {e}"]
+        versions = {e.value: engine_version(e) for e in available_engines()}
+        return compatibility_problems(req, machine=platform.machine(), engine_versions=versions,
+                                      max_opset=self._max_opset())
+
+    def _max_opset(self) -> int | None:
+        if self.cfg.max_onnx_opset:
+            return self.cfg.max_onnx_opset
+        from runtime.bundle import parse_version
+        from runtime.spec import Engine
+
+        v = parse_version(engine_version(Engine.ONNXRUNTIME) or "")
+        if not v or len(v) < 2:
+            return None
+        key = (v[0], v[1])
+        return _ORT_MAX_OPSET.get(key) or (max(_ORT_MAX_OPSET.values()) if key > max(_ORT_MAX_OPSET) else None)
+
+    def _installed_release(self, model: str) -> int:
+        rels = [r.release for r in (self.store.active(), self.store.previous()) if r is not None and r.name == model]
+        return max(rels, default=0)
+
+    def _new_active(self, j: Journal) -> bool:
+        a = self.store.active()
+        return a is not None and j.target_sha256 is not None and a.sha256 == j.target_sha256
+
+    def _serving(self) -> str | None:
+        cur = self.agent.current()
+        return cur.ref.sha256 if cur is not None else None
+
+    def _probe_feeds(self, sha: str, info: BundleInfo) -> list[dict]:
+        try:
+            with np.load(self.store.model_dir(sha) / GOLDEN_NPZ, allow_pickle=False) as z:
+                return [f for f, _ in golden_calls({k: z[k] for k in z.files}, info)]
+        except (OSError, BundleError, ValueError):
+            return []
+
+    def _now(self) -> str:
+        return _iso(self.clock())
+
+
+def _replace(j: Journal, **kw) -> Journal:
+    import dataclasses
+
+    return dataclasses.replace(j, **kw)
+
+
+def _section(config) -> UpdateSection:
+    """The [update] section of an AgentConfig (defaults when the section is not registered)."""
+    from ..config import ConfigError
+
+    if config is None:
+        return UpdateSection()
+    try:
+        return config.section("update")
+    except ConfigError:  # the section is not registered in device_agent.config.SECTIONS
+        return UpdateSection()
