@@ -56,6 +56,7 @@ class Session(abc.ABC):
         self.raw_inputs: list[TensorSpec] = []
         self.raw_outputs: list[TensorSpec] = []
         self.executed_precision: str = "unknown"
+        self._closed = False
         if not self.path.exists():
             raise ModelLoadError(f"{self.path}: model file not found")
         t0 = time.perf_counter()
@@ -84,8 +85,13 @@ class Session(abc.ABC):
         """Run on the engine's own tensors. Same as ``_run`` unless the backend converts."""
         return self._run(feeds)
 
+    def _close(self) -> None:
+        """Drop engine objects (backends that hold more than a Python reference)."""
+
     def close(self) -> None:
-        """Release engine resources (optional for backends)."""
+        """Release engine resources. Idempotent; a closed session refuses to run."""
+        self._closed = True
+        self._close()
 
     # -- public ------------------------------------------------------------------
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -93,17 +99,23 @@ class Session(abc.ABC):
 
         Raises:
             InputMismatchError: a missing/unknown input, or a wrong dtype or shape.
-            InferenceError: the engine failed on valid inputs.
+            InferenceError: the engine failed on valid inputs, or the session is closed.
         """
         checked = self._check(feeds, self.inputs)
         return self._call(self._run, checked)
 
     def run_raw(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run once on the engine's own tensors (e.g. int8 for a full-int8 TFLite model)."""
+        """Run once on the engine's own tensors (e.g. int8 for a full-int8 TFLite model).
+
+        Raises:
+            InputMismatchError, InferenceError: as :meth:`run`, checked against ``raw_inputs``.
+        """
         checked = self._check(feeds, self.raw_inputs)
         return self._call(self._run_raw, checked)
 
     def _call(self, fn, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._closed:
+            raise InferenceError(f"{self.path.name}: the {self.engine.value} session is closed")
         try:
             return fn(feeds)
         except EdgeshipRuntimeError:

@@ -108,7 +108,7 @@ class OpenVinoSession(Session):
         finally:
             self._idle.put(request)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._idle = queue.LifoQueue()
         self._in_ports = {}
         self._compiled = None

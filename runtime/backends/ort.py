@@ -69,6 +69,9 @@ class OrtSession(Session):
         res = self._sess.run(self._out_names, feeds)
         return dict(zip(self._out_names, res))
 
+    def _close(self) -> None:
+        self._sess = None
+
 
 #: ops whose presence means the graph computes in int8 (QDQ static, dynamic, QOperator)
 _INT8_OPS = (

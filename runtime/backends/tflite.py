@@ -179,7 +179,7 @@ class TfliteSession(Session):
         out["signature"] = self.signature
         return out
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._runner = None
         self._it = None
 

@@ -74,3 +74,12 @@ def test_describe_is_json_ready(onnx_multi):
     assert d["engine"] == "onnxruntime" and d["threads"] == 2 and d["executed_precision"] == "fp32"
     assert d["inputs"][0] == {"name": "feats", "dtype": "float32", "shape": ["batch", "seq", 4]}
     assert [runtime.TensorSpec.from_json(x) for x in d["inputs"]][1].shape == ("batch", "seq")
+
+
+@pytest.mark.parametrize("fixture", ["onnx_multi", "ov_ir"])
+def test_closed_session_refuses_to_run(fixture, request, multi_feeds):
+    s = runtime.open_model(request.getfixturevalue(fixture))
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(runtime.InferenceError, match="session is closed"):
+        s.run(multi_feeds(1, 2))
