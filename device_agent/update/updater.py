@@ -100,6 +100,8 @@ class Updater:
         self._session = None  # gate session handed to the switch
         self._repo: TrustedRepo | None = None
         self._on_event: Callable | None = None
+        #: the error that ended the last update (None when it did not end in an error)
+        self.last_error: UpdateError | None = None
 
     # ------------------------------------------------------------------ public
     def update(self, model: str, release: int | None = None, deployment_id: str | None = None,
@@ -119,6 +121,7 @@ class Updater:
                 raise UpdateBusyError(f"update {old.deployment_id} is unfinished ({old.state.value}); "
                                       f"run recover() / restart the agent first")
             self._cancel.clear()
+            self.last_error = None
             self._on_event = on_event
             j = sm.begin(deployment_id=deployment_id or uuid.uuid4().hex[:12], model=model,
                          requested_release=release, now=self._now())
@@ -180,6 +183,7 @@ class Updater:
                             j.target_sha256)
 
     def _on_error(self, j: Journal, e: UpdateError) -> Journal:
+        self.last_error = e
         log.error("update.error", model=j.model, state=j.state.value, reason=e.reason.value, error=str(e),
                   security=e.is_security)
         if j.state in sm.BEFORE_SWITCH:

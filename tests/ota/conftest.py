@@ -191,8 +191,19 @@ class Env:
         return {"pointers": ptr, "models": models}
 
 
-@pytest.fixture
-def env(tmp_path):
+def recording_handler(base=None):
+    """A repo request handler that records (path, Range header) of every GET on the server."""
+    from toolchain.ota.serve import RepoRequestHandler
+
+    class Recording(base or RepoRequestHandler):
+        def do_GET(self):
+            self.server.requests.append((self.path, self.headers.get("Range")))
+            super().do_GET()
+
+    return Recording
+
+
+def build_env(tmp_path: Path, *, policies=None, handler=None) -> Env:
     """Keys, a repository holding release 1 of model "m", served on loopback; a device with
     release 1 installed and active, provisioned with root.json."""
     from device_agent.store import Store
@@ -200,9 +211,10 @@ def env(tmp_path):
     from toolchain.ota.serve import serve_in_thread
 
     keys = tmp_path / "keys"
-    root = init_keys(keys_dir=keys)
+    root = init_keys(keys_dir=keys, policies=policies)
     repo = tmp_path / "repo"
-    srv, url = serve_in_thread(repo)
+    srv, url = serve_in_thread(repo, handler=recording_handler(handler))
+    srv.requests = []
     e = Env(tmp=tmp_path, keys=keys, repo=repo, state=tmp_path / "device", url=url, server=srv)
     b1 = e.bundle(release=1)
     e.publish(b1)
@@ -211,6 +223,12 @@ def env(tmp_path):
     store.activate(ref.sha256)
     (e.state / "trust").mkdir()
     (e.state / "trust" / "root.json").write_bytes(root.read_bytes())
+    return e
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = build_env(tmp_path)
     yield e
-    srv.shutdown()
-    srv.server_close()
+    e.server.shutdown()
+    e.server.server_close()
