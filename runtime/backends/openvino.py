@@ -50,9 +50,7 @@ class OpenVinoSession(Session):
     engine = Engine.OPENVINO
 
     def _open(self) -> None:
-        ov = import_engine(Engine.OPENVINO, "openvino")
-
-        self._ov = ov
+        self._ov = ov = import_engine(Engine.OPENVINO, "openvino")
         core = ov.Core()
         device = self.device.upper()  # OpenVINO device names are upper case
         _check_device(self.path, device, core.available_devices)
@@ -67,10 +65,9 @@ class OpenVinoSession(Session):
         self._out_names = [s.name for s in self.outputs]
         self.executed_precision = "int8" if quantized else _compiled_precision(compiled)
         self._pool_size = max(1, _int_property(compiled, "OPTIMAL_NUMBER_OF_INFER_REQUESTS", 1))
-        self._idle: queue.LifoQueue = queue.LifoQueue()
-        self._created = 0
         self._pool_lock = threading.Lock()
-        self._idle.put(compiled.create_infer_request())
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._idle.put(compiled.create_infer_request())  # fail at load, not at first call
         self._created = 1
 
     def _config(self) -> dict[str, str]:
@@ -82,6 +79,7 @@ class OpenVinoSession(Session):
         return cfg
 
     def _acquire(self):
+        """An idle request, a new one while the pool is below its size, else wait for one."""
         try:
             return self._idle.get_nowait()
         except queue.Empty:
