@@ -35,8 +35,8 @@ def _linear_model(scale: float, *, gather: bool = False, static_batch: int | Non
     nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "B"], ["y"])]
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])]
     if gather:  # an INT64 input; an index out of range makes the engine raise
-        inputs.append(helper.make_tensor_value_info("idx", TensorProto.INT64, [1]))
-        nodes.append(helper.make_node("Gather", ["y", "idx"], ["picked"], axis=1))
+        inputs.append(helper.make_tensor_value_info("idx", TensorProto.INT64, [batch, 1]))
+        nodes.append(helper.make_node("GatherElements", ["y", "idx"], ["picked"], axis=1))
         outputs.append(helper.make_tensor_value_info("picked", TensorProto.FLOAT, [batch, 1]))
     g = helper.make_graph(nodes, "tiny", inputs, outputs, inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgeship-test")
@@ -64,7 +64,7 @@ def make_build(root: Path, *, name: str = "tiny", scale: float = 1.0, gather: bo
           "outputs": [{"name": "y", "dtype": "float32", "shape": [static_batch or "batch", 3]}]}
     if gather:
         data["idx"] = np.ones((samples, 1), dtype=np.int64)
-        io["inputs"].append({"name": "idx", "dtype": "int64", "shape": [1]})
+        io["inputs"].append({"name": "idx", "dtype": "int64", "shape": [static_batch or "batch", 1]})
         io["outputs"].append({"name": "picked", "dtype": "float32", "shape": [static_batch or "batch", 1]})
     (root / "data").mkdir(exist_ok=True)
     np.savez(root / "data" / "validation.npz", **data)

@@ -1,0 +1,122 @@
+"""Install under a prefix, then a real `edgeship-agent run` process: serving, CLI status/rollback
+against the running agent under load, a second instance refused, SIGTERM exits cleanly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+
+from device_agent.config import ConfigError, load_config
+from device_agent.store import Store
+
+
+def _cli(helpers, *args, check=True):
+    r = subprocess.run(helpers.agent_cmd(*args), env=helpers.env(), capture_output=True, text=True, timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{args}: rc={r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+
+
+def test_install_run_status_rollback_sigterm(tmp_path, bundles, helpers, free_port):
+    prefix = tmp_path / "prefix"
+    out = json.loads(_cli(helpers, "install", "--prefix", str(prefix), "--bundle", str(bundles["v1"].path),
+                          "--port", str(free_port), "--json").stdout)
+    config = prefix / "etc/edgeship/agent.toml"
+    unit = (prefix / "etc/systemd/system/edgeship-agent.service").read_text()
+    assert out["config"] == str(config) and "Restart=on-failure" in unit and f"--config {config}" in unit
+    cfg = load_config(config)
+    assert cfg.serving.port == free_port and cfg.serving.host == "127.0.0.1"
+    assert cfg.state_dir == prefix / "var/lib/edgeship"
+    assert "# Largest request body accepted" in config.read_text()
+    assert _cli(helpers, "install", "--prefix", str(prefix), "--bundle", str(bundles["v1"].path),
+                check=False).returncode == 2  # refuses to overwrite without --force
+
+    store = Store(cfg.state_dir)  # a second release arrives (as an update would leave it)
+    store.activate(store.install_bundle(bundles["v2"].path).sha256)
+
+    proc = subprocess.Popen(helpers.agent_cmd("run", "--config", str(config)), env=helpers.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{free_port}"
+        helpers.wait_ready(base + "/v2/health/ready", proc)
+        assert httpx.post(base + "/v2/models/tiny/infer", json=BODY).json()["model_version"] == "1.2.0"
+        second = _cli(helpers, "run", "--config", str(config), check=False)
+        assert second.returncode == 1 and "already running" in second.stderr
+
+        st = json.loads(_cli(helpers, "status", "--config", str(config), "--json").stdout)
+        assert st["running"]["pid"] == proc.pid and st["active"]["version"] == "1.2.0"
+        assert st["previous"]["version"] == "1.1.0" and st["serving"]["version"] == "1.2.0"
+
+        failures, versions, stop = [], set(), threading.Event()
+
+        def load():
+            with httpx.Client(base_url=base, timeout=10) as c:
+                while not stop.is_set():
+                    try:
+                        r = c.post("/v2/models/tiny/infer", json=BODY)
+                        if r.status_code != 200:
+                            failures.append(r.text)
+                        else:
+                            versions.add(r.json()["model_version"])
+                    except httpx.HTTPError as e:
+                        failures.append(repr(e))
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        rb = _cli(helpers, "rollback", "--config", str(config))
+        assert "running agent" in rb.stdout and "1.1.0" in rb.stdout
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert failures == [] and versions == {"1.1.0", "1.2.0"}
+        assert httpx.post(base + "/v2/models/tiny/infer", json=BODY).json()["model_version"] == "1.1.0"
+        text = _cli(helpers, "status", "--config", str(config)).stdout
+        assert f"running (pid {proc.pid}" in text and "tiny 1.1.0 (release 1" in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert {"model.loaded", "agent.started", "model.rolled_back", "agent.stopped"} <= {e["event"] for e in events}
+    assert all({"ts", "level", "event", "model"} <= set(e) for e in events)
+    assert not (cfg.state_dir / "agent.json").exists() and not (cfg.state_dir / "control.token").exists()
+    # stopped: rollback switches the pointers directly
+    rb = _cli(helpers, "rollback", "--config", str(config))
+    assert "not running" in rb.stdout and Store(cfg.state_dir).active().version == "1.2.0"
+    assert "agent      not running" in _cli(helpers, "status", "--config", str(config)).stdout
+
+
+def test_strict_config(tmp_path, helpers):
+    p = tmp_path / "agent.toml"
+    for text, needle in [
+        ('[serving]\nprot = 1\n', "[serving]: unknown key(s) ['prot']"),
+        ('[serving.batching]\nmax_batch = 4\n', "[serving] batching: unknown key(s) ['max_batch']"),
+        ('[servin]\n', "unknown section(s) ['servin']"),
+        ('[serving]\nport = "80"\n', "port: expected an integer"),
+        ('[agent]\nlog_level = "loud"\n', "'loud' is not one of"),
+        ('[serving]\nport = 70000\n', "not a TCP port"),
+        ('[serving\n', "not valid TOML"),
+    ]:
+        p.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            load_config(p)
+        assert needle in str(e.value) and str(p) in str(e.value), str(e.value)
+    r = _cli(helpers, "run", "--config", str(p), check=False)
+    assert r.returncode == 2 and str(p) in r.stderr
+    r = _cli(helpers, "run", "--config", str(tmp_path / "missing.toml"), check=False)
+    assert r.returncode == 2 and "not found" in r.stderr
