@@ -85,6 +85,7 @@ class MqttLink:
         self._on_message = on_message
         self._will_body = will_body
         self._seq_lock = threading.Lock()
+        self._enqueue_lock = threading.Lock()
         self._seq = 0
         self._conn = 0
         self._connected = threading.Event()
@@ -201,10 +202,13 @@ class MqttLink:
         Raises:
             QueueError: the queue cannot be written.
         """
-        origin = self.origin()
-        doc = payloads.envelope(kind, origin, body)
-        self.queue.put(cls=cls, topic=topic, body=payloads.encode(doc), boot_id=origin.boot_id,
-                       mono_ms=origin.mono_ms, msg_id=origin.msg_id)
+        # Allocate the id and insert under one lock: rows must enter the table in id order, or
+        # the sender's cursor could pass an id whose row is inserted later by another thread.
+        with self._enqueue_lock:
+            origin = self.origin()
+            doc = payloads.envelope(kind, origin, body)
+            self.queue.put(cls=cls, topic=topic, body=payloads.encode(doc), boot_id=origin.boot_id,
+                           mono_ms=origin.mono_ms, msg_id=origin.msg_id)
         self._wake.set()
         return origin.msg_id
 

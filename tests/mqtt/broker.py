@@ -30,6 +30,7 @@ class Broker:
         if MOSQUITTO is None:
             raise RuntimeError("mosquitto not found: apt-get install mosquitto (make system-deps)")
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="edgeship-mosq-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.conf = self.dir / "mosquitto.conf"
         self.log = self.dir / "mosquitto.log"

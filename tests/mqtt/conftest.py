@@ -22,3 +22,45 @@ def broker(tmp_path):
     b = Broker(str(tmp_path / "broker")).start()
     yield b
     b.stop()
+
+
+@pytest.fixture
+def operator(broker):
+    from toolchain.fleet.client import BrokerSettings, FleetClient
+
+    with FleetClient(BrokerSettings(port=broker.port)) as fc:
+        yield fc
+
+
+@pytest.fixture
+def make_device(tmp_path, broker):
+    """Start the telemetry service for an agent/updater; stopped at teardown."""
+    from device_agent.telemetry import MqttConfig, start
+
+    started = []
+
+    def make(agent, updater=None, *, device="d1", fleet="f1", **cfg):
+        qdir = cfg.pop("queue_dir", str(tmp_path / f"q-{device}"))
+        config = MqttConfig(fleet=fleet, device_id=device, port=broker.port, queue_dir=qdir,
+                            reconnect_min_s=1, reconnect_max_s=2, **cfg)
+        svc = start(config, agent, updater)
+        assert svc.link.wait_connected(10), "agent did not connect to the test broker"
+        started.append(svc)
+        return svc
+
+    yield make
+    for svc in started:
+        if not svc._stop.is_set():
+            svc.stop(timeout_s=1)
+
+
+def wait_for(pred, timeout_s=10.0, interval_s=0.05):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s")

@@ -179,9 +179,15 @@ class FleetClient:
         props.MessageExpiryInterval = expiry_s
         raw = json.dumps(body or {}).encode() if not isinstance(body, bytes) else body
         self.publish(t.cmd(name), raw, retain=False, properties=props)
-        for msg in self.messages(timeout_s=timeout_s):
-            corr = getattr(msg.properties, "CorrelationData", None)
-            if msg.topic == resp_topic and corr == token.encode():
-                return msg.json() or {}
+        others = []
+        try:
+            for msg in self.messages(timeout_s=timeout_s):
+                corr = getattr(msg.properties, "CorrelationData", None)
+                if msg.topic == resp_topic and corr == token.encode():
+                    return msg.json() or {}
+                others.append(msg)
+        finally:  # keep what arrived meanwhile for the caller's next messages()
+            for msg in others:
+                self._inbox.put(msg)
         raise FleetError(f"no response to {name} from {fleet}/{device} within {timeout_s}s "
                          f"(is the device online? the command expires in {expiry_s}s)")

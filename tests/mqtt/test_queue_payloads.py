@@ -1,0 +1,105 @@
+"""Pure parts: the durable queue's ids, acks and budgets; payload stamping and parsing; topics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from device_agent.telemetry import payloads
+from device_agent.telemetry.errors import PayloadRejected, TelemetryConfigError
+from device_agent.telemetry.config import MqttConfig
+from device_agent.telemetry.queue import Budgets, DurableQueue, MessageClass
+from device_agent.telemetry.topics import device_topics, split_device_topic
+
+BIG = Budgets(events_bytes=1 << 20, deploy_bytes=1 << 20, metrics_bytes=1 << 20, total_bytes=1 << 22)
+
+
+def _put(q, cls, body="{\"a\":1}"):
+    mid = q.next_msg_id()
+    q.put(cls=cls, topic="t", body=body, boot_id="b", mono_ms=0, msg_id=mid)
+    return mid
+
+
+def test_ids_monotonic_across_reopen_and_rows_survive(tmp_path):
+    q = DurableQueue(tmp_path / "q.sqlite", budgets=BIG)
+    ids = [_put(q, MessageClass.EVENTS) for _ in range(5)]
+    q.ack(ids[:2])
+    q.close()
+    q2 = DurableQueue(tmp_path / "q.sqlite", budgets=BIG)
+    assert [m.msg_id for m in q2.peek(after_id=0, limit=10)] == ids[2:]
+    assert q2.next_msg_id() > max(ids)
+    assert q2.stats().depth == 3
+
+
+def test_class_budget_drops_oldest_and_counts(tmp_path):
+    body = json.dumps({"x": "y" * 80})
+    b = Budgets(events_bytes=10_000, deploy_bytes=10_000, metrics_bytes=500, total_bytes=100_000)
+    q = DurableQueue(tmp_path / "q.sqlite", budgets=b)
+    ids = [_put(q, MessageClass.METRICS, body) for _ in range(20)]
+    kept = [m.msg_id for m in q.peek(after_id=0, limit=100)]
+    assert kept == ids[-len(kept):] and len(kept) < 20       # newest kept, oldest dropped
+    assert q.stats().dropped["metrics"] == 20 - len(kept)
+    assert q.stats().bytes <= 500
+
+
+def test_total_budget_keeps_events_before_metrics(tmp_path):
+    body = json.dumps({"x": "y" * 80})
+    b = Budgets(events_bytes=10_000, deploy_bytes=10_000, metrics_bytes=10_000, total_bytes=2_000)
+    q = DurableQueue(tmp_path / "q.sqlite", budgets=b)
+    ev = [_put(q, MessageClass.EVENTS, body) for _ in range(5)]
+    for _ in range(30):
+        _put(q, MessageClass.METRICS, body)
+    left = q.peek(after_id=0, limit=1000)
+    assert [m.msg_id for m in left if m.cls is MessageClass.EVENTS] == ev
+    assert q.stats().dropped["events"] == 0 and q.stats().dropped["metrics"] > 0
+    q.close()
+    assert DurableQueue(tmp_path / "q.sqlite", budgets=b).stats().dropped["metrics"] > 0  # persisted
+
+
+def test_stamp_appends_seq_and_hist():
+    origin = payloads.Origin("f", "d", "boot", 7, 1000, 5)
+    doc = payloads.envelope(payloads.Kind.EVENT, origin, {"k": 1})
+    out = json.loads(payloads.stamp(payloads.encode(doc), seq=3, hist=True))
+    assert out["seq"] == 3 and out["hist"] is True and out["msg_id"] == 7 and out["schema"] == "edgeship.event/1"
+    with pytest.raises(ValueError):
+        payloads.envelope(payloads.Kind.EVENT, origin, {"msg_id": 1})
+
+
+@pytest.mark.parametrize("raw, code", [
+    (b"x" * 20000, "payload.too_large"),
+    (b"{not json", "payload.not_json"),
+    (b"\xff\xfe", "payload.not_json"),
+    (b"[1,2]", "payload.schema"),
+    (b'{"schema":"edgeship.desired/9","version":1,"deployment_id":"d","model":"m","release":1}', "payload.schema"),
+    (b'{"schema":"edgeship.desired/1","version":"1","deployment_id":"d","model":"m","release":1}', "payload.schema"),
+    (b'{"schema":"edgeship.desired/1","version":1,"deployment_id":"../x","model":"m","release":1}', "payload.schema"),
+    (b'{"schema":"edgeship.desired/1","version":true,"deployment_id":"d","model":"m","release":1}', "payload.schema"),
+    (b'{"schema":"edgeship.desired/1","version":1,"deployment_id":"d","model":"m","release":0}', "payload.schema"),
+])
+def test_parse_desired_rejects(raw, code):
+    with pytest.raises(PayloadRejected) as e:
+        payloads.parse_desired(raw, max_bytes=16384)
+    assert e.value.reason_code == code
+
+
+def test_parse_desired_accepts_and_ignores_unknown_fields():
+    d = payloads.parse_desired(json.dumps({**payloads.Desired(3, "dep-1", "m", 2).to_json(), "future": 1}).encode(),
+                               max_bytes=16384)
+    assert (d.version, d.deployment_id, d.model, d.release) == (3, "dep-1", "m", 2)
+
+
+def test_topics_and_config_validation():
+    t = device_topics(fleet="f", device="d")
+    assert t.status == "edgeship/v1/f/d/status" and t.owns("edgeship/v1/f/d/cmd/x/resp/1")
+    assert not t.owns("edgeship/v1/f/other/x") and not t.owns("edgeship/v1/f/d/#")
+    assert split_device_topic("edgeship/v1/f/d/deploy/x") == ("f", "d", "deploy/x")
+    for bad in ("a/b", "+", "#", "", "$SYS"):
+        with pytest.raises(ValueError):
+            device_topics(fleet="f", device=bad)
+    with pytest.raises(TelemetryConfigError, match="unknown key"):
+        MqttConfig.from_mapping({"fleet": "f", "prot": 1})
+    with pytest.raises(TelemetryConfigError, match="port must be int"):
+        MqttConfig.from_mapping({"fleet": "f", "port": "1883"})
+    cfg = MqttConfig.from_mapping({"fleet": "f", "device_id": "d", "groups": ["lab"]}, state_dir="/s")
+    assert cfg.queue_dir == "/s/telemetry" and cfg.groups == ("lab",)
