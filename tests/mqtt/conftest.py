@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from broker import MOSQUITTO, Broker  # noqa: E402
+from toolchain.fleet.localbroker import MOSQUITTO, Broker  # noqa: E402
 
 pytestmark = pytest.mark.mqtt
 
@@ -64,3 +64,24 @@ def wait_for(pred, timeout_s=10.0, interval_s=0.05):
             return value
         time.sleep(interval_s)
     raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tmp_path_factory):
+    """Real bundles of a tiny ONNX model: releases 1 and 2 (different weights)."""
+    from toolchain.demo_ota import make_tiny_bundle
+
+    work = tmp_path_factory.mktemp("mqtt-bundles")
+    return {1: make_tiny_bundle(work, release=1, scale=1.0), 2: make_tiny_bundle(work, release=2, scale=2.0)}
+
+
+@pytest.fixture
+def agent_state(tmp_path, tiny_bundles):
+    """A state dir with release 1 installed and active (device_agent.store.Store)."""
+    from device_agent.store import Store
+
+    state = tmp_path / "state"
+    store = Store(state)
+    ref = store.install_bundle(tiny_bundles[1].path)
+    store.activate(ref.sha256)
+    return state
