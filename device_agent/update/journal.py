@@ -45,11 +45,13 @@ class JournalFile:
         except (json.JSONDecodeError, TypeError) as e:
             raise UpdateStateError(f"{self.path}: unreadable update journal: {e}") from e
 
-    def save(self, j: Journal, *, previous: Journal | None = None) -> None:
+    def save(self, j: Journal, *, previous: Journal | None = None, entering: bool = True) -> None:
+        """Persist ``j``. ``entering``: this write starts (or restarts) the work of ``j.state``."""
         if previous is not None and previous.state is not j.state:
             fault_point(previous.state.value, "leave", self.dir)
         atomic_write_json(self.path, j.to_json())
-        fault_point(j.state.value, "enter", self.dir)
+        if entering:
+            fault_point(j.state.value, "enter", self.dir)
 
 
 def fault_point(state: str, position: str, update_dir: Path) -> None:

@@ -194,27 +194,30 @@ class Updater:
 
     def _recover(self, j: Journal) -> UpdateResult:
         j = sm.reenter(j, now=self._now())
-        self._save(j, None)
         plan = sm.plan_recovery(j, policy=self.cfg.recovery_policy, max_state_entries=self.cfg.max_state_entries,
                                 max_trial_crashes=self.cfg.trial_max_crashes, new_model_active=self._new_active(j))
         log.warning("update.recover", model=j.model, state=j.state.value, action=plan.action.value,
-                    reason=plan.reason.value if plan.reason else None)
-        if plan.action is Action.FAIL:
-            j = self._to(j, State.FAILED, reason=plan.reason, detail=plan.detail)
-        elif plan.action is Action.ENSURE_OLD_AND_FAIL:
-            self._restore_old(j)
-            j = self._to(j, State.FAILED, reason=plan.reason, detail=plan.detail)
-        elif plan.action is Action.ROLL_BACK:
-            if j.state is State.SWITCH:
-                j = self._to(j, State.TRIAL, trial_crashes=j.trial_crashes + 1)
-            j = self._roll_back(j, plan.reason, plan.detail)
+                    entries=j.entries, reason=plan.reason.value if plan.reason else None)
+        if plan.action is Action.RESUME:
+            self._save(j, None)  # re-enters the state: its work runs again
         elif plan.action is Action.RESUME_TRIAL:
+            j = _replace(j, trial_crashes=j.trial_crashes + 1)
             if j.state is State.SWITCH:
-                j = self._to(j, State.TRIAL, trial_crashes=j.trial_crashes + 1)
+                j = self._to(j, State.TRIAL)
             else:
-                j = _replace(j, trial_crashes=j.trial_crashes + 1)
                 self._save(j, None)
             self.agent.reload_pointers()
+        else:
+            self._save(j, None, entering=False)  # record the restart, do not redo the state's work
+            if plan.action is Action.FAIL:
+                j = self._to(j, State.FAILED, reason=plan.reason, detail=plan.detail)
+            elif plan.action is Action.ENSURE_OLD_AND_FAIL:
+                self._restore_old(j)
+                j = self._to(j, State.FAILED, reason=plan.reason, detail=plan.detail)
+            else:  # ROLL_BACK
+                if j.state is State.SWITCH:
+                    j = self._to(j, State.TRIAL, trial_crashes=j.trial_crashes + 1)
+                j = self._roll_back(j, plan.reason, plan.detail)
         return self._run(j)
 
     def _to(self, j: Journal, to: State, **kw) -> Journal:
@@ -222,8 +225,8 @@ class Updater:
         self._save(nj, j)
         return nj
 
-    def _save(self, j: Journal, prev: Journal | None) -> None:
-        self.journal.save(j, previous=prev)
+    def _save(self, j: Journal, prev: Journal | None, *, entering: bool = True) -> None:
+        self.journal.save(j, previous=prev, entering=entering)
         log.info("update.state", model=j.model, deployment_id=j.deployment_id, state=j.state.value,
                  release=j.release, reason=j.reason.value if j.reason else None, detail=j.detail or None)
         if self._on_event is not None:
@@ -249,7 +252,7 @@ class Updater:
             raise WrongTargetError(f"{c.target_path}: not for this device: " + "; ".join(problems))
         j = _replace(j, target_path=c.target_path, target_sha256=c.sha256, target_length=c.length,
                      release=c.release)
-        self.journal.save(j)
+        self.journal.save(j, entering=False)
         repo.download(c)
         return self._to(j, State.VERIFY)
 
@@ -300,10 +303,11 @@ class Updater:
         from ..store import StoreError
 
         path = self.dir / "downloads" / f"{j.target_sha256}.tar"
-        try:
-            self.store.install_bundle(path, expected_sha256=j.target_sha256)
-        except (StoreError, OSError) as e:
-            raise StageError(f"{j.target_path}: {e}") from e
+        if not (self.store.models_dir / j.target_sha256).is_dir():  # installed before a crash: done
+            try:
+                self.store.install_bundle(path, expected_sha256=j.target_sha256)
+            except (StoreError, OSError) as e:
+                raise StageError(f"{j.target_path}: {e}") from e
         path.unlink(missing_ok=True)
         return self._to(j, State.GATE)
 
