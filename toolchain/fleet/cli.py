@@ -101,7 +101,8 @@ def _push(args) -> int:
             dep = plan.new_deployment_id()
             wait = plan.WaitState.start(dep, devices)
             if args.wait:
-                fc.subscribe(*(device_topics(fleet=args.fleet, device=d, prefix=args.prefix).deploy(dep) for d in devices))
+                tops = [device_topics(fleet=args.fleet, device=d, prefix=args.prefix) for d in devices]
+                fc.subscribe(*(t.deploy(dep) for t in tops), *(t.reported for t in tops))
             issued_by = f"{getpass.getuser()}@edgeship-push"
             for d in devices:
                 desired = plan.desired_for(views.get(d), deployment_id=dep, model=args.model,
@@ -137,11 +138,11 @@ def _follow(fc, args, wait) -> None:
         doc = msg.json()
         if parts is None or not isinstance(doc, dict):
             continue
-        device = parts[1]
-        if doc.get("deployment_id") == wait.deployment_id and not args.json:
+        _, device, leaf = parts
+        if leaf.startswith("deploy/") and doc.get("deployment_id") == wait.deployment_id and not args.json:
             code = f" [{doc['reason_code']}]" if doc.get("reason_code") else ""
-            print(f"  {device}: {doc.get('state')}{code} {doc.get('detail') or ''}".rstrip())
-        wait.feed(device, doc)
+            print(f"  {device}: {doc.get('state')}{code} {doc.get('detail') or ''}".rstrip(), flush=True)
+        wait.feed(device, leaf, doc)
         if wait.done:
             return
 

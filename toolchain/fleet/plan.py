@@ -67,13 +67,18 @@ class WaitState:
     def start(cls, deployment_id: str, devices: list[str]) -> "WaitState":
         return cls(deployment_id, tuple(devices), {})
 
-    def feed(self, device: str, event: Mapping[str, Any]) -> bool:
-        """Record a deploy event; True if it is terminal for a targeted device."""
-        if device not in self.devices or event.get("deployment_id") != self.deployment_id:
+    def feed(self, device: str, leaf: str, doc: Mapping[str, Any]) -> bool:
+        """Record a device document; True when it settles a targeted device.
+
+        The outcome is taken from the device's retained ``reported`` state (its own word, and
+        republished on every reconnect), not from the progress events, which are only shown."""
+        if device not in self.devices or leaf != "reported":
             return False
-        state = event.get("state")
-        if state in TERMINAL_OK | TERMINAL_BAD and device not in self.outcome:
-            self.outcome[device] = dict(event)
+        last = doc.get("last_deployment") or {}
+        if last.get("deployment_id") != self.deployment_id:
+            return False
+        if last.get("state") in TERMINAL_OK | TERMINAL_BAD:
+            self.outcome[device] = dict(last)
             return True
         return False
 
