@@ -21,19 +21,14 @@ import numpy as np
 from runtime.fsutil import file_entry, sha256_file
 
 
-def _tiny_onnx(scale: float, *, noisy: bool):
+def _tiny_onnx(scale: float):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = (np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0) * scale
     b = np.array([0.1, -0.2, 0.3], dtype=np.float32) * scale
     inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
-    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"])]
-    if noisy:  # a broken model: fresh random noise on every call, so it never matches its golden set
-        nodes += [helper.make_node("RandomUniformLike", ["h"], ["n"], low=-5.0, high=5.0),
-                  helper.make_node("Add", ["h", "n"], ["h2"]), helper.make_node("Add", ["h2", "B"], ["y"])]
-    else:
-        nodes.append(helper.make_node("Add", ["h", "B"], ["y"]))
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "B"], ["y"])]
     g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgeship-demo")
@@ -42,14 +37,13 @@ def _tiny_onnx(scale: float, *, noisy: bool):
     return m
 
 
-def make_tiny_build(root: Path, *, name: str = "tiny", scale: float = 1.0, noisy: bool = False,
-                    samples: int = 16) -> Path:
+def make_tiny_build(root: Path, *, name: str = "tiny", scale: float = 1.0, samples: int = 16) -> Path:
     """A build directory (docs/design.md) with one ONNX Runtime fp32 artifact of a 4->3 linear model."""
     import onnx
     import onnxruntime
 
     root.mkdir(parents=True, exist_ok=True)
-    model = _tiny_onnx(scale, noisy=noisy)
+    model = _tiny_onnx(scale)
     for sub in ("reference", "onnxruntime-fp32", "data"):
         (root / sub).mkdir(exist_ok=True)
     onnx.save(model, root / "reference" / "model.onnx")
@@ -81,10 +75,44 @@ def make_tiny_build(root: Path, *, name: str = "tiny", scale: float = 1.0, noisy
     return root
 
 
-def make_tiny_bundle(work: Path, *, release: int, scale: float = 1.0, name: str = "tiny", noisy: bool = False):
+def make_tiny_bundle(work: Path, *, release: int, scale: float = 1.0, name: str = "tiny"):
     """Package a tiny build as bundle ``release``; returns toolchain.package.PackageResult."""
     from toolchain.package import package_build
 
-    build = make_tiny_build(work / f"build-{name}-{release}", name=name, scale=scale, noisy=noisy)
+    build = make_tiny_build(work / f"build-{name}-{release}", name=name, scale=scale)
     return package_build(build, artifact_id="onnxruntime-fp32", version=f"1.{release}.0", release=release,
                          out_dir=work / "bundles", golden_samples=4)
+
+
+def make_bad_bundle(work: Path, *, release: int, name: str = "tiny") -> Path:
+    """A validly formed and signable bundle whose model does not reproduce its golden set.
+
+    It imitates a botched build: the golden outputs come from one model, the shipped model
+    file is another (weights negated), and model.json lists the shipped file's real hash, so
+    only the device's gate (golden set vs tolerances) can catch it.
+    """
+    import io
+    import tarfile
+
+    import onnx
+
+    from runtime.bundle import BundleInfo
+    from runtime.fsutil import sha256_bytes
+    from toolchain.package import _write_tar
+
+    good = make_tiny_bundle(work / "bad-src", release=release, scale=3.0, name=name)
+    with tarfile.open(good.path, "r:") as tf:
+        members = {m.name: tf.extractfile(m).read() for m in tf.getmembers() if m.isfile()}
+    buf = io.BytesIO()
+    onnx.save(_tiny_onnx(-3.0), buf)
+    wrong = buf.getvalue()
+    model_member = f"model/{good.info.model_file}"
+    members[model_member] = wrong
+    info = json.loads(members["model.json"])
+    for f in info["files"]:
+        if f["path"] == model_member:
+            f["sha256"], f["bytes"] = sha256_bytes(wrong), len(wrong)
+    bad = BundleInfo.from_json(info, where="demo bad bundle")
+    members["model.json"] = bad.to_bytes()
+    path, _ = _write_tar(work / "bundles", bad, members)
+    return path

@@ -130,6 +130,14 @@ def field_of(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
+def reason_of(obj: Any) -> str | None:
+    """The reason code of an UpdateEvent/UpdateResult/UpdateError (``reason_code`` or a
+    ``reason`` enum); ``ok`` counts as no reason."""
+    code = field_of(obj, "reason_code") or field_of(obj, "reason")
+    code = plain(code)
+    return None if code in (None, "ok") else str(code)
+
+
 class ControlStore:
     """``control.json``: load at start, replace atomically on every change."""
 

@@ -211,11 +211,11 @@ class TelemetryService:
                                          deployment_id=desired.deployment_id,
                                          on_event=lambda ev: self._on_update_event(desired, ev))
             state = str(control.plain(control.field_of(result, "state", "failed")))
-            code = control.field_of(result, "reason_code")
+            code = control.reason_of(result)
             detail = str(control.field_of(result, "detail", "") or "")
         except Exception as e:  # the updater's typed errors end the deployment as failed
             log.exception("update of %s release %s failed", desired.model, desired.release)
-            state, code, detail = "failed", getattr(e, "reason_code", None) or f"error.{type(e).__name__}", str(e)
+            state, code, detail = "failed", control.reason_of(e) or f"error.{type(e).__name__}", str(e)
         self._finish(desired, state, code, detail)
 
     def _finish(self, desired: Desired, state: str, code: str | None, detail: str) -> None:
@@ -245,7 +245,7 @@ class TelemetryService:
 
     def _on_update_event(self, desired: Desired, ev: Any) -> None:
         state = str(control.plain(control.field_of(ev, "state")))
-        code = control.field_of(ev, "reason_code")
+        code = control.reason_of(ev)
         detail = str(control.field_of(ev, "detail", "") or "")
         self._last_event_state = state
         self._deploy_event(desired, state, code, detail, control.field_of(ev, "ts"))
