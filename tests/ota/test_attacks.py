@@ -14,7 +14,7 @@ import pytest
 from device_agent.update import State
 from device_agent.update.errors import (
     BadSignatureError, EndlessDataError, ExpiredMetadataError, MetadataRollbackError,
-    ReleaseRollbackError, TamperedTargetError, WrongTargetError,
+    MixAndMatchError, ReleaseRollbackError, TamperedTargetError, WrongTargetError,
 )
 from device_agent.update.trust import utcnow
 from toolchain.ota.keys import RolePolicy
@@ -203,3 +203,32 @@ def test_offline_copy_is_verified_too(env):
     f = next((usb / "targets" / "m").glob(f"{pub.sha256}.*"))
     f.write_bytes(f.read_bytes()[:-10])  # truncated copy
     _attempt(env, TamperedTargetError, repository_url=str(usb))
+
+
+def test_bundle_made_by_edgeship_package_goes_through(env):
+    """A bundle written by the real packager (from a build directory) publishes and installs."""
+    from tests.agent.conftest import make_bundle as packaged
+
+    b = packaged(env.tmp / "pkg", release=3)
+    b = b.path
+    pub = env.publish(b)
+    store, agent, up = env.device()
+    res = up.update(pub.target_path.split("/")[0])
+    assert res.state is State.COMMIT, (res, up.last_error)
+    assert store.active().sha256 == pub.sha256
+    agent.close()
+
+
+def test_signed_facts_must_match_the_bundle(env):
+    """A publisher that signs facts the bundle does not have (mix-and-match) is caught."""
+    from toolchain.ota.repository import CUSTOM_KEY, Repository
+
+    pub = env.publish(env.bundle(release=2, kind="good2"))
+    repo = Repository(env.repo, keys_dir=env.keys)
+    with repo.lock():
+        targets = repo.targets()
+        facts = targets.signed.targets[pub.target_path].unrecognized_fields["custom"][CUSTOM_KEY]
+        facts["precision"] = "fp16"  # signed, but not what the bundle's model.json says
+        repo.commit(targets=targets, root=repo.root().signed, expires_days=30, timestamp_expires_days=7)
+    res, up = _attempt(env, MixAndMatchError)
+    assert "precision" in str(up.last_error)
