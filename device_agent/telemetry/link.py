@@ -53,14 +53,17 @@ class LinkCounters:
 
 
 class _TokenBucket:
+    """``rate_per_s`` on average, bursts of at most a tenth of a second's worth."""
+
     def __init__(self, rate_per_s: float) -> None:
         self.rate = rate_per_s
-        self.tokens = min(rate_per_s, 50.0)
+        self.burst = max(1.0, rate_per_s / 10.0)
+        self.tokens = self.burst
         self.last = time.monotonic()
 
     def take(self) -> bool:
         now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
         self.last = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
