@@ -129,8 +129,9 @@ def cmd_rollback(args) -> int:
     running = running_agent(root)
     try:
         if running is not None:
-            ref = _control(running, "POST", "/edgeship/v1/rollback")["active"]
-            how = f"running agent pid {running.pid} switched sessions"
+            answer = _control(running, "POST", "/edgeship/v1/rollback")
+            ref = answer["active"]
+            how = f"running agent pid {running.pid} switched sessions in {answer['switch_s']:.3f} s"
         else:
             ref = Store(root).rollback().to_json()
             how = "agent not running; pointers switched"
@@ -138,7 +139,8 @@ def cmd_rollback(args) -> int:
         print(f"edgeship-agent rollback: {e}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"active": ref, "how": how}, indent=2))
+        print(json.dumps({"active": ref, "how": how,
+                          "switch_s": answer["switch_s"] if running is not None else None}, indent=2))
     else:
         print(f"active     {_ref_line(ref)}\n           ({how})")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from typing import Any
 
 from starlette.applications import Starlette
@@ -102,11 +103,12 @@ def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token
         return _json({**agent.status(), "metrics": agent.metrics_snapshot()})
 
     async def ctl_rollback(request: Request) -> Response:
+        t0 = time.perf_counter()
         try:
             ref = await run_in_threadpool(agent.rollback)
         except NoPreviousModelError as e:
             return _error(409, str(e))
-        return _json({"active": ref.to_json()})
+        return _json({"active": ref.to_json(), "switch_s": round(time.perf_counter() - t0, 6)})
 
     async def ctl_reload(request: Request) -> Response:
         ref = await run_in_threadpool(agent.reload_pointers)

@@ -1,0 +1,123 @@
+"""Agent footprint: idle resident memory and start -> ready time (issue 4 figures).
+
+Spawns a real ``edgeship-agent run`` (ONNX Runtime, a small model loaded) and polls
+``/v2/health/ready`` every 5 ms from the moment of spawn; after a few requests and 1 s of
+idle it reads the process's RSS (and USS, memory unique to it) with psutil. Side by side, a
+bare ``python -c "import onnxruntime; InferenceSession(model)"`` is measured the same way,
+so the agent's own share is visible. Targets: RSS <= 120 MB, ready < 1.5 s.
+
+Usage: ``python benchmarks/agent_memory_startup.py [--runs N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from agent_overhead import ROOT, free_port, make_bundle, spawn_agent, stop, wait_ready, write_config  # noqa: E402
+
+HEAVY = ("torch", "onnx", "openvino", "tensorflow", "toolchain", "litert_torch")
+
+
+def _mem(pid: int) -> tuple[float, float]:
+    import psutil
+
+    p = psutil.Process(pid)
+    info = p.memory_full_info()
+    return info.rss / 2**20, info.uss / 2**20
+
+
+def _bare_ort(model: Path) -> tuple[float, float, float]:
+    code = ("import sys, time; t0 = time.perf_counter(); import onnxruntime as ort, numpy as np; "
+            "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider']); "
+            "s.run(None, {'x': np.zeros((1, 64), np.float32)}); print(time.perf_counter() - t0, flush=True); "
+            "sys.stdin.readline()")
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-c", code, str(model)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    p.stdout.readline()
+    ready = time.perf_counter() - t0
+    time.sleep(1.0)
+    rss, uss = _mem(p.pid)
+    p.stdin.write("\n")
+    p.stdin.flush()
+    p.wait(timeout=10)
+    return ready, rss, uss
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args(argv)
+
+    from device_agent.store import Store
+
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        res = make_bundle(tmp, release=1, name="small", dim=64, layers=3)
+        state = tmp / "state"
+        store = Store(state)
+        ref = store.install_bundle(res.path)
+        store.activate(ref.sha256)
+        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32",
+                                       "data": np.zeros(64).tolist()}]}).encode()
+        rows = []
+        for _ in range(args.runs):
+            port = free_port()
+            cfg = write_config(tmp / "agent.toml", state, port)
+            t0 = time.perf_counter()
+            proc = spawn_agent(cfg)
+            try:
+                wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc)
+                ready_s = time.perf_counter() - t0
+                for _ in range(20):
+                    req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/small/infer", data=body,
+                                                 headers={"Content-Type": "application/json"})
+                    urllib.request.urlopen(req).read()
+                time.sleep(1.0)
+                rss, uss = _mem(proc.pid)
+                mods = _loaded_modules(proc.pid)
+            finally:
+                stop(proc)
+            b_ready, b_rss, b_uss = _bare_ort(store.model_path(ref.sha256))
+            rows.append((ready_s, rss, uss, b_ready, b_rss, b_uss))
+        a = np.asarray(rows)
+        med = np.median(a, axis=0)
+        print(f"edgeship-agent run, ONNX Runtime, 3x64 MLP loaded, {args.runs} runs (median, max):")
+        print(f"  start -> /v2/health/ready   {med[0]:.3f} s  (max {a[:, 0].max():.3f} s; target < 1.5 s)")
+        print(f"  idle RSS                    {med[1]:.1f} MB (max {a[:, 1].max():.1f} MB; target <= 120 MB)"
+              f"   USS {med[2]:.1f} MB")
+        print("bare python + onnxruntime session of the same model, measured alike:")
+        print(f"  start -> first result       {med[3]:.3f} s")
+        print(f"  idle RSS                    {med[4]:.1f} MB   USS {med[5]:.1f} MB")
+        print(f"  agent's own share           +{med[1] - med[4]:.1f} MB RSS, +{med[0] - med[3]:.3f} s")
+        if mods is not None:
+            heavy = sorted(m for m in mods if m in HEAVY)
+            print(f"  heavy modules in the agent: {heavy or 'none'}")
+    return 0
+
+
+def _loaded_modules(pid: int) -> set[str] | None:
+    """Top-level Python packages mapped into the process (from its shared objects / files)."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return None
+    out = set()
+    for line in maps.splitlines():
+        if "site-packages/" in line:
+            out.add(line.split("site-packages/")[1].split("/")[0])
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
