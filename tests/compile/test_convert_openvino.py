@@ -164,6 +164,13 @@ def test_int8_has_fake_quantize_int8_weights_and_tracks_torch(conv_ctx, tmp_path
     ops = _op_types(xml)
     assert "FakeQuantize" in ops
     assert "i8" in _const_types(xml)  # weights stored as int8, not float
+    model = ov.Core().read_model(str(xml))
+    recipe = model.get_rt_info(["edgeship", "quantization"]).value
+    assert recipe["range_estimator"] == "MINMAX" and recipe["per_channel"] == "True"
+    assert recipe["bias_correction"] in ("fast", "none")
+    chosen = float(recipe[f"calibration_nmse_{recipe['bias_correction']}"])
+    assert chosen <= min(float(recipe["calibration_nmse_fast"]), float(recipe["calibration_nmse_none"]))
+    assert model.get_rt_info(["framework", "edgeship.precision"]).astype(str) == "int8"
     feeds = _conv_feeds(8)
     sess, out = _run(xml, feeds)
     assert sess.executed_precision == "int8"

@@ -8,7 +8,8 @@ ones the ONNX export produced. The result is ``model.xml`` + ``model.bin`` in ``
 - ``fp16``: ``save_model(compress_to_fp16=True)``: weights stored as float16 and decompressed
   to f32 by a ``Convert`` at load; activations still run at the device's inference precision.
 - ``int8``: ``nncf.quantize`` (OpenVINO's standard post-training quantization) on the fp32
-  model with ``ctx.calibration``: FakeQuantize on activations, int8 weight constants.
+  model with ``ctx.calibration``: FakeQuantize on activations, int8 weight constants. NNCF's
+  bias correction is kept only when it lowers the error on the calibration samples.
 
 Invariants: nothing half-written (files are built in a staging folder inside ``out_dir`` and
 moved into place only when complete); openvino and nncf are imported inside functions only.
@@ -30,11 +31,17 @@ from toolchain.errors import ConversionError, DataError, MissingExtraError
 
 MODEL_XML = "model.xml"
 MODEL_BIN = "model.bin"
+#: rt_info key (under ``framework``, where ONNX metadata lands) naming the IR's precision
+PRECISION_KEY = "edgeship.precision"
 
 #: QuantOptions.calibration_method -> NNCF activation range estimator (attribute of
 #: ``nncf.quantization.range_estimator.RangeEstimatorParametersSet``).
 #: NNCF has no KL-divergence ("entropy") estimator, so that method is refused, not substituted.
 _RANGE_ESTIMATORS = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE"}
+#: int8 candidates: NNCF's default fast bias correction, and none (see :func:`quantize_int8`)
+_BIAS_CORRECTION = ("fast", "none")
+#: calibration samples used to pick between the candidates
+_SELECTION_SAMPLES = 32
 
 
 class OpenVinoConverter:
@@ -64,6 +71,8 @@ class OpenVinoConverter:
         _check_names(model, ctx)
         if calibration is not None:
             model = quantize_int8(model, calibration=calibration, quant=ctx.quant, label=ctx.model_name)
+        # The reference ONNX's metadata says fp32; the IR must say what it is.
+        model.set_rt_info(precision, ["framework", PRECISION_KEY])
         out_dir = Path(out_dir)
         with _staging(out_dir) as stage:
             ov.save_model(model, str(stage / MODEL_XML), compress_to_fp16=(precision == "fp16"))
@@ -87,6 +96,11 @@ def read_onnx(path: Path) -> Any:
 def quantize_int8(model: Any, *, calibration: SampleSet, quant: QuantOptions, label: str = "model") -> Any:
     """NNCF post-training quantization of an fp32 ``openvino.Model`` on ``calibration``.
 
+    Two candidates are quantized: NNCF's default (fast bias correction) and the same recipe
+    without bias correction. The one whose outputs stay closer to the fp32 model on the
+    calibration samples is kept (bias correction is estimated from the same few samples and
+    can overshoot: on the digits CNN it cut the worst-sample cosine from 0.9995 to 0.970).
+    The choice and both errors are recorded in the IR's ``rt_info`` under ``edgeship``.
     ``quant.calibration_method`` must be a key of ``_RANGE_ESTIMATORS`` (checked by the caller).
 
     Raises:
@@ -102,20 +116,60 @@ def quantize_int8(model: Any, *, calibration: SampleSet, quant: QuantOptions, la
         from nncf.quantization.range_estimator import RangeEstimatorParametersSet
     except ImportError as e:
         raise MissingExtraError("nncf", "toolchain") from e
-    params = AdvancedQuantizationParameters(
-        activations_range_estimator_params=getattr(
-            RangeEstimatorParametersSet, _RANGE_ESTIMATORS[quant.calibration_method]
-        ),
-        weights_quantization_params=QuantizationParameters(per_channel=quant.per_channel),
-    )
+    estimator = _RANGE_ESTIMATORS[quant.calibration_method]
     subset = max(1, min(len(calibration), quant.calibration_samples))
+    samples = list(calibration.samples)[:subset]
     # NNCF hands each item to the compiled model, which takes a {input name: array} dict as is.
-    dataset = nncf.Dataset(list(calibration.samples)[:subset])
-    try:
-        with _quiet_nncf():
-            return nncf.quantize(model, dataset, subset_size=subset, advanced_parameters=params)
-    except Exception as e:  # nncf raises plain RuntimeError/ValueError subclasses
-        raise ConversionError(f"NNCF int8 quantization of {label} for OpenVINO failed: {e}") from e
+    dataset = nncf.Dataset(samples)
+    candidates = {}
+    for bias_correction in _BIAS_CORRECTION:
+        params = AdvancedQuantizationParameters(
+            activations_range_estimator_params=getattr(RangeEstimatorParametersSet, estimator),
+            weights_quantization_params=QuantizationParameters(per_channel=quant.per_channel),
+            disable_bias_correction=(bias_correction == "none"),
+        )
+        try:
+            with _quiet_nncf():
+                candidates[bias_correction] = nncf.quantize(
+                    model.clone(), dataset, subset_size=subset, fast_bias_correction=True,
+                    advanced_parameters=params,
+                )
+        except Exception as e:  # nncf raises plain RuntimeError/ValueError subclasses
+            raise ConversionError(f"NNCF int8 quantization of {label} for OpenVINO failed: {e}") from e
+    scored = {k: calibration_error(model, q, samples[:_SELECTION_SAMPLES]) for k, q in candidates.items()}
+    best = min(scored, key=lambda k: scored[k])
+    chosen = candidates[best]
+    info = {"tool": f"nncf {nncf.__version__}", "range_estimator": estimator, "per_channel": str(quant.per_channel),
+            "calibration_samples": str(subset), "bias_correction": best,
+            **{f"calibration_nmse_{k}": f"{v:.3e}" for k, v in scored.items()}}
+    for key, value in info.items():
+        chosen.set_rt_info(value, ["edgeship", "quantization", key])
+    return chosen
+
+
+def calibration_error(reference: Any, candidate: Any, samples: list[dict[str, Any]]) -> float:
+    """Normalized squared error of ``candidate`` against ``reference`` over float outputs.
+
+    Both run on CPU at f32 (not bf16) so the figure is the quantization error alone:
+    ``sum((c - r)^2) / sum(r^2)`` over every float output of every sample.
+    """
+    import numpy as np
+    import openvino as ov
+
+    core = ov.Core()
+    cfg = {"INFERENCE_PRECISION_HINT": "f32"}
+    ref, cand = core.compile_model(reference, "CPU", cfg), core.compile_model(candidate, "CPU", cfg)
+    num = den = 0.0
+    for feeds in samples:
+        r, c = ref(feeds), cand(feeds)
+        for port in reference.outputs:
+            name = port.get_any_name()
+            if not np.issubdtype(np.asarray(r[name]).dtype, np.floating):
+                continue
+            rv, cv = np.asarray(r[name], dtype=np.float64), np.asarray(c[name], dtype=np.float64)
+            num += float(((cv - rv) ** 2).sum())
+            den += float((rv**2).sum())
+    return num / den if den > 0 else num
 
 
 def _int8_calibration(ctx: BuildContext) -> SampleSet:

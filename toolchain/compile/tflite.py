@@ -181,16 +181,20 @@ def quantize_pt2e(
     _import("torchao", "torchao")
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
     from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = PT2EQuantizer().set_global(quantization_config(quant))
     program = torch.export.export(module, (), examples)
-    prepared = prepare_pt2e(program.module(), quantizer)
+    prepared = move_exported_model_to_eval(prepare_pt2e(program.module(), quantizer))
     n = max(1, min(len(calibration), quant.calibration_samples))
     with torch.no_grad():
         for feeds in list(calibration.samples)[:n]:
             prepared(**{k: torch.from_numpy(v) for k, v in feeds.items()})
     converted = convert_pt2e(prepared, fold_quantize=False)
+    # The graph was exported from an eval() module (dropout/batchnorm already in eval form);
+    # only the nn.Module flag still says training, and litert-torch warns on it.
+    torch.nn.Module.train(converted, False)
     return converted, QuantConfig(pt2e_quantizer=quantizer)
 
 
