@@ -140,12 +140,18 @@ def package_version(dist: str) -> str | None:
         return None
 
 
+def edgeship_version() -> str | None:
+    """Our own version. A stale editable install can make ``toolchain`` a namespace package
+    (no ``__version__``); fall back to the installed distribution's metadata then."""
+    import toolchain
+
+    return getattr(toolchain, "__version__", None) or package_version("edgeship")
+
+
 def tool_versions() -> dict[str, str | None]:
     """Versions of everything that shapes an artifact (no engine is imported)."""
-    from toolchain import __version__
-
     return {
-        "edgeship": __version__,
+        "edgeship": edgeship_version(),
         "python": platform.python_version(),
         "numpy": package_version("numpy"),
         "torch": package_version("torch"),

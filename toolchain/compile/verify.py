@@ -41,9 +41,9 @@ class Tolerances:
 DEFAULT_TOLERANCES: dict[Precision, Tolerances] = {
     Precision.FP32: Tolerances(atol=1e-3, min_cosine=0.9999),
     Precision.FP16: Tolerances(atol=5e-2, min_cosine=0.999),
-    Precision.INT8_STATIC: Tolerances(atol=None, min_cosine=0.97),
-    Precision.INT8_DYNAMIC: Tolerances(atol=None, min_cosine=0.97),
-    Precision.INT8: Tolerances(atol=None, min_cosine=0.97),
+    Precision.INT8_STATIC: Tolerances(atol=None, min_cosine=0.85),
+    Precision.INT8_DYNAMIC: Tolerances(atol=None, min_cosine=0.85),
+    Precision.INT8: Tolerances(atol=None, min_cosine=0.85),
 }
 
 

@@ -1,0 +1,94 @@
+"""Calibration/validation data: formats, checks before any work, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.spec import TensorSpec
+from toolchain.data import check_arrays, load_arrays, load_sample_set, random_sample_set
+from toolchain.errors import DataError
+
+INPUTS = (TensorSpec("image", "float32", ("batch", 1, 8, 8)),)
+SEQ_INPUTS = (TensorSpec("input_ids", "int64", ("batch", "seq")), TensorSpec("attention_mask", "float32", ("batch", "seq")))
+
+
+def test_npz_npy_dir_and_callable(tmp_path: Path, write) -> None:
+    x = np.random.default_rng(0).standard_normal((6, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "a.npz", image=x[:4], __labels__=np.arange(4))
+    np.save(tmp_path / "one.npy", x)
+    d = tmp_path / "dir"
+    d.mkdir()
+    np.savez(d / "0.npz", image=x[:2])
+    np.savez(d / "1.npz", image=x[2:])
+    f = write(tmp_path, "mydata.py", """
+        import numpy as np
+        def get():
+            return [{"image": np.zeros((2, 1, 8, 8), np.float32)}, {"image": np.ones((3, 1, 8, 8), np.float32)}]
+    """)
+    ss = load_sample_set(str(tmp_path / "a.npz"), inputs=INPUTS, role="validation")
+    assert len(ss) == 4 and list(ss.labels) == [0, 1, 2, 3] and ss.samples[0]["image"].shape == (1, 1, 8, 8)
+    assert len(load_sample_set(str(tmp_path / "one.npy"), inputs=INPUTS, role="calibration")) == 6
+    assert len(load_sample_set(str(d), inputs=INPUTS, role="calibration")) == 6
+    cb = load_sample_set(f"{f}:get", inputs=INPUTS, role="calibration", limit=4)
+    assert len(cb) == 4 and cb.samples[3]["image"].max() == 1.0
+    # the hash depends on content
+    a = load_sample_set(str(tmp_path / "one.npy"), inputs=INPUTS, role="c").sha256
+    np.save(tmp_path / "one.npy", x + 1)
+    assert load_sample_set(str(tmp_path / "one.npy"), inputs=INPUTS, role="c").sha256 != a
+
+
+@pytest.mark.parametrize("arrays, needle", [
+    ({"img": np.zeros((2, 1, 8, 8), np.float32)}, "missing ['image']; unexpected ['img']"),
+    ({"image": np.zeros((2, 1, 8, 8), np.float64)}, "float64[2, 1, 8, 8], the model expects float32['N', 1, 8, 8]"),
+    ({"image": np.zeros((2, 8, 8), np.float32)}, "float32[2, 8, 8], the model expects float32['N', 1, 8, 8]"),
+    ({"image": np.zeros((2, 1, 8, 8), np.float32), "__labels__": np.zeros(3, np.int64)}, "labels must be 2 integers"),
+])
+def test_mismatches_say_what_was_expected(arrays, needle) -> None:
+    with pytest.raises(DataError) as ei:
+        check_arrays(arrays, INPUTS, role="calibration", source="x.npz")
+    assert needle in str(ei.value) and "calibration data x.npz" in str(ei.value)
+
+
+def test_symbolic_seq_accepts_any_length_and_npy_needs_single_input() -> None:
+    ok = {"input_ids": np.zeros((3, 11), np.int64), "attention_mask": np.ones((3, 11), np.float32)}
+    check_arrays(ok, SEQ_INPUTS, role="validation", source="s.npz")
+    with pytest.raises(DataError, match="only fits a single-input model"):
+        check_arrays({"": np.zeros((3, 11), np.int64)}, SEQ_INPUTS, role="validation", source="s.npy")
+    with pytest.raises(DataError, match="different sample counts"):
+        check_arrays({"input_ids": np.zeros((3, 4), np.int64), "attention_mask": np.ones((2, 4), np.float32)},
+                     SEQ_INPUTS, role="validation", source="s.npz")
+    r = random_sample_set(SEQ_INPUTS, n=3)
+    assert r.random and r.samples[0]["input_ids"].dtype == np.int64
+
+
+def test_missing_file() -> None:
+    with pytest.raises(DataError, match="not found"):
+        load_arrays("/nonexistent/calib.npz")
+
+
+@pytest.mark.slow
+def test_cli_refuses_mismatched_calibration_before_any_work(tiny_factory: Path, tmp_path: Path, run_cli) -> None:
+    np.savez(tmp_path / "calib.npz", pixels=np.zeros((4, 3, 9, 9), np.float32))
+    out = tmp_path / "build"
+    r = run_cli(["compile", f"{tiny_factory}:build", "--out", str(out), "--targets", "onnxruntime",
+                 "--calibration", str(tmp_path / "calib.npz")])
+    assert r.returncode == 2, r.stderr
+    assert "input 'pixels' is float32[4, 3, 9, 9], the model expects float32['N', 3, 8, 8]" in r.stderr
+    assert "exporting" not in r.stderr  # refused before the export started
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_int8_without_calibration_is_refused_and_random_needs_flag(tiny_factory: Path, tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "build"
+    r = run_cli(["compile", f"{tiny_factory}:build", "--out", str(out), "--targets", "onnxruntime",
+                 "--precisions", "int8-static"])
+    assert r.returncode == 2 and "needs calibration data" in r.stderr and "--random-calibration" in r.stderr
+    assert not out.exists()
+    r = run_cli(["compile", f"{tiny_factory}:build", "--out", str(out), "--targets", "onnxruntime",
+                 "--precisions", "int8-static", "--random-calibration", "--quiet"])
+    assert r.returncode == 0, r.stderr
+    assert "WARNING: calibrating int8 on RANDOM data" in r.stderr
