@@ -1,8 +1,8 @@
 """Imperative commands on ``cmd/{name}``: ``rollback``, ``rebirth``, ``cancel``.
 
 A command may carry an MQTT 5 Response Topic and Correlation Data; the response goes to that
-topic (only if it lies inside this device's subtree, where the broker ACL lets the device
-publish; otherwise to ``cmd/{name}/resp``) with the Correlation Data copied. Senders set a
+topic only if it is ``cmd/{name}/resp[/...]`` of this device (where the broker ACL lets the
+device publish), otherwise to ``cmd/{name}/resp`` with the Correlation Data copied. Senders set a
 Message Expiry Interval so the broker drops stale commands. Bad commands are answered with
 ``ok: false`` and reported on ``events``; they never affect serving.
 """
@@ -67,7 +67,7 @@ def _response_target(svc: "TelemetryService", name: str, properties: Any) -> tup
 
     topic = getattr(properties, "ResponseTopic", None) if properties is not None else None
     corr = getattr(properties, "CorrelationData", None) if properties is not None else None
-    if topic is None or not svc.topics.owns(topic):
+    if topic is None or not svc.topics.is_response_topic(topic):
         if topic is not None:
             svc.emit_event(category="control", severity=payloads.Severity.WARNING,
                            reason_code="cmd.response_topic_refused",

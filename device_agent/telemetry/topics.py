@@ -72,6 +72,14 @@ class DeviceTopics:
     def events(self) -> str:
         return f"{self.base}/events"
 
+    def is_response_topic(self, topic: str) -> bool:
+        """True for ``{base}/cmd/{name}/resp[/...]`` without wildcards: where the broker ACL
+        (docs/mosquitto/acl) lets the device publish command responses."""
+        if not self.owns(topic):
+            return False
+        parts = topic[len(self.base) + 1:].split("/")
+        return len(parts) >= 3 and parts[0] == "cmd" and parts[2] == "resp" and all(parts)
+
     def owns(self, topic: str) -> bool:
         """True when ``topic`` is inside this device's subtree (where its ACL lets it publish)."""
         return topic.startswith(self.base + "/") and not any(c in topic for c in "+#")

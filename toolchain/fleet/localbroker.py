@@ -26,7 +26,9 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, workdir: str | None = None, *, port: int | None = None) -> None:
+    def __init__(self, workdir: str | None = None, *, port: int | None = None, auth_conf: str = "") -> None:
+        """``auth_conf``: extra config lines (password_file, acl_file); without them the
+        broker allows anonymous clients (loopback only)."""
         if MOSQUITTO is None:
             raise RuntimeError("mosquitto not found: install the Debian package 'mosquitto' (make system-deps)")
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="edgeship-mosq-"))
@@ -36,7 +38,10 @@ class Broker:
         self.log = self.dir / "mosquitto.log"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            # started as root, mosquitto drops to user "mosquitto", which cannot read our
+            # temp dir (persistence, log, password file); stay the invoking user instead
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + (auth_conf if auth_conf else "allow_anonymous true\n") +
             f"persistence true\npersistence_location {self.dir}/\n"
             "max_queued_messages 1000000\nmax_inflight_messages 100\n"
             "log_type error\nlog_type warning\n"
