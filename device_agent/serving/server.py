@@ -5,6 +5,9 @@ by the kernel however it dies) and has written ``<state_dir>/agent.json`` ``{pid
 port}`` and a fresh random ``<state_dir>/control.token`` (mode 0600). Tools find the
 running agent through these (see :func:`running_agent`).
 
+OTA updates (``device_agent.update``) and MQTT telemetry (``device_agent.telemetry``) are
+started after the agent when configured (see :func:`_start_extensions`) and stopped first.
+
 Signals: SIGTERM / SIGINT stop accepting, let requests in flight finish (uvicorn's graceful
 shutdown), close the sessions and exit 0. SIGHUP re-reads the store's pointers (after an
 offline ``edgeship-agent rollback`` or another tool switched them).
@@ -147,6 +150,7 @@ def run(config: AgentConfig) -> int:
         # cleanup below runs and the exit code is 0.
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
             target=_reload, args=(agent,), daemon=True).start())
+        stoppers = _start_extensions(config, agent)
         atomic_write_json(root / INFO_FILE, {"pid": os.getpid(), "host": s.host, "port": port})
         log.info("agent.started", host=s.host, port=port, pid=os.getpid(), ready=agent.ready,
                  model=(agent.current().ref.name if agent.current() else None))
@@ -155,12 +159,51 @@ def run(config: AgentConfig) -> int:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            for stop_fn in reversed(stoppers):
+                _quietly(stop_fn, "extension.stop_failed")
             agent.close()
             sock.close()
             for name in (INFO_FILE, TOKEN_FILE):
                 (root / name).unlink(missing_ok=True)
             log.info("agent.stopped", pid=os.getpid(), signal=stop_signals[0] if stop_signals else None)
     return 0
+
+
+def _start_extensions(config: AgentConfig, agent) -> list:
+    """Start OTA updates and MQTT telemetry when configured; return their stop callables.
+
+    Updates start when ``[update]`` is in the config or an update journal exists (an update
+    interrupted by a crash is recovered at start either way). Telemetry starts when
+    ``[mqtt]`` is in the config. A failure to start one is logged; serving goes on.
+    """
+    stoppers: list = []
+    updater = None
+    journal = config.state_dir / "update" / "journal.json"
+    if "update" in config.extensions or journal.exists():
+        try:
+            from ..update.poll import start_updates
+
+            poller = start_updates(config, agent)
+            updater = poller.updater
+            stoppers.append(poller.stop)
+        except Exception as e:  # serving must go on; the error is visible in the log
+            log.error("update.start_failed", error=f"{type(e).__name__}: {e}")
+    if "mqtt" in config.extensions:
+        try:
+            from .. import telemetry
+
+            svc = telemetry.start(config, agent, updater)
+            stoppers.append(svc.stop)
+        except Exception as e:
+            log.error("telemetry.start_failed", error=f"{type(e).__name__}: {e}")
+    return stoppers
+
+
+def _quietly(fn, event: str) -> None:
+    try:
+        fn()
+    except Exception as e:  # shutting down: log and go on closing the rest
+        log.error(event, error=f"{type(e).__name__}: {e}")
 
 
 def _reload(agent) -> None:
