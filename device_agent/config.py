@@ -27,7 +27,6 @@ from typing import Any, Mapping
 SECTIONS: dict[str, str] = {
     "update": "device_agent.update.config:UpdateSection",
     "mqtt": "device_agent.telemetry.config:MqttConfig",
-    "mqtt": "device_agent.telemetry.config:MqttConfig",
 }
 
 DEFAULT_CONFIG_PATH = "/etc/edgeship/agent.toml"
