@@ -187,16 +187,21 @@ class Store:
             OSError: the file cannot be read or the store cannot be written.
         """
         path = Path(path)
-        sha = sha256_file(path)
-        if expected_sha256 is not None and sha != expected_sha256:
-            raise BundleHashMismatchError(f"{path}: sha256 {sha} differs from the expected {expected_sha256}")
-        with self._locked():
+        # One open file for hashing and unpacking: replacing the path meanwhile cannot swap
+        # the bytes, and re-hashing after the unpack catches a change made in place.
+        with open(path, "rb") as f, self._locked():
+            sha = _sha256_fileobj(f)
+            if expected_sha256 is not None and sha != expected_sha256:
+                raise BundleHashMismatchError(f"{path}: sha256 {sha} differs from the expected {expected_sha256}")
             final = self.models_dir / sha
             if final.is_dir():
                 return self.ref(sha)
             work = self.tmp_dir / f"{sha}.{uuid.uuid4().hex[:8]}"
             try:
-                info = self._unpack(path, work)
+                f.seek(0)
+                info = self._unpack(f, work, where=str(path))
+                if _sha256_fileobj(f) != sha:
+                    raise BundleRejectedError(f"{path}: the file changed while it was being unpacked")
                 checkpoint("store.unpacked")
                 os.rename(work, final)
             except BaseException:
@@ -287,10 +292,9 @@ class Store:
             "previous": previous.to_json() if previous else None,
         })
 
-    def _unpack(self, path: Path, work: Path) -> BundleInfo:
-        where = str(path)
+    def _unpack(self, fileobj, work: Path, *, where: str) -> BundleInfo:
         try:
-            with tarfile.open(path, mode="r:") as tf:
+            with tarfile.open(fileobj=fileobj, mode="r:") as tf:
                 members = tf.getmembers()
                 check_members(members, where=where, max_total_bytes=self.max_bundle_bytes)
                 mj = next(m for m in members if m.name == MODEL_JSON)
@@ -311,6 +315,14 @@ class Store:
         for d in sorted({p.parent for p in work.rglob("*")} | {work}, key=lambda p: -len(p.parts)):
             fsync_dir(d)
         return info
+
+
+def _sha256_fileobj(f) -> str:
+    f.seek(0)
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(_CHUNK), b""):
+        h.update(block)
+    return h.hexdigest()
 
 
 def _copy_member(tf: tarfile.TarFile, m: tarfile.TarInfo, root: Path) -> str:
