@@ -154,7 +154,8 @@ def main() -> int:
                         p, prec = benchmark_app_p50(model, args.threads, args.seconds, ov_shape(art), tmp)
                         exec_prec["benchmark_app"] = prec
                         return p
-                    runs = max(200, int(args.seconds / max(rows[engine]["edgeship"][-1:] or [0.01])[0]))
+                    last = rows[engine]["edgeship"][-1] if rows[engine]["edgeship"] else 0.01
+                    runs = max(200, int(args.seconds / last))
                     return litert_p50(model, args.threads, runs, 10, tmp)
 
                 def ours():

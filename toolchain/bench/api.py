@@ -81,7 +81,7 @@ def bench(target: str | os.PathLike, *, config: BenchConfig, out_dir: str | os.P
 
 def _source_json(s: Source) -> dict[str, Any]:
     return {"kind": s.kind, "path": s.path, "model": s.model, "manifest_sha256": s.manifest_sha256,
-            "validation_npz": s.validation_npz, "skipped": list(s.skipped)}
+            "validation_npz": s.validation_npz, "validation_random": s.validation_random, "skipped": list(s.skipped)}
 
 
 def bench_build(build_dir: str | os.PathLike, *, preset: Preset | str = Preset.QUICK,

@@ -58,6 +58,7 @@ class Source:
     targets: tuple[Target, ...]
     skipped: tuple[dict[str, Any], ...] = ()  # manifest artifacts that failed to build
     validation_npz: str | None = None
+    validation_random: bool = False  # the build's validation set itself is random (manifest says so)
     model: dict[str, Any] = field(default_factory=dict)
     manifest_sha256: str | None = None
 
@@ -143,7 +144,8 @@ def _read_build(d: Path) -> Source:
     val = man.get("validation") or {}
     vfile = d / val["file"] if val.get("file") else d / "data" / "validation.npz"
     return Source(kind="build", path=str(d), targets=tuple(targets), skipped=tuple(skipped),
-                  validation_npz=str(vfile) if vfile.exists() else None, model=man.get("model") or {},
+                  validation_npz=str(vfile) if vfile.exists() else None, validation_random=bool(val.get("random")),
+                  model=man.get("model") or {},
                   manifest_sha256=hashlib.sha256(raw).hexdigest())
 
 

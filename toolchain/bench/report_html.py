@@ -112,8 +112,11 @@ def plot_pareto(result: dict[str, Any]) -> str | None:
             front.append((x, y))
             best = y
     ax.plot(*zip(*front), color="black", lw=1, ls=":", label="Pareto front")
+    for eng, col in _COLORS.items():
+        if any(c["engine"] == eng for *_, c in pts):
+            ax.scatter([], [], color=col, label=eng)
     ax.set_xlabel("p90 latency, ms")
-    ax.set_ylabel("accuracy drop, pts (lower is better)")
+    ax.set_ylabel("accuracy drop (or top-1 disagreement), pts")
     ax.set_title("accuracy vs p90 latency vs size (marker area = size on disk; circle 1 thread, square more)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)

@@ -114,6 +114,8 @@ def render(result: dict[str, Any]) -> str:
 def _inputs(result: dict[str, Any]) -> str:
     srcs = {(c.get("inputs") or {}).get("source") for c in result["cells"] if c["status"] != "error"}
     if srcs == {"validation"}:
+        if result["source"].get("validation_random"):
+            return "the build's validation samples (random data, per its manifest)"
         return "real validation samples from the build"
     if srcs == {"random"}:
         return f"seeded random data matching the IO spec (seed {result['settings']['seed']})"
