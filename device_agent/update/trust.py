@@ -19,7 +19,6 @@ rollback, expiry, snapshot/targets hashes, target length and hashes). This modul
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

@@ -72,7 +72,7 @@ def init_keys(
     if (keys_dir / "root.json").exists() or (keys_dir / "offline").exists():
         raise KeyStoreError(f"{keys_dir}: already holds TUF keys; refusing to overwrite them")
     policies = {r: (policies or {}).get(r, RolePolicy()) for r in ROLES}
-    root = Root(expires=_utc_in(days=root_expires_days), consistent_snapshot=True)
+    root = Root(expires=utc_in(days=root_expires_days), consistent_snapshot=True)
     root_signers = []
     for role in ROLES:
         root.roles[role].threshold = policies[role].threshold
@@ -130,7 +130,7 @@ def retire_key(*, keys_dir: str | os.PathLike, role: str, keyid: str) -> None:
         shutil.move(src, dst)
 
 
-def _utc_in(*, days: float) -> datetime:
+def utc_in(*, days: float) -> datetime:
     return (datetime.now(timezone.utc) + timedelta(days=days)).replace(microsecond=0)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from runtime.fsutil import sha256_file
 
 from . import keys as keystore
+from .keys import utc_in
 from .errors import BundleRejectedError, KeyStoreError, RepositoryStateError
 from .repository import CUSTOM_KEY, Repository, check_release_is_new
 
@@ -121,17 +122,15 @@ def rotate_key(
         root.add_key(new.public_key, role)
         root.revoke_key(old, role)
         root.version += 1
-        from datetime import datetime, timedelta, timezone
-
-        root.expires = (datetime.now(timezone.utc) + timedelta(days=root_expires_days)).replace(microsecond=0)
+        root.expires = utc_in(days=root_expires_days)
         root_md.signatures.clear()
         # Signed by the old root keys (so devices trusting version N accept N+1) and by the new.
         for s in old_root_signers:
             root_md.sign(s, append=True)
         for s in keystore.load_signers(keys_dir=keys_dir, role="root", root=root):
             root_md.sign(s, append=True)
-        repo._write(f"{root.version}.root.json", root_md)
-        repo._write("root.json", root_md)
+        repo.write_metadata(f"{root.version}.root.json", root_md)
+        repo.write_metadata("root.json", root_md)
         keystore.retire_key(keys_dir=keys_dir, role=role, keyid=old)
         repo.commit(targets=repo.targets(), root=root, expires_days=expires_days,
                     timestamp_expires_days=timestamp_expires_days)

@@ -14,21 +14,17 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
-from runtime.fsutil import atomic_write_bytes, fsync_dir
+from runtime.fsutil import atomic_write_bytes, fsync_dir, sha256_file
 
 from . import keys as keystore
+from .keys import utc_in
 from .errors import BundleRejectedError, KeyStoreError, RepositoryStateError
 
 #: custom-metadata key holding a target's model.json facts
 CUSTOM_KEY = "edgeship"
-
-
-def _utc_in(days: float) -> datetime:
-    return (datetime.now(timezone.utc) + timedelta(days=days)).replace(microsecond=0)
 
 
 def _ser():
@@ -93,7 +89,8 @@ class Repository:
         for s in signers:
             md.sign(s, append=True)
 
-    def _write(self, name: str, md) -> int:
+    def write_metadata(self, name: str, md) -> int:
+        """Write one metadata file atomically; returns its length in bytes."""
         data = md.to_bytes(_ser())
         atomic_write_bytes(self.metadata_dir / name, data)
         return len(data)
@@ -117,7 +114,7 @@ class Repository:
         atomic_write_bytes(self.metadata_dir / f"{root.signed.version}.root.json", data)
         atomic_write_bytes(self.metadata_dir / "root.json", data)
         self.targets_dir.mkdir(parents=True, exist_ok=True)
-        targets = Metadata(Targets(version=1, expires=_utc_in(expires_days)))
+        targets = Metadata(Targets(version=1, expires=utc_in(days=expires_days)))
         self.commit(targets=targets, root=root.signed, expires_days=expires_days,
                     timestamp_expires_days=timestamp_expires_days, first=True)
 
@@ -131,15 +128,15 @@ class Repository:
 
         if not first:
             targets.signed.version += 1
-        targets.signed.expires = _utc_in(expires_days)
+        targets.signed.expires = utc_in(days=expires_days)
         self._sign(targets, "targets", root)
-        self._write(f"{targets.signed.version}.targets.json", targets)
+        self.write_metadata(f"{targets.signed.version}.targets.json", targets)
 
         snap_v = 0 if first else self.snapshot().signed.version
-        snapshot = Metadata(Snapshot(version=snap_v + 1, expires=_utc_in(expires_days),
+        snapshot = Metadata(Snapshot(version=snap_v + 1, expires=utc_in(days=expires_days),
                                      meta={"targets.json": MetaFile(version=targets.signed.version)}))
         self._sign(snapshot, "snapshot", root)
-        snap_len = self._write(f"{snapshot.signed.version}.snapshot.json", snapshot)
+        snap_len = self.write_metadata(f"{snapshot.signed.version}.snapshot.json", snapshot)
 
         self._write_timestamp(snapshot, snap_len, root=root, expires_days=timestamp_expires_days,
                               version=0 if first else None)
@@ -148,15 +145,14 @@ class Repository:
                          version: int | None) -> None:
         from tuf.api.metadata import MetaFile, Metadata, Timestamp
 
-        from runtime.fsutil import sha256_file  # noqa: I001 - kept local with the tuf import
 
         ts_v = self.timestamp().signed.version if version is None else version
         snap_file = self.metadata_dir / f"{snapshot.signed.version}.snapshot.json"
         meta = MetaFile(version=snapshot.signed.version, length=snap_len,
                         hashes={"sha256": sha256_file(snap_file)})
-        ts = Metadata(Timestamp(version=ts_v + 1, expires=_utc_in(expires_days), snapshot_meta=meta))
+        ts = Metadata(Timestamp(version=ts_v + 1, expires=utc_in(days=expires_days), snapshot_meta=meta))
         self._sign(ts, "timestamp", root)
-        self._write("timestamp.json", ts)
+        self.write_metadata("timestamp.json", ts)
 
     def refresh_timestamp(self, *, expires_days: float) -> int:
         """Re-sign the timestamp with a new expiry (run it from cron with the online key)."""
