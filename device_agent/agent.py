@@ -112,11 +112,16 @@ class Agent:
             InputMismatchError: feeds with wrong names, dtypes or shapes (the model did not run).
             InferenceError: the engine failed (counted as an error, observers told ``ok=False``).
         """
+        return self.infer_traced(feeds, model)[0]
+
+    def infer_traced(self, feeds: Mapping[str, np.ndarray],
+                     model: str | None = None) -> tuple[dict[str, np.ndarray], ModelRef]:
+        """Like :meth:`infer`, also returning the model that ran (a switch may happen any time)."""
         if self._batcher is not None and self._batcher.accepts(feeds):
             return self._batcher.submit(feeds, model)
         lease = self.acquire(model)
         try:
-            return self.run_on(lease, lambda: lease.session.run(feeds))
+            return self.run_on(lease, lambda: lease.session.run(feeds)), lease.ref
         finally:
             self.release(lease)
 

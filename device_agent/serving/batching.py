@@ -32,6 +32,7 @@ class _Pending:
     model: str | None
     done: threading.Event = field(default_factory=threading.Event)
     result: dict | None = None
+    ref: Any = None
     error: BaseException | None = None
 
     def key(self) -> tuple:
@@ -60,13 +61,14 @@ class Batcher:
         cur = self.agent.current()
         return cur is not None and batchable(cur.session.inputs, cur.session.outputs) and bool(feeds)
 
-    def submit(self, feeds: Mapping[str, np.ndarray], model: str | None) -> dict:
+    def submit(self, feeds: Mapping[str, np.ndarray], model: str | None) -> tuple[dict, Any]:
+        """Queue a request; block until its batch ran. Returns (outputs, ModelRef)."""
         p = _Pending(feeds={k: np.asarray(v) for k, v in feeds.items()}, model=model)
         self._q.put(p)
         p.done.wait()
         if p.error is not None:
             raise p.error
-        return p.result  # type: ignore[return-value]
+        return p.result, p.ref  # type: ignore[return-value]
 
     def close(self) -> None:
         self._q.put(_STOP)
@@ -126,7 +128,7 @@ class Batcher:
             start = 0
             for p in ok:
                 n = p.rows()
-                p.result = {k: v[start:start + n] for k, v in out.items()}
+                p.result, p.ref = {k: v[start:start + n] for k, v in out.items()}, lease.ref
                 start += n
                 p.done.set()
         finally:

@@ -45,32 +45,35 @@ def _error(status: int, message: str) -> Response:
     return _json({"error": message}, status)
 
 
-def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token: str | None = None) -> Starlette:
-    """The ASGI app serving ``agent``. Control routes exist only when ``control_token`` is set."""
-    limit = max_body_bytes if max_body_bytes is not None else agent.config.serving.max_body_bytes
+class _V2Handlers:
+    """The route handlers, bound to one agent."""
 
-    async def server_meta(request: Request) -> Response:
+    def __init__(self, agent: Agent, limit: int, control_token: str | None) -> None:
+        self.agent, self.limit, self.token = agent, limit, control_token
+
+    async def server_meta(self, request: Request) -> Response:
         return _json({"name": "edgeship-agent", "version": __version__, "extensions": []})
 
-    async def live(request: Request) -> Response:
+    async def live(self, request: Request) -> Response:
         return _json({"live": True})
 
-    async def ready(request: Request) -> Response:
-        return _json({"ready": agent.ready}, 200 if agent.ready else 503)
+    async def ready(self, request: Request) -> Response:
+        return _json({"ready": self.agent.ready}, 200 if self.agent.ready else 503)
 
-    def current(request: Request):
+    def current(self, request: Request):
+        """The loaded model if it is the one the path names. Raises V2Error 404/503."""
         name = request.path_params["name"]
-        cur = agent.current()
+        cur = self.agent.current()
         if cur is None:
-            raise V2Error(503, "no model is loaded" if name else "not ready")
+            raise V2Error(503, "no model is loaded")
         version = request.path_params.get("version")
         if name != cur.ref.name or (version is not None and version not in (cur.ref.version, str(cur.ref.release))):
             raise V2Error(404, f"model {name!r}" + (f" version {version!r}" if version else "")
                           + f" is not served here; serving {cur.ref.name!r} version {cur.ref.version}")
         return cur
 
-    async def model_meta(request: Request) -> Response:
-        cur = current(request)
+    async def model_meta(self, request: Request) -> Response:
+        cur = self.current(request)
         return _json({"name": cur.ref.name, "versions": [cur.ref.version],
                       "platform": PLATFORM.get(cur.ref.engine, cur.ref.engine),
                       "inputs": tensor_metadata(cur.session.inputs),
@@ -78,61 +81,65 @@ def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token
                       "parameters": {"sha256": cur.ref.sha256, "release": cur.ref.release,
                                      "precision": cur.ref.precision}})
 
-    async def model_ready(request: Request) -> Response:
-        current(request)
+    async def model_ready(self, request: Request) -> Response:
+        self.current(request)
         return _json({"name": request.path_params["name"], "ready": True})
 
-    async def infer(request: Request) -> Response:
-        cur = current(request)
-        body = await _read_body(request, limit)
+    async def infer(self, request: Request) -> Response:
+        cur = self.current(request)
+        body = await _read_body(request, self.limit)
         feeds, requested, rid = parse_infer_request(body, cur.session.inputs)
-        out = await run_in_threadpool(agent.infer, feeds, request.path_params["name"])
-        ref = cur.ref
+        # the model that really ran (a switch may land between the check above and the run)
+        out, ref = await run_in_threadpool(self.agent.infer_traced, feeds, request.path_params["name"])
         return _json(infer_response(model_name=ref.name, model_version=ref.version, outputs=out,
                                     requested=requested, request_id=rid))
 
-    def guarded(fn):
-        async def handler(request: Request) -> Response:
-            got = request.headers.get(TOKEN_HEADER, "")
-            if not control_token or not hmac.compare_digest(got.encode(), control_token.encode()):
-                return _error(403, f"missing or wrong {TOKEN_HEADER} header (see <state_dir>/control.token)")
-            return await fn(request)
-        return handler
+    async def ctl_status(self, request: Request) -> Response:
+        return _json({**self.agent.status(), "metrics": self.agent.metrics_snapshot()})
 
-    async def ctl_status(request: Request) -> Response:
-        return _json({**agent.status(), "metrics": agent.metrics_snapshot()})
-
-    async def ctl_rollback(request: Request) -> Response:
+    async def ctl_rollback(self, request: Request) -> Response:
         t0 = time.perf_counter()
         try:
-            ref = await run_in_threadpool(agent.rollback)
+            ref = await run_in_threadpool(self.agent.rollback)
         except NoPreviousModelError as e:
             return _error(409, str(e))
         return _json({"active": ref.to_json(), "switch_s": round(time.perf_counter() - t0, 6)})
 
-    async def ctl_reload(request: Request) -> Response:
-        ref = await run_in_threadpool(agent.reload_pointers)
+    async def ctl_reload(self, request: Request) -> Response:
+        ref = await run_in_threadpool(self.agent.reload_pointers)
         return _json({"active": ref.to_json() if ref else None})
 
-    def endpoint(fn):
+    def guarded(self, fn):
         async def handler(request: Request) -> Response:
-            try:
-                return await fn(request)
-            except Exception as e:  # every failure becomes one JSON answer; the server keeps going
-                return _map_error(request, e)
+            got = request.headers.get(TOKEN_HEADER, "")
+            if not self.token or not hmac.compare_digest(got.encode(), self.token.encode()):
+                return _error(403, f"missing or wrong {TOKEN_HEADER} header (see <state_dir>/control.token)")
+            return await fn(request)
         return handler
 
-    routes = [
-        Route("/v2", endpoint(server_meta)), Route("/v2/health/live", endpoint(live)),
-        Route("/v2/health/ready", endpoint(ready)),
-    ]
+
+def _endpoint(fn):
+    async def handler(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except Exception as e:  # every failure becomes one JSON answer; the server keeps going
+            return _map_error(request, e)
+    return handler
+
+
+def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token: str | None = None) -> Starlette:
+    """The ASGI app serving ``agent``. Control routes exist only when ``control_token`` is set."""
+    h = _V2Handlers(agent, max_body_bytes if max_body_bytes is not None else agent.config.serving.max_body_bytes,
+                    control_token)
+    routes = [Route("/v2", _endpoint(h.server_meta)), Route("/v2/health/live", _endpoint(h.live)),
+              Route("/v2/health/ready", _endpoint(h.ready))]
     for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        routes += [Route(base, endpoint(model_meta)), Route(base + "/ready", endpoint(model_ready)),
-                   Route(base + "/infer", endpoint(infer), methods=["POST"])]
+        routes += [Route(base, _endpoint(h.model_meta)), Route(base + "/ready", _endpoint(h.model_ready)),
+                   Route(base + "/infer", _endpoint(h.infer), methods=["POST"])]
     if control_token:
-        routes += [Route("/edgeship/v1/status", endpoint(guarded(ctl_status))),
-                   Route("/edgeship/v1/rollback", endpoint(guarded(ctl_rollback)), methods=["POST"]),
-                   Route("/edgeship/v1/reload", endpoint(guarded(ctl_reload)), methods=["POST"])]
+        routes += [Route("/edgeship/v1/status", _endpoint(h.guarded(h.ctl_status))),
+                   Route("/edgeship/v1/rollback", _endpoint(h.guarded(h.ctl_rollback)), methods=["POST"]),
+                   Route("/edgeship/v1/reload", _endpoint(h.guarded(h.ctl_reload)), methods=["POST"])]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_exc})
 
 
