@@ -26,3 +26,45 @@ def test_update_commits_and_serves_new_release(env):
     res2 = up.update("m")
     assert res2.state is State.ABORTED and res2.reason is Reason.UP_TO_DATE
     agent.close()
+
+
+def test_polling_hook_finds_and_installs_a_new_release(env):
+    from device_agent.update.poll import Poller
+
+    store, agent, up = env.device()
+    poller = Poller(up, interval_s=0.1).start()
+    try:
+        pub = env.publish(env.bundle(release=2, kind="good2"))
+        import time
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (up.last() and up.last().finished):
+            time.sleep(0.05)
+        assert up.last().state is State.COMMIT, up.last()
+        assert store.active().sha256 == pub.sha256 and agent.current().ref.sha256 == pub.sha256
+    finally:
+        poller.stop()
+        agent.close()
+
+
+def test_cli_check_and_update(env):
+    import json
+    import subprocess
+
+    from .conftest import PY, REPO
+
+    cfg = env.tmp / "agent.toml"
+    cfg.write_text(f'[agent]\nstate_dir = "{env.state}"\nlog_file = "{env.tmp / "log"}"\n\n'
+                   f'[update]\nrepository_url = "{env.url}"\ntrial_requests = 3\ntrial_probe_interval_s = 0.02\n')
+    run = lambda *a: subprocess.run([PY, "-m", "device_agent.cli", "update", "--config", str(cfg), *a],  # noqa: E731
+                                    capture_output=True, text=True, timeout=120, cwd=REPO)
+    p = run("--model", "m", "--check", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout) == {"model": "m", "available": None}
+    env.publish(env.bundle(release=2, kind="good2"))
+    p = run("--model", "m", "--check")
+    assert p.returncode == 0 and "release 2 available" in p.stdout
+    p = run("--model", "m")
+    assert p.returncode == 0, p.stderr
+    assert "commit" in p.stdout and "trial" in p.stdout
+    p = run("--model", "m", "--release", "1")
+    assert p.returncode == 1 and "security.release_rollback" in p.stdout
