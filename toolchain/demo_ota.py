@@ -116,3 +116,209 @@ def make_bad_bundle(work: Path, *, release: int, name: str = "tiny") -> Path:
     members["model.json"] = bad.to_bytes()
     path, _ = _write_tar(work / "bundles", bad, members)
     return path
+
+
+# --------------------------------------------------------------------------- the story
+FLEET, DEVICE, GROUP = "demo", "edge-01", "lab"
+
+
+class _Demo:
+    def __init__(self, work: Path) -> None:
+        import os
+        import sys
+
+        self.work = work
+        self.py = sys.executable
+        self.env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        self.procs: list = []
+        self.broker = None
+
+    def step(self, title: str) -> None:
+        print(f"\n=== {title}", flush=True)
+
+    def run(self, *argv: str, tool: str = "toolchain.cli", check: bool = True) -> int:
+        import subprocess
+
+        shown = ("edgeship" if tool == "toolchain.cli" else "edgeship-agent") + " " + " ".join(argv)
+        print(f"$ {shown}", flush=True)
+        r = subprocess.run([self.py, "-m", tool, *argv], env=self.env, capture_output=True, text=True)
+        for line in (r.stdout + r.stderr).rstrip().splitlines():
+            print(f"    {line}")
+        if check and r.returncode != 0:
+            raise RuntimeError(f"`{shown}` exited {r.returncode}")
+        if not check:
+            print(f"    (exit code {r.returncode})")
+        return r.returncode
+
+    def spawn(self, *argv: str, tool: str, log: str):
+        import subprocess
+
+        f = open(self.work / log, "w")
+        p = subprocess.Popen([self.py, "-m", tool, *argv], env=self.env, stdout=f, stderr=subprocess.STDOUT)
+        self.procs.append((p, f))
+        return p
+
+    def broker_args(self) -> list[str]:
+        return ["--broker", f"127.0.0.1:{self.broker.port}"]
+
+    def status(self) -> None:
+        self.run("fleet", "status", "--fleet", FLEET, *self.broker_args())
+
+    def infer(self, port: int) -> str:
+        import urllib.request
+
+        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                       "data": [1.0, 1.0, 1.0, 1.0]}]}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/tiny/infer", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            out = json.loads(r.read())["outputs"][0]["data"]
+        return "[" + ", ".join(f"{v:.2f}" for v in out) + "]"
+
+    def close(self) -> None:
+        import signal
+
+        for p, f in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(15)
+                except Exception:
+                    p.kill()
+            f.close()
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def _wait(pred, timeout_s: float, what: str):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = pred()
+        except Exception:  # the peer is still starting
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise RuntimeError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def _device_online(port: int) -> bool:
+    from toolchain.fleet.client import BrokerSettings, FleetClient
+
+    with FleetClient(BrokerSettings(port=port)) as fc:
+        view = fc.snapshot(FLEET, settle_s=0.3).get(DEVICE)
+    return bool(view and view.status and view.status.get("online") and view.reported)
+
+
+def story(work: Path) -> int:  # noqa: PLR0915 - a linear script is the clearest demo
+    import shutil
+
+    from toolchain.fleet.localbroker import Broker, free_port
+
+    d = _Demo(work)
+    try:
+        d.step("1. a broker, signing keys, a TUF repository served over HTTP")
+        d.broker = Broker(str(work / "broker")).start()
+        print(f"mosquitto on 127.0.0.1:{d.broker.port}")
+        keys, repo = work / "keys", work / "repo"
+        d.run("keys", "init", "--dir", str(keys))
+        r1 = make_tiny_bundle(work / "models", release=1, scale=1.0)
+        r2 = make_tiny_bundle(work / "models", release=2, scale=2.0)
+        r3 = make_bad_bundle(work / "models", release=3)
+        d.run("publish", str(r1.path), "--repo", str(repo), "--keys", str(keys))
+        repo_port, http_port = free_port(), free_port()
+        d.spawn("repo", "serve", str(repo), "--port", str(repo_port), tool="toolchain.cli", log="repo-serve.log")
+        repo_url = f"http://127.0.0.1:{repo_port}"
+
+        d.step("2. install the agent under a prefix (release 1 as its factory model) and start it with MQTT")
+        prefix = work / "device"
+        d.run("install", "--bundle", str(r1.path), "--prefix", str(prefix), "--port", str(http_port),
+              tool="device_agent.cli")
+        state = prefix / "var" / "lib" / "edgeship"
+        (state / "trust").mkdir(parents=True, exist_ok=True)
+        shutil.copy(keys / "root.json", state / "trust" / "root.json")
+        config = prefix / "etc" / "edgeship" / "agent.toml"
+        with open(config, "a") as f:
+            f.write(f'\n[update]\nrepository_url = "{repo_url}"\ntrial_requests = 30\ntrial_duration_s = 3.0\n'
+                    f'trial_probe_interval_s = 0.05\n'
+                    f'\n[mqtt]\nfleet = "{FLEET}"\ndevice_id = "{DEVICE}"\nport = {d.broker.port}\n'
+                    f'groups = ["{GROUP}"]\nmetrics_interval_s = 5.0\nheartbeat_s = 5.0\n')
+        print(f"appended [update] (repository {repo_url}) and [mqtt] (fleet {FLEET}, device {DEVICE}, "
+              f"group {GROUP}) to {config}")
+        d.spawn("run", "--config", str(config), tool="device_agent.cli", log="agent.log")
+        watch = d.spawn("fleet", "watch", "--fleet", FLEET, *d.broker_args(), tool="toolchain.cli", log="watch.log")
+        _wait(lambda: _device_online(d.broker.port), 60, "the agent's birth message")
+        print(f"agent serving on http://127.0.0.1:{http_port}; y(x=1) = {d.infer(http_port)}")
+        d.status()
+
+        d.step("3. push release 1 (the device already runs it: it reports commit without a download)")
+        d.run("push", "--fleet", FLEET, "--group", GROUP, "--model", "tiny", "--release", "1",
+              "--repo", repo_url, "--wait", "--timeout", "60", *d.broker_args())
+        d.status()
+
+        d.step("4. publish release 2 and push it: fetch, verify, stage, gate, switch, trial, commit")
+        d.run("publish", str(r2.path), "--repo", str(repo), "--keys", str(keys))
+        d.run("push", "--fleet", FLEET, "--group", GROUP, "--model", "tiny", "--release", "2",
+              "--repo", repo_url, "--wait", "--timeout", "120", *d.broker_args())
+        print(f"y(x=1) now = {d.infer(http_port)}  (release 2 has doubled weights)")
+        d.status()
+
+        d.step("5. a deliberately bad release 3: its model does not reproduce its golden set")
+        d.run("publish", str(r3), "--repo", str(repo), "--keys", str(keys))
+        rc = d.run("push", "--fleet", FLEET, "--group", GROUP, "--model", "tiny", "--release", "3",
+                   "--repo", repo_url, "--wait", "--timeout", "120", *d.broker_args(), check=False)
+        if rc == 0:
+            raise RuntimeError("the bad release 3 was accepted; the gate should have refused it")
+        print(f"still serving release 2: y(x=1) = {d.infer(http_port)}")
+        d.status()
+
+        d.step("6. a push of a release that was never published is refused before anything is sent")
+        d.run("push", "--fleet", FLEET, "--device", DEVICE, "--model", "tiny", "--release", "9",
+              "--repo", repo_url, *d.broker_args(), check=False)
+
+        d.step("7. manual rollback over MQTT (cmd/rollback with response topic + correlation data)")
+        d.run("fleet", "command", "rollback", "--fleet", FLEET, "--device", DEVICE, *d.broker_args())
+        print(f"back on release 1: y(x=1) = {d.infer(http_port)}")
+        _wait(lambda: _device_online(d.broker.port), 10, "reported state")
+        d.status()
+
+        d.step("8. what `edgeship fleet watch` printed meanwhile")
+        watch.terminate()
+        watch.wait(10)
+        print((work / "watch.log").read_text().rstrip() or "(nothing)")
+        print(f"\ndemo OK. Work directory (logs, repository, device prefix): {work}")
+        return 0
+    except Exception as e:
+        print(f"\ndemo FAILED: {e}\nlogs in {work} (agent.log, repo-serve.log)")
+        return 1
+    finally:
+        d.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import shutil
+    import tempfile
+
+    from toolchain.fleet.localbroker import MOSQUITTO
+
+    ap = argparse.ArgumentParser(prog="python -m toolchain.demo_ota", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", help="work directory (default: a fresh temp directory)")
+    args = ap.parse_args(argv)
+    if MOSQUITTO is None:
+        print("demo-ota needs mosquitto: apt-get install mosquitto (`make demo-ota` does)")
+        return 1
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="edgeship-demo-ota-"))
+    if args.work and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    return story(work)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

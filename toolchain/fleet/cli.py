@@ -71,7 +71,35 @@ def add_fleet_parser(sub) -> None:
     w.add_argument("--json", action="store_true", help="one JSON object per line")
     _broker_args(w)
     w.set_defaults(func=_watch)
+    c = fs.add_parser("command", help="send rollback / rebirth / cancel to one device and print its answer")
+    c.add_argument("name", choices=["rollback", "rebirth", "cancel"])
+    c.add_argument("--fleet", required=True)
+    c.add_argument("--device", required=True)
+    c.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
+    c.add_argument("--expiry", type=int, default=60, help="MQTT message expiry of the command, seconds")
+    c.add_argument("--json", action="store_true")
+    _broker_args(c)
+    c.set_defaults(func=_command)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _command(args) -> int:
+    from .client import FleetClient
+
+    try:
+        with FleetClient(_settings(args)) as fc:
+            resp = fc.command(args.fleet, args.device, args.name, {}, timeout_s=args.timeout,
+                              expiry_s=args.expiry)
+    except (FleetError, ValueError) as e:
+        return _fail(e)
+    if args.json:
+        print(json.dumps(resp, indent=2))
+    else:
+        verdict = "ok" if resp.get("ok") else f"refused ({resp.get('reason_code')})"
+        print(f"{args.device}: {args.name} {verdict}: {resp.get('detail')}")
+        for key, value in (resp.get("result") or {}).items():
+            print(f"  {key}: {json.dumps(value)}")
+    return 0 if resp.get("ok") else 1
 
 
 def _fail(e: Exception, code: int = 1) -> int:
@@ -176,11 +204,21 @@ def format_watch_line(device: str, leaf: str, doc: dict) -> str:
     if leaf == "events":
         return (f"{ts} {device} {str(doc.get('severity', '')).upper()} {doc.get('category')} "
                 f"{doc.get('reason_code')}: {doc.get('detail')}{hist}")
-    return f"{ts} {device} {'online' if doc.get('online') else 'OFFLINE'}"
+    if not doc.get("online"):
+        return f"{ts} {device} OFFLINE ({doc.get('reason')})"
+    active = doc.get("active") or {}
+    return f"{ts} {device} online, active {active.get('name', '-')} r{active.get('release', '-')}"
 
 
 def _watch(args) -> int:
+    import signal
+
     from .client import FleetClient
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly under a supervisor too
 
     try:
         with FleetClient(_settings(args)) as fc:

@@ -123,11 +123,11 @@ class FleetClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            wait = min(left, idle_s) if idle_s is not None else left
+            wait = min(left, idle_s if idle_s is not None else 1.0)
             try:
                 yield self._inbox.get(timeout=wait)
             except queue.Empty:
-                if idle_s is not None:
+                if idle_s is not None and wait >= idle_s:
                     return
 
     # ------------------------------------------------------------ fleet state
