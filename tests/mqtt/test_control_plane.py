@@ -62,6 +62,8 @@ def test_desired_converges_ignores_duplicates_and_older_versions(make_device, op
     assert svc.state.applied_version == 5
     # the device goes away; the operator writes a newer version meanwhile; on restart it converges
     svc.stop(timeout_s=1)
+    st = operator.snapshot("f1", settle_s=0.3)["d1"].status
+    assert st["online"] is False and st["reason"] == "shutdown"       # a clean stop says so itself
     operator.publish_desired("f1", "d1", desired(6, "dep-b", 3))
     up2 = SimUpdater(agent)
     svc2 = make_device(agent, up2, queue_dir=svc.config.queue_dir)

@@ -18,14 +18,20 @@ from device_agent.telemetry.topics import device_topics
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_kill_9_makes_retained_status_offline(broker, operator, agent_state):
+def test_kill_9_makes_retained_status_offline(broker, operator, tmp_path, tiny_bundles):
+    """`edgeship-agent install` + `edgeship-agent run` with an [mqtt] section, then SIGKILL."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("agent_proc.py")), str(agent_state),
-                             str(broker.port), "f1", "dev9"], stdout=subprocess.PIPE, env=env)
+    prefix = tmp_path / "prefix"
+    subprocess.run([sys.executable, "-m", "device_agent.cli", "install", "--bundle", str(tiny_bundles[1].path),
+                    "--prefix", str(prefix), "--port", "0"], env=env, check=True, capture_output=True)
+    config = prefix / "etc" / "edgeship" / "agent.toml"
+    with open(config, "a") as f:
+        f.write(f'\n[mqtt]\nfleet = "f1"\ndevice_id = "dev9"\nport = {broker.port}\nmetrics_interval_s = 0.5\n')
+    proc = subprocess.Popen([sys.executable, "-m", "device_agent.cli", "run", "--config", str(config)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert proc.stdout.readline().strip() == b"READY"
         online = wait_for(lambda: (v := operator.snapshot("f1", settle_s=0.3).get("dev9")) and v.status
-                          and v.status["online"] and v)
+                          and v.status["online"] and v, timeout_s=30)
         assert online.status["active"]["name"] == "tiny" and online.status["active"]["release"] == 1
         conn = online.status["conn"]
         proc.send_signal(signal.SIGKILL)
