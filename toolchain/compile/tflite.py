@@ -257,10 +257,10 @@ def summarize_error(e: BaseException) -> str:
     m = re.search(r"Lowering not found: (\S+)", text)
     if m:
         parts.append(f"op {m.group(1)} has no TFLite lowering")
-    frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)\n\s*(.+)', text)
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)(?:\n[ \t]+(\S.*))?', text)
     if frames:
         f, line, fn, code = frames[-1]
-        parts.append(f"at {f}:{line} in {fn}: {code.strip()}")
+        parts.append(f"at {f}:{line} in {fn}" + (f": {code.strip()}" if code else ""))
     if not parts:
         first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
         parts.append(f"{type(e).__name__}: {first[:300]}")
