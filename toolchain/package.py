@@ -104,7 +104,7 @@ def package_build(
             opset=_opset(art_dir / art["model_file"], manifest) if engine == Engine.ONNXRUNTIME else None,
         ).to_json(),
         "latency_budget_ms": latency_budget_ms,
-        "tolerances": {"atol": float(tol.get("atol", 1e-3)), "min_cosine": float(tol.get("min_cosine", 0.999))},
+        "tolerances": _tolerances(ver),
         "golden_calls": int(next(iter(golden.values())).shape[0]),
         "input_stats": {k: v.to_json() for k, v in in_stats.items()},
         "output_stats": {k: v.to_json() for k, v in out_stats.items()},
@@ -238,6 +238,19 @@ def _opset(model: Path, manifest: dict) -> int | None:
     return max(ops) if ops else None
 
 
+def _tolerances(ver: dict) -> dict[str, float]:
+    """Golden tolerances from the build's verification. When the build set no elementwise atol
+    (int8 gates on cosine), the artifact's measured max error against the reference is used:
+    a device answer that far from the host's is as far as the verified artifact was."""
+    tol = ver.get("tolerances") or {}
+    atol = tol.get("atol")
+    if atol is None:
+        atol = ver.get("max_abs_error")
+    cos = tol.get("min_cosine")
+    return {"atol": float(atol if atol is not None else 1e-3),
+            "min_cosine": float(cos if cos is not None else 0.999)}
+
+
 def _default_min_version(art: dict, engine: Engine) -> str:
     """The major.minor of the engine the artifact was verified with: what is known to work."""
     v = parse_version(str(art.get("engine_version") or ""))
@@ -282,6 +295,9 @@ def _write_tar(out_dir: Path, info: BundleInfo, members: dict[str, bytes | Path]
                             tf.addfile(_tarinfo(name, src.stat().st_size), fh)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o644 & ~umask)  # mkstemp makes 0600; a bundle is meant to be copied around
         sha = sha256_file(tmp)
         final = out_dir / f"{info.name}-{info.release}-{sha[:12]}.tar"
         os.replace(tmp, final)

@@ -179,3 +179,15 @@ def test_store_rejects_bad_bundles_and_stays_clean(case, bundles, tmp_path):
     assert list((tmp_path / "state" / "tmp").iterdir()) == []
     assert store.active() is None
     assert not (tmp_path / "evil").exists()
+
+
+def test_package_takes_tolerances_from_verification(tmp_path, helpers):
+    from toolchain.package import package_build
+
+    build = helpers.make_build(tmp_path / "b")
+    m = json.loads((build / "manifest.json").read_text())
+    m["artifacts"][0]["verification"].update(tolerances={"atol": None, "min_cosine": 0.85}, max_abs_error=0.25)
+    (build / "manifest.json").write_text(json.dumps(m))
+    res = package_build(build, artifact_id="onnxruntime-fp32", version="1.0.0", release=1, out_dir=tmp_path / "o")
+    assert res.info.tolerances == Tolerances(atol=0.25, min_cosine=0.85)
+    assert res.path.stat().st_mode & 0o044 == 0o044  # readable by others: bundles get copied around
