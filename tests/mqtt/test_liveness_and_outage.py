@@ -110,3 +110,25 @@ def test_broker_outage_loses_nothing_and_serving_continues(broker, make_device, 
     topics = {d["topic"] for d in rec.by_id.values()}
     assert t.events in topics and t.metrics in topics
     rec.close()
+
+
+def test_messages_queued_offline_survive_an_agent_restart(broker, make_device, tmp_path):
+    from device_agent.telemetry.payloads import Severity
+    from sim import SimAgent
+    from toolchain.fleet.localbroker import Recorder
+
+    rec = Recorder(broker.port, "edgeship/v1/f1/d1/events", client_id="restart-recorder")
+    svc = make_device(SimAgent(), queue_dir=str(tmp_path / "q"))
+    broker.stop()
+    wait_for(lambda: not svc.link.connected)
+    for i in range(20):
+        svc.emit_event(category="test", severity=Severity.INFO, reason_code="offline", detail=str(i))
+    assert svc.queue.stats().depth == 20
+    svc.stop(timeout_s=0.5)                      # the agent goes away with 20 messages on disk
+    broker.start()
+    svc2 = make_device(SimAgent(), queue_dir=str(tmp_path / "q"))
+    wait_for(lambda: len(rec.ids()) >= 20 and svc2.queue.stats().depth == 0, timeout_s=20)
+    docs = sorted(rec.by_id.values(), key=lambda d: d["msg_id"])
+    assert [d["detail"] for d in docs] == [str(i) for i in range(20)]
+    assert all(d["hist"] for d in docs) and svc2.queue.next_msg_id() > docs[-1]["msg_id"]
+    rec.close()

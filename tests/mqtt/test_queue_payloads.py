@@ -103,3 +103,20 @@ def test_topics_and_config_validation():
         MqttConfig.from_mapping({"fleet": "f", "port": "1883"})
     cfg = MqttConfig.from_mapping({"fleet": "f", "device_id": "d", "groups": ["lab"]}, state_dir="/s")
     assert cfg.queue_dir == "/s/telemetry" and cfg.groups == ("lab",)
+
+
+def test_metrics_window_percentiles_and_counts():
+    from device_agent.telemetry.metrics import RequestWindow, percentile, read_temperature_c
+
+    assert percentile([], 50) is None
+    values = [i / 1000 for i in range(1, 101)]                     # 1..100 ms
+    assert percentile(values, 50) == 0.05 and percentile(values, 99) == 0.099 and percentile(values, 100) == 0.1
+    w = RequestWindow()
+    for i, v in enumerate(values):
+        w.observe("sha", i % 10 != 0, v)
+    s = w.cut()
+    assert (s["requests"], s["errors"]) == (100, 10)
+    assert s["latency_ms"] == {"p50": 50.0, "p95": 95.0, "p99": 99.0} and s["throughput_rps"] > 0
+    assert w.cut()["requests"] == 0                                   # a new window starts empty
+    t = read_temperature_c()
+    assert t is None or -40 < t < 150
