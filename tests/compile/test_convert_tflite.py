@@ -197,3 +197,19 @@ def test_int8_refusals_come_before_any_work(conv_ctx, tmp_path):
     with pytest.raises(ValueError, match="fp16"):
         conv.build(conv_ctx, precision="fp16", out_dir=tmp_path / "d")
     assert not any((tmp_path / d).exists() for d in "abcd")
+
+
+def test_converter_modules_import_nothing_heavy():
+    """Listing converters must stay cheap: both modules defer every engine import to build()."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, toolchain.compile.openvino, toolchain.compile.tflite\n"
+        "heavy = [m for m in ('torch', 'openvino', 'nncf', 'litert_torch', 'ai_edge_litert', 'torchao', 'onnx')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == ""
