@@ -12,7 +12,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from toolchain.fleet.localbroker import MOSQUITTO, Broker  # noqa: E402
 
-pytestmark = pytest.mark.mqtt
 
 
 @pytest.fixture

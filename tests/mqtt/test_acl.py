@@ -16,6 +16,8 @@ from device_agent.telemetry.payloads import Desired
 from sim import SimAgent, SimUpdater
 from toolchain.fleet.localbroker import MOSQUITTO, Broker
 
+pytestmark = pytest.mark.mqtt
+
 ACL = Path(__file__).resolve().parents[2] / "docs" / "mosquitto" / "acl"
 USERS = {"f1/d1": "pw-d1", "f1/d2": "pw-d2", "edgeship-operator": "pw-op"}
 

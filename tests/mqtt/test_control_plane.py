@@ -9,6 +9,9 @@ from conftest import wait_for
 from device_agent.telemetry.payloads import Desired
 from device_agent.telemetry.topics import device_topics
 from sim import SimAgent, SimUpdater
+import pytest
+
+pytestmark = pytest.mark.mqtt
 
 T = device_topics(fleet="f1", device="d1")
 

@@ -14,6 +14,9 @@ import numpy as np
 
 from conftest import wait_for
 from device_agent.telemetry.topics import device_topics
+import pytest
+
+pytestmark = pytest.mark.mqtt
 
 ROOT = Path(__file__).resolve().parents[2]
 

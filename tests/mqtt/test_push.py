@@ -11,6 +11,8 @@ from conftest import wait_for
 from sim import SimAgent, SimUpdater
 from toolchain.cli import main as edgeship
 
+pytestmark = pytest.mark.mqtt
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_bundles):

@@ -12,6 +12,8 @@ import pytest
 from conftest import wait_for
 from toolchain.cli import main as edgeship
 
+pytestmark = pytest.mark.mqtt
+
 
 @pytest.fixture
 def real_device(tmp_path, broker, make_device, agent_state, tiny_bundles):
