@@ -5,8 +5,9 @@
 2. HTTP: a real ``edgeship-agent run`` process (uvicorn) on localhost, small input, against
    ``Agent.infer`` in process; target <= 1 ms added at p50 (client + server + JSON).
 
-Measurements are interleaved in rounds so drift from other load on the machine hits every
-variant alike. Usage: ``python benchmarks/agent_overhead.py [--iters N] [--rounds R]``.
+Measurements are interleaved call by call (rotating order) so drift from other load on the
+machine hits every variant alike; the in-process overhead is also given as the median of
+paired differences (agent call i minus bare call i), which is robust to that drift. Usage: ``python benchmarks/agent_overhead.py [--iters N] [--rounds R]``.
 """
 
 from __future__ import annotations
@@ -144,6 +145,20 @@ def _timed(fn, n: int) -> list[float]:
     return out
 
 
+def _interleaved(variants: dict, n: int) -> dict[str, list[float]]:
+    """Time every variant once per iteration, rotating the order, so load drift on the
+    machine hits all alike; sample i of each variant comes from the same moment."""
+    names = list(variants)
+    out: dict[str, list[float]] = {k: [] for k in names}
+    for i in range(n):
+        for k in names[i % len(names):] + names[:i % len(names)]:
+            fn = variants[k]
+            t0 = time.perf_counter()
+            fn()
+            out[k].append(time.perf_counter() - t0)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iters", type=int, default=300, help="calls per variant per round")
@@ -185,17 +200,18 @@ def main(argv=None) -> int:
         }
         for fn in variants.values():
             _timed(fn, 50)  # warm-up
-        samples = {k: [] for k in variants}
-        for _ in range(args.rounds):
-            for k, fn in variants.items():
-                samples[k] += _timed(fn, args.iters)
+        samples = _interleaved(variants, args.rounds * args.iters)
         base = p50_ms(samples["bare onnxruntime"])
         print(f"In-process overhead, {args.layers}x{args.dim} MLP, batch 1, 1 thread, "
-              f"{args.rounds}x{args.iters} calls per variant (interleaved):")
+              f"{args.rounds * args.iters} calls per variant, interleaved call by call:")
         for k, v in samples.items():
             p = p50_ms(v)
-            print(f"  {k:<18} p50 {p:7.3f} ms  p95 {np.percentile(np.asarray(v) * 1e3, 95):7.3f} ms"
-                  f"  {'' if k.startswith('bare') else f'overhead {100 * (p - base) / base:+.1f}% (target <= 5%)'}")
+            line = f"  {k:<18} p50 {p:7.3f} ms  p95 {np.percentile(np.asarray(v) * 1e3, 95):7.3f} ms"
+            if not k.startswith("bare"):
+                paired = float(np.median(np.asarray(v) - np.asarray(samples["bare onnxruntime"]))) * 1e3
+                line += (f"  overhead {100 * (p - base) / base:+.1f}% of p50; paired median "
+                         f"{paired * 1e3:+.0f} us = {100 * paired / base:+.1f}% (target <= 5%)")
+            print(line)
         agent.close()
 
         # HTTP: a real agent process on localhost, small input (16 floats)
@@ -228,10 +244,7 @@ def main(argv=None) -> int:
                                  "http.client": stdlib_call, "httpx": httpx_call}
                 for fn in http_variants.values():
                     _timed(fn, 50)
-                hs = {k: [] for k in http_variants}
-                for _ in range(args.rounds):
-                    for k, fn in http_variants.items():
-                        hs[k] += _timed(fn, args.iters)
+                hs = _interleaved(http_variants, args.rounds * args.iters)
             conn.close()
             local.close()
         finally:
