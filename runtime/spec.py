@@ -63,3 +63,30 @@ class TensorSpec:
 
 def np_dtype(name: str) -> np.dtype:
     return np.dtype(name)
+
+
+def deploy_precision_hint(engine: Engine | str, precision: str) -> str | None:
+    """The precision hint an artifact is verified, benchmarked and served with.
+
+    One answer for every consumer (compile verification, bench's default mode, the agent,
+    the update gate), so a model runs on the device exactly as it was verified. OpenVINO on
+    CPUs with AMX/AVX512-BF16 executes FP32 (and FP16-compressed) IR in bf16 unless told f32;
+    bf16 changes numerics, so float artifacts are pinned to f32. Quantized artifacts and the
+    other engines execute their graph's own types: no hint.
+    """
+    if Engine(engine) is Engine.OPENVINO and precision in ("fp32", "fp16"):
+        return "f32"
+    return None
+
+
+def expected_execution(engine: Engine | str, precision: str) -> frozenset[str]:
+    """Executed precisions that are faithful to an artifact of ``precision`` on ``engine``.
+
+    An OpenVINO fp16 IR stores fp16 weights; CPUs decompress them and compute in f32 under
+    the deploy hint (GPUs compute in fp16), so both are faithful. Anything else is a fallback.
+    """
+    if Engine(engine) is Engine.OPENVINO and precision == "fp16":
+        return frozenset({"fp16", "fp32"})
+    if precision.startswith("int8"):
+        return frozenset({"int8"})
+    return frozenset({precision})

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from runtime.bundle import GOLDEN_NPZ, BundleInfo, compare_outputs, golden_calls
+from runtime.spec import deploy_precision_hint, expected_execution
 
 from .config import UpdateSection
 from .errors import (
@@ -27,9 +28,6 @@ from .errors import (
     GateMemoryError, GateNaNError, GateSchemaError, GateToleranceError,
 )
 
-#: what each bundle precision runs as on an engine (Session.executed_precision)
-EXPECTED_EXECUTION = {"fp32": {"fp32"}, "fp16": {"fp16"}, "int8-static": {"int8"},
-                      "int8-dynamic": {"int8"}, "int8": {"int8"}}
 
 
 @dataclass(frozen=True)
@@ -79,7 +77,7 @@ def fallback_problems(session, info: BundleInfo, *, device: str, allow_precision
     probs = []
     if str(session.device).upper() != device.upper():
         probs.append(f"engine runs on {session.device}, not {device}")
-    want = EXPECTED_EXECUTION.get(info.precision.value, {info.precision.value})
+    want = expected_execution(info.engine, info.precision.value)
     if not allow_precision_change and session.executed_precision not in want:
         probs.append(f"engine executes {session.executed_precision}, bundle is {info.precision.value}")
     return probs
@@ -112,7 +110,8 @@ def run_gate(*, model_dir: Path, info: BundleInfo, cfg: UpdateSection, threads: 
     t0 = time.perf_counter()
     try:
         session = runtime.open_model(model_dir / info.model_path, engine=info.engine,
-                                     device=cfg.gate_device, threads=threads)
+                                     device=cfg.gate_device, threads=threads,
+                                     precision_hint=deploy_precision_hint(info.engine, info.precision.value))
     except runtime.EdgeshipRuntimeError as e:
         raise GateLoadError(f"{info.name} r{info.release}: {e}") from e
     load_s = time.perf_counter() - t0
