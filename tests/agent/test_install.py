@@ -83,6 +83,15 @@ def test_install_run_status_rollback_sigterm(tmp_path, bundles, helpers, free_po
         assert httpx.post(base + "/v2/models/tiny/infer", json=BODY).json()["model_version"] == "1.1.0"
         text = _cli(helpers, "status", "--config", str(config)).stdout
         assert f"running (pid {proc.pid}" in text and "tiny 1.1.0 (release 1" in text
+        # another tool switches the pointers; SIGHUP makes the running agent follow them
+        Store(cfg.state_dir).rollback()
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while httpx.post(base + "/v2/models/tiny/infer", json=BODY).json()["model_version"] != "1.2.0":
+            assert time.time() < deadline, "SIGHUP did not reload the pointers"
+            time.sleep(0.05)
+        Store(cfg.state_dir).rollback()
+        proc.send_signal(signal.SIGHUP)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -99,6 +108,8 @@ def test_install_run_status_rollback_sigterm(tmp_path, bundles, helpers, free_po
     rb = _cli(helpers, "rollback", "--config", str(config))
     assert "not running" in rb.stdout and Store(cfg.state_dir).active().version == "1.2.0"
     assert "agent      not running" in _cli(helpers, "status", "--config", str(config)).stdout
+    missing = _cli(helpers, "status", "--state-dir", str(tmp_path / "nowhere"), check=False)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
 def test_strict_config(tmp_path, helpers):
