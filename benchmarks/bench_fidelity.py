@@ -8,8 +8,11 @@ Measured side by side in ONE run, on the same model files, same thread count:
   ``-load_config``, since benchmark_app's UI refuses ``-nthreads`` with a hint). Target: 10%.
 - TFLite/LiteRT: edgeship's p50 vs ``litert-benchmark --num_threads``. Target: 10%.
 
-The pairs run in alternating order for ``--rounds`` rounds; the verdict uses the median of
-the per-round p50s of each side (the machine is shared, so single rounds are noisy).
+The machine may be shared, so one long block per tool would mostly measure whoever else is
+busy at that moment. Instead the two sides of each engine run as ``--rounds`` adjacent pairs
+of short blocks (alternating which goes first, each block a fresh process); the verdict uses
+the median over rounds of the paired ratio edgeship/reference, which cancels slow changes
+in background load. The medians of each side's p50s are printed too.
 
     .venv/bin/python benchmarks/bench_fidelity.py [--build build/resnet18] [--threads 1] [--seconds 10]
 
@@ -95,7 +98,7 @@ def benchmark_app_p50(model: Path, threads: int, seconds: float, shape: str | No
     cfg = tmp / "ov_config.json"
     cfg.write_text(json.dumps({"CPU": {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(threads)}}))
     cmd = [str(VENV_BIN / "benchmark_app"), "-m", str(model), "-d", "CPU", "-hint", "latency",
-           "-load_config", str(cfg), "-t", str(int(seconds))]
+           "-load_config", str(cfg), "-t", str(max(1, round(seconds)))]
     if shape:
         cmd += ["-shape", shape]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -127,15 +130,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per tool per round")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per block")
+    ap.add_argument("--rounds", type=int, default=8)
     args = ap.parse_args()
 
     from runtime.bench.spec import RunLength
 
     build = ensure_build(args.build)
     arts = fp32_artifacts(build)
-    length = RunLength(warmup_min_iters=10, warmup_min_s=1.0, min_iters=200, min_duration_s=args.seconds,
+    length = RunLength(warmup_min_iters=10, warmup_min_s=1.0, min_iters=30, min_duration_s=args.seconds,
                        max_duration_s=args.seconds * 6)
     npz = build / "data" / "validation.npz"
     rows: dict[str, dict[str, list]] = {e: {"edgeship": [], "tool": []} for e in arts}
@@ -175,15 +178,17 @@ def main() -> int:
     from runtime.bench.fingerprint import host_fingerprint
 
     fp = host_fingerprint()
+    print(f"load average at the end: {fp['load_avg']}", file=sys.stderr)
     print(f"\nHarness fidelity on {fp['cpu_model']} ({fp['logical_cpus']} CPUs, load avg {fp['load_avg']}), "
           f"model {build.name}, batch 1, {args.threads} thread(s), {args.seconds:.0f} s per side x {args.rounds} rounds\n")
-    print("| engine | reference tool | reference p50 ms | edgeship p50 ms | difference | target | verdict | per-round edgeship / reference ms |")
+    print("| engine | reference tool | reference p50 ms (median of rounds) | edgeship p50 ms (median of rounds) "
+          "| paired difference (median) | target | verdict | per-round edgeship / reference ms |")
     print("|---|---|---:|---:|---:|---:|---|---|")
     ok = True
     for engine, r in rows.items():
         name, tol = tools[engine]
         e, t = statistics.median(r["edgeship"]), statistics.median(r["tool"])
-        diff = e / t - 1
+        diff = statistics.median(a / b for a, b in zip(r["edgeship"], r["tool"])) - 1
         verdict = "PASS" if abs(diff) <= tol else "FAIL"
         ok &= verdict == "PASS"
         rounds = "; ".join(f"{a * 1e3:.3f}/{b * 1e3:.3f}" for a, b in zip(r["edgeship"], r["tool"]))

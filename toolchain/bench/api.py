@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
@@ -115,6 +114,3 @@ def exit_code(result: dict[str, Any]) -> int:
         return 0
     return 3 if any(s != "error" for s in st) else 1
 
-
-def with_length(config: BenchConfig, length: RunLength) -> BenchConfig:
-    return replace(config, run_length=length)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import json
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -231,6 +231,3 @@ class _InvalidCell:
 def is_invalid(cell: Any) -> bool:
     return isinstance(cell, _InvalidCell)
 
-
-def with_run_length(config: BenchConfig, length: RunLength) -> BenchConfig:
-    return replace(config, run_length=length)
