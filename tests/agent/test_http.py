@@ -137,3 +137,37 @@ def test_not_ready_without_a_model(tmp_path):
     r = c.post("/v2/models/tiny/infer", json=_req())
     assert r.status_code == 503 and "no model" in r.json()["error"]
     assert c.post("/edgeship/v1/rollback").status_code == 404  # no token: no control routes
+
+
+def test_batched_http_requests_each_get_their_own_rows(tmp_path, bundles):
+    import threading
+
+    from device_agent.config import BatchingSection
+
+    store = Store(tmp_path / "state")
+    store.activate(store.install_bundle(bundles["v1"].path).sha256)
+    agent = Agent(AgentConfig.for_state_dir(tmp_path / "state",
+                                            batching=BatchingSection(max_batch_size=4, max_wait_ms=50.0)))
+    seen = []
+    agent.add_request_observer(lambda sha, ok, dt: seen.append(round(dt, 9)))
+    w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0
+    b = np.array([0.1, -0.2, 0.3], dtype=np.float32)
+    results, barrier = {}, threading.Barrier(4)
+    with TestClient(create_app(agent)) as c:
+        def one(i):
+            x = [[float(i)] * 4]
+            barrier.wait()
+            r = c.post("/v2/models/tiny/infer", json={"inputs": [
+                {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x[0]}]})
+            results[i] = (r.status_code, r.json())
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    agent.close()
+    for i, (status, body) in results.items():
+        assert status == 200, body
+        want = np.full((1, 4), float(i), np.float32) @ w + b
+        np.testing.assert_allclose(np.array(body["outputs"][0]["data"]).reshape(1, 3), want, rtol=1e-5)
+    assert len(seen) == 4 and len(set(seen)) < 4  # at least two requests shared one engine call
