@@ -164,7 +164,7 @@ def test_a_switch_that_fails_changes_nothing(tmp_path, bundles):
 
 
 def test_batching_merges_concurrent_requests(tmp_path, bundles):
-    agent, _ = _agent(tmp_path, bundles, "v1", batching=BatchingSection(max_batch_size=8, max_wait_ms=20.0))
+    agent, _ = _agent(tmp_path, bundles, "v1", batching=BatchingSection(max_batch_size=8, max_wait_ms=300.0))
     calls = []
     agent.add_request_observer(lambda *a: calls.append(a))
     rows = [np.full((1 + i % 2, 4), i, dtype=np.float32) for i in range(8)]

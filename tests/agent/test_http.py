@@ -147,7 +147,7 @@ def test_batched_http_requests_each_get_their_own_rows(tmp_path, bundles):
     store = Store(tmp_path / "state")
     store.activate(store.install_bundle(bundles["v1"].path).sha256)
     agent = Agent(AgentConfig.for_state_dir(tmp_path / "state",
-                                            batching=BatchingSection(max_batch_size=4, max_wait_ms=50.0)))
+                                            batching=BatchingSection(max_batch_size=4, max_wait_ms=300.0)))
     seen = []
     agent.add_request_observer(lambda sha, ok, dt: seen.append(round(dt, 9)))
     w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0
