@@ -6,6 +6,7 @@ root work; without it the paths are the system ones)::
     P/etc/edgeship/agent.toml                      # the config, every key documented
     P/var/lib/edgeship/                            # state dir: models/, pointers.json, tmp/, update/
     P/etc/systemd/system/edgeship-agent.service    # Restart=on-failure
+    P/var/lib/edgeship/trust/root.json             # with --trust-root: the TUF root of trust
 
 Nothing half-written: the bundle is installed into the store first (checked), the config
 and unit are written atomically, and an existing config is left alone unless ``--force``.
@@ -14,6 +15,7 @@ and unit are written atomically, and an existing config is left alone unless ``-
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import sys
@@ -73,12 +75,42 @@ def systemd_unit(*, config_path: Path, state_dir: Path, user: str | None = None,
     return "\n".join(lines)
 
 
+def _trust_root(path: str | os.PathLike) -> bytes:
+    """The bytes of a TUF root.json, after a shape check. Raises InstallError."""
+    data = Path(path).read_bytes()
+    try:
+        doc = json.loads(data)
+        ok = doc["signed"]["_type"] == "root" and isinstance(doc["signatures"], list)
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise InstallError(f"{path}: not a TUF root.json (make one with `edgeship keys init`)")
+    return data
+
+
+def _extensions(*, repository: str | None, mqtt_host: str | None, fleet: str | None) -> dict:
+    ext = {}
+    if repository:
+        ext["update"] = dataclasses.replace(AgentConfig().section("update"), repository_url=repository)
+    if mqtt_host:
+        over = {"host": mqtt_host, **({"fleet": fleet} if fleet else {})}
+        ext["mqtt"] = dataclasses.replace(AgentConfig().section("mqtt"), **over)
+    return ext
+
+
 def install(*, bundle: str | os.PathLike, prefix: str | os.PathLike | None = None, port: int = 8080,
-            host: str = "127.0.0.1", user: str | None = None, force: bool = False) -> dict:
+            host: str = "127.0.0.1", user: str | None = None, force: bool = False,
+            trust_root: str | os.PathLike | None = None, repository: str | None = None,
+            mqtt_host: str | None = None, fleet: str | None = None) -> dict:
     """Install the agent; return what was written.
 
+    ``trust_root`` (a TUF root.json) is placed at ``<state_dir>/trust/root.json``;
+    ``repository`` turns on signed updates from that URL or directory (``[update]``);
+    ``mqtt_host`` (and ``fleet``) turn on MQTT telemetry (``[mqtt]``).
+
     Raises:
-        InstallError: a config exists and ``force`` is False.
+        InstallError: a config exists and ``force`` is False; a bad root.json; a repository
+            without a trusted root.
         BundleRejectedError: the bundle failed the store's checks (nothing else was written).
         OSError: a directory cannot be created or written (e.g. no root without --prefix).
     """
@@ -87,18 +119,26 @@ def install(*, bundle: str | os.PathLike, prefix: str | os.PathLike | None = Non
     paths = InstallPaths.under(prefix)
     if paths.config.exists() and not force:
         raise InstallError(f"{paths.config} exists; pass --force to overwrite it (the store is kept)")
+    root_bytes = _trust_root(trust_root) if trust_root else None
+    trust_path = paths.state_dir / "trust" / "root.json"
+    if repository and root_bytes is None and not trust_path.exists():
+        raise InstallError("signed updates need the repository's trusted root.json: pass --trust-root "
+                           "keys/root.json (from `edgeship keys init`)")
+    ext = _extensions(repository=repository, mqtt_host=mqtt_host, fleet=fleet)
     store = Store(paths.state_dir)
     ref = store.install_bundle(bundle)
     store.activate(ref.sha256)
+    if root_bytes is not None:
+        atomic_write_bytes(trust_path, root_bytes)
     cfg = AgentConfig(agent=AgentSection(state_dir=str(paths.state_dir)),
-                      serving=dataclasses.replace(ServingSection(), port=port, host=host))
+                      serving=dataclasses.replace(ServingSection(), port=port, host=host), extensions=ext)
     header = ("edgeship agent configuration (strict: unknown keys are refused).\n"
               "Written by `edgeship-agent install`; each setting is documented above it.")
     atomic_write_bytes(paths.config, dumps(cfg, header=header, commented_defaults=True).encode())
     atomic_write_bytes(paths.unit, systemd_unit(config_path=paths.config, state_dir=paths.state_dir,
                                                 user=user).encode())
     return {"config": str(paths.config), "state_dir": str(paths.state_dir), "unit": str(paths.unit),
-            "active": ref.to_json()}
+            "trust_root": str(trust_path) if trust_path.exists() else None, "active": ref.to_json()}
 
 
 def add_parser(sub) -> None:
@@ -109,20 +149,26 @@ def add_parser(sub) -> None:
     p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: local only)")
     p.add_argument("--user", default=None, help="run the service as this user (User= in the unit)")
+    p.add_argument("--trust-root", default=None, metavar="FILE",
+                   help="TUF root.json of the model repository (from `edgeship keys init`)")
+    p.add_argument("--repository", default=None, metavar="URL_OR_DIR",
+                   help="turn on signed updates from this TUF repository ([update] repository_url)")
+    p.add_argument("--mqtt-host", default=None, help="turn on MQTT telemetry to this broker ([mqtt] host)")
+    p.add_argument("--fleet", default=None, help="fleet name for MQTT topics ([mqtt] fleet)")
     p.add_argument("--force", action="store_true", help="overwrite an existing config")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
-    import json
-
+    from .config import ConfigError
     from .store import StoreError
 
     try:
         res = install(bundle=args.bundle, prefix=args.prefix, port=args.port, host=args.host,
-                      user=args.user, force=args.force)
-    except (InstallError, StoreError) as e:
+                      user=args.user, force=args.force, trust_root=args.trust_root,
+                      repository=args.repository, mqtt_host=args.mqtt_host, fleet=args.fleet)
+    except (InstallError, StoreError, ConfigError) as e:
         print(f"edgeship-agent install: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -131,3 +131,23 @@ def test_strict_config(tmp_path, helpers):
     assert r.returncode == 2 and str(p) in r.stderr
     r = _cli(helpers, "run", "--config", str(tmp_path / "missing.toml"), check=False)
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_install_with_updates_and_telemetry(tmp_path, bundles, helpers):
+    from device_agent.install import InstallError, install
+
+    root = tmp_path / "root.json"
+    root.write_text(json.dumps({"signed": {"_type": "root", "version": 1}, "signatures": []}))
+    with pytest.raises(InstallError, match="--trust-root"):
+        install(bundle=bundles["v1"].path, prefix=tmp_path / "a", repository="http://127.0.0.1:1/repo")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(InstallError, match="not a TUF root.json"):
+        install(bundle=bundles["v1"].path, prefix=tmp_path / "a", trust_root=bad)
+    assert not (tmp_path / "a" / "etc").exists()  # refused before writing anything
+    res = install(bundle=bundles["v1"].path, prefix=tmp_path / "b", trust_root=root,
+                  repository="http://127.0.0.1:1/repo", mqtt_host="broker.local", fleet="lab")
+    cfg = load_config(res["config"])
+    assert cfg.section("update").repository_url == "http://127.0.0.1:1/repo"
+    assert cfg.section("mqtt").host == "broker.local" and cfg.section("mqtt").fleet == "lab"
+    assert (cfg.state_dir / "trust" / "root.json").read_bytes() == root.read_bytes()
