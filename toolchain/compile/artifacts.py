@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from runtime.spec import Engine, TensorSpec
+from toolchain import compat
 from toolchain.compile.context import BuildContext
 from toolchain.compile.manifest import ArtifactStatus, files_of
 from toolchain.compile.registry import load_converter
@@ -50,7 +51,8 @@ def build_artifact(
     try:
         conv = load_converter(engine)
         progress(f"{aid}: converting")
-        model_file = Path(conv.build(ctx, precision=precision.value, out_dir=partial))
+        with compat.quiet_torch():  # converter chatter (exporter logs, deprecation warnings)
+            model_file = Path(conv.build(ctx, precision=precision.value, out_dir=partial))
         recipe_fn = getattr(conv, "recipe", None)
         entry["recipe"] = recipe_fn(ctx, precision=precision.value) if recipe_fn else {}
         progress(f"{aid}: verifying on {engine.value} ({len(next(iter(validation.values())))} samples)")

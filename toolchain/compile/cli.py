@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     from toolchain.console import Progress
     from toolchain.errors import DataError, ExportError, MissingExtraError, SourceError, ToolchainError
 
+    # native converter logs (TensorFlow Lite's flatbuffer exporter, XNNPACK) go to stderr
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GLOG_minloglevel", "2")
     progress = Progress(quiet=args.quiet)
     try:
         opts = options_from_args(args)
