@@ -65,6 +65,8 @@ class LoadedModel:
     retired: bool = False
     closed: bool = False
     loaded_at: float = field(default_factory=time.time)
+    #: moving average of successful call latency (None until the first call); read racily
+    avg_latency_s: float | None = None
 
 
 class Agent:
@@ -141,6 +143,8 @@ class Agent:
                 self._notify(lease.ref.sha256, False, dt)
             raise
         dt = time.perf_counter() - t0
+        avg = lease.avg_latency_s
+        lease.avg_latency_s = dt if avg is None else 0.9 * avg + 0.1 * dt
         for _ in range(requests):
             self.metrics.record(lease.ref.sha256, Outcome.OK, dt)
             self._notify(lease.ref.sha256, True, dt)
@@ -171,6 +175,10 @@ class Agent:
     @property
     def ready(self) -> bool:
         return self._current is not None
+
+    @property
+    def batching(self) -> bool:
+        return self._batcher is not None
 
     # ---------------------------------------------------------------- switching
     def open_session(self, sha256: str) -> Session:

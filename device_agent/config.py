@@ -74,6 +74,10 @@ class ServingSection:
     engine_threads: int = doc("Threads per inference engine session; 0 lets the engine choose.", 0)
     drain_timeout_s: float = doc("After a model switch, how long to wait for requests still running "
                                  "on the old model before closing it anyway.", 30.0)
+    inline_below_ms: float = doc("Run a request on the event loop itself, skipping the hop to a worker "
+                                 "thread (~0.1 ms), when the model's recent average latency is below "
+                                 "this; slower models always run in worker threads. 0 turns it off. "
+                                 "Ignored while batching is on.", 1.0)
     control_enabled: bool = doc("Serve /edgeship/v1/* control endpoints (rollback, status) to local "
                                 "callers holding the token in <state_dir>/control.token.", True)
     batching: BatchingSection = doc("Batching of concurrent requests (off by default).",
@@ -149,8 +153,8 @@ def _check(cfg: AgentConfig, where: str) -> None:
         raise ConfigError(f"{where}: serving.port {s.port} is not a TCP port")
     if s.max_body_bytes < 1024:
         raise ConfigError(f"{where}: serving.max_body_bytes must be at least 1024")
-    if s.engine_threads < 0 or s.drain_timeout_s < 0:
-        raise ConfigError(f"{where}: serving.engine_threads and drain_timeout_s must be >= 0")
+    if s.engine_threads < 0 or s.drain_timeout_s < 0 or s.inline_below_ms < 0:
+        raise ConfigError(f"{where}: serving.engine_threads, drain_timeout_s and inline_below_ms must be >= 0")
     if s.batching.max_batch_size < 1 or s.batching.max_wait_ms < 0:
         raise ConfigError(f"{where}: serving.batching.max_batch_size must be >= 1 and max_wait_ms >= 0")
     if not cfg.agent.state_dir:
