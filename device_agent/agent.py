@@ -262,6 +262,11 @@ class Agent:
                 drained = self._cond.wait_for(lambda: old.closed, timeout=timeout)
             log.debug("model.drained" if drained else "model.drain_timeout", model=old.ref.name,
                       sha256=old.ref.sha256, waited_s=round(time.perf_counter() - t0, 4))
+        if self.config.agent.gc_after_switch:
+            try:
+                self.gc()
+            except OSError as e:  # the switch is done; a failed clean-up is only logged
+                log.error("store.gc_failed", error=str(e))
         return new.ref
 
     def _close(self, m: LoadedModel) -> None:
@@ -280,9 +285,11 @@ class Agent:
         with self._cond:
             return {m.ref.sha256 for m in self._live}
 
-    def gc(self) -> list[str]:
-        """Delete stored models that are not active, previous or in use."""
-        removed = self.store.gc(self.in_use())
+    def gc(self, *, min_age_s: float | None = None) -> list[str]:
+        """Delete stored models that are not active, previous, in use, or installed less than
+        ``min_age_s`` ago (default: config ``agent.gc_min_age_s``)."""
+        age = self.config.agent.gc_min_age_s if min_age_s is None else min_age_s
+        removed = self.store.gc(self.in_use(), min_age_s=age)
         if removed:
             log.info("store.gc", removed=removed)
         return removed

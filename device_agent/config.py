@@ -56,6 +56,10 @@ class AgentSection:
                          "/var/lib/edgeship")
     log_level: LogLevel = doc("Least severe log level written: debug, info, warning or error.", LogLevel.INFO)
     log_file: str = doc("Append JSON log lines to this file; empty writes them to stderr (journald).", "")
+    gc_after_switch: bool = doc("After every model switch, delete stored models that are neither active, "
+                                "previous, in use, nor installed within gc_min_age_s.", True)
+    gc_min_age_s: float = doc("Models installed more recently than this are never garbage-collected "
+                              "(an update may have staged one it has not switched to yet).", 3600.0)
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,8 @@ def _check(cfg: AgentConfig, where: str) -> None:
         raise ConfigError(f"{where}: serving.engine_threads, drain_timeout_s and inline_below_ms must be >= 0")
     if s.batching.max_batch_size < 1 or s.batching.max_wait_ms < 0:
         raise ConfigError(f"{where}: serving.batching.max_batch_size must be >= 1 and max_wait_ms >= 0")
+    if cfg.agent.gc_min_age_s < 0:
+        raise ConfigError(f"{where}: agent.gc_min_age_s must be >= 0")
     if not cfg.agent.state_dir:
         raise ConfigError(f"{where}: agent.state_dir must not be empty")
 

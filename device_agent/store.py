@@ -34,6 +34,7 @@ import re
 import shutil
 import signal
 import tarfile
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -242,14 +243,19 @@ class Store:
             self._write_pointers(previous, active)
             return previous
 
-    def gc(self, in_use: set[str] | frozenset[str] = frozenset()) -> list[str]:
-        """Delete every model that is not active, previous, or in ``in_use``; return their shas."""
+    def gc(self, in_use: set[str] | frozenset[str] = frozenset(), *, min_age_s: float = 0.0) -> list[str]:
+        """Delete every model that is not active, previous, in ``in_use``, or installed less
+        than ``min_age_s`` ago (a model an update has staged but not switched to yet);
+        return their shas."""
         removed = []
         with self._locked():
             active, previous = self._pointers()
             keep = set(in_use) | {r.sha256 for r in (active, previous) if r is not None}
+            now = time.time()
             for d in sorted(self.models_dir.iterdir()):
                 if not _SHA.match(d.name) or d.name in keep:
+                    continue
+                if min_age_s > 0 and now - d.stat().st_mtime < min_age_s:
                     continue
                 # rename first: a crash mid-delete leaves debris in tmp/, never a half model
                 doomed = self.tmp_dir / f"gc.{d.name}.{uuid.uuid4().hex[:8]}"

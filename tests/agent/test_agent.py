@@ -125,12 +125,13 @@ def test_gc_spares_a_model_a_request_still_uses(tmp_path, bundles):
     agent.switch_to(r2.sha256, drain_timeout_s=0.05)
     agent.switch_to(rp.sha256, drain_timeout_s=0.05)  # v1 is neither active nor previous now
     assert agent.in_use() >= {r1.sha256, rp.sha256}
-    assert agent.gc() == []
+    assert agent.gc(min_age_s=0) == []
     out = agent.run_on(lease, lambda: lease.session.run({"x": X}))  # the old session still works
     np.testing.assert_allclose(out["y"], _expected(1.0), rtol=1e-6)
     agent.release(lease)
     assert lease.closed
-    assert agent.gc() == [r1.sha256]
+    assert agent.gc() == []  # installed just now: within the default grace period
+    assert agent.gc(min_age_s=0) == [r1.sha256]
     agent.close()
 
 
@@ -151,6 +152,19 @@ def _unloadable_bundle(tmp_path, good_path):
             ti.size = len(data)
             tf.addfile(ti, io.BytesIO(data))
     return path
+
+
+def test_gc_after_switch_keeps_recent_models_and_drops_old_ones(tmp_path, bundles):
+    import os
+
+    agent, (r1, r2, rp) = _agent(tmp_path, bundles, "v1", "v2", "picker")
+    agent.switch_to(r2.sha256)
+    assert {m.sha256 for m in agent.store.models()} == {r1.sha256, r2.sha256, rp.sha256}  # picker is recent
+    old = time.time() - 7200
+    os.utime(agent.store.model_dir(rp.sha256), (old, old))  # staged two hours ago, never used
+    agent.rollback()  # a switch: GC runs after it
+    assert {m.sha256 for m in agent.store.models()} == {r1.sha256, r2.sha256}
+    agent.close()
 
 
 def test_a_switch_that_fails_changes_nothing(tmp_path, bundles):
