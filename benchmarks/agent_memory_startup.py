@@ -57,6 +57,9 @@ def _bare_ort(model: Path) -> tuple[float, float, float]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--full", action="store_true",
+                    help="also configure [update] (a local repository) and [mqtt] (a broker that is "
+                         "not there), as a fully featured device runs")
     args = ap.parse_args(argv)
 
     from device_agent.store import Store
@@ -74,6 +77,8 @@ def main(argv=None) -> int:
         for _ in range(args.runs):
             port = free_port()
             cfg = write_config(tmp / "agent.toml", state, port)
+            if args.full:
+                _add_extensions(cfg, state, tmp)
             t0 = time.perf_counter()
             proc = spawn_agent(cfg)
             try:
@@ -92,7 +97,8 @@ def main(argv=None) -> int:
             rows.append((ready_s, rss, uss, b_ready, b_rss, b_uss))
         a = np.asarray(rows)
         med = np.median(a, axis=0)
-        print(f"edgeship-agent run, ONNX Runtime, 3x64 MLP loaded, {args.runs} runs (median, max):")
+        extra = " with [update] and [mqtt] on" if args.full else ""
+        print(f"edgeship-agent run{extra}, ONNX Runtime, 3x64 MLP loaded, {args.runs} runs (median, max):")
         print(f"  start -> /v2/health/ready   {med[0]:.3f} s  (max {a[:, 0].max():.3f} s; target < 1.5 s)")
         print(f"  idle RSS                    {med[1]:.1f} MB (max {a[:, 1].max():.1f} MB; target <= 120 MB)"
               f"   USS {med[2]:.1f} MB")
@@ -104,6 +110,16 @@ def main(argv=None) -> int:
             heavy = sorted(m for m in mods if m in HEAVY)
             print(f"  heavy modules in the agent: {heavy or 'none'}")
     return 0
+
+
+def _add_extensions(cfg: Path, state: Path, tmp: Path) -> None:
+    """Turn on OTA updates (a local repository, polled every 60 s) and MQTT (port 1: no broker)."""
+    trust = state / "trust"
+    trust.mkdir(parents=True, exist_ok=True)
+    (trust / "root.json").write_text(json.dumps({"signed": {"_type": "root"}, "signatures": []}))
+    (tmp / "repo").mkdir(exist_ok=True)
+    cfg.write_text(cfg.read_text() + f'\n[update]\nrepository_url = "{tmp / "repo"}"\npoll_interval_s = 60.0\n'
+                   '\n[mqtt]\nhost = "127.0.0.1"\nport = 1\n')
 
 
 def _loaded_modules(pid: int) -> set[str] | None:
