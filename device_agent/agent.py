@@ -28,7 +28,7 @@ from . import __version__
 from .config import AgentConfig
 from .logs import get_logger
 from .serving.metrics import MetricsSnapshot, Outcome, RequestMetrics
-from .store import ModelRef, NoPreviousModelError, Store
+from .store import ModelRef, NoPreviousModelError, Store, StoreError
 from runtime import Session, available_engines, engine_version, open_model
 from runtime.bundle import BundleInfo
 from runtime.errors import EdgeshipRuntimeError, InputMismatchError
@@ -95,7 +95,7 @@ class Agent:
                 self._live.add(self._current)
                 log.info("model.loaded", model=active.name, sha256=active.sha256, release=active.release,
                          load_s=round(self._current.session.load_time_s, 4))
-            except (EdgeshipRuntimeError, OSError, ValueError) as e:
+            except (AgentError, StoreError, EdgeshipRuntimeError, OSError, ValueError) as e:
                 self._load_error = f"{active.sha256[:12]}: {e}"
                 log.error("model.load_failed", model=active.name, sha256=active.sha256, error=str(e))
         b = config.serving.batching
@@ -335,7 +335,7 @@ class Agent:
         if self._batcher is not None:
             self._batcher.close()
         with self._cond:
-            cur, self._current = self._current, None
+            self._current = None
             for m in list(self._live):
                 m.retired = True
                 if m.leases == 0:

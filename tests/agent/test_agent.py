@@ -177,6 +177,22 @@ def test_a_switch_that_fails_changes_nothing(tmp_path, bundles):
     agent.close()
 
 
+def test_an_active_model_that_does_not_load_leaves_the_agent_up_but_not_ready(tmp_path, bundles):
+    store = Store(tmp_path / "state")
+    r1 = store.install_bundle(bundles["v1"].path)
+    bad = store.install_bundle(_unloadable_bundle(tmp_path, bundles["v1"].path))
+    store.activate(r1.sha256)
+    store.activate(bad.sha256)
+    agent = Agent(AgentConfig.for_state_dir(tmp_path / "state"))
+    st = agent.status()
+    assert not st["ready"] and st["active"]["sha256"] == bad.sha256 and bad.sha256[:12] in st["load_error"]
+    with pytest.raises(NotReadyError, match="did not load"):
+        agent.infer({"x": X})
+    assert agent.rollback() == r1 and agent.ready  # the way out still works
+    assert agent.infer({"x": X})["y"].shape == (2, 3) and agent.status()["load_error"] is None
+    agent.close()
+
+
 def test_batching_merges_concurrent_requests(tmp_path, bundles):
     agent, _ = _agent(tmp_path, bundles, "v1", batching=BatchingSection(max_batch_size=8, max_wait_ms=300.0))
     calls = []
