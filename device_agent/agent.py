@@ -193,13 +193,19 @@ class Agent:
 
         ``session`` is a session of that model the caller already opened (e.g. for a gate);
         the agent takes ownership. Waits up to ``drain_timeout_s`` (default from config)
-        for the old model's requests; it is closed when the last one returns.
+        for the old model's requests; it is closed when the last one returns. Switching to the
+        model already active and serving changes nothing (a given ``session`` is closed).
 
         Raises:
             ModelNotInStoreError: no such model (nothing changed).
             SwitchError: the model does not load (nothing changed).
         """
         with self._switch_lock:
+            cur, active = self._current, self.store.active()
+            if cur is not None and active is not None and cur.ref.sha256 == sha256 == active.sha256:
+                if session is not None:
+                    session.close()
+                return cur.ref  # already active and serving: nothing to switch
             loaded = self._load(sha256, session=session)
             try:
                 self.store.activate(sha256)

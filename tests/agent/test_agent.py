@@ -115,6 +115,8 @@ def test_switch_under_concurrent_requests_drops_none(tmp_path, bundles):
     assert errors == []
     assert answers[1.0] > 0 and answers[2.0] > 0
     assert all(s.closed for s in sessions)  # every replaced session was closed once drained
+    cur = agent.current()
+    assert agent.switch_to(r1.sha256) == r1 and agent.current() is cur  # already serving: no reload
     assert agent.store.active() == r1 and agent.current().ref == r1 and not agent.current().closed
     agent.close()
 
