@@ -97,6 +97,7 @@ class MqttLink:
         self._stopping = threading.Event()
         self._failed_mids: dict[int, int] = {}
         self._inflight: list[tuple[Any, int]] = []  # (MQTTMessageInfo, msg_id), sender thread only
+        self._rewind_to = 1 << 62                    # sender restarts below this id after a client error
         self._client = self._make_client()
         self._sender = threading.Thread(target=self._send_loop, name="edgeship-mqtt-sender", daemon=True)
 
@@ -166,7 +167,10 @@ class MqttLink:
         deadline = time.monotonic() + timeout_s
         if offline_body is not None and self.connected:
             info = self.publish_direct(self.topics.status, Kind.STATUS, offline_body, retain=True)
-            info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
+            except RuntimeError:  # the connection dropped meanwhile: the Will says offline instead
+                log.info("offline status not acknowledged; the broker publishes the Will")
         while self.connected and time.monotonic() < deadline and self._inflight:
             time.sleep(0.02)
         self._stopping.set()
@@ -197,7 +201,7 @@ class MqttLink:
         Returns paho's MQTTMessageInfo. While disconnected paho keeps it in memory."""
         doc = payloads.envelope(kind, self.origin(), body)
         raw = payloads.stamp(payloads.encode(doc), seq=self._next_seq(), hist=False)
-        return self._client.publish(topic, raw, qos=1, retain=retain, properties=properties)
+        return _queued_ok(self._client.publish(topic, raw, qos=1, retain=retain, properties=properties))
 
     def enqueue(self, cls: MessageClass, topic: str, kind: Kind, body: Mapping[str, Any]) -> int:
         """Store a message durably for delivery; returns its msg_id. Never touches the network.
@@ -257,7 +261,13 @@ class MqttLink:
     def _reap(self) -> None:
         done, keep = [], []
         for info, msg_id in self._inflight:
-            if info.is_published():
+            try:
+                published = info.is_published()
+            except (RuntimeError, ValueError) as e:  # paho gave up on it: send it again from disk
+                log.warning("message %d not accepted by the client (%s); re-sending", msg_id, e)
+                self._rewind_to = min(self._rewind_to, msg_id - 1)
+                continue
+            if published:
                 done.append(msg_id)
                 if self._failed_mids.pop(info.mid, None) is not None:
                     self.counters.broker_rejected += 1
@@ -276,6 +286,8 @@ class MqttLink:
             self._wake.clear()
             try:
                 self._reap()
+                if self._rewind_to < cursor:
+                    cursor, self._rewind_to = self._rewind_to, 1 << 62
                 if not self.connected:
                     continue
                 room = self.config.max_inflight - len(self._inflight)
@@ -286,7 +298,7 @@ class MqttLink:
                     if hist and not bucket.take():
                         break  # replay budget spent; the 50 ms wait refills it
                     raw = payloads.stamp(m.body, seq=self._next_seq(), hist=hist)
-                    info = self._client.publish(m.topic, raw, qos=1)
+                    info = _queued_ok(self._client.publish(m.topic, raw, qos=1))
                     self._inflight.append((info, m.msg_id))
                     self.counters.published += 1
                     cursor = m.msg_id
@@ -296,3 +308,14 @@ class MqttLink:
 
     def inflight_count(self) -> int:
         return len(self._inflight)
+
+
+def _queued_ok(info):
+    """paho returns rc=MQTT_ERR_NO_CONN for a QoS 1 message published while the connection is
+    down, yet keeps it and sends it after the reconnect; left as is, that rc makes
+    ``is_published()`` raise forever. Mark it as queued so completion is tracked normally."""
+    from paho.mqtt.client import MQTT_ERR_NO_CONN, MQTT_ERR_SUCCESS
+
+    if info.rc == MQTT_ERR_NO_CONN:
+        info.rc = MQTT_ERR_SUCCESS
+    return info

@@ -150,8 +150,12 @@ class FleetClient:
                 timeout_s: float = 5.0) -> None:
         """Publish QoS 1 and wait for the broker's acknowledgement."""
         info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
-        info.wait_for_publish(timeout=timeout_s)
-        if not info.is_published():
+        try:
+            info.wait_for_publish(timeout=timeout_s)
+            published = info.is_published()
+        except (RuntimeError, ValueError) as e:
+            raise BrokerUnavailableError(f"publishing {topic} failed: {e}") from e
+        if not published:
             raise BrokerUnavailableError(f"broker did not acknowledge {topic} within {timeout_s}s")
 
     def publish_desired(self, fleet: str, device: str, doc: dict) -> None:
