@@ -135,3 +135,29 @@ def test_messages_queued_offline_survive_an_agent_restart(broker, make_device, t
     assert [d["detail"] for d in docs] == [str(i) for i in range(20)]
     assert all(d["hist"] for d in docs) and svc2.queue.next_msg_id() > docs[-1]["msg_id"]
     rec.close()
+
+
+def test_qos1_publish_while_disconnected_is_tracked_to_its_puback(broker):
+    """The paho behaviour the link relies on: a QoS 1 message published with no connection is
+    kept and sent after connecting; _queued_ok makes its completion observable."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from device_agent.telemetry.link import _queued_ok
+    from toolchain.fleet.localbroker import Recorder
+
+    rec = Recorder(broker.port, "t/#")
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="offline-pub", protocol=mqtt.MQTTv5)
+    info = c.publish("t/x", b'{"msg_id": 1}', qos=1)
+    assert info.rc == mqtt.MQTT_ERR_NO_CONN
+    info = _queued_ok(info)
+    assert info.is_published() is False                         # no exception, just not yet
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    try:
+        wait_for(info.is_published)
+        wait_for(lambda: rec.ids() == {1})
+    finally:
+        c.disconnect()
+        c.loop_stop()
+        rec.close()
