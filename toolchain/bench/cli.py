@@ -21,10 +21,11 @@ def _int_list(text: str) -> tuple[int, ...]:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench", help="latency benchmark of every artifact of a build (or one model file)",
+        usage="edgeship bench [options] BUILD_DIR|MODEL_FILE\n       edgeship bench compare [--threshold REL] [--json] OLD.json NEW.json",
         description="Measure every artifact x configuration in a fresh process and write result.json, "
                     "report.md and report.html. `edgeship bench compare OLD.json NEW.json` flags regressions.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", nargs="+", metavar="BUILD_DIR|MODEL_FILE",
+    p.add_argument("target", nargs="+", metavar="TARGET",
                    help="a build directory, a .onnx/.xml/.tflite file, or: compare OLD.json NEW.json")
     p.add_argument("--preset", default="quick", choices=["quick", "standard", "long"],
                    help="run length: quick (>=200 runs, >=10 s; CI), standard (>=1000, >=60 s, 3 trials), "
