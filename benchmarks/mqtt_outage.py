@@ -40,6 +40,9 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script
     ap.add_argument("--events-per-s", type=float, default=50.0, help="steady event messages per second")
     ap.add_argument("--replay-per-s", type=float, default=500.0, help="[mqtt] replay_max_per_s")
     args = ap.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)  # the expected disconnect warnings would clutter the figures
 
     from _mqtt_setup import real_agent, workdir
     from device_agent.telemetry import MqttConfig, start

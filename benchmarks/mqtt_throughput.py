@@ -25,6 +25,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="how long the producer runs")
     ap.add_argument("--inflight", type=int, default=100, help="[mqtt] max_inflight")
     args = ap.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)  # the expected disconnect warnings would clutter the figures
 
     from _mqtt_setup import real_agent, workdir
     from device_agent.telemetry import MqttConfig, start

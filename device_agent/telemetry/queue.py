@@ -97,6 +97,10 @@ class DurableQueue:
             # NORMAL in WAL mode: a committed row survives an agent crash; power loss may lose
             # the last few commits but never corrupts the file.
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # Budgets count payload bytes; keep the WAL file itself bounded too (it is reused,
+            # not shrunk, after checkpoints unless limited). Freed pages of the main file are
+            # reused, so the file stays near the budgets' peak.
+            self._db.execute("PRAGMA journal_size_limit=4194304")
             self._db.executescript(_SCHEMA)
             self._bytes = {c: 0 for c in MessageClass}
             for cls, total in self._db.execute("SELECT cls, COALESCE(SUM(size),0) FROM outbox GROUP BY cls"):
