@@ -40,19 +40,20 @@ def test_multi_input_int64_dynamic_seq_names_survive(seq_factory: Path, tmp_path
 def test_data_dependent_branch_names_stage_and_line(tmp_path: Path, write) -> None:
     f = write(tmp_path, "branchy.py", """
         import torch
-        class M(torch.nn.Module):
+        class Branchy(torch.nn.Module):
             def forward(self, x):
                 if x.sum() > 0:
                     return x * 2
                 return x - 1
         def build():
-            return M(), (torch.randn(1, 4),)
+            return torch.nn.Sequential(torch.nn.Linear(4, 4), Branchy()), (torch.randn(1, 4),)
     """)
     with pytest.raises(ExportError) as ei:
         export_reference(load_source(f"{f}:build"), out_dir=tmp_path / "ref")
     msg = str(ei.value)
     assert "stage 'torch.export'" in msg
     assert "branchy.py" in msg and "if x.sum() > 0" in msg
+    assert "module 1 (Branchy)" in msg
     assert not (tmp_path / "ref" / "model.onnx").exists()
 
 

@@ -76,17 +76,41 @@ def _torch_export(src: LoadedSource, *, opset: int) -> Any:
             )
         except Exception as e:
             info = compat.classify_export_error(e, buf.getvalue())
+            info["module"] = _module_at(src.module, info["where"]) if src.kind is SourceKind.FACTORY else None
             raise ExportError(_export_message(src.spec, info, e)) from e
+
+
+def _module_at(root: Any, where: str | None) -> str | None:
+    """The submodule (path and class) whose ``forward`` holds the failing source line."""
+    if not where:
+        return None
+    try:
+        file, line = where.split(" in ")[0].rsplit(":", 1)
+        line_no = int(line)
+    except (ValueError, IndexError):
+        return None
+    best = None
+    for path, mod in root.named_modules():
+        code = getattr(type(mod).forward, "__code__", None)
+        if code is None or Path(code.co_filename).resolve() != Path(file).resolve():
+            continue
+        lines = [ln for _s, _e, ln in code.co_lines() if ln is not None]
+        if lines and min(lines) <= line_no <= max(lines):
+            best = f"{path or '<root>'} ({type(mod).__name__})"
+            break
+    return best
 
 
 def _export_message(spec: str, info: dict, exc: BaseException) -> str:
     parts = [f"{spec}: export failed at stage '{info['stage'] or 'torch.onnx.export'}'"]
+    if info.get("module"):
+        parts.append(f"module {info['module']}")
     if info["op"]:
         parts.append(f"op {info['op']}")
     if info["where"]:
         parts.append(f"at {info['where']}")
     msg = ", ".join(parts)
-    return msg + f": {info['summary'] or type(exc).__name__}"
+    return msg + f"; cause: {info['summary'] or type(exc).__name__}"
 
 
 def _check_and_infer(model: Any, *, label: str) -> Any:
