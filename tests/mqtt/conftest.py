@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from mqtt_helpers import wait_for  # noqa: E402,F401  (re-exported for the fixtures)
 from toolchain.fleet.localbroker import MOSQUITTO, Broker  # noqa: E402
 
 
@@ -51,18 +52,6 @@ def make_device(tmp_path, broker):
     for svc in started:
         if not svc._stop.is_set():
             svc.stop(timeout_s=1)
-
-
-def wait_for(pred, timeout_s=10.0, interval_s=0.05):
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s}s")
 
 
 @pytest.fixture(scope="session")

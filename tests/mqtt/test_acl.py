@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from mqtt_helpers import wait_for
 from device_agent.telemetry.payloads import Desired
-from sim import SimAgent, SimUpdater
+from mqtt_sim import SimAgent, SimUpdater
 from toolchain.fleet.localbroker import MOSQUITTO, Broker
 
 pytestmark = pytest.mark.mqtt

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import wait_for
+from mqtt_helpers import wait_for
 from device_agent.telemetry.payloads import Desired
 from device_agent.telemetry.topics import device_topics
-from sim import SimAgent, SimUpdater
+from mqtt_sim import SimAgent, SimUpdater
 import pytest
 
 pytestmark = pytest.mark.mqtt

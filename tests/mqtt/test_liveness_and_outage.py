@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import wait_for
+from mqtt_helpers import wait_for
 from device_agent.telemetry.topics import device_topics
 import pytest
 
@@ -117,7 +117,7 @@ def test_broker_outage_loses_nothing_and_serving_continues(broker, make_device, 
 
 def test_messages_queued_offline_survive_an_agent_restart(broker, make_device, tmp_path):
     from device_agent.telemetry.payloads import Severity
-    from sim import SimAgent
+    from mqtt_sim import SimAgent
     from toolchain.fleet.localbroker import Recorder
 
     rec = Recorder(broker.port, "edgeship/v1/f1/d1/events", client_id="restart-recorder")

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from conftest import wait_for
-from sim import SimAgent, SimUpdater
+from mqtt_helpers import wait_for
+from mqtt_sim import SimAgent, SimUpdater
 from toolchain.cli import main as edgeship
 
 pytestmark = pytest.mark.mqtt

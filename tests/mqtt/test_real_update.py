@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from conftest import wait_for
+from mqtt_helpers import wait_for
 from toolchain.cli import main as edgeship
 
 pytestmark = pytest.mark.mqtt
