@@ -32,6 +32,7 @@ from .store import ModelRef, NoPreviousModelError, Store, StoreError
 from runtime import Session, available_engines, engine_version, open_model
 from runtime.bundle import BundleInfo
 from runtime.errors import EdgeshipRuntimeError, InputMismatchError
+from runtime.spec import deploy_precision_hint
 
 log = get_logger("agent")
 
@@ -185,7 +186,8 @@ class Agent:
         """Open a stored model on its engine with the configured threads (not served)."""
         info = self.store.info(sha256)
         threads = self.config.serving.engine_threads or None
-        return open_model(self.store.model_dir(sha256) / info.model_path, engine=info.engine, threads=threads)
+        return open_model(self.store.model_dir(sha256) / info.model_path, engine=info.engine, threads=threads,
+                          precision_hint=deploy_precision_hint(info.engine, info.precision.value))
 
     def switch_to(self, sha256: str, *, session: Session | None = None,
                   drain_timeout_s: float | None = None) -> ModelRef:

@@ -33,7 +33,7 @@ from runtime.bundle import (
     Requirements, Source, TensorStats, Tolerances, parse_version,
 )
 from runtime.fsutil import fsync_dir, sha256_bytes, sha256_file
-from runtime.spec import Engine, TensorSpec
+from runtime.spec import Engine, TensorSpec, deploy_precision_hint
 
 from .errors import ToolchainError
 
@@ -84,7 +84,8 @@ def package_build(
     inputs = tuple(TensorSpec.from_json(s) for s in art["io"]["inputs"])
     outputs = tuple(TensorSpec.from_json(s) for s in art["io"]["outputs"])
     validation = _load_validation(build, manifest, inputs)
-    golden, in_stats, out_stats = _run_artifact(art_dir / art["model_file"], engine, inputs,
+    hint = deploy_precision_hint(engine, art["precision"])
+    golden, in_stats, out_stats = _run_artifact(art_dir / art["model_file"], engine, hint, inputs,
                                                 validation, golden_samples)
     golden_bytes = _npz_bytes(golden)
     ver = art.get("verification") or {}
@@ -195,7 +196,8 @@ def _call_batch(inputs: tuple[TensorSpec, ...]) -> int:
     return 1
 
 
-def _run_artifact(model: Path, engine: Engine, inputs, validation, golden_samples: int):
+def _run_artifact(model: Path, engine: Engine, hint: str | None, inputs, validation, golden_samples: int):
+    """Golden outputs and IO statistics, run as the device will run it (same precision hint)."""
     from runtime import open_model
 
     b = _call_batch(inputs)
@@ -207,7 +209,7 @@ def _run_artifact(model: Path, engine: Engine, inputs, validation, golden_sample
     k = min(golden_samples, calls)
     golden: dict[str, list] = {}
     outs: dict[str, list] = {}
-    with open_model(model, engine=engine) as sess:
+    with open_model(model, engine=engine, precision_hint=hint) as sess:
         for i in range(calls):
             feeds = {name: a[i * b:(i + 1) * b] for name, a in validation.items()}
             res = sess.run(feeds)
