@@ -132,3 +132,32 @@ def test_calibration_methods_and_per_tensor(tmp_path: Path, tiny_factory: Path) 
 
 def test_default_tolerances_are_declared_for_every_precision() -> None:
     assert set(DEFAULT_TOLERANCES) == set(Precision)
+
+
+def test_digits_accuracy_gate_openvino_and_tflite_int8(tmp_path: Path) -> None:
+    """The issue's figure, as a gate: int8 loses at most 1.0 point on OpenVINO and TFLite too."""
+    from toolchain.compile.verify import UserGates
+
+    res = compile_model(CompileOptions(source="ref:digits", out_dir=tmp_path / "b",
+                                       targets=(Engine.OPENVINO, Engine.TFLITE), precisions=(Precision.INT8,),
+                                       gates=UserGates(max_accuracy_drop_pts=1.0)))
+    assert res.exit_code == 0, [a["error"] for a in res.manifest["artifacts"]]
+    assert {a["id"] for a in res.manifest["artifacts"]} == {"openvino-int8", "tflite-int8"}
+    for a in res.manifest["artifacts"]:
+        assert a["executed_precision"] == "int8"
+        assert a["verification"]["accuracy"] >= 0.95
+
+
+def test_labels_file_gives_accuracy(tmp_path: Path, tiny_factory: Path) -> None:
+    x = np.random.default_rng(3).standard_normal((20, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "val.npz", pixels=x)
+    np.save(tmp_path / "labels.npy", np.arange(20) % 5)
+    res = compile_model(CompileOptions(source=f"{tiny_factory}:build", out_dir=tmp_path / "b", targets=ORT,
+                                       precisions=(Precision.FP32,), validation=str(tmp_path / "val.npz"),
+                                       labels=str(tmp_path / "labels.npy")))
+    v = res.manifest["artifacts"][0]["verification"]
+    assert res.manifest["validation"]["labels"] is True
+    assert v["accuracy"] == v["reference_accuracy"] and v["accuracy_drop_pts"] == 0.0
+    with np.load(res.build_dir / "data" / "validation.npz") as z:
+        assert list(z["__labels__"]) == list(np.arange(20) % 5)
+        np.testing.assert_array_equal(z["pixels"], x)
