@@ -39,12 +39,27 @@ def staging_dir(out_dir: Path, name: str) -> Path:
 
 
 def clean_leftovers(out_dir: Path, name: str) -> None:
-    """Remove staging/trash dirs left by interrupted builds of ``name``."""
+    """Remove staging/trash dirs left by interrupted builds of ``name`` (not those of a build
+    that is still running in another process)."""
     if not out_dir.is_dir():
         return
     for p in out_dir.iterdir():
-        if p.is_dir() and (p.name.startswith(f".{name}.staging-") or p.name.startswith(f".{name}.trash-")):
-            shutil.rmtree(p, ignore_errors=True)
+        for prefix in (f".{name}.staging-", f".{name}.trash-"):
+            if p.is_dir() and p.name.startswith(prefix) and not _alive(p.name[len(prefix):]):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid_text: str) -> bool:
+    """True when ``pid_text`` names another live process."""
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def files_of(root: Path) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from toolchain.compile import manifest as mf
 from toolchain.compile.artifacts import artifact_id, build_artifact
 from toolchain.compile.context import BuildContext, SampleSet
 from toolchain.compile.export import export_reference, reference_outputs
-from toolchain.compile.options import CompileOptions, UsageError
+from toolchain.compile.options import CALIBRATION_METHODS, CompileOptions, UsageError
 from toolchain.compile.registry import resolve_precision
 from toolchain.compile.source import LoadedSource, SourceKind, load_source
 from toolchain.compile.verify import accuracy, tolerances_for
@@ -48,6 +48,8 @@ class CompileResult:
 def compile_model(opts: CompileOptions, *, progress: Callable[[str], None] | None = None,
                   warn: Callable[[str], None] | None = None) -> CompileResult:
     """Run a build. Raises SourceError, DataError, ExportError, UsageError (nothing written then)."""
+    if opts.quant.calibration_method not in CALIBRATION_METHODS:
+        raise UsageError(f"unknown calibration method {opts.quant.calibration_method!r}; choose one of {list(CALIBRATION_METHODS)}")
     say = progress or (lambda m: None)
     warn = warn or (lambda m: print(f"WARNING: {m}", file=sys.stderr))
     say(f"loading source {opts.source}")
