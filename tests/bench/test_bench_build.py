@@ -206,3 +206,16 @@ def test_bad_manifest_is_a_clear_input_error(tmp_path):
         plan.read_source(tmp_path)
     with pytest.raises(BenchInputError, match="no manifest.json"):
         plan.read_source(tmp_path / "..")
+
+
+def test_engine_not_installed_is_that_cells_error(tiny_onnx, tmp_path, monkeypatch):
+    """A broken onnxruntime package (import fails) -> EngineNotInstalledError naming the extra."""
+    fake = tmp_path / "fakepkgs" / "onnxruntime"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('simulated: onnxruntime is not installed')\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    cfg = api.make_config(threads=(1,), run_length=TINY)
+    res = api.bench(tiny_onnx, config=cfg, out_dir=tmp_path / "o", progress=None)
+    err = res["cells"][0]["errors"][0]
+    assert err["type"] == "EngineNotInstalledError" and "pip install" in err["message"]
+    assert api.exit_code(res) == 1

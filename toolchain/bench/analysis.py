@@ -118,8 +118,23 @@ def int8_notes(cells: list[dict[str, Any]], sp: dict[str, dict[str, Any]], env: 
     return notes
 
 
+def load_notes(cells: list[dict[str, Any]], env: dict[str, Any]) -> list[str]:
+    """Warn when other work was running: figures measured on a busy machine are noisy."""
+    cpus = env.get("logical_cpus") or 1
+    loads = [t["load_avg_before"][0] for c in cells for t in c.get("trials", [])
+             if t.get("load_avg_before")]
+    if env.get("load_avg"):
+        loads.append(env["load_avg"][0])
+    if not loads or max(loads) <= 0.5 * cpus:
+        return []
+    return [f"The machine was busy while measuring (1-minute load average up to {max(loads):.1f} on {cpus} "
+            "logical CPUs): other processes competed for the cores, so latencies are noisier and multi-thread "
+            "figures suffer most. Re-run on an idle machine for publishable numbers; compare trial_p50_s and "
+            "CV to judge the spread."]
+
+
 def analyze(cells: list[dict[str, Any]], env: dict[str, Any], *, max_drop_pts: float | None) -> dict[str, Any]:
     sp = speedups(cells)
     device = f"CPU ({env.get('cpu_model') or 'unknown'})"
     return {"speedups": sp, "recommendation": recommend(cells, max_drop_pts=max_drop_pts, device_name=device),
-            "notes": int8_notes(cells, sp, env)}
+            "notes": int8_notes(cells, sp, env) + load_notes(cells, env)}
