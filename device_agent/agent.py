@@ -48,7 +48,12 @@ class ModelNotFoundError(AgentError, LookupError):
 
 
 class NotReadyError(AgentError):
-    """No model is loaded (none installed, or the active one failed to load)."""
+    """No model is loaded (none installed, the active one failed to load, or it is unloaded
+    for a moment to make room for an update: then ``retry_after_s`` says when to retry)."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class SwitchError(AgentError):
@@ -88,6 +93,8 @@ class Agent:
         self._live: set[LoadedModel] = set()
         self._observers: list[RequestObserver] = []
         self._load_error: str | None = None
+        #: set while the model is unloaded on purpose (see :meth:`unload`): (why, retry-after s)
+        self._unloaded: tuple[str, float] | None = None
         self._batcher = None
         active = self.store.active()
         if active is not None:
@@ -156,7 +163,7 @@ class Agent:
         with self._cond:
             cur = self._current
             if cur is None:
-                raise NotReadyError("no model is loaded" + (f" ({self._load_error})" if self._load_error else ""))
+                raise self.not_ready_error()
             if model is not None and model not in (cur.ref.name, cur.ref.sha256):
                 raise ModelNotFoundError(f"model {model!r} is not served here; serving {cur.ref.name!r}")
             cur.leases += 1
@@ -172,6 +179,13 @@ class Agent:
     def current(self) -> LoadedModel | None:
         """The model being served now (no lease taken; do not run it without one)."""
         return self._current
+
+    def not_ready_error(self) -> NotReadyError:
+        """The error a request gets while no model is loaded (says why, and when to retry)."""
+        unloaded = self._unloaded
+        if unloaded is not None:
+            return NotReadyError(f"no model is loaded: {unloaded[0]}; retry shortly", retry_after_s=unloaded[1])
+        return NotReadyError("no model is loaded" + (f" ({self._load_error})" if self._load_error else ""))
 
     @property
     def ready(self) -> bool:
@@ -244,6 +258,31 @@ class Agent:
                 return active
             return self._swap(self._load(active.sha256), "model.reloaded", None)
 
+    def unload(self, *, reason: str, retry_after_s: float = 1.0,
+               drain_timeout_s: float | None = None) -> ModelRef | None:
+        """Stop serving and close the current model (pointers unchanged) to free its memory.
+
+        Until the next switch, rollback or :meth:`reload_pointers`, requests get
+        :class:`NotReadyError` carrying ``reason`` and ``retry_after_s`` (HTTP 503 with
+        Retry-After). Waits up to ``drain_timeout_s`` (default from config) for requests in
+        flight; returns the model that was unloaded (None if none was loaded).
+        """
+        with self._switch_lock:
+            with self._cond:
+                old, self._current = self._current, None
+                self._unloaded = (reason, retry_after_s)
+                if old is None:
+                    return None
+                old.retired = True
+                if old.leases == 0:
+                    self._close(old)
+            log.warning("model.unloaded", model=old.ref.name, sha256=old.ref.sha256, reason=reason)
+            timeout = self.config.serving.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+            with self._cond:
+                if not self._cond.wait_for(lambda: old.closed, timeout=timeout):
+                    log.warning("model.drain_timeout", model=old.ref.name, sha256=old.ref.sha256)
+            return old.ref
+
     def _load(self, sha256: str, *, session: Session | None = None) -> LoadedModel:
         info = self.store.info(sha256)
         try:
@@ -258,6 +297,7 @@ class Agent:
             old, self._current = self._current, new
             self._live.add(new)
             self._load_error = None
+            self._unloaded = None
             if old is not None:
                 old.retired = True
                 if old.leases == 0:
@@ -336,6 +376,7 @@ class Agent:
             "serving": cur.ref.to_json() if cur else None,
             "ready": cur is not None,
             "load_error": self._load_error,
+            "unloaded": self._unloaded[0] if self._unloaded else None,
         }
 
     def close(self) -> None:

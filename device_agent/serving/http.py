@@ -2,11 +2,13 @@
 
 Routes (v2):  GET /v2, /v2/health/live, /v2/health/ready, /v2/models/{name}[/versions/{v}],
               GET .../ready, POST .../infer
-Control:      GET /edgeship/v1/status, POST /edgeship/v1/rollback, POST /edgeship/v1/reload
-              (only with a token; callers send it in ``X-Edgeship-Token``)
+Control:      GET /edgeship/v1/status, POST /edgeship/v1/rollback, POST /edgeship/v1/reload,
+              POST /edgeship/v1/update (runs a signed update inside this process; see
+              :mod:`.update_route`) (only with a token; callers send it in ``X-Edgeship-Token``)
 
 Every error is JSON ``{"error": "..."}``: 400 malformed or mismatched request, 404 unknown
-model or route, 413 body over ``max_body_bytes``, 503 not ready, 500 the model raised on
+model or route, 413 body over ``max_body_bytes``, 503 not ready (with ``Retry-After`` while
+the model is unloaded on purpose for an update), 500 the model raised on
 valid input (that request only; the agent keeps serving). Inference runs in Starlette's
 thread pool so the event loop keeps accepting requests while a model runs, except for a
 model whose recent average latency is under ``serving.inline_below_ms`` (1 ms by default):
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import time
 from typing import Any
 
@@ -39,13 +42,14 @@ log = get_logger("http")
 TOKEN_HEADER = "x-edgeship-token"
 
 
-def _json(obj: Any, status: int = 200) -> Response:
+def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     # allow_nan: a model may legitimately output NaN/Inf; Python/JS clients read the tokens
-    return Response(json.dumps(obj, separators=(",", ":")), status_code=status, media_type="application/json")
+    return Response(json.dumps(obj, separators=(",", ":")), status_code=status, media_type="application/json",
+                    headers=headers)
 
 
-def _error(status: int, message: str) -> Response:
-    return _json({"error": message}, status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json({"error": message}, status, headers)
 
 
 class _V2Handlers:
@@ -69,7 +73,7 @@ class _V2Handlers:
         name = request.path_params["name"]
         cur = self.agent.current()
         if cur is None:
-            raise V2Error(503, "no model is loaded")
+            raise self.agent.not_ready_error()
         version = request.path_params.get("version")
         if name != cur.ref.name or (version is not None and version not in (cur.ref.version, str(cur.ref.release))):
             raise V2Error(404, f"model {name!r}" + (f" version {version!r}" if version else "")
@@ -136,8 +140,12 @@ def _endpoint(fn):
     return handler
 
 
-def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token: str | None = None) -> Starlette:
-    """The ASGI app serving ``agent``. Control routes exist only when ``control_token`` is set."""
+def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token: str | None = None,
+               updates=None) -> Starlette:
+    """The ASGI app serving ``agent``. Control routes exist only when ``control_token`` is set.
+
+    ``updates`` (an :class:`~.update_route.UpdateHost`) serves POST /edgeship/v1/update.
+    """
     h = _V2Handlers(agent, max_body_bytes if max_body_bytes is not None else agent.config.serving.max_body_bytes,
                     control_token)
     routes = [Route("/v2", _endpoint(h.server_meta)), Route("/v2/health/live", _endpoint(h.live)),
@@ -149,6 +157,11 @@ def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token
         routes += [Route("/edgeship/v1/status", _endpoint(h.guarded(h.ctl_status))),
                    Route("/edgeship/v1/rollback", _endpoint(h.guarded(h.ctl_rollback)), methods=["POST"]),
                    Route("/edgeship/v1/reload", _endpoint(h.guarded(h.ctl_reload)), methods=["POST"])]
+        if updates is not None:
+            from .update_route import update_endpoint
+
+            routes.append(Route("/edgeship/v1/update", _endpoint(h.guarded(update_endpoint(updates))),
+                                methods=["POST"]))
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_exc})
 
 
@@ -159,6 +172,8 @@ def _map_error(request: Request, e: Exception) -> Response:
     elif isinstance(e, ModelNotFoundError):
         status, msg = 404, str(e)
     elif isinstance(e, NotReadyError):
+        if e.retry_after_s is not None:  # unloaded on purpose for a moment (an update's memory policy)
+            return _error(503, str(e), {"Retry-After": str(max(1, math.ceil(e.retry_after_s)))})
         status, msg = 503, str(e)
     elif isinstance(e, InputMismatchError):
         status, msg = 400, str(e)

@@ -83,14 +83,20 @@ def running_agent(state_dir: str | os.PathLike) -> RunningAgent | None:
 
 
 @contextmanager
-def _instance_lock(root: Path) -> Iterator[None]:
+def instance_lock(root: Path) -> Iterator[None]:
+    """Hold ``<root>/agent.lock`` exclusively (an agent, or a local ``edgeship-agent update``).
+
+    Raises:
+        AlreadyRunningError: another process holds it.
+    """
     root.mkdir(parents=True, exist_ok=True)
     fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise AlreadyRunningError(f"{root}: another edgeship-agent is already running on this state dir") from None
+            raise AlreadyRunningError(f"{root}: another edgeship-agent is already running on this state dir "
+                                      f"(an agent, or a local `edgeship-agent update`)") from None
         yield
     finally:
         os.close(fd)
@@ -122,10 +128,11 @@ def run(config: AgentConfig) -> int:
 
     from ..agent import Agent
     from .http import create_app
+    from .update_route import UpdateHost
 
     configure(level=config.agent.log_level.value, file=config.agent.log_file or None)
     root = config.state_dir
-    with _instance_lock(root):
+    with instance_lock(root):
         s = config.serving
         try:
             sock = _bind(s.host, s.port)
@@ -138,7 +145,8 @@ def run(config: AgentConfig) -> int:
             atomic_write_bytes(root / TOKEN_FILE, token.encode())
             os.chmod(root / TOKEN_FILE, 0o600)
         agent = Agent(config)
-        app = create_app(agent, control_token=token)
+        updates = UpdateHost(config, agent)
+        app = create_app(agent, control_token=token, updates=updates)
         server = uvicorn.Server(uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", server_header=False,
             timeout_graceful_shutdown=max(1, int(s.drain_timeout_s)), timeout_keep_alive=30))
@@ -150,7 +158,7 @@ def run(config: AgentConfig) -> int:
         # cleanup below runs and the exit code is 0.
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
             target=_reload, args=(agent,), daemon=True).start())
-        stoppers = _start_extensions(config, agent)
+        stoppers = [updates.cancel, *_start_extensions(config, agent, updates)]
         atomic_write_json(root / INFO_FILE, {"pid": os.getpid(), "host": s.host, "port": port})
         log.info("agent.started", host=s.host, port=port, pid=os.getpid(), ready=agent.ready,
                  model=(agent.current().ref.name if agent.current() else None))
@@ -169,12 +177,14 @@ def run(config: AgentConfig) -> int:
     return 0
 
 
-def _start_extensions(config: AgentConfig, agent) -> list:
+def _start_extensions(config: AgentConfig, agent, updates=None) -> list:
     """Start OTA updates and MQTT telemetry when configured; return their stop callables.
 
     Updates start when ``[update]`` is in the config or an update journal exists (an update
-    interrupted by a crash is recovered at start either way). Telemetry starts when
-    ``[mqtt]`` is in the config. A failure to start one is logged; serving goes on.
+    interrupted by a crash is recovered at start either way); their Updater is the one the
+    control route (``updates``, an UpdateHost) and MQTT use, so only one update runs at a
+    time. Telemetry starts when ``[mqtt]`` is in the config. A failure to start one is
+    logged; serving goes on.
     """
     stoppers: list = []
     updater = None
@@ -185,6 +195,8 @@ def _start_extensions(config: AgentConfig, agent) -> list:
 
             poller = start_updates(config, agent)
             updater = poller.updater
+            if updates is not None:
+                updates.set(updater)
             stoppers.append(poller.stop)
         except Exception as e:  # serving must go on; the error is visible in the log
             log.error("update.start_failed", error=f"{type(e).__name__}: {e}")

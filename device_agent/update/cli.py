@@ -1,18 +1,26 @@
 """`edgeship-agent update`: finish an interrupted update, then (with --model) run one now.
 
-Runs in its own process with its own ``Agent`` on the state dir. When an agent is running
-(``edgeship-agent run``), every pointer change made here is followed by SIGHUP to it, so it
-serves what the store says (its ``reload_pointers``); the trial then watches this process's
-canary requests, not the running agent's traffic (the MQTT control plane runs updates
-inside the running agent instead).
+Where the update runs:
+
+- An agent is running on the state dir (``edgeship-agent run``): the command asks it, over
+  its token-protected control route ``POST /edgeship/v1/update``, to run the update inside
+  the serving process, and prints the events it streams back. The gate, the switch and
+  the trial window then happen where the real traffic is. A second update while one runs
+  is refused (HTTP 409, exit code 1).
+- No agent is running: the update runs in this process with its own ``Agent``, holding the
+  state dir's ``agent.lock`` meanwhile (an ``edgeship-agent run`` started during it refuses
+  to start instead of sharing the store).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
+import urllib.error
+import urllib.request
+
+#: read timeout of the streamed answer (the agent sends a heartbeat line every 5 s)
+STREAM_READ_TIMEOUT_S = 30.0
 
 
 def add_parser(sub) -> None:
@@ -29,46 +37,11 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_update)
 
 
-class _HupAgent:
-    """Adapter: an Agent whose switches are also signalled to a running agent process."""
-
-    def __init__(self, agent, pid: int | None) -> None:
-        self._agent, self._pid = agent, pid
-
-    def __getattr__(self, name):
-        return getattr(self._agent, name)
-
-    def _hup(self) -> None:
-        if self._pid:
-            try:
-                os.kill(self._pid, signal.SIGHUP)
-            except ProcessLookupError:
-                self._pid = None
-
-    def switch_to(self, *a, **kw):
-        r = self._agent.switch_to(*a, **kw)
-        self._hup()
-        return r
-
-    def rollback(self, *a, **kw):
-        r = self._agent.rollback(*a, **kw)
-        self._hup()
-        return r
-
-    def reload_pointers(self):
-        r = self._agent.reload_pointers()
-        self._hup()
-        return r
-
-
 def cmd_update(args) -> int:
     import dataclasses
 
-    from ..agent import Agent
     from ..config import ConfigError, load_config
-    from ..serving.server import running_agent
-    from .errors import UpdateError
-    from .updater import Updater
+    from ..serving.server import AlreadyRunningError, instance_lock, running_agent
 
     try:
         cfg = load_config(args.config)
@@ -78,38 +51,119 @@ def cmd_update(args) -> int:
     ucfg = cfg.section("update")
     if args.repo:
         ucfg = dataclasses.replace(ucfg, repository_url=args.repo)
-    running = running_agent(cfg.state_dir)
-    agent = Agent(cfg)
-    shell = _HupAgent(agent, running.pid if running else None)
-    up = Updater(cfg, agent.store, shell, update_config=ucfg)
-
-    def show(ev) -> None:
-        if args.json:
-            print(json.dumps(ev.to_json()), flush=True)
-        else:
-            print(f"{ev.ts}  {ev.state:<12} {ev.reason_code or '':<28} {ev.detail}", flush=True)
-
+    if args.check:
+        return _check(args, cfg, ucfg)
     try:
-        rec = up.recover(on_event=show)
-        res = rec
-        if args.check and args.model:
-            c = up.check(args.model)
-            print(json.dumps({"model": args.model, "available": c.release if c else None}) if args.json
-                  else (f"{args.model}: release {c.release} available ({c.target_path})" if c
-                        else f"{args.model}: up to date"))
-            return 0
+        with instance_lock(cfg.state_dir):
+            return _run_here(args, cfg, ucfg)
+    except AlreadyRunningError:
+        pass  # an agent (or another update) holds the state dir
+    running = running_agent(cfg.state_dir)
+    if running is None:
+        print(f"edgeship-agent update: {cfg.state_dir}/agent.lock is held by another process (an agent "
+              f"starting, or another `edgeship-agent update`); try again in a moment", file=sys.stderr)
+        return 1
+    return _run_in_agent(args, running)
+
+
+def _show(args, ev: dict) -> None:
+    if args.json:
+        print(json.dumps(ev), flush=True)
+    else:
+        print(f"{ev['ts']}  {ev['state']:<12} {ev.get('reason_code') or '':<28} {ev['detail']}", flush=True)
+
+
+def _result(args, res: dict | None) -> int:
+    if res is None:
+        print(json.dumps({"result": None}) if args.json else "no update to run or recover")
+        return 0
+    print(json.dumps({"result": res}) if args.json else
+          f"{res['model']}: {res['state']} ({res['reason']}) {res['detail']}")
+    ok = (res["state"], res["reason"]) in (("commit", "ok"), ("aborted", "release.up_to_date"))
+    return 0 if ok else 1
+
+
+def _check(args, cfg, ucfg) -> int:
+    from ..store import Store
+    from .errors import UpdateError
+    from .updater import Updater
+
+    if not args.model:
+        print("edgeship-agent update: --check needs --model", file=sys.stderr)
+        return 2
+    try:  # reads the repository only: no agent, no lock
+        c = Updater(cfg, Store(cfg.state_dir), None, update_config=ucfg).check(args.model)
+    except UpdateError as e:
+        print(f"edgeship-agent update: {e} [{e.reason.value}]", file=sys.stderr)
+        return 1
+    print(json.dumps({"model": args.model, "available": c.release if c else None}) if args.json
+          else (f"{args.model}: release {c.release} available ({c.target_path})" if c
+                else f"{args.model}: up to date"))
+    return 0
+
+
+def _run_here(args, cfg, ucfg) -> int:
+    """No agent is running: recover, then update, in this process (the caller holds the lock)."""
+    from ..agent import Agent
+    from .errors import UpdateError
+    from .updater import Updater
+
+    agent = Agent(cfg)
+    up = Updater(cfg, agent.store, agent, update_config=ucfg)
+    try:
+        res = up.recover(on_event=lambda ev: _show(args, ev.to_json()))
         if args.model:
-            res = up.update(args.model, release=args.release, deployment_id=args.deployment_id, on_event=show)
+            res = up.update(args.model, release=args.release, deployment_id=args.deployment_id,
+                            on_event=lambda ev: _show(args, ev.to_json()))
     except UpdateError as e:
         print(f"edgeship-agent update: {e} [{e.reason.value}]", file=sys.stderr)
         return 1
     finally:
         agent.close()
-    if res is None:
-        print(json.dumps({"result": None}) if args.json else "no update to run or recover")
-        return 0
-    print(json.dumps({"result": res.to_json()}) if args.json else
-          f"{res.model}: {res.state.value} ({res.reason.value}) {res.detail}")
-    from .states import State
+    return _result(args, res.to_json() if res is not None else None)
 
-    return 0 if res.state in (State.COMMIT, State.ABORTED) and res.reason.value in ("ok", "release.up_to_date") else 1
+
+def _run_in_agent(args, running) -> int:
+    """Ask the running agent to run the update; print the events it streams."""
+    where = f"running agent pid {running.pid} ({running.url})"
+    if not args.model:
+        print(json.dumps({"result": None, "agent": running.pid}) if args.json else
+              f"{where} recovers interrupted updates itself at start; nothing to do")
+        return 0
+    if running.token is None:
+        print(f"edgeship-agent update: {where}: its control.token is not readable by this user "
+              f"(run as the agent's user or root), or its control endpoint is disabled", file=sys.stderr)
+        return 1
+    body = {"model": args.model, "release": args.release, "deployment_id": args.deployment_id,
+            "repository_url": args.repo}
+    req = urllib.request.Request(running.url + "/edgeship/v1/update", method="POST",
+                                 data=json.dumps(body).encode(),
+                                 headers={"X-Edgeship-Token": running.token, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=STREAM_READ_TIMEOUT_S) as r:
+            for raw in r:
+                if not raw.strip():
+                    continue  # heartbeat
+                msg = json.loads(raw)
+                if "event" in msg:
+                    _show(args, msg["event"])
+                elif "result" in msg:
+                    return _result(args, msg["result"])
+                else:
+                    print(f"edgeship-agent update: {where}: {msg.get('error')} [{msg.get('reason')}]",
+                          file=sys.stderr)
+                    return 1
+    except urllib.error.HTTPError as e:
+        try:
+            msg = json.loads(e.read()).get("error", "")
+        except ValueError:
+            msg = ""
+        print(f"edgeship-agent update: {where} answered {e.code}: {msg}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as e:
+        print(f"edgeship-agent update: {where}: {getattr(e, 'reason', e)} (the update may still be running "
+              f"there: see `edgeship-agent status` and <state_dir>/update/journal.json)", file=sys.stderr)
+        return 1
+    print(f"edgeship-agent update: {where} closed the stream before the result (see `edgeship-agent "
+          f"status` and <state_dir>/update/journal.json)", file=sys.stderr)
+    return 1

@@ -14,11 +14,14 @@ from .states import RecoveryPolicy
 class MemoryPolicy(str, enum.Enum):
     """What the gate does when the new model would not fit in memory beside the old one.
 
-    Only ``refuse`` exists today: unloading the old model first needs an unload step in
-    ``Agent`` (a 503 window), which it does not have yet.
+    ``refuse``: fail the update (``gate.memory``); the old model keeps serving.
+    ``unload_first``: unload the old model (requests get 503 with ``Retry-After`` meanwhile),
+    load and gate the new one alone, and reload the old one if the gate fails. A rollback
+    after a failed trial unloads the new model before loading the old one the same way.
     """
 
     REFUSE = "refuse"
+    UNLOAD_FIRST = "unload_first"
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,10 @@ class UpdateSection:
                                      "latency budget times this.", 5.0)
     allow_precision_change: bool = doc("Accept an engine that runs another precision than the bundle's "
                                        "(e.g. bf16 for fp32 on AMX CPUs).", False)
-    memory_policy: MemoryPolicy = doc("New model does not fit beside the old one: refuse (the only "
-                                      "policy so far).", MemoryPolicy.REFUSE)
+    memory_policy: MemoryPolicy = doc("New model does not fit beside the old one: refuse (fail the "
+                                      "update) or unload_first (unload the old one, requests get 503 "
+                                      "with Retry-After until the new one serves or the old one is "
+                                      "reloaded).", MemoryPolicy.REFUSE)
     memory_reserve_bytes: int = doc("Memory that must stay free after loading the new model.", 64 << 20)
     memory_load_factor: float = doc("Resident memory of a loaded model, as a multiple of its file size.", 2.0)
     max_onnx_opset: int = doc("Newest ONNX opset this device runs; 0 derives it from the installed "

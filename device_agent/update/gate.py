@@ -1,7 +1,8 @@
 """The gate before the switch: load the new model beside the old one and test it.
 
 Checks, in order (each failure is its own error and reason code):
-memory (would it fit beside the old model?) -> load -> IO schema against model.json ->
+memory (would it fit beside the old model? :func:`memory_plan` decides, per
+``[update] memory_policy``, whether the updater unloads the old model first) -> load -> IO schema against model.json ->
 device/precision actually used against what the bundle asked for -> the golden set
 (NaN/Inf, shape, tolerances) -> median latency against the bundle's budget.
 
@@ -11,6 +12,7 @@ that loads the engine and times the calls.
 
 from __future__ import annotations
 
+import enum
 import statistics
 import time
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ import numpy as np
 from runtime.bundle import GOLDEN_NPZ, BundleInfo, compare_outputs, golden_calls
 from runtime.spec import deploy_precision_hint, expected_execution
 
-from .config import UpdateSection
+from .config import MemoryPolicy, UpdateSection
 from .errors import (
     GateError, GateFallbackError, GateInferenceError, GateLatencyError, GateLoadError,
     GateMemoryError, GateNaNError, GateSchemaError, GateToleranceError,
@@ -41,20 +43,58 @@ class GateReport:
     available_bytes: int
 
 
+class MemoryPlan(enum.Enum):
+    FITS = "fits"                  # load the new model beside the old one
+    UNLOAD_FIRST = "unload_first"  # unload the old model, then load the new one
+
+
 # ------------------------------------------------------------------ pure judges
+def model_file_bytes(info: BundleInfo) -> int:
+    """Bytes of the model's files (what the engine loads) per model.json."""
+    return sum(f.bytes for f in info.files if f.path.startswith("model/"))
+
+
+def memory_plan(*, model_bytes: int, available_bytes: int, loaded_bytes: int, cfg: UpdateSection) -> MemoryPlan:
+    """Whether the new model fits beside the loaded one, or must replace it first (policy).
+
+    ``loaded_bytes``: file bytes of the model loaded now (0 when none is).
+
+    Raises:
+        GateMemoryError: it does not fit and the policy is ``refuse``, or it would not fit
+            even with the loaded model unloaded.
+    """
+    est = int(model_bytes * cfg.memory_load_factor)
+    need = est + cfg.memory_reserve_bytes
+    if need <= available_bytes:
+        return MemoryPlan.FITS
+    if cfg.memory_policy is MemoryPolicy.UNLOAD_FIRST and loaded_bytes > 0:
+        freed = int(loaded_bytes * cfg.memory_load_factor)
+        if need <= available_bytes + freed:
+            return MemoryPlan.UNLOAD_FIRST
+        raise GateMemoryError(
+            f"the new model needs about {est >> 20} MiB (+{cfg.memory_reserve_bytes >> 20} MiB reserve) but "
+            f"{available_bytes >> 20} MiB are available and unloading the old model frees only about "
+            f"{freed >> 20} MiB; refusing the update (free memory, or lower [update] memory_reserve_bytes)")
+    raise _no_room(est, available_bytes, cfg)
+
+
 def memory_decision(*, model_bytes: int, available_bytes: int, cfg: UpdateSection) -> int:
     """The estimated resident bytes of the new model.
 
     Raises:
-        GateMemoryError: it does not fit beside the old model (policy ``refuse``).
+        GateMemoryError: it does not fit in the memory available now.
     """
     est = int(model_bytes * cfg.memory_load_factor)
     if est + cfg.memory_reserve_bytes <= available_bytes:
         return est
-    raise GateMemoryError(
+    raise _no_room(est, available_bytes, cfg)
+
+
+def _no_room(est: int, available_bytes: int, cfg: UpdateSection) -> GateMemoryError:
+    return GateMemoryError(
         f"the new model needs about {est >> 20} MiB (+{cfg.memory_reserve_bytes >> 20} MiB reserve) but "
         f"{available_bytes >> 20} MiB are available beside the old model; refusing the update "
-        f"(free memory, or lower [update] memory_reserve_bytes)"
+        f"(free memory, set [update] memory_policy = \"unload_first\", or lower [update] memory_reserve_bytes)"
     )
 
 
@@ -104,8 +144,8 @@ def run_gate(*, model_dir: Path, info: BundleInfo, cfg: UpdateSection, threads: 
     """
     import runtime
 
-    model_bytes = sum(f.bytes for f in info.files if f.path.startswith("model/"))
-    avail = (available_bytes or _available_bytes)()
+    model_bytes = model_file_bytes(info)
+    avail = (available_bytes or available_memory_bytes)()
     est = memory_decision(model_bytes=model_bytes, available_bytes=avail, cfg=cfg)
     t0 = time.perf_counter()
     try:
@@ -162,7 +202,7 @@ def _golden(session, info: BundleInfo, model_dir: Path, cfg: UpdateSection) -> f
     return med
 
 
-def _available_bytes() -> int:
+def available_memory_bytes() -> int:
     import psutil
 
     return int(psutil.virtual_memory().available)

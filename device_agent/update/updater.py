@@ -13,6 +13,7 @@ so :meth:`Updater.recover` can finish or undo whatever a crash interrupted:
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import threading
 import uuid
@@ -30,10 +31,10 @@ from ..logs import get_logger
 from . import states as sm
 from .config import UpdateSection
 from .errors import (
-    MixAndMatchError, NoSuchTargetError, Reason, ReleaseRollbackError, StageError, SwitchError,
+    GateMemoryError, MixAndMatchError, NoSuchTargetError, Reason, ReleaseRollbackError, StageError, SwitchError,
     UpdateBusyError, UpdateError, WrongTargetError,
 )
-from .gate import run_gate
+from .gate import MemoryPlan, available_memory_bytes, memory_plan, model_file_bytes, run_gate
 from .journal import JournalFile
 from .states import Action, Journal, State
 from .trial import run_trial
@@ -41,6 +42,8 @@ from .trust import Candidate, TrustedRepo, TrustedTime, utcnow
 
 log = get_logger("update")
 
+#: Retry-After (s) of requests while the serving model is unloaded to make room (unload_first)
+UNLOAD_RETRY_AFTER_S = 1.0
 #: model.json facts the publisher signs into the target; the bundle must agree (mix-and-match)
 SIGNED_FACTS = ("name", "version", "release", "engine", "precision", "requirements")
 #: newest ONNX opset per onnxruntime minor version (onnxruntime.ai/docs/reference/compatibility)
@@ -88,8 +91,11 @@ class Updater:
     """Signed model updates for one agent. One update at a time; thread-safe entry points."""
 
     def __init__(self, config, store, agent, *, update_config: UpdateSection | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 available_bytes: Callable[[], int] | None = None) -> None:
+        """``available_bytes``: free memory now, in bytes (default: psutil's ``available``)."""
         self.config, self.store, self.agent = config, store, agent
+        self.available_bytes = available_bytes or available_memory_bytes
         self.cfg = update_config if update_config is not None else _section(config)
         self.dir = Path(store.update_dir)
         self.journal = JournalFile(self.dir)
@@ -105,16 +111,19 @@ class Updater:
 
     # ------------------------------------------------------------------ public
     def update(self, model: str, release: int | None = None, deployment_id: str | None = None,
-               on_event: Callable[[UpdateEvent], None] | None = None) -> UpdateResult:
+               on_event: Callable[[UpdateEvent], None] | None = None, *,
+               repository_url: str | None = None) -> UpdateResult:
         """Run one update of ``model`` to ``release`` (default: the newest signed one) to its end.
 
         Errors end the update (state failed/rolled_back with a reason) instead of raising.
+        ``repository_url`` overrides ``[update] repository_url`` for this update only.
 
         Raises:
             UpdateBusyError: another update is running or an unfinished one awaits ``recover()``.
         """
         if not self._lock.acquire(blocking=False):
             raise UpdateBusyError("an update is already running")
+        base_cfg = self.cfg
         try:
             old = self.journal.load()
             if old is not None and not old.finished:
@@ -123,6 +132,8 @@ class Updater:
             self._cancel.clear()
             self.last_error = None
             self._on_event = on_event
+            if repository_url:
+                base_cfg, self.cfg = self.cfg, dataclasses.replace(self.cfg, repository_url=repository_url)
             j = sm.begin(deployment_id=deployment_id or uuid.uuid4().hex[:12], model=model,
                          requested_release=release, now=self._now())
             self._save(j, None)
@@ -130,6 +141,7 @@ class Updater:
         finally:
             self._close_session()
             self._repo = None
+            self.cfg = base_cfg
             self._lock.release()
 
     def recover(self, on_event: Callable[[UpdateEvent], None] | None = None) -> UpdateResult | None:
@@ -315,8 +327,14 @@ class Updater:
         sha = j.target_sha256
         info = self.store.info(sha)
         threads = (self.config.serving.engine_threads or None) if self.config is not None else None
-        report, self._session = run_gate(model_dir=self.store.model_dir(sha), info=info, cfg=self.cfg,
-                                         threads=threads)
+        unloaded = self._make_room(info, why=f"making room to test {j.model} release {j.release}")
+        try:
+            report, self._session = run_gate(model_dir=self.store.model_dir(sha), info=info, cfg=self.cfg,
+                                             threads=threads, available_bytes=self.available_bytes)
+        except BaseException:
+            if unloaded:  # the old model serves again before the update ends as failed
+                self._reload_after_unload()
+            raise
         log.info("update.gate_passed", model=j.model, load_s=round(report.load_s, 4),
                  median_ms=report.median_latency_ms, precision=report.executed_precision)
         active = self.store.active()
@@ -348,11 +366,36 @@ class Updater:
         self._restore_old(j)
         return self._to(j, State.ROLLED_BACK, reason=reason, detail=detail)
 
+    def _make_room(self, info: BundleInfo, *, why: str) -> bool:
+        """Unload the serving model when ``info``'s model fits only without it (policy
+        ``unload_first``). Returns whether it unloaded. Raises GateMemoryError (no room)."""
+        cur = self.agent.current()
+        loaded = model_file_bytes(cur.info) if cur is not None else 0
+        plan = memory_plan(model_bytes=model_file_bytes(info), available_bytes=self.available_bytes(),
+                           loaded_bytes=loaded, cfg=self.cfg)
+        if plan is MemoryPlan.FITS:
+            return False
+        log.warning("update.unload_first", model=info.name, release=info.release, why=why)
+        self.agent.unload(reason=why, retry_after_s=UNLOAD_RETRY_AFTER_S)
+        return True
+
+    def _reload_after_unload(self) -> None:
+        try:
+            self.agent.reload_pointers()
+        except Exception as e:  # the agent stays up and not ready; status() and the log say why
+            log.error("update.reload_old_failed", error=f"{type(e).__name__}: {e}")
+
     def _restore_old(self, j: Journal) -> None:
         """Make the model active before the switch active and served again (idempotent)."""
         old = j.previous_sha256
         if old is None:
             return
+        cur = self.agent.current()
+        if cur is not None and cur.ref.sha256 != old:
+            try:
+                self._make_room(self.store.info(old), why=f"rolling {j.model} back to {old[:12]}")
+            except GateMemoryError as e:  # roll back anyway: the old model ran here before
+                log.warning("update.rollback_memory", model=j.model, error=str(e))
         active, prev = self.store.active(), self.store.previous()
         if active is not None and active.sha256 == old:
             self.agent.reload_pointers()
