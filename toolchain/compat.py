@@ -181,3 +181,30 @@ def ort_temp_dir(work_dir: Any) -> Iterator[None]:
         yield
     finally:
         tempfile.tempdir = saved
+
+
+def program_as_module(ep: Any) -> Any:
+    """An ``nn.Module`` that runs an ExportedProgram and tolerates ``.eval()``.
+
+    ``ExportedProgram.module()`` raises "Calling train() is not supported yet" on
+    ``.train()/.eval()`` (torch 2.5+), which converters that start from a module call. The
+    wrapper registers the graph module (so its weights stay parameters) but does not
+    propagate ``train()/eval()`` into it; re-exporting the wrapper traces through the graph.
+    """
+    import torch
+
+    gm = ep.module()
+
+    class ProgramModule(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.program = gm
+
+        def train(self, mode: bool = True) -> "ProgramModule":
+            self.training = mode  # the exported graph is already in inference form
+            return self
+
+        def forward(self, *args):
+            return self.program(*args)
+
+    return ProgramModule().eval()

@@ -113,3 +113,24 @@ def test_factory_errors_are_source_errors(tmp_path: Path, write) -> None:
         load_source(f"{f}:nothere")
     with pytest.raises(SourceError, match="unknown reference model"):
         load_source("ref:alexnet")
+
+
+def test_pt2_program_builds_for_ort_and_tflite(tiny_factory: Path, tmp_path: Path) -> None:
+    """A saved program (static batch 1) goes through export, verification per sample, and the
+    PyTorch-based TFLite converter (which gets a module that tolerates .eval())."""
+    import torch
+
+    from runtime.spec import Engine
+    from toolchain.compile.options import CompileOptions
+    from toolchain.compile.pipeline import compile_model
+    from toolchain.compile.verify import Precision
+
+    src = load_source(f"{tiny_factory}:build")
+    torch.export.save(torch.export.export(src.module, src.example_inputs), tmp_path / "prog.pt2")
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).standard_normal((6, 3, 8, 8)).astype(np.float32))
+    res = compile_model(CompileOptions(source=str(tmp_path / "prog.pt2"), out_dir=tmp_path / "b",
+                                       targets=(Engine.ONNXRUNTIME, Engine.TFLITE),
+                                       precisions=(Precision.FP32, Precision.INT8), calibration=str(tmp_path / "c.npz")))
+    assert res.exit_code == 0, [a["error"] for a in res.manifest["artifacts"]]
+    assert res.manifest["model"]["source_kind"] == "pt2"
+    assert {a["id"] for a in res.manifest["artifacts"]} == {"onnxruntime-fp32", "onnxruntime-int8-static", "tflite-fp32", "tflite-int8"}

@@ -83,7 +83,7 @@ def _build(opts, src, name, plan, calib, val, expected, staging, final, say) -> 
     work.mkdir()
     ctx = BuildContext(
         model_name=name, reference_onnx=ref.model_path, inputs=ref.inputs, outputs=ref.outputs,
-        calibration=calib, quant=opts.quant, torch_module=src.module if src.is_torch else None,
+        calibration=calib, quant=opts.quant, torch_module=_torch_module(src),
         example_inputs=src.example_inputs, dynamic_dims={k: dict(v) for k, v in src.dynamic_axes.items()},
         work_dir=work,
     )
@@ -101,6 +101,15 @@ def _build(opts, src, name, plan, calib, val, expected, staging, final, say) -> 
     mf.finalize(staging, final, manifest)
     say(f"wrote {final}/manifest.json ({manifest['status']})")
     return CompileResult(manifest=manifest, build_dir=final, exit_code=mf.exit_code(manifest["status"]))
+
+
+def _torch_module(src: LoadedSource) -> Any:
+    """An ``nn.Module`` for converters that start from PyTorch (a .pt2 program's ``.module()``)."""
+    if src.kind is SourceKind.PT2:
+        from toolchain import compat
+
+        return compat.program_as_module(src.module)
+    return src.module if src.is_torch else None
 
 
 def _manifest(opts, src, name, ref, calib, val, npz, ref_acc, artifacts, staging) -> dict:
