@@ -115,45 +115,32 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
     finally:
         session.close()
     summary = summarize(m.samples_s, wall_s=m.wall_s, items_per_call=spec.batch)
-    samples_file = None
-    if spec.samples_path:
-        buf = _npy_bytes(np.asarray(m.samples_s, dtype=np.float64))
-        atomic_write_bytes(spec.samples_path, buf)
-        samples_file = {"path": spec.samples_path, "sha256": sha256_file(spec.samples_path),
-                        "format": "npy float64 seconds, in completion order"}
     return {
-        "result_version": RESULT_VERSION,
-        "cell_id": spec.cell_id,
-        "status": "ok",
-        "error": None,
-        "meta": spec.meta,
-        "scenario": spec.scenario.value,
-        "engine": desc["engine"],
-        "engine_version": desc["engine_version"],
-        "executed_precision": desc["executed_precision"],
-        "precision_hint": spec.precision_hint,
-        "threads": spec.threads,
-        "batch": spec.batch,
-        "streams": spec.streams,
-        "cpu_affinity": affinity,
-        "pinned": spec.cpu_affinity is not None,
+        "result_version": RESULT_VERSION, "cell_id": spec.cell_id, "status": "ok", "error": None,
+        "meta": spec.meta, "scenario": spec.scenario.value,
+        "engine": desc["engine"], "engine_version": desc["engine_version"],
+        "executed_precision": desc["executed_precision"], "precision_hint": spec.precision_hint,
+        "threads": spec.threads, "batch": spec.batch, "streams": spec.streams,
+        "cpu_affinity": affinity, "pinned": spec.cpu_affinity is not None,
         "inputs": input_info | {"pool": len(pool), "io": desc["inputs"]},
         "timed_call": "runtime.Session.run (caller-level arrays)",
-        "load_s": load_s,
-        "engine_load_s": getattr(session, "load_time_s", None),
+        "load_s": load_s, "engine_load_s": getattr(session, "load_time_s", None),
         "first_inference_s": first_s,
         "warmup": {"iters": m.warmup_iters, "duration_s": m.warmup_s},
-        "length_met": m.length_met,
-        "stats": summary.to_json(),
-        "drift": drift(m.samples_s),
-        "samples_file": samples_file,
-        "memory": {"rss_before_load_bytes": rss0.get("VmRSS"),
-                   "rss_after_load_bytes": rss_loaded.get("VmRSS"),
+        "length_met": m.length_met, "stats": summary.to_json(), "drift": drift(m.samples_s),
+        "samples_file": _write_samples(spec, m.samples_s),
+        "memory": {"rss_before_load_bytes": rss0.get("VmRSS"), "rss_after_load_bytes": rss_loaded.get("VmRSS"),
                    "peak_rss_bytes": rss_end.get("VmHWM")},
-        "load_avg_before": load_before,
-        "load_avg_after": fingerprint.load_avg(),
-        "pid": os.getpid(),
+        "load_avg_before": load_before, "load_avg_after": fingerprint.load_avg(), "pid": os.getpid(),
     }
+
+
+def _write_samples(spec: CellSpec, samples_s: list[float]) -> dict[str, Any] | None:
+    if not spec.samples_path:
+        return None
+    atomic_write_bytes(spec.samples_path, _npy_bytes(np.asarray(samples_s, dtype=np.float64)))
+    return {"path": spec.samples_path, "sha256": sha256_file(spec.samples_path),
+            "format": "npy float64 seconds, in completion order"}
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:

@@ -111,6 +111,10 @@ def int8_notes(cells: list[dict[str, Any]], sp: dict[str, dict[str, Any]], env: 
             why.append("dynamic quantization computes activation scales at run time and mostly speeds up "
                        "MatMul/Gemm, not convolutions")
         why.append("small or depthwise/memory-bound layers gain little from int8 arithmetic")
+        base_p50 = next((p50(b) for b in cells if b["key"] == sp[c["key"]]["baseline"]), None)
+        if base_p50 is not None and base_p50 < 2e-4:
+            why.append(f"the model is so small (fp32 p50 {base_p50 * 1e6:.0f} us) that fixed per-call overhead "
+                       "(Python, input checks, output copies) dominates")
         if c["engine"] == "openvino" and (baseline_executed := sp[c["key"]].get("baseline_executed_precision")) == "bf16":
             why.append("the fp32 baseline already runs in bf16 on this CPU")
         notes.append(f"int8 is not faster than fp32 for {c['artifact_id']} ({c['engine']}, batch {c['batch']}, "
