@@ -134,3 +134,24 @@ def test_pt2_program_builds_for_ort_and_tflite(tiny_factory: Path, tmp_path: Pat
     assert res.exit_code == 0, [a["error"] for a in res.manifest["artifacts"]]
     assert res.manifest["model"]["source_kind"] == "pt2"
     assert {a["id"] for a in res.manifest["artifacts"]} == {"onnxruntime-fp32", "onnxruntime-int8-static", "tflite-fp32", "tflite-int8"}
+
+
+def test_factory_file_with_dataclass_and_factoryresult(tmp_path: Path, write) -> None:
+    f = write(tmp_path, "dc.py", """
+        from __future__ import annotations
+        from dataclasses import dataclass
+        import torch
+        from toolchain.compile import FactoryResult
+
+        @dataclass(frozen=True)
+        class Cfg:
+            hidden: int = 8
+
+        def build(hidden: int = 8):
+            cfg = Cfg(hidden)
+            m = torch.nn.Sequential(torch.nn.Linear(4, cfg.hidden), torch.nn.ReLU())
+            return FactoryResult(module=m, example_inputs=torch.randn(1, 4), input_names=("features",))
+    """)
+    src = load_source(f"{f}:build", factory_kwargs={"hidden": 6})
+    assert src.input_names == ("features",) and src.example_inputs[0].shape == (1, 4)
+    assert src.module[0].out_features == 6 and not src.module.training

@@ -136,10 +136,13 @@ def _import_file(path: Path) -> Any:
     mod_name = "edgeship_factory_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
     spec = importlib.util.spec_from_file_location(mod_name, path)
     module = importlib.util.module_from_spec(spec)
+    # registered so that dataclasses/pickling inside the file can find their module
+    sys.modules[mod_name] = module
     sys.path.insert(0, str(path.resolve().parent))  # let the factory import its neighbours
     try:
         spec.loader.exec_module(module)
     except Exception as e:
+        sys.modules.pop(mod_name, None)
         raise SourceError(f"{path}: importing the factory file failed: {type(e).__name__}: {e}") from e
     finally:
         sys.path.remove(str(path.resolve().parent))
