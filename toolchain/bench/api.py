@@ -114,3 +114,31 @@ def exit_code(result: dict[str, Any]) -> int:
         return 0
     return 3 if any(s != "error" for s in st) else 1
 
+
+
+#: shorter than the quick preset, for smoke runs of `make demo --quick` (figures are indicative only)
+SMOKE_LENGTH = RunLength(warmup_min_iters=5, warmup_min_s=0.3, min_iters=64, min_duration_s=1.0,
+                         max_duration_s=20.0)
+
+
+def report_builds(build_dirs: Sequence[str | os.PathLike], *, smoke: bool = False, threads: Sequence[int] = (1,),
+                  max_accuracy_drop: float | None = 1.0, stdout: TextIO = sys.stdout,
+                  progress: TextIO | None = sys.stderr) -> list[dict[str, Any]]:
+    """For ``make demo``: bench each build, write its reports to ``<build>/bench``, print the tables
+    and the recommendation. Returns the results. A build that cannot be read is reported and skipped."""
+    results = []
+    for b in build_dirs:
+        try:
+            res = bench_build(b, threads=threads, max_accuracy_drop=max_accuracy_drop,
+                              run_length=SMOKE_LENGTH if smoke else None, progress=progress)
+        except BenchInputError as e:
+            print(f"bench: skipping {b}: {e}", file=stdout)
+            continue
+        paths = write_reports(res, Path(b) / "bench")
+        print(f"\n=== edgeship bench {b} ===\n", file=stdout)
+        print(report_md.tables(res), file=stdout)
+        print(report_md.render(res).split("## Recommendation\n\n", 1)[1].split("\n## Results", 1)[0].strip(),
+              file=stdout)
+        print(f"\nreport: {paths['html']}", file=stdout)
+        results.append(res)
+    return results
