@@ -68,7 +68,7 @@ def onnx_export(
 _STAGES = {1: "torch.export", 2: "decomposition", 3: "onnx translation"}
 
 
-def classify_export_error(exc: BaseException, buf_text: str = "") -> dict[str, str | None]:
+def classify_export_error(exc: BaseException) -> dict[str, str | None]:
     """Pull the exporter stage, the failing op/module and the user's source line out of an error.
 
     Returns ``{"stage", "op", "where", "summary"}`` (values may be None).

@@ -29,6 +29,8 @@ from toolchain.compile.context import Feeds, SampleSet
 from toolchain.errors import DataError
 
 LABELS_KEY = "__labels__"
+#: size of a symbolic non-batch dimension in random data (e.g. sequence length)
+RANDOM_DIM_DEFAULT = 16
 Arrays = dict[str, np.ndarray]
 
 
@@ -207,7 +209,9 @@ def random_sample_set(inputs: Sequence[TensorSpec], *, n: int, seed: int = 0,
     rng = np.random.default_rng(seed)
     arrays: Arrays = {}
     for s in inputs:
-        shape = (n,) + TensorSpec(s.name, s.dtype, tuple(s.shape[1:])).concrete_shape(batch=1, defaults=dict(dim_defaults or {}))
+        # symbolic non-batch dims (e.g. "seq") get dim_defaults[name], else RANDOM_DIM_DEFAULT
+        shape = (n,) + tuple(d if isinstance(d, int) and d >= 0 else int((dim_defaults or {}).get(str(d), RANDOM_DIM_DEFAULT))
+                             for d in s.shape[1:])
         if np.issubdtype(np.dtype(s.dtype), np.floating):
             arrays[s.name] = rng.standard_normal(shape).astype(s.dtype)
         else:

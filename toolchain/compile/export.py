@@ -66,7 +66,7 @@ def _torch_export(src: LoadedSource, *, opset: int) -> Any:
     names = list(src.input_names) if src.input_names else None
     if src.kind is SourceKind.PT2:
         names = None  # the program's own (forward argument) names; dynamic shapes are baked in
-    with compat.quiet_torch() as buf:
+    with compat.quiet_torch():
         try:
             return compat.onnx_export(
                 src.module, tuple(src.example_inputs), input_names=names,
@@ -75,7 +75,7 @@ def _torch_export(src: LoadedSource, *, opset: int) -> Any:
                 opset=opset,
             )
         except Exception as e:
-            info = compat.classify_export_error(e, buf.getvalue())
+            info = compat.classify_export_error(e)
             info["module"] = _module_at(src.module, info["where"]) if src.kind is SourceKind.FACTORY else None
             raise ExportError(_export_message(src.spec, info, e)) from e
 
