@@ -102,9 +102,13 @@ def test_converter_failure_marks_only_that_artifact(tiny_factory: Path, tmp_path
 
 def test_user_gates_fail_naming_artifact_and_figure(tiny_factory: Path, tmp_path: Path, run_cli) -> None:
     out = tmp_path / "b"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
     r = run_cli(["compile", f"{tiny_factory}:build", "--out", str(out), "--targets", "onnxruntime",
-                 "--precisions", "fp32,int8-static", "--calibration", _calib(tmp_path), "--atol", "1e-6", "--quiet"])
+                 "--precisions", "fp32,int8-static", "--calibration", _calib(tmp_path), "--atol", "1e-6", "--quiet"],
+                cwd=cwd)
     assert r.returncode == 1, r.stderr
+    assert list(cwd.iterdir()) == []  # no augmented_model.onnx or other scratch in the cwd
     assert "onnxruntime-int8-static gate_failed" in r.stderr and "max_abs_error" in r.stderr and "> atol 1e-06" in r.stderr
     m = _assert_manifest_consistent(out / "tiny")
     assert m["status"] == "failed"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from runtime.spec import Engine
+from toolchain import compat
 from toolchain.compile.context import BuildContext, SampleSet
 from toolchain.compile.onnxio import save_onnx, set_metadata, uses_external
 from toolchain.compile.verify import Precision
@@ -67,16 +68,9 @@ class OrtConverter:
         external = uses_external(ctx.reference_onnx)
         work = Path(tempfile.mkdtemp(prefix=f"ort-{precision}-", dir=ctx.work_dir))
         try:
-            if precision == "fp32":
-                model = _load(ctx.reference_onnx)
-            elif precision == "fp16":
-                model = _fp16(ctx.reference_onnx)
-            elif precision == "int8-static":
-                model = _int8_static(ctx, work, external)
-            elif precision == "int8-dynamic":
-                model = _int8_dynamic(ctx, work, external)
-            else:
-                raise ConversionError(f"onnxruntime: unknown precision {precision!r}; choose one of {self.precisions}")
+            # every scratch file ORT makes (pre-processing, augmented calibration model) lands in work
+            with compat.ort_temp_dir(work):
+                model = self._convert(ctx, precision, work, external)
         except (ConversionError, DataError):
             raise
         except Exception as e:
@@ -84,6 +78,18 @@ class OrtConverter:
         set_metadata(model, {"edgeship.precision": _executed(precision)})
         save_onnx(model, out, external=external)
         return out
+
+
+    def _convert(self, ctx: BuildContext, precision: str, work: Path, external: bool):
+        if precision == "fp32":
+            return _load(ctx.reference_onnx)
+        if precision == "fp16":
+            return _fp16(ctx.reference_onnx)
+        if precision == "int8-static":
+            return _int8_static(ctx, work, external)
+        if precision == "int8-dynamic":
+            return _int8_dynamic(ctx, work, external)
+        raise ConversionError(f"onnxruntime: unknown precision {precision!r}; choose one of {self.precisions}")
 
 
 def _executed(precision: str) -> str:
@@ -115,8 +121,6 @@ def _preprocess(ctx: BuildContext, work: Path, external: bool) -> Path:
 def _int8_static(ctx: BuildContext, work: Path, external: bool):
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from toolchain import compat
-
     if ctx.calibration is None or len(ctx.calibration) == 0:
         raise DataError("onnxruntime int8-static needs calibration data (--calibration, or --random-calibration)")
     method = ctx.quant.calibration_method
@@ -127,24 +131,20 @@ def _int8_static(ctx: BuildContext, work: Path, external: bool):
         samples = SampleSet(samples=list(samples.samples)[: ctx.quant.calibration_samples], source=samples.source)
     pre = _preprocess(ctx, work, external)
     out = work / "quantized.onnx"
-    with compat.ort_temp_dir(work):
-        quantize_static(
-            str(pre), str(out), _Reader(samples), quant_format=QuantFormat.QDQ,
-            per_channel=ctx.quant.per_channel, activation_type=getattr(QuantType, ACTIVATION_TYPE),
-            weight_type=getattr(QuantType, WEIGHT_TYPE), use_external_data_format=external,
-            calibrate_method=getattr(CalibrationMethod, _METHODS[method]),
-        )
+    quantize_static(
+        str(pre), str(out), _Reader(samples), quant_format=QuantFormat.QDQ,
+        per_channel=ctx.quant.per_channel, activation_type=getattr(QuantType, ACTIVATION_TYPE),
+        weight_type=getattr(QuantType, WEIGHT_TYPE), use_external_data_format=external,
+        calibrate_method=getattr(CalibrationMethod, _METHODS[method]),
+    )
     return _load(out)
 
 
 def _int8_dynamic(ctx: BuildContext, work: Path, external: bool):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from toolchain import compat
-
     pre = _preprocess(ctx, work, external)
     out = work / "quantized.onnx"
-    with compat.ort_temp_dir(work):
-        quantize_dynamic(str(pre), str(out), per_channel=ctx.quant.per_channel,
-                         weight_type=getattr(QuantType, WEIGHT_TYPE), use_external_data_format=external)
+    quantize_dynamic(str(pre), str(out), per_channel=ctx.quant.per_channel,
+                     weight_type=getattr(QuantType, WEIGHT_TYPE), use_external_data_format=external)
     return _load(out)
