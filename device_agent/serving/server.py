@@ -147,7 +147,7 @@ def run(config: AgentConfig) -> int:
         agent = Agent(config)
         updates = UpdateHost(config, agent)
         app = create_app(agent, control_token=token, updates=updates)
-        server = uvicorn.Server(uvicorn.Config(
+        server = _Server(updates, uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", server_header=False,
             timeout_graceful_shutdown=max(1, int(s.drain_timeout_s)), timeout_keep_alive=30))
         stop_signals: list[int] = []
@@ -175,6 +175,29 @@ def run(config: AgentConfig) -> int:
                 (root / name).unlink(missing_ok=True)
             log.info("agent.stopped", pid=os.getpid(), signal=stop_signals[0] if stop_signals else None)
     return 0
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server that, when shutdown begins, first asks a running update to stop:
+        an update streaming its events to a client (POST /edgeship/v1/update) would otherwise
+        hold the graceful shutdown for the whole trial window."""
+
+        def __init__(self, updates, config) -> None:
+            super().__init__(config)
+            self._updates = updates
+
+        async def shutdown(self, sockets=None) -> None:
+            self._updates.request_cancel()
+            await super().shutdown(sockets=sockets)
+
+    return Server
+
+
+def _Server(updates, config):  # noqa: N802 - a class made on first use (uvicorn is imported lazily)
+    return _server_class()(updates, config)
 
 
 def _start_extensions(config: AgentConfig, agent, updates=None) -> list:

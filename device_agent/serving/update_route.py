@@ -56,11 +56,21 @@ class UpdateHost:
         with self._lock:
             self._updater = updater
 
-    def cancel(self) -> None:
-        """Shutting down: abort a running update (before the switch; after it, roll back)."""
+    def cancel(self, timeout_s: float = 10.0) -> None:
+        """Shutting down: abort a running update (before the switch; after it, roll back) and
+        wait up to ``timeout_s`` for it to end, so the agent is not closed under it."""
+        up = self.request_cancel()
+        if up is not None:
+            if not up.wait_idle(timeout_s):
+                log.warning("update.still_running_at_shutdown", waited_s=timeout_s)
+
+    def request_cancel(self):
+        """Ask a running update to stop (does not wait); returns the updater, if any."""
         with self._lock:
-            if self._updater is not None:
-                self._updater.cancel()
+            up = self._updater
+        if up is not None:
+            up.cancel()
+        return up
 
     def updater(self):
         with self._lock:

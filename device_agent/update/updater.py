@@ -161,6 +161,13 @@ class Updater:
         """Abort a running update if it has not switched yet (after the switch: roll back)."""
         self._cancel.set()
 
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no update or recovery runs (e.g. after :meth:`cancel`). False on timeout."""
+        if not self._lock.acquire(timeout=timeout_s):
+            return False
+        self._lock.release()
+        return True
+
     def last(self) -> Journal | None:
         return self.journal.load()
 

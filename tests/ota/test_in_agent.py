@@ -227,3 +227,28 @@ def test_local_update_holds_the_state_dir(env):
     finally:
         if cli.poll() is None:
             cli.kill()
+
+
+def test_agent_stopped_during_an_update_in_it_rolls_back_and_exits_cleanly(env):
+    env.publish(env.bundle(release=2, kind="good2"))
+    old = json.loads((env.state / "pointers.json").read_text())["active"]["sha256"]
+    port = _port()
+    cfg = _config(env, port, trial_requests=100000, trial_duration_s=60.0)
+    agent = _start_agent(cfg, port)
+    cli = _cli("update", "--config", cfg, "--model", "m", "--json", popen=True)
+    try:
+        while json.loads(cli.stdout.readline())["state"] != "trial":
+            pass
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(30) == 0, agent.stderr.read()
+        out, err = cli.communicate(timeout=30)
+        assert cli.returncode == 1, (out, err)
+        # shutdown cancels the update first, so the client still gets its end
+        assert json.loads(out.splitlines()[-1])["result"]["state"] == "rolled_back", out
+        j = _journal(env)
+        assert (j["state"], j["reason"]) == ("rolled_back", "aborted.cancelled"), j["history"]
+        assert json.loads((env.state / "pointers.json").read_text())["active"]["sha256"] == old
+    finally:
+        for p in (agent, cli):
+            if p.poll() is None:
+                p.kill()

@@ -34,7 +34,7 @@ class SimulatedMemory:
         return self.total - sum(self.resident(s) for s in self.agent.in_use())
 
 
-def _device(env, policy: MemoryPolicy, kind: str, slack: int):
+def _device(env, policy: MemoryPolicy, kind: str, slack: int, bundle_kw=None, **cfg_kw):
     """Publish release 2 (``kind``) and a device whose memory holds one model but not both
     (``slack`` = bytes over the sum of both minus one; negative: not even the new one alone)."""
     from device_agent.agent import Agent
@@ -44,7 +44,7 @@ def _device(env, policy: MemoryPolicy, kind: str, slack: int):
 
     from runtime.bundle import read_bundle_info
 
-    bundle = env.bundle(release=2, kind=kind)
+    bundle = env.bundle(release=2, kind=kind, **(bundle_kw or {}))
     pub = env.publish(bundle)
     cfg, store = AgentConfig.for_state_dir(env.state), Store(env.state)
     agent = Agent(cfg, store=store)
@@ -52,7 +52,7 @@ def _device(env, policy: MemoryPolicy, kind: str, slack: int):
     old, new = store.active().sha256, pub.sha256
     mem.total = mem.resident(old) + int(model_file_bytes(read_bundle_info(bundle)) * 2.0) - 1 + slack
     up = Updater(cfg, store, agent, available_bytes=mem,
-                 update_config=env.update_cfg(memory_policy=policy, memory_reserve_bytes=0))
+                 update_config=env.update_cfg(memory_policy=policy, memory_reserve_bytes=0, **cfg_kw))
     return store, agent, up, mem, old, new
 
 
@@ -120,6 +120,28 @@ def test_unload_first_reloads_the_old_model_when_the_gate_fails(env):
         assert agent.current().ref.sha256 == old == store.active().sha256
         np.testing.assert_allclose(agent.infer({"x": GOLDEN_X[0]})["y"], GOLDEN_X[0] * 2 + 1, rtol=1e-6)
         assert agent.status()["unloaded"] is None
+    finally:
+        agent.close()
+
+
+def test_unload_first_rolls_back_a_failed_trial_by_unloading_the_new_model_first(env):
+    store, agent, up, mem, old, new = _device(env, MemoryPolicy.UNLOAD_FIRST, "slow", 0,
+                                              bundle_kw={"latency_budget_ms": 0.5}, gate_latency_factor=1e6,
+                                              trial_latency_factor=2.0, trial_requests=4)
+    unloads = []
+    real_unload = agent.unload
+
+    def recording_unload(**kw):
+        unloads.append((kw["reason"], agent.current().ref.sha256, sorted(agent.in_use())))
+        return real_unload(**kw)
+
+    agent.unload = recording_unload
+    try:
+        res = up.update("m")
+        assert (res.state, res.reason) == (State.ROLLED_BACK, Reason.TRIAL_LATENCY), (res, up.last_error)
+        assert [(why.split()[0], sha) for why, sha, _ in unloads] == [("making", old), ("rolling", new)]
+        assert all(len(live) == 1 for _, _, live in unloads)  # never two models resident
+        assert agent.current().ref.sha256 == old == store.active().sha256
     finally:
         agent.close()
 
