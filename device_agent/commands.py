@@ -78,6 +78,7 @@ def cmd_status(args) -> int:
         "active": (a.to_json() if (a := store.active()) else None),
         "previous": (p.to_json() if (p := store.previous()) else None),
         "models": [m.to_json() for m in store.models()],
+        "update": _last_update(root),
     }
     if running is not None and running.token is not None:
         try:
@@ -99,7 +100,26 @@ def cmd_status(args) -> int:
         print(f"requests   {m['requests']} in the last {m['window_s']:.0f} s, {m['errors']} errors, "
               f"p50 {m['latency_ms_p50'] or 0:.2f} ms")
     print(f"models     {len(out['models'])} in the store")
+    u = out["update"]
+    if u is not None:
+        print("update     " + (u["error"] if "error" in u else
+                              f"{u['model']} release {u['release'] or '?'}: {u['state']}"
+                              + (f" ({u['reason']})" if u["reason"] else "") + f" at {u['updated_utc']}"
+                              + (f"  {u['detail']}" if u["detail"] else "")))
     return 0
+
+
+def _last_update(root: Path) -> dict[str, Any] | None:
+    """The last (or running) OTA update from ``<state_dir>/update/journal.json``, or None."""
+    path = root / "update" / "journal.json"
+    try:
+        j = json.loads(path.read_text())
+        return {k: j.get(k) for k in ("deployment_id", "model", "release", "state", "reason", "detail",
+                                      "updated_utc")}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError) as e:
+        return {"error": f"{path}: unreadable update journal: {e}"}
 
 
 def _ref_line(ref: dict | None) -> str:

@@ -24,12 +24,14 @@ import numpy as np
 from runtime.bundle import GOLDEN_NPZ, BundleInfo, compare_outputs, golden_calls
 from runtime.spec import deploy_precision_hint, expected_execution
 
+from ..logs import get_logger
 from .config import MemoryPolicy, UpdateSection
 from .errors import (
     GateError, GateFallbackError, GateInferenceError, GateLatencyError, GateLoadError,
     GateMemoryError, GateNaNError, GateSchemaError, GateToleranceError,
 )
 
+log = get_logger("update.gate")
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,36 @@ def _golden(session, info: BundleInfo, model_dir: Path, cfg: UpdateSection) -> f
         raise GateLatencyError(f"{info.name} r{info.release}: median golden latency {med:.1f} ms > "
                                f"{cfg.gate_latency_factor:g} x budget {budget_ms:g} ms")
     return med
+
+
+#: Retry-After (s) of requests while the serving model is unloaded to make room (unload_first)
+UNLOAD_RETRY_AFTER_S = 1.0
+
+
+def make_room(*, agent, info: BundleInfo, cfg: UpdateSection, available_bytes: Callable[[], int], why: str) -> bool:
+    """Unload the agent's serving model when ``info``'s model fits only without it (policy
+    ``unload_first``). Returns whether it unloaded.
+
+    Raises:
+        GateMemoryError: no room (policy ``refuse``, or not even with the model unloaded).
+    """
+    cur = agent.current()
+    loaded = model_file_bytes(cur.info) if cur is not None else 0
+    plan = memory_plan(model_bytes=model_file_bytes(info), available_bytes=available_bytes(),
+                       loaded_bytes=loaded, cfg=cfg)
+    if plan is MemoryPlan.FITS:
+        return False
+    log.warning("update.unload_first", model=info.name, release=info.release, why=why)
+    agent.unload(reason=why, retry_after_s=UNLOAD_RETRY_AFTER_S)
+    return True
+
+
+def reload_after_unload(agent) -> None:
+    """Serve the active model again after :func:`make_room` (the gate failed). Never raises."""
+    try:
+        agent.reload_pointers()
+    except Exception as e:  # the agent stays up and not ready; status() and the log say why
+        log.error("update.reload_old_failed", error=f"{type(e).__name__}: {e}")
 
 
 def available_memory_bytes() -> int:

@@ -34,7 +34,7 @@ from .errors import (
     GateMemoryError, MixAndMatchError, NoSuchTargetError, Reason, ReleaseRollbackError, StageError, SwitchError,
     UpdateBusyError, UpdateError, WrongTargetError,
 )
-from .gate import MemoryPlan, available_memory_bytes, memory_plan, model_file_bytes, run_gate
+from .gate import available_memory_bytes, make_room, reload_after_unload, run_gate
 from .journal import JournalFile
 from .states import Action, Journal, State
 from .trial import run_trial
@@ -42,8 +42,6 @@ from .trust import Candidate, TrustedRepo, TrustedTime, utcnow
 
 log = get_logger("update")
 
-#: Retry-After (s) of requests while the serving model is unloaded to make room (unload_first)
-UNLOAD_RETRY_AFTER_S = 1.0
 #: model.json facts the publisher signs into the target; the bundle must agree (mix-and-match)
 SIGNED_FACTS = ("name", "version", "release", "engine", "precision", "requirements")
 #: newest ONNX opset per onnxruntime minor version (onnxruntime.ai/docs/reference/compatibility)
@@ -334,13 +332,14 @@ class Updater:
         sha = j.target_sha256
         info = self.store.info(sha)
         threads = (self.config.serving.engine_threads or None) if self.config is not None else None
-        unloaded = self._make_room(info, why=f"making room to test {j.model} release {j.release}")
+        unloaded = make_room(agent=self.agent, info=info, cfg=self.cfg, available_bytes=self.available_bytes,
+                             why=f"making room to test {j.model} release {j.release}")
         try:
             report, self._session = run_gate(model_dir=self.store.model_dir(sha), info=info, cfg=self.cfg,
                                              threads=threads, available_bytes=self.available_bytes)
         except BaseException:
             if unloaded:  # the old model serves again before the update ends as failed
-                self._reload_after_unload()
+                reload_after_unload(self.agent)
             raise
         log.info("update.gate_passed", model=j.model, load_s=round(report.load_s, 4),
                  median_ms=report.median_latency_ms, precision=report.executed_precision)
@@ -373,25 +372,6 @@ class Updater:
         self._restore_old(j)
         return self._to(j, State.ROLLED_BACK, reason=reason, detail=detail)
 
-    def _make_room(self, info: BundleInfo, *, why: str) -> bool:
-        """Unload the serving model when ``info``'s model fits only without it (policy
-        ``unload_first``). Returns whether it unloaded. Raises GateMemoryError (no room)."""
-        cur = self.agent.current()
-        loaded = model_file_bytes(cur.info) if cur is not None else 0
-        plan = memory_plan(model_bytes=model_file_bytes(info), available_bytes=self.available_bytes(),
-                           loaded_bytes=loaded, cfg=self.cfg)
-        if plan is MemoryPlan.FITS:
-            return False
-        log.warning("update.unload_first", model=info.name, release=info.release, why=why)
-        self.agent.unload(reason=why, retry_after_s=UNLOAD_RETRY_AFTER_S)
-        return True
-
-    def _reload_after_unload(self) -> None:
-        try:
-            self.agent.reload_pointers()
-        except Exception as e:  # the agent stays up and not ready; status() and the log say why
-            log.error("update.reload_old_failed", error=f"{type(e).__name__}: {e}")
-
     def _restore_old(self, j: Journal) -> None:
         """Make the model active before the switch active and served again (idempotent)."""
         old = j.previous_sha256
@@ -400,7 +380,8 @@ class Updater:
         cur = self.agent.current()
         if cur is not None and cur.ref.sha256 != old:
             try:
-                self._make_room(self.store.info(old), why=f"rolling {j.model} back to {old[:12]}")
+                make_room(agent=self.agent, info=self.store.info(old), cfg=self.cfg,
+                          available_bytes=self.available_bytes, why=f"rolling {j.model} back to {old[:12]}")
             except GateMemoryError as e:  # roll back anyway: the old model ran here before
                 log.warning("update.rollback_memory", model=j.model, error=str(e))
         active, prev = self.store.active(), self.store.previous()

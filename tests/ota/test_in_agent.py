@@ -160,7 +160,9 @@ def test_cli_update_runs_inside_the_running_agent(env):
         st = _status(cfg)
         assert st["serving"]["sha256"] == st["active"]["sha256"] == pub.sha256
         assert st["previous"]["release"] == 1
-        assert _journal(env)["state"] == "commit"
+        assert (st["update"]["state"], st["update"]["release"], st["update"]["reason"]) == ("commit", 2, "ok")
+        text = _cli("status", "--config", cfg).stdout
+        assert "update     m release 2: commit (ok)" in text, text
         bad = httpx.post(running["url"] + "/edgeship/v1/update", json={"model": "m", "release": "x"},
                          headers={"X-Edgeship-Token": token}, timeout=10)
         assert bad.status_code == 400 and "release" in bad.json()["error"]
@@ -188,6 +190,7 @@ def test_run_recovers_an_update_killed_mid_trial(env, policy, state, reason, rel
         assert (j["state"], j["reason"]) == (state, reason), j["history"]
         st = _status(cfg)
         assert st["serving"]["release"] == st["active"]["release"] == release, st
+        assert (st["update"]["state"], st["update"]["reason"]) == (state, reason)
         r = httpx.post(f"http://127.0.0.1:{port}/v2/models/m/infer", json=BODY, timeout=10)
         assert r.status_code == 200 and r.json()["model_version"] == f"1.0.{release}"
     finally:

@@ -1,0 +1,161 @@
+"""The `[update] memory_policy` figures, measured side by side in one run:
+
+the same update (10 MB bundles, real repository on loopback, real store and Agent, ONNX
+Runtime, a steady 200 requests/s through Agent.infer) on a device whose memory holds one
+model but not two, under `refuse` and `unload_first`, and with room for both as a baseline.
+Memory is simulated (available = total - 2 x file size of every open session), so the run
+does not depend on this machine's free memory; loading and the gate are real.
+
+Figures: the outcome, the update time, the 503 window (old model unloaded -> new model
+serving) and the requests answered "retry" (NotReadyError with Retry-After) or failed.
+
+    .venv/bin/python benchmarks/ota_unload_first.py [--bundle-mb 10] [--rate 200] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ota_update_latency import X, make_bundle  # noqa: E402
+
+
+class Load:
+    """One request every 1/rate s through Agent.infer: ok, retry (503 window) or failed."""
+
+    def __init__(self, agent, rate: float) -> None:
+        self.agent, self.period = agent, 1.0 / rate
+        self.ok = self.retry = self.failed = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+    def _run(self) -> None:
+        from device_agent.agent import NotReadyError
+
+        nxt = time.perf_counter()
+        while not self._stop.is_set():
+            try:
+                self.agent.infer({"x": X[0]})
+                self.ok += 1
+            except NotReadyError as e:
+                if e.retry_after_s is None:
+                    raise
+                self.retry += 1
+            except Exception:  # noqa: BLE001 - counted
+                self.failed += 1
+            nxt += self.period
+            time.sleep(max(0.0, nxt - time.perf_counter()))
+
+
+def one_run(tmp: Path, *, pad: int, rate: float, policy: str, tight: bool) -> dict:
+    from device_agent.agent import Agent
+    from device_agent.config import AgentConfig
+    from device_agent.store import Store
+    from device_agent.update import Updater
+    from device_agent.update.config import MemoryPolicy, UpdateSection
+    from device_agent.update.gate import model_file_bytes
+    from runtime.bundle import read_bundle_info
+    from toolchain.ota.keys import init_keys
+    from toolchain.ota.publish import publish
+    from toolchain.ota.serve import serve_in_thread
+
+    keys, repo, state = tmp / "keys", tmp / "repo", tmp / "device"
+    root = init_keys(keys_dir=keys)
+    b1 = make_bundle(tmp / "b", release=1, pad_bytes=pad, budget_ms=50.0)
+    b2 = make_bundle(tmp / "b", release=2, pad_bytes=pad, budget_ms=50.0)
+    publish(bundle=b1, repo_dir=repo, keys_dir=keys)
+    store = Store(state)
+    store.activate(store.install_bundle(b1).sha256)
+    (state / "trust").mkdir()
+    (state / "trust" / "root.json").write_bytes(root.read_bytes())
+    srv, url = serve_in_thread(repo)
+    cfg = AgentConfig.for_state_dir(state)
+    agent = Agent(cfg, store=store)
+    resident = {p: 2 * model_file_bytes(read_bundle_info(p)) for p in (b1, b2)}
+    total = sum(resident.values()) - (1 if tight else -(1 << 30))
+
+    def available() -> int:
+        return total - sum(2 * model_file_bytes(store.info(s)) for s in agent.in_use())
+
+    marks: dict[str, float] = {}
+    real_unload, real_switch = agent.unload, agent.switch_to
+
+    def unload(**kw):
+        marks["unload"] = time.perf_counter()
+        return real_unload(**kw)
+
+    def switch_to(*a, **kw):
+        r = real_switch(*a, **kw)
+        marks["serving_new"] = time.perf_counter()
+        return r
+
+    agent.unload, agent.switch_to = unload, switch_to
+    ucfg = UpdateSection(repository_url=url, trial_requests=50, trial_duration_s=1.0, trial_min_requests=20,
+                         trial_probe_interval_s=0.0, memory_policy=MemoryPolicy(policy), memory_reserve_bytes=0)
+    up = Updater(cfg, store, agent, update_config=ucfg, available_bytes=available)
+    with Load(agent, rate) as load:
+        time.sleep(0.3)
+        publish(bundle=b2, repo_dir=repo, keys_dir=keys)
+        t0 = time.perf_counter()
+        res = up.update("bench")
+        update_s = time.perf_counter() - t0
+        time.sleep(0.2)
+    agent.close()
+    srv.shutdown()
+    window = marks["serving_new"] - marks["unload"] if "unload" in marks and "serving_new" in marks else None
+    return {"outcome": f"{res.state.value} ({res.reason.value})", "update_s": update_s, "window_s": window,
+            "ok": load.ok, "retry": load.retry, "failed": load.failed}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle-mb", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--runs", type=int, default=3)
+    a = ap.parse_args(argv)
+    pad = int(a.bundle_mb * (1 << 20))
+    cases = [("room for both", "refuse", False), ("one model only", "refuse", True),
+             ("one model only", "unload_first", True)]
+    print(f"memory_policy figures: {a.bundle_mb:g} MB bundles, steady {a.rate:g} req/s through Agent.infer, "
+          f"{a.runs} runs each (median [min..max]; requests summed over runs)")
+    print(f"  {'memory':<15} {'policy':<13} {'outcome':<22} {'update':>22} {'503 window':>24} "
+          f"{'ok':>6} {'retry':>6} {'failed':>6}")
+    bad = 0
+    for label, policy, tight in cases:
+        rows = []
+        for _ in range(a.runs):
+            with tempfile.TemporaryDirectory(prefix="edgeship-unload-bench-") as d:
+                rows.append(one_run(Path(d), pad=pad, rate=a.rate, policy=policy, tight=tight))
+
+        def fig(key):
+            xs = [r[key] for r in rows if r[key] is not None]
+            if not xs:
+                return "-"
+            return f"{statistics.median(xs):.3f} s [{min(xs):.3f}..{max(xs):.3f}]"
+
+        outcomes = sorted({r["outcome"] for r in rows})
+        ok, retry, failed = (sum(r[k] for r in rows) for k in ("ok", "retry", "failed"))
+        bad += failed
+        print(f"  {label:<15} {policy:<13} {', '.join(outcomes):<22} {fig('update_s'):>22} {fig('window_s'):>24} "
+              f"{ok:>6} {retry:>6} {failed:>6}")
+    return 0 if bad == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
