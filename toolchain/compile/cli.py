@@ -102,13 +102,13 @@ def summary_table(manifest: dict) -> str:
         v = a.get("verification") or {}
         drop = v.get("accuracy_drop_pts")
         rows.append([
-            a["id"], a["engine"], a["precision"], human_bytes(a.get("size_bytes")),
+            a["id"], a["engine"], a["precision"], a.get("executed_precision"), human_bytes(a.get("size_bytes")),
             fmt_float(v.get("max_abs_error")), fmt_float(v.get("cosine_min"), ".5f"),
             fmt_pct(v.get("top1_agreement")), fmt_pct(v.get("accuracy")),
             None if drop is None else f"{drop:+.2f}", a["status"],
         ])
-    headers = ["artifact", "engine", "precision", "size", "max-abs", "cos-min", "top1-agree", "accuracy", "drop(pts)", "status"]
+    headers = ["artifact", "engine", "precision", "executes", "size", "max-abs", "cos-min", "top1-agree", "accuracy", "drop(pts)", "status"]
     title = f"{manifest['model']['name']}  (validation: {manifest['validation']['samples']} samples"
     ref_acc = manifest["validation"].get("reference_accuracy")
     title += f", reference accuracy {100 * ref_acc:.2f}%)" if ref_acc is not None else ")"
-    return title + "\n" + format_table(headers, rows, align="lllrrrrrrl")
+    return title + "\n" + format_table(headers, rows, align="llllrrrrrrl")

@@ -50,6 +50,7 @@ def compile_model(opts: CompileOptions, *, progress: Callable[[str], None] | Non
     """Run a build. Raises SourceError, DataError, ExportError, UsageError (nothing written then)."""
     if opts.quant.calibration_method not in CALIBRATION_METHODS:
         raise UsageError(f"unknown calibration method {opts.quant.calibration_method!r}; choose one of {list(CALIBRATION_METHODS)}")
+    plan = _plan(opts)
     say = progress or (lambda m: None)
     warn = warn or (lambda m: print(f"WARNING: {m}", file=sys.stderr))
     say(f"loading source {opts.source}")
@@ -57,7 +58,6 @@ def compile_model(opts: CompileOptions, *, progress: Callable[[str], None] | Non
     name = opts.name or src.name
     _check_name(name)
     expected = expected_inputs(src)
-    plan = _plan(opts)
     calib = _calibration(opts, src, expected, plan, warn)
     val = _validation(opts, src, expected, calib, warn)
     out_dir = Path(opts.out_dir)
