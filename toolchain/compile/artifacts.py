@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from runtime.spec import Engine, TensorSpec
+from runtime.spec import Engine, TensorSpec, deploy_precision_hint
 from toolchain import compat
 from toolchain.compile.context import BuildContext
 from toolchain.compile.manifest import ArtifactStatus, files_of
@@ -95,8 +95,8 @@ def _run_artifact(engine: Engine, precision: Precision, model_file: Path, inputs
                   outputs: Sequence[TensorSpec], validation: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
     import runtime
 
-    # exact parity for fp32 on OpenVINO: stop it from running FP32 IR in bf16 on AMX CPUs
-    hint = "f32" if engine is Engine.OPENVINO and precision is Precision.FP32 else None
+    # verify exactly as the device will run it (OpenVINO float IR pinned to f32, not bf16 on AMX)
+    hint = deploy_precision_hint(engine, precision.value)
     with runtime.open_model(model_file, engine=engine.value, precision_hint=hint) as sess:
         info = sess.describe()
         step = 64 if all(s.shape and not isinstance(s.shape[0], int) for s in sess.inputs) else 1
