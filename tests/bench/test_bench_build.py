@@ -219,3 +219,15 @@ def test_engine_not_installed_is_that_cells_error(tiny_onnx, tmp_path, monkeypat
     err = res["cells"][0]["errors"][0]
     assert err["type"] == "EngineNotInstalledError" and "pip install" in err["message"]
     assert api.exit_code(res) == 1
+
+
+def test_report_builds_for_the_demo(build_dir, tmp_path, monkeypatch):
+    import io
+
+    monkeypatch.setattr(api, "SMOKE_LENGTH", TINY)
+    out = io.StringIO()
+    results = api.report_builds([build_dir, tmp_path / "absent"], smoke=True, stdout=out, progress=None)
+    text = out.getvalue()
+    assert len(results) == 1 and "Single-stream latency" in text and "fastest artifact" in text
+    assert f"skipping {tmp_path / 'absent'}" in text
+    assert (build_dir / "bench" / "report.html").exists() and (build_dir / "bench" / "result.json").exists()
