@@ -6,8 +6,8 @@
   They have no real data, so they are calibrated on random inputs (``random_calibration``,
   which prints a warning) and verified for parity only.
 
-Run ``python -m toolchain.demo [--out build] [--quick]``. The latency report is added by the
-bench part: extend :func:`latency_report` (it receives every compile result).
+Then every build is benchmarked (``edgeship bench``) and its report written to
+``<build>/bench/report.html``. Run ``python -m toolchain.demo [--out build] [--quick] [--no-bench]``.
 """
 
 from __future__ import annotations
@@ -72,7 +72,21 @@ def print_compile_report(results: list[Any]) -> None:
 
 
 def latency_report(results: list[Any], cfg: DemoConfig) -> None:
-    """Extension point for the bench part: measure and print latency of the built artifacts."""
+    """Benchmark every build that produced artifacts (1 and 2 threads, batch 1, single-stream),
+    write ``<build>/bench/report.{json,md,html}`` and print the tables and recommendations.
+
+    ``--quick`` uses a short smoke run length: its figures show the pipeline works, not latency.
+    """
+    from toolchain.bench import api
+
+    builds = [r.build_dir for r in results if getattr(r, "build_dir", None) and Path(r.build_dir, "manifest.json").exists()]
+    if not builds:
+        print("latency report: no build produced a manifest; nothing to measure", file=sys.stderr)
+        return
+    print(f"\n=== edgeship bench: {len(builds)} build(s), every artifact at 1 and 2 threads, "
+          f"each cell in a fresh process ({'smoke run' if cfg.quick else 'preset quick, ~12 s a cell'}) ===",
+          file=sys.stderr, flush=True)
+    api.report_builds(builds, smoke=cfg.quick, threads=(1, 2), max_accuracy_drop=1.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,12 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="build")
     p.add_argument("--quick", action="store_true", help="small input sizes (smoke run)")
     p.add_argument("--models", default=",".join(m[0] for m in DEMO_MODELS))
+    p.add_argument("--no-bench", action="store_true", help="compile only, skip the latency report")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cfg = DemoConfig(out_dir=Path(args.out), quick=args.quick, models=tuple(args.models.split(",")))
     results = compile_reference_models(cfg)
     print_compile_report(results)
-    latency_report(results, cfg)
+    if not args.no_bench:
+        latency_report(results, cfg)
     codes = {r.exit_code for r in results}
     return 1 if 1 in codes else 3 if 3 in codes else 0
 

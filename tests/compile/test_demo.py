@@ -19,3 +19,8 @@ def test_demo_quick_resnet(tmp_path: Path, capsys) -> None:
     for aid in ("onnxruntime-int8-static", "openvino-int8", "tflite-int8", "tflite-fp32", "openvino-fp16"):
         assert aid in out.out
     assert (tmp_path / "resnet18" / "manifest.json").is_file()
+    # make demo ends with the latency report of every build
+    report = tmp_path / "resnet18" / "bench"
+    assert (report / "report.html").is_file() and (report / "result.json").is_file()
+    assert "<img" in (report / "report.html").read_text()
+    assert "=== edgeship bench" in out.out

@@ -98,7 +98,7 @@ def int8_notes(cells: list[dict[str, Any]], sp: dict[str, dict[str, Any]], env: 
                    and c.get("executed_precision") == "bf16"})
     if bf16:
         notes.append("OpenVINO executed " + ", ".join(bf16) + " in bf16 on this CPU (its default without a "
-                     "precision hint); run with --ov-precision f32 or both to measure strict f32.")
+                     "precision hint, --ov-precision auto); the agent serves float IR pinned to f32 (--ov-precision deploy).")
     slow = [(c, sp[c["key"]]["speedup"]) for c in cells
             if c["precision"] in INT8_PRECISIONS and c["key"] in sp and sp[c["key"]]["speedup"] < 1.05]
     for c, s in sorted(slow, key=lambda x: x[0]["key"]):

@@ -37,8 +37,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=None, help="fresh-process trials per configuration")
     p.add_argument("--pin", default="none", help="CPU pinning: none, auto (first N allowed CPUs) or 0,1")
     p.add_argument("--seed", type=int, default=0, help="seed for the shuffled order and random inputs")
-    p.add_argument("--ov-precision", default="deploy", choices=["deploy", "f32", "both"],
-                   help="OpenVINO: what deployment gets (engine's choice, e.g. bf16), forced f32, or both")
+    p.add_argument("--ov-precision", default="deploy", choices=["deploy", "auto", "f32", "both"],
+                   help="OpenVINO: as the agent serves it (float IR pinned to f32), the engine's own "
+                        "choice (bf16 on CPUs that have it), forced f32, or deploy and auto both")
     p.add_argument("--max-accuracy-drop", type=float, default=None, metavar="PTS",
                    help="accuracy budget in points for the recommendation")
     p.add_argument("--engine", action="append", default=None, help="only this engine (repeatable); "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from runtime.bench.spec import CellSpec, Preset, RunLength, scenario_for
+from runtime.spec import Engine, deploy_precision_hint
 
 from .errors import BenchInputError
 
@@ -22,14 +23,28 @@ MANIFEST_VERSIONS = (1,)
 
 
 class OvPrecision(str, enum.Enum):
-    """How OpenVINO artifacts are run: what deployment gets, forced f32, or both (two cells)."""
+    """How OpenVINO artifacts are run.
 
-    DEPLOY = "deploy"  # no hint: the engine picks (bf16 on CPUs with AMX/avx512_bf16 support)
+    ``deploy``: the hint the agent serves with and compile verified with
+    (:func:`runtime.spec.deploy_precision_hint`: float IR pinned to f32); ``auto``: no hint, the
+    engine picks (bf16 on CPUs with AMX/avx512_bf16); ``f32``: forced f32 for every artifact;
+    ``both``: deploy and auto as separate cells (one cell where they coincide).
+    """
+
+    DEPLOY = "deploy"
+    AUTO = "auto"
     F32 = "f32"
     BOTH = "both"
 
-    def hints(self) -> tuple[str | None, ...]:
-        return {OvPrecision.DEPLOY: (None,), OvPrecision.F32: ("f32",), OvPrecision.BOTH: (None, "f32")}[self]
+    def hints(self, precision: str) -> tuple[str | None, ...]:
+        deploy = deploy_precision_hint(Engine.OPENVINO, precision)
+        if self is OvPrecision.DEPLOY:
+            return (deploy,)
+        if self is OvPrecision.AUTO:
+            return (None,)
+        if self is OvPrecision.F32:
+            return ("f32",)
+        return tuple(dict.fromkeys((deploy, None)))
 
 
 @dataclass(frozen=True)
@@ -188,7 +203,7 @@ def plan_cells(source: Source, config: BenchConfig, *, work_dir: Path) -> list[C
                if (not config.engines or t.engine in config.engines)
                and (not config.artifacts or t.id in config.artifacts)]
     for t in targets:
-        hints = config.ov_precision.hints() if t.engine == "openvino" else (None,)
+        hints = config.ov_precision.hints(t.precision) if t.engine == "openvino" else (None,)
         for b in config.batches:
             for th in config.threads:
                 for st in config.streams:
