@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
+
+from runtime import cliutil
+from runtime.errors import EdgeshipRuntimeError
 
 #: subcommand -> "module:add_parser"; add_parser(subparsers) registers it and sets func(args)->int
 COMMANDS: dict[str, str] = {
@@ -16,25 +17,16 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="edgeship-agent", description="The edgeship device agent.")
-    p.add_argument("--version", action="version", version=f"edgeship-agent {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for name, target in COMMANDS.items():
-        module, fn = target.split(":")
-        getattr(importlib.import_module(module), fn)(sub)
-    return p
+    return cliutil.build_parser(prog="edgeship-agent", description="The edgeship device agent: serves "
+                                "the active model, takes signed updates, reports over MQTT.",
+                                version=__version__, commands=COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+    return cliutil.run(build_parser(), argv, user_errors=(EdgeshipRuntimeError,))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,13 @@ from .stats import drift, summarize
 RESULT_VERSION = 1
 
 
+def _peak(*readings: dict[str, int]) -> int | None:
+    """Peak RSS: VmHWM, but never below an RSS we saw (the kernel's per-CPU RSS counters make
+    VmHWM and an earlier VmRSS disagree by a few hundred KB)."""
+    vals = [r[k] for r in readings for k in ("VmHWM", "VmRSS") if r.get(k) is not None]
+    return max(vals) if vals else None
+
+
 def _proc_status() -> dict[str, int]:
     """VmRSS / VmHWM (peak) of this process in bytes, from /proc (Linux)."""
     out: dict[str, int] = {}
@@ -130,7 +137,7 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
         "length_met": m.length_met, "stats": summary.to_json(), "drift": drift(m.samples_s),
         "samples_file": _write_samples(spec, m.samples_s),
         "memory": {"rss_before_load_bytes": rss0.get("VmRSS"), "rss_after_load_bytes": rss_loaded.get("VmRSS"),
-                   "peak_rss_bytes": rss_end.get("VmHWM")},
+                   "peak_rss_bytes": _peak(rss0, rss_loaded, rss_end)},
         "load_avg_before": load_before, "load_avg_after": fingerprint.load_avg(), "pid": os.getpid(),
     }
 
