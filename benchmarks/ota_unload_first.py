@@ -18,73 +18,27 @@ import argparse
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ota_update_latency import X, make_bundle  # noqa: E402
-
-
-class Load:
-    """One request every 1/rate s through Agent.infer: ok, retry (503 window) or failed."""
-
-    def __init__(self, agent, rate: float) -> None:
-        self.agent, self.period = agent, 1.0 / rate
-        self.ok = self.retry = self.failed = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-
-    def _run(self) -> None:
-        from device_agent.agent import NotReadyError
-
-        nxt = time.perf_counter()
-        while not self._stop.is_set():
-            try:
-                self.agent.infer({"x": X[0]})
-                self.ok += 1
-            except NotReadyError as e:
-                if e.retry_after_s is None:
-                    raise
-                self.retry += 1
-            except Exception:  # noqa: BLE001 - counted
-                self.failed += 1
-            nxt += self.period
-            time.sleep(max(0.0, nxt - time.perf_counter()))
+from ota_update_latency import Load, make_bundle, serve_first_release  # noqa: E402
 
 
 def one_run(tmp: Path, *, pad: int, rate: float, policy: str, tight: bool) -> dict:
     from device_agent.agent import Agent
     from device_agent.config import AgentConfig
-    from device_agent.store import Store
     from device_agent.update import Updater
     from device_agent.update.config import MemoryPolicy, UpdateSection
     from device_agent.update.gate import model_file_bytes
     from runtime.bundle import read_bundle_info
-    from toolchain.ota.keys import init_keys
     from toolchain.ota.publish import publish
-    from toolchain.ota.serve import serve_in_thread
 
-    keys, repo, state = tmp / "keys", tmp / "repo", tmp / "device"
-    root = init_keys(keys_dir=keys)
     b1 = make_bundle(tmp / "b", release=1, pad_bytes=pad, budget_ms=50.0)
     b2 = make_bundle(tmp / "b", release=2, pad_bytes=pad, budget_ms=50.0)
-    publish(bundle=b1, repo_dir=repo, keys_dir=keys)
-    store = Store(state)
-    store.activate(store.install_bundle(b1).sha256)
-    (state / "trust").mkdir()
-    (state / "trust" / "root.json").write_bytes(root.read_bytes())
-    srv, url = serve_in_thread(repo)
+    keys, repo, state, store, srv, url = serve_first_release(tmp, b1)
     cfg = AgentConfig.for_state_dir(state)
     agent = Agent(cfg, store=store)
     resident = {p: 2 * model_file_bytes(read_bundle_info(p)) for p in (b1, b2)}
@@ -109,7 +63,7 @@ def one_run(tmp: Path, *, pad: int, rate: float, policy: str, tight: bool) -> di
     ucfg = UpdateSection(repository_url=url, trial_requests=50, trial_duration_s=1.0, trial_min_requests=20,
                          trial_probe_interval_s=0.0, memory_policy=MemoryPolicy(policy), memory_reserve_bytes=0)
     up = Updater(cfg, store, agent, update_config=ucfg, available_bytes=available)
-    with Load(agent, rate) as load:
+    with Load(agent, rate, count_retry=True) as load:
         time.sleep(0.3)
         publish(bundle=b2, repo_dir=repo, keys_dir=keys)
         t0 = time.perf_counter()

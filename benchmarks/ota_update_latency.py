@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -76,11 +77,15 @@ def make_bundle(out: Path, *, release: int, pad_bytes: int, budget_ms: float) ->
 
 
 class Load:
-    """A steady open-loop load: one request every 1/rate s through Agent.infer, counted."""
+    """A steady open-loop load: one request every 1/rate s through Agent.infer, counted.
 
-    def __init__(self, agent, rate: float) -> None:
-        self.agent, self.period = agent, 1.0 / rate
-        self.ok = self.failed = 0
+    With ``count_retry`` a NotReadyError carrying Retry-After (the unload-first 503 window)
+    counts as ``retry``; otherwise every exception counts as ``failed`` (its repr in ``errors``).
+    """
+
+    def __init__(self, agent, rate: float, *, count_retry: bool = False) -> None:
+        self.agent, self.period, self.count_retry = agent, 1.0 / rate, count_retry
+        self.ok = self.retry = self.failed = 0
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
@@ -96,38 +101,69 @@ class Load:
         self.duration_s = time.perf_counter() - self.t0
 
     def _run(self) -> None:
+        from device_agent.agent import NotReadyError
+
         nxt = time.perf_counter()
         feeds = {"x": X[0]}
         while not self._stop.is_set():
             try:
                 self.agent.infer(feeds)
                 self.ok += 1
+            except NotReadyError as e:
+                if not self.count_retry:
+                    self._fail(e)
+                elif e.retry_after_s is None:
+                    raise
+                else:
+                    self.retry += 1
             except Exception as e:  # noqa: BLE001 - every failure is the figure
-                self.failed += 1
-                self.errors.append(repr(e))
+                self._fail(e)
             nxt += self.period
             time.sleep(max(0.0, nxt - time.perf_counter()))
 
+    def _fail(self, e: BaseException) -> None:
+        self.failed += 1
+        self.errors.append(repr(e))
 
-def one_run(tmp: Path, *, pad: int, rate: float) -> dict:
-    from device_agent.agent import Agent
-    from device_agent.config import AgentConfig
+
+class Rig(NamedTuple):
+    """A device serving release 1 from a signed repository on loopback."""
+
+    keys: Path
+    repo: Path
+    state: Path
+    store: object  # device_agent.store.Store
+    server: object  # the repository's HTTP server (``shutdown()`` when done)
+    url: str
+
+
+def serve_first_release(tmp: Path, b1: Path) -> Rig:
+    """Keys, a repository publishing ``b1``, a device store serving it and trusting the root."""
     from device_agent.store import Store
-    from device_agent.update import State, Updater
-    from device_agent.update.config import UpdateSection
     from toolchain.ota.keys import init_keys
     from toolchain.ota.publish import publish
     from toolchain.ota.serve import serve_in_thread
 
     keys, repo, state = tmp / "keys", tmp / "repo", tmp / "device"
     root = init_keys(keys_dir=keys)
-    b1 = make_bundle(tmp / "b", release=1, pad_bytes=pad, budget_ms=50.0)
     publish(bundle=b1, repo_dir=repo, keys_dir=keys)
     store = Store(state)
     store.activate(store.install_bundle(b1).sha256)
     (state / "trust").mkdir()
     (state / "trust" / "root.json").write_bytes(root.read_bytes())
     srv, url = serve_in_thread(repo)
+    return Rig(keys, repo, state, store, srv, url)
+
+
+def one_run(tmp: Path, *, pad: int, rate: float) -> dict:
+    from device_agent.agent import Agent
+    from device_agent.config import AgentConfig
+    from device_agent.update import State, Updater
+    from device_agent.update.config import UpdateSection
+    from toolchain.ota.publish import publish
+
+    keys, repo, state, store, srv, url = serve_first_release(
+        tmp, make_bundle(tmp / "b", release=1, pad_bytes=pad, budget_ms=50.0))
     agent = Agent(AgentConfig.for_state_dir(state), store=store)
     marks: dict[str, float] = {}
 
