@@ -12,7 +12,6 @@ usage: python benchmarks/mqtt_outage.py [--outage-s 30] [--rps 100] [--events-pe
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import threading
 import time
@@ -40,35 +39,17 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script
     ap.add_argument("--events-per-s", type=float, default=50.0, help="steady event messages per second")
     ap.add_argument("--replay-per-s", type=float, default=500.0, help="[mqtt] replay_max_per_s")
     args = ap.parse_args()
-    import logging
-
-    logging.basicConfig(level=logging.ERROR)  # the expected disconnect warnings would clutter the figures
-
-    from _mqtt_setup import real_agent, workdir
-    from device_agent.telemetry import MqttConfig, start
+    from _mqtt_setup import bench_device
     from device_agent.telemetry.payloads import Severity
-    from toolchain.fleet.localbroker import Broker, Recorder
+    from toolchain.fleet.localbroker import record_enqueued
 
-    work = workdir("edgeship-bench-outage-")
-    broker = Broker(str(work / "broker")).start()
-    try:
-        agent = real_agent(work)
-        rec = Recorder(broker.port, "edgeship/v1/bench/dev1/#", client_id="outage-consumer")
-        svc = start(MqttConfig(fleet="bench", device_id="dev1", port=broker.port, queue_dir=str(work / "q"),
-                               metrics_interval_s=1.0, reconnect_min_s=1, reconnect_max_s=2,
-                               replay_max_per_s=args.replay_per_s), agent, None)
+    with bench_device("edgeship-bench-outage-", topic="edgeship/v1/bench/dev1/#", client_id="outage-consumer",
+                      reconnect_min_s=1, reconnect_max_s=2,
+                      replay_max_per_s=args.replay_per_s) as (_, broker, agent, rec, svc):
         if not svc.link.wait_connected(10):
             print("agent could not connect", file=sys.stderr)
             return 1
-        produced: set[int] = set()
-        enqueue = svc.link.enqueue
-
-        def recording_enqueue(*a, **kw):
-            mid = enqueue(*a, **kw)
-            produced.add(mid)
-            return mid
-
-        svc.link.enqueue = recording_enqueue
+        produced = record_enqueued(svc.link)
         stop = threading.Event()
         counts = {"ok": 0, "failed": 0, "ok_outage": 0}
         outage = threading.Event()
@@ -136,13 +117,7 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script
         print(f"  every queued message arrived, none twice after de-dup, no request failed: {'PASS' if ok else 'FAIL'}")
         if errors:
             print("  first inference error:", errors[0])
-        svc.stop(timeout_s=2)
-        rec.close()
-        agent.close()
         return 0 if ok else 1
-    finally:
-        broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

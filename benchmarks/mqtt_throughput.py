@@ -10,7 +10,6 @@ usage: python benchmarks/mqtt_throughput.py [--seconds 10] [--inflight 100]
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import threading
 import time
@@ -25,23 +24,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="how long the producer runs")
     ap.add_argument("--inflight", type=int, default=100, help="[mqtt] max_inflight")
     args = ap.parse_args()
-    import logging
-
-    logging.basicConfig(level=logging.ERROR)  # the expected disconnect warnings would clutter the figures
-
-    from _mqtt_setup import real_agent, workdir
-    from device_agent.telemetry import MqttConfig, start
+    from _mqtt_setup import bench_device
     from device_agent.telemetry.payloads import Kind, Severity
     from device_agent.telemetry.queue import MessageClass
-    from toolchain.fleet.localbroker import Broker, Recorder
 
-    work = workdir("edgeship-bench-tput-")
-    broker = Broker(str(work / "broker")).start()
-    try:
-        agent = real_agent(work)
-        rec = Recorder(broker.port, "edgeship/v1/bench/dev1/events")
-        svc = start(MqttConfig(fleet="bench", device_id="dev1", port=broker.port, queue_dir=str(work / "q"),
-                               max_inflight=args.inflight, metrics_interval_s=1.0), agent, None)
+    with bench_device("edgeship-bench-tput-", topic="edgeship/v1/bench/dev1/events",
+                      max_inflight=args.inflight) as (_, _, _, rec, svc):
         if not svc.link.wait_connected(10):
             print("agent could not connect", file=sys.stderr)
             return 1
@@ -75,13 +63,7 @@ def main() -> int:
         print(f"  max queue depth on disk      {depth_max[0]}")
         print(f"  broker acks                  {svc.link.counters.acked}, broker-rejected {svc.link.counters.broker_rejected}")
         print(f"  target >= 1,000 msg/s: {'PASS' if len(got) == n and len(got) / (t_done - t0) >= 1000 else 'FAIL'}")
-        svc.stop(timeout_s=2)
-        rec.close()
-        agent.close()
         return 0 if len(got) == n else 1
-    finally:
-        broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

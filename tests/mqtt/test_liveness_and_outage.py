@@ -52,20 +52,12 @@ def test_broker_outage_loses_nothing_and_serving_continues(broker, make_device, 
     from device_agent.agent import Agent
     from device_agent.config import AgentConfig
     from device_agent.telemetry.payloads import Severity
-    from toolchain.fleet.localbroker import Recorder
+    from toolchain.fleet.localbroker import Recorder, record_enqueued
 
     agent = Agent(AgentConfig.for_state_dir(agent_state))
     rec = Recorder(broker.port, "edgeship/v1/f1/dev1/#", client_id="outage-recorder")
     svc = make_device(agent, device="dev1", metrics_interval_s=0.2)
-    produced: set[int] = set()
-    enqueue = svc.link.enqueue
-
-    def recording_enqueue(*a, **kw):
-        mid = enqueue(*a, **kw)
-        produced.add(mid)
-        return mid
-
-    svc.link.enqueue = recording_enqueue
+    produced = record_enqueued(svc.link)
     stop = threading.Event()
     failures, served, emitted = [], [0], []
 

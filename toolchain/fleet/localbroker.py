@@ -144,3 +144,19 @@ class Recorder:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def record_enqueued(link) -> set[int]:
+    """Wrap ``link.enqueue`` (a device's MQTT link) so the id of every message the device
+    produces is also added to the returned set; the no-loss check compares it with
+    :meth:`Recorder.ids`. For benchmarks and tests."""
+    produced: set[int] = set()
+    enqueue = link.enqueue
+
+    def recording_enqueue(*a, **kw):
+        mid = enqueue(*a, **kw)
+        produced.add(mid)
+        return mid
+
+    link.enqueue = recording_enqueue
+    return produced
