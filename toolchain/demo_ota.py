@@ -40,7 +40,6 @@ def _tiny_onnx(scale: float):
 def make_tiny_build(root: Path, *, name: str = "tiny", scale: float = 1.0, samples: int = 16) -> Path:
     """A build directory (docs/design.md) with one ONNX Runtime fp32 artifact of a 4->3 linear model."""
     import onnx
-    import onnxruntime
 
     root.mkdir(parents=True, exist_ok=True)
     model = _tiny_onnx(scale)
@@ -53,9 +52,19 @@ def make_tiny_build(root: Path, *, name: str = "tiny", scale: float = 1.0, sampl
     np.savez(root / "data" / "validation.npz", **data)
     io = {"inputs": [{"name": "x", "dtype": "float32", "shape": ["batch", 4]}],
           "outputs": [{"name": "y", "dtype": "float32", "shape": ["batch", 3]}]}
+    write_ort_fp32_manifest(root, name=name, source="toolchain.demo_ota", io=io, samples=samples)
+    return root
+
+
+def write_ort_fp32_manifest(root: Path, *, name: str, source: str, io: dict, samples: int) -> None:
+    """``root/manifest.json`` for a hand-made build whose one artifact, ``onnxruntime-fp32``
+    (``model.onnx``), reproduces ``reference/model.onnx`` exactly on ``data/validation.npz``."""
+    import onnxruntime
+
+    art = root / "onnxruntime-fp32"
     manifest = {
         "schema_version": 1,
-        "model": {"name": name, "source": "toolchain.demo_ota", "source_kind": "onnx",
+        "model": {"name": name, "source": source, "source_kind": "onnx",
                   "source_sha256": sha256_file(root / "reference" / "model.onnx"), "opset": 17},
         "io": io, "calibration": None,
         "validation": {"file": "data/validation.npz", "sha256": sha256_file(root / "data" / "validation.npz"),
@@ -72,7 +81,6 @@ def make_tiny_build(root: Path, *, name: str = "tiny", scale: float = 1.0, sampl
         }],
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return root
 
 
 def make_tiny_bundle(work: Path, *, release: int, scale: float = 1.0, name: str = "tiny"):

@@ -7,7 +7,6 @@ artifact folder ``onnxruntime-fp32``.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.fsutil import file_entry, sha256_file
+from toolchain.demo_ota import write_ort_fp32_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +48,6 @@ def make_build(root: Path, *, name: str = "tiny", scale: float = 1.0, gather: bo
                samples: int = 16, static_batch: int | None = None) -> Path:
     """Write a build directory per docs/design.md with one verified ORT fp32 artifact."""
     import onnx
-    import onnxruntime
 
     root.mkdir(parents=True, exist_ok=True)
     model = _linear_model(scale, gather=gather, static_batch=static_batch)
@@ -68,28 +66,7 @@ def make_build(root: Path, *, name: str = "tiny", scale: float = 1.0, gather: bo
         io["outputs"].append({"name": "picked", "dtype": "float32", "shape": [static_batch or "batch", 1]})
     (root / "data").mkdir(exist_ok=True)
     np.savez(root / "data" / "validation.npz", **data)
-    manifest = {
-        "schema_version": 1,
-        "model": {"name": name, "source": "tests", "source_kind": "onnx",
-                  "source_sha256": sha256_file(root / "reference" / "model.onnx"), "opset": 17},
-        "io": io,
-        "calibration": None,
-        "validation": {"file": "data/validation.npz", "sha256": sha256_file(root / "data" / "validation.npz"),
-                       "samples": samples, "labels": False},
-        "toolchain": {"edgeship": "0.1.0"},
-        "created_utc": "2026-11-26T17:00:00Z",
-        "status": "ok",
-        "artifacts": [{
-            "id": "onnxruntime-fp32", "engine": "onnxruntime", "precision": "fp32", "status": "ok",
-            "error": None, "dir": "onnxruntime-fp32", "model_file": "model.onnx",
-            "files": [file_entry(art, art / "model.onnx")], "size_bytes": (art / "model.onnx").stat().st_size,
-            "io": io, "engine_version": onnxruntime.__version__, "executed_precision": "fp32", "recipe": {},
-            "verification": {"samples": samples, "max_abs_error": 0.0, "mean_abs_error": 0.0,
-                             "cosine_min": 1.0, "cosine_mean": 1.0, "tolerances": {"atol": 1e-4, "min_cosine": 0.9999},
-                             "passed": True, "failures": []},
-        }],
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_ort_fp32_manifest(root, name=name, source="tests", io=io, samples=samples)
     return root
 
 
