@@ -14,7 +14,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from .config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
+
+
+def load_config_or_report(path: str | Path, *, command: str) -> AgentConfig | None:
+    """The config at ``path``, or None after printing ``edgeship-agent <command>: <error>``
+    to stderr (a config error is the caller's exit code 2)."""
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(f"edgeship-agent {command}: {e}", file=sys.stderr)
+        return None
 
 
 def _state_dir(args) -> Path:
@@ -180,10 +190,8 @@ def cmd_run(args) -> int:
 
     from .serving.server import AlreadyRunningError, run
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        print(f"edgeship-agent run: {e}", file=sys.stderr)
+    cfg = load_config_or_report(args.config, command="run")
+    if cfg is None:
         return 2
     if args.port is not None:
         cfg = dataclasses.replace(cfg, serving=dataclasses.replace(cfg.serving, port=args.port))

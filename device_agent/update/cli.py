@@ -40,13 +40,11 @@ def add_parser(sub) -> None:
 def cmd_update(args) -> int:
     import dataclasses
 
-    from ..config import ConfigError, load_config
+    from ..commands import load_config_or_report
     from ..serving.server import AlreadyRunningError, instance_lock, running_agent
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        print(f"edgeship-agent update: {e}", file=sys.stderr)
+    cfg = load_config_or_report(args.config, command="update")
+    if cfg is None:
         return 2
     ucfg = cfg.section("update")
     if args.repo:
