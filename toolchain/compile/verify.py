@@ -9,23 +9,12 @@ task accuracy instead; fp32 must match to ``1e-3`` absolute.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, replace
 from typing import Mapping
 
 import numpy as np
 
-
-class Precision(str, enum.Enum):
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8_STATIC = "int8-static"
-    INT8_DYNAMIC = "int8-dynamic"
-    INT8 = "int8"
-
-    @property
-    def is_int8(self) -> bool:
-        return self.value.startswith("int8")
+from runtime.bundle import Precision  # the one Precision enum (re-exported for toolchain.compile)
 
 
 @dataclass(frozen=True)
