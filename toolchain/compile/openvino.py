@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from runtime.spec import Engine
+from toolchain.compile.calibration import checked_calibration
 from toolchain.compile.context import BuildContext, QuantOptions, SampleSet
-from toolchain.errors import ConversionError, DataError, MissingExtraError
+from toolchain.errors import ConversionError, MissingExtraError
 
 MODEL_XML = "model.xml"
 MODEL_BIN = "model.bin"
@@ -174,24 +175,8 @@ def calibration_error(reference: Any, candidate: Any, samples: list[dict[str, An
 
 def _int8_calibration(ctx: BuildContext) -> SampleSet:
     """The calibration set for int8, checked against the model's inputs and the recipe."""
-    method = ctx.quant.calibration_method
-    if method not in _RANGE_ESTIMATORS:
-        raise ConversionError(
-            f"openvino int8: calibration method {method!r} is not available in NNCF; "
-            f"use one of {sorted(_RANGE_ESTIMATORS)}"
-        )
-    if ctx.calibration is None or len(ctx.calibration) == 0:
-        raise ConversionError(
-            "openvino int8 needs calibration data (post-training quantization): pass calibration "
-            "samples, or explicitly allow random calibration data"
-        )
-    expected = {s.name for s in ctx.inputs}
-    for i, feeds in enumerate(ctx.calibration.samples):
-        if set(feeds) != expected:
-            raise DataError(
-                f"calibration sample {i} has inputs {sorted(feeds)}; the model expects {sorted(expected)}"
-            )
-    return ctx.calibration
+    return checked_calibration(ctx, what="openvino int8", methods=_RANGE_ESTIMATORS, library="in NNCF",
+                               scheme="post-training quantization", expected=[s.name for s in ctx.inputs])
 
 
 def _check_names(model: Any, ctx: BuildContext) -> None:

@@ -34,9 +34,10 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from runtime.spec import Engine, TensorSpec
+from toolchain.compile.calibration import checked_calibration
 from toolchain.compile.context import BuildContext, QuantOptions, SampleSet
 from toolchain.errors import ConversionError, DataError, MissingExtraError
 
@@ -211,21 +212,9 @@ def quantization_config(quant: QuantOptions) -> Any:
 
 def _int8_calibration(ctx: BuildContext, examples: dict[str, Any]) -> SampleSet:
     """The calibration set for int8, checked against the static shapes and the recipe."""
-    method = ctx.quant.calibration_method
-    if method not in _ACTIVATION_OBSERVERS:
-        raise ConversionError(
-            f"tflite int8: calibration method {method!r} is not available with PT2E; "
-            f"use one of {sorted(_ACTIVATION_OBSERVERS)}"
-        )
-    if ctx.calibration is None or len(ctx.calibration) == 0:
-        raise ConversionError(
-            "tflite int8 needs calibration data (full-integer post-training quantization): pass "
-            "calibration samples, or explicitly allow random calibration data"
-        )
     want = {name: (tuple(x.shape), str(x.dtype).removeprefix("torch.")) for name, x in examples.items()}
-    for i, feeds in enumerate(ctx.calibration.samples):
-        if set(feeds) != set(want):
-            raise DataError(f"calibration sample {i} has inputs {sorted(feeds)}; the model expects {sorted(want)}")
+
+    def check_static(i: int, feeds: Mapping[str, Any]) -> None:
         for name, arr in feeds.items():
             shape, dtype = want[name]
             if tuple(arr.shape) != shape or str(arr.dtype) != dtype:
@@ -233,7 +222,10 @@ def _int8_calibration(ctx: BuildContext, examples: dict[str, Any]) -> SampleSet:
                     f"calibration sample {i} input {name!r} is {arr.dtype}{list(arr.shape)}; the TFLite "
                     f"model is static and converted at {dtype}{list(shape)} (the example input, batch 1)"
                 )
-    return ctx.calibration
+
+    return checked_calibration(ctx, what="tflite int8", methods=_ACTIVATION_OBSERVERS, library="with PT2E",
+                               scheme="full-integer post-training quantization", expected=want,
+                               check_sample=check_static)
 
 
 def check_signature(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
