@@ -43,12 +43,10 @@ class SourceKind(str, enum.Enum):
     ONNX = "onnx"
 
 
-@dataclass(frozen=True)
-class FactoryResult:
-    """What a model factory returns (see the module docstring)."""
+@dataclass(frozen=True, kw_only=True)
+class _ModelOptions:
+    """The optional, keyword-only fields a factory gives and a loaded source carries on."""
 
-    module: Any
-    example_inputs: tuple
     input_names: tuple[str, ...] | None = None
     output_names: tuple[str, ...] | None = None
     dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
@@ -58,7 +56,15 @@ class FactoryResult:
 
 
 @dataclass(frozen=True)
-class LoadedSource:
+class FactoryResult(_ModelOptions):
+    """What a model factory returns (see the module docstring)."""
+
+    module: Any
+    example_inputs: tuple
+
+
+@dataclass(frozen=True)
+class LoadedSource(_ModelOptions):
     """A loaded source, ready to export (or, for ONNX, to copy)."""
 
     kind: SourceKind
@@ -67,12 +73,6 @@ class LoadedSource:
     sha256: str
     module: Any | None = None  # nn.Module or torch.export.ExportedProgram
     example_inputs: tuple | None = None
-    input_names: tuple[str, ...] | None = None
-    output_names: tuple[str, ...] | None = None
-    dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
-    calibration: Callable[[], Any] | None = None
-    validation: Callable[[], Any] | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
     onnx_path: Path | None = None
 
     @property
