@@ -8,7 +8,7 @@ train mode, so the network behaves like a trained one numerically (bounded activ
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 
 def seeded_init(model: Any, *, seed: int, calib_batches: int = 2, image_size: int = 64) -> None:
@@ -35,3 +35,25 @@ def seeded_init(model: Any, *, seed: int, calib_batches: int = 2, image_size: in
         for _ in range(calib_batches):
             model(torch.randn(8, 3, image_size, image_size, generator=g))
     model.eval()
+
+
+def seeded_image_classifier(make_model: Callable[[], Any], *, image_size: int, num_classes: int, seed: int) -> Any:
+    """The factory result for a seeded, untrained image classifier (shared by the reference CNNs).
+
+    ``make_model()`` builds the network (under ``torch.manual_seed(seed)``); it is given
+    :func:`seeded_init`, put in eval mode and paired with one seeded example input
+    ``(1, 3, image_size, image_size)`` named ``image`` (dynamic batch) -> ``logits``.
+    """
+    import torch
+
+    from toolchain.compile.source import FactoryResult
+
+    torch.manual_seed(seed)
+    model = make_model()
+    seeded_init(model, seed=seed)
+    model.eval()
+    example = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+    return FactoryResult(
+        module=model, example_inputs=(example,), input_names=("image",), output_names=("logits",),
+        dynamic_axes={"image": {0: "batch"}}, metadata={"task": "classification", "num_classes": num_classes},
+    )

@@ -63,17 +63,9 @@ def _make_model(*, width_mult: float, num_classes: int) -> Any:
 
 def build(*, image_size: int = 224, width_mult: float = 1.0, num_classes: int = 1000, seed: int = 0) -> Any:
     """The seeded model in eval mode plus one example input ``(1, 3, image_size, image_size)``."""
-    import torch
+    from toolchain.models._init import seeded_image_classifier
 
-    from toolchain.compile.source import FactoryResult
-    from toolchain.models._init import seeded_init
-
-    torch.manual_seed(seed)
-    model = _make_model(width_mult=width_mult, num_classes=num_classes)
-    seeded_init(model, seed=seed)
-    model.eval()
-    example = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
-    return FactoryResult(
-        module=model, example_inputs=(example,), input_names=("image",), output_names=("logits",),
-        dynamic_axes={"image": {0: "batch"}}, metadata={"task": "classification", "num_classes": num_classes},
+    return seeded_image_classifier(
+        lambda: _make_model(width_mult=width_mult, num_classes=num_classes),
+        image_size=image_size, num_classes=num_classes, seed=seed,
     )
