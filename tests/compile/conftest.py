@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# the converter tests import their shared models from convert_test_models.py (a unique module name)
+sys.path.insert(0, str(Path(__file__).parent))
 
 TINY_FACTORY = '''
 import torch

@@ -23,37 +23,14 @@ from toolchain.compile.context import BuildContext, QuantOptions, SampleSet  # n
 from toolchain.compile.openvino import OpenVinoConverter  # noqa: E402
 from toolchain.errors import ConversionError, DataError  # noqa: E402
 
+from convert_test_models import TinyConv, TwoInput, cosine as _cosine, torch_ref as _torch_ref, two_input_calibration  # noqa: E402,I001
+
 pytestmark = pytest.mark.slow
 
 FP32_ATOL = 1e-4
 FP16_ATOL = 1e-2
 INT8_MIN_COSINE = 0.99
 INT8_MAX_ERR_FRACTION = 0.10
-
-
-class TinyConv(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = torch.nn.Conv2d(1, 8, 3, padding=1)
-        self.c2 = torch.nn.Conv2d(8, 8, 3, padding=1, stride=2)
-        self.fc = torch.nn.Linear(8 * 8 * 8, 10)
-
-    def forward(self, image):
-        return self.fc(torch.relu(self.c2(torch.relu(self.c1(image)))).flatten(1))
-
-
-class TwoInput(torch.nn.Module):
-    """int64 token ids + float features, dynamic batch and seq, two outputs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.emb = torch.nn.Embedding(50, 16)
-        self.proj = torch.nn.Linear(16, 16)
-        self.head = torch.nn.Linear(16, 4)
-
-    def forward(self, ids, feats):
-        h = torch.relu(self.emb(ids) + self.proj(feats))
-        return self.head(h).mean(1), h.sum(-1)
 
 
 def _export(module, args, path: Path, in_names, out_names, dyn: dict[str, dict[int, str]]) -> None:
@@ -91,11 +68,7 @@ def conv_ctx(tmp_path_factory) -> BuildContext:
 def two_ctx(tmp_path_factory) -> BuildContext:
     torch.manual_seed(0)
     module = TwoInput().eval()
-    rng = np.random.default_rng(1)
-    calib = SampleSet([
-        {"ids": rng.integers(0, 50, (1, 7), dtype=np.int64), "feats": rng.standard_normal((1, 7, 16), dtype=np.float32)}
-        for _ in range(32)
-    ])
+    calib = two_input_calibration()
     return _ctx(
         "twoinput", module, (torch.randint(0, 50, (2, 7)), torch.randn(2, 7, 16)), tmp_path_factory.mktemp("two"),
         [TensorSpec("ids", "int64", ("batch", "seq")), TensorSpec("feats", "float32", ("batch", "seq", 16))],
@@ -104,21 +77,9 @@ def two_ctx(tmp_path_factory) -> BuildContext:
     )
 
 
-def _torch_ref(ctx: BuildContext, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    with torch.no_grad():
-        out = ctx.torch_module(*[torch.from_numpy(feeds[s.name]) for s in ctx.inputs])
-    outs = out if isinstance(out, tuple) else (out,)
-    return {s.name: o.numpy() for s, o in zip(ctx.outputs, outs)}
-
-
 def _run(path: Path, feeds):
     sess = runtime.open_model(path, engine=Engine.OPENVINO, precision_hint="f32")
     return sess, sess.run(feeds)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def _conv_feeds(batch: int, seed: int = 7) -> dict[str, np.ndarray]:

@@ -25,6 +25,9 @@ from toolchain.compile.context import BuildContext, QuantOptions, SampleSet  # n
 from toolchain.compile.tflite import TfliteConverter  # noqa: E402
 from toolchain.errors import ConversionError, DataError  # noqa: E402
 
+import convert_test_models  # noqa: E402,I001
+from convert_test_models import TwoInput, cosine as _cosine, torch_ref as _torch_ref, two_input_calibration  # noqa: E402,I001
+
 pytestmark = pytest.mark.slow
 
 FP32_ATOL = 1e-4
@@ -32,29 +35,9 @@ INT8_MIN_COSINE = 0.99
 INT8_MAX_ERR_FRACTION = 0.10
 
 
-class TinyConv(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = torch.nn.Conv2d(1, 8, 3, padding=1)
-        self.c2 = torch.nn.Conv2d(8, 8, 3, padding=1, stride=2)
-        self.fc = torch.nn.Linear(8 * 8 * 8, 10)
-
+class TinyConv(convert_test_models.TinyConv):
     def forward(self, x):  # the user's input name ("image") differs from the argument name
-        return self.fc(torch.relu(self.c2(torch.relu(self.c1(x)))).flatten(1))
-
-
-class TwoInput(torch.nn.Module):
-    """int64 token ids + float features, two outputs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.emb = torch.nn.Embedding(50, 16)
-        self.proj = torch.nn.Linear(16, 16)
-        self.head = torch.nn.Linear(16, 4)
-
-    def forward(self, ids, feats):
-        h = torch.relu(self.emb(ids) + self.proj(feats))
-        return self.head(h).mean(1), h.sum(-1)
+        return super().forward(x)
 
 
 class Det(torch.nn.Module):
@@ -86,29 +69,13 @@ def conv_ctx() -> BuildContext:
 @pytest.fixture(scope="module")
 def two_ctx() -> BuildContext:
     torch.manual_seed(0)
-    rng = np.random.default_rng(1)
-    calib = SampleSet([
-        {"ids": rng.integers(0, 50, (1, 7), dtype=np.int64), "feats": rng.standard_normal((1, 7, 16), dtype=np.float32)}
-        for _ in range(32)
-    ])
+    calib = two_input_calibration()
     return _ctx(
         "twoinput", TwoInput(), (torch.randint(0, 50, (1, 7)), torch.randn(1, 7, 16)),
         [TensorSpec("ids", "int64", ("batch", "seq")), TensorSpec("feats", "float32", ("batch", "seq", 16))],
         [TensorSpec("scores", "float32", ("batch", 4)), TensorSpec("energy", "float32", ("batch", "seq"))],
         calib, {"ids": {0: "batch", 1: "seq"}, "feats": {0: "batch", 1: "seq"}},
     )
-
-
-def _torch_ref(ctx: BuildContext, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    with torch.no_grad():
-        out = ctx.torch_module(*[torch.from_numpy(feeds[s.name]) for s in ctx.inputs])
-    outs = out if isinstance(out, tuple) else (out,)
-    return {s.name: o.numpy() for s, o in zip(ctx.outputs, outs)}
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def _details(path: Path) -> tuple[dict, list[dict]]:
