@@ -14,7 +14,6 @@ serving) and the requests answered "retry" (NotReadyError with Retry-After) or f
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ota_update_latency import Load, make_bundle, serve_first_release  # noqa: E402
+from ota_update_latency import Load, make_bundle, parse_args, serve_first_release  # noqa: E402
 
 
 def one_run(tmp: Path, *, pad: int, rate: float, policy: str, tight: bool) -> dict:
@@ -78,12 +77,7 @@ def one_run(tmp: Path, *, pad: int, rate: float, policy: str, tight: bool) -> di
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle-mb", type=float, default=10.0)
-    ap.add_argument("--rate", type=float, default=200.0)
-    ap.add_argument("--runs", type=int, default=3)
-    a = ap.parse_args(argv)
-    pad = int(a.bundle_mb * (1 << 20))
+    a, pad = parse_args(argv, description=__doc__.splitlines()[0])
     cases = [("room for both", "refuse", False), ("one model only", "refuse", True),
              ("one model only", "unload_first", True)]
     print(f"memory_policy figures: {a.bundle_mb:g} MB bundles, steady {a.rate:g} req/s through Agent.infer, "

@@ -204,13 +204,18 @@ def one_run(tmp: Path, *, pad: int, rate: float) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv, *, description: str) -> tuple[argparse.Namespace, int]:
+    """The options of the OTA benchmarks, and the bundle padding in bytes they ask for."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--bundle-mb", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args(argv)
-    pad = int(a.bundle_mb * (1 << 20))
+    return a, int(a.bundle_mb * (1 << 20))
+
+
+def main(argv=None) -> int:
+    a, pad = parse_args(argv, description=__doc__.splitlines()[0])
     rows = []
     for i in range(a.runs):
         with tempfile.TemporaryDirectory(prefix="edgeship-ota-bench-") as d:
