@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from agent_overhead import ROOT, free_port, make_bundle, spawn_agent, stop, wait_ready, write_config  # noqa: E402
+from agent_overhead import ROOT, active_store, free_port, make_bundle, spawn_agent, stop, wait_ready, write_config  # noqa: E402
 
 HEAVY = ("torch", "onnx", "openvino", "tensorflow", "toolchain", "litert_torch")
 
@@ -62,15 +62,11 @@ def main(argv=None) -> int:
                          "not there), as a fully featured device runs")
     args = ap.parse_args(argv)
 
-    from device_agent.store import Store
-
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         res = make_bundle(tmp, release=1, name="small", dim=64, layers=3)
         state = tmp / "state"
-        store = Store(state)
-        ref = store.install_bundle(res.path)
-        store.activate(ref.sha256)
+        store, ref = active_store(state, res.path)
         body = json.dumps({"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32",
                                        "data": np.zeros(64).tolist()}]}).encode()
         rows = []

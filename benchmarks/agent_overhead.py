@@ -82,6 +82,18 @@ def make_bundle(tmp: Path, *, release: int, **kw):
                          out_dir=tmp / "bundles", golden_samples=2)
 
 
+def active_store(state: Path, *bundles: Path):
+    """A device store at ``state`` with ``bundles`` installed and activated in turn (the last
+    one serving, the one before it the rollback target); returns the store and the last ref."""
+    from device_agent.store import Store
+
+    store = Store(state)
+    for path in bundles:
+        ref = store.install_bundle(path)
+        store.activate(ref.sha256)
+    return store, ref
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -172,7 +184,6 @@ def main(argv=None) -> int:
 
     from device_agent.agent import Agent
     from device_agent.config import AgentConfig
-    from device_agent.store import Store
     from runtime import open_model
 
     with tempfile.TemporaryDirectory() as td:
@@ -180,9 +191,7 @@ def main(argv=None) -> int:
         res = make_bundle(tmp, release=1, dim=args.dim, layers=args.layers)
         small = make_bundle(tmp / "small", release=1, name="small", dim=16, layers=2)
         state = tmp / "state"
-        store = Store(state)
-        ref = store.install_bundle(res.path)
-        store.activate(ref.sha256)
+        store, ref = active_store(state, res.path)
         model = store.model_path(ref.sha256)
         x = np.random.default_rng(1).standard_normal((1, args.dim)).astype(np.float32)
 
@@ -216,8 +225,7 @@ def main(argv=None) -> int:
 
         # HTTP: a real agent process on localhost, small input (16 floats)
         st2 = tmp / "state2"
-        s2 = Store(st2)
-        s2.activate(s2.install_bundle(small.path).sha256)
+        active_store(st2, small.path)
         port = free_port()
         proc = spawn_agent(write_config(tmp / "agent.toml", st2, port))
         try:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from agent_overhead import ROOT, free_port, make_bundle, spawn_agent, stop, wait_ready, write_config  # noqa: E402
+from agent_overhead import ROOT, active_store, free_port, make_bundle, spawn_agent, stop, wait_ready, write_config  # noqa: E402
 
 
 def _load(port: int, body: bytes, rate: float, seconds: float, workers: int, results: list, t_start: float) -> None:
@@ -74,16 +74,12 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=int, default=256)
     args = ap.parse_args(argv)
 
-    from device_agent.store import Store
-
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         b1 = make_bundle(tmp, release=1, dim=args.dim, layers=4, scale=1.0)
         b2 = make_bundle(tmp, release=2, dim=args.dim, layers=4, scale=0.5)
         state = tmp / "state"
-        store = Store(state)
-        store.activate(store.install_bundle(b1.path).sha256)
-        store.activate(store.install_bundle(b2.path).sha256)
+        active_store(state, b1.path, b2.path)
         port = free_port()
         cfg = write_config(tmp / "agent.toml", state, port)
         proc = spawn_agent(cfg)
