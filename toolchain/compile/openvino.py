@@ -20,14 +20,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from runtime.spec import Engine
 from toolchain.compile.calibration import checked_calibration
 from toolchain.compile.context import BuildContext, QuantOptions, SampleSet
+from toolchain.compile.staging import publish, staging
 from toolchain.errors import ConversionError, MissingExtraError
 
 MODEL_XML = "model.xml"
@@ -75,9 +74,9 @@ class OpenVinoConverter:
         # The reference ONNX's metadata says fp32; the IR must say what it is.
         model.set_rt_info(precision, ["framework", PRECISION_KEY])
         out_dir = Path(out_dir)
-        with _staging(out_dir) as stage:
+        with staging(out_dir) as stage:
             ov.save_model(model, str(stage / MODEL_XML), compress_to_fp16=(precision == "fp16"))
-            _publish(stage, out_dir, (MODEL_BIN, MODEL_XML))  # xml last: it names the bin
+            publish(stage, out_dir, (MODEL_BIN, MODEL_XML))  # xml last: it names the bin
         return out_dir / MODEL_XML
 
 
@@ -223,19 +222,3 @@ def _import_openvino() -> Any:
     except ImportError as e:
         raise MissingExtraError("openvino", "toolchain") from e
     return openvino
-
-
-@contextlib.contextmanager
-def _staging(out_dir: Path) -> Iterator[Path]:
-    """A scratch folder inside ``out_dir`` (same file system, so the final move is atomic)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _publish(stage: Path, out_dir: Path, names: tuple[str, ...]) -> None:
-    for name in names:
-        os.replace(stage / name, out_dir / name)

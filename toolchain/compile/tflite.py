@@ -29,16 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from runtime.spec import Engine, TensorSpec
 from toolchain.compile.calibration import checked_calibration
 from toolchain.compile.context import BuildContext, QuantOptions, SampleSet
+from toolchain.compile.staging import publish, staging
 from toolchain.errors import ConversionError, DataError, MissingExtraError
 
 MODEL_FILE = "model.tflite"
@@ -85,7 +83,7 @@ class TfliteConverter:
         wrapped = named_io(ctx.torch_module, [s.name for s in ctx.inputs], [s.name for s in ctx.outputs])
         enable_x64 = any(s.dtype in _X64 for s in (*ctx.inputs, *ctx.outputs))
         out_dir = Path(out_dir)
-        with _quiet_litert(lt), _staging(out_dir) as stage:
+        with _quiet_litert(lt), staging(out_dir) as stage:
             try:
                 if calibration is None:
                     edge = lt.convert(wrapped.eval(), sample_kwargs=examples, enable_x64=enable_x64)
@@ -104,7 +102,7 @@ class TfliteConverter:
                     f"litert-torch cannot convert {ctx.model_name} to tflite {precision}: {summarize_error(e)}"
                 ) from e
             check_signature(stage / MODEL_FILE, ctx.inputs, ctx.outputs)
-            os.replace(stage / MODEL_FILE, out_dir / MODEL_FILE)
+            publish(stage, out_dir, (MODEL_FILE,))
         return out_dir / MODEL_FILE
 
 
@@ -277,14 +275,3 @@ def _import(module: str, package: str) -> Any:
         return importlib.import_module(module)
     except ImportError as e:
         raise MissingExtraError(package, "toolchain") from e
-
-
-@contextlib.contextmanager
-def _staging(out_dir: Path) -> Iterator[Path]:
-    """A scratch folder inside ``out_dir`` (same file system, so the final move is atomic)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
