@@ -65,3 +65,24 @@ def fmt_float(v: float | None, spec: str = ".3g") -> str | None:
 
 def fmt_pct(v: float | None) -> str | None:
     return None if v is None else f"{100 * v:.2f}%"
+
+
+class _StdStream:
+    """The process's current ``sys.stdout``/``sys.stderr``, looked up at each write.
+
+    Use as a parameter default: ``sys.stderr`` written as a default is bound once, at import,
+    and misses a later swap (pytest's capture, a redirect by the caller).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def write(self, s: str) -> int:
+        return getattr(sys, self._name).write(s)
+
+    def flush(self) -> None:
+        getattr(sys, self._name).flush()
+
+
+STDOUT = _StdStream("stdout")
+STDERR = _StdStream("stderr")

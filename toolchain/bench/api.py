@@ -18,6 +18,8 @@ from runtime.bench import fingerprint
 from runtime.bench.spec import Preset, RunLength
 from runtime.fsutil import atomic_write_bytes
 
+from toolchain.console import STDERR, STDOUT
+
 from . import analysis, report_html, report_md, result as result_mod, runner
 from .errors import BenchInputError
 from .plan import BenchConfig, OvPrecision, Source, plan_cells, read_source
@@ -53,7 +55,7 @@ def environment() -> dict[str, Any]:
 
 
 def bench(target: str | os.PathLike, *, config: BenchConfig, out_dir: str | os.PathLike,
-          engine: str | None = None, progress: TextIO | None = sys.stderr) -> dict[str, Any]:
+          engine: str | None = None, progress: TextIO | None = STDERR) -> dict[str, Any]:
     """Measure a build directory or one model file; return the result document.
 
     Raises:
@@ -88,7 +90,7 @@ def bench_build(build_dir: str | os.PathLike, *, preset: Preset | str = Preset.Q
                 out_dir: str | os.PathLike | None = None, repeats: int | None = None, seed: int = 0,
                 ov_precision: OvPrecision | str = OvPrecision.DEPLOY, max_accuracy_drop: float | None = None,
                 pin: str = "none", run_length: RunLength | None = None,
-                progress: TextIO | None = sys.stderr) -> dict[str, Any]:
+                progress: TextIO | None = STDERR) -> dict[str, Any]:
     """Benchmark every artifact of a build (``out_dir`` defaults to ``<build_dir>/bench``)."""
     cfg = make_config(preset=preset, batches=batches, threads=threads, streams=streams, repeats=repeats,
                       seed=seed, ov_precision=ov_precision, max_accuracy_drop=max_accuracy_drop, pin=pin,
@@ -122,8 +124,8 @@ SMOKE_LENGTH = RunLength(warmup_min_iters=5, warmup_min_s=0.3, min_iters=64, min
 
 
 def report_builds(build_dirs: Sequence[str | os.PathLike], *, smoke: bool = False, threads: Sequence[int] = (1,),
-                  max_accuracy_drop: float | None = 1.0, stdout: TextIO = sys.stdout,
-                  progress: TextIO | None = sys.stderr) -> list[dict[str, Any]]:
+                  max_accuracy_drop: float | None = 1.0, stdout: TextIO = STDOUT,
+                  progress: TextIO | None = STDERR) -> list[dict[str, Any]]:
     """For ``make demo``: bench each build, write its reports to ``<build>/bench``, print the tables
     and the recommendation. Returns the results. A build that cannot be read is reported and skipped."""
     results = []

@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence, TextIO
 
 from runtime.fsutil import atomic_write_json
 
+from toolchain.console import STDERR
+
 from .plan import is_invalid
 
 _ROOT = Path(__file__).resolve().parents[2]  # repo root holding runtime/ and toolchain/
@@ -68,7 +70,7 @@ def _failed(cell, kind: str, message: str) -> dict[str, Any]:
             "error": {"type": kind, "phase": "process", "message": message}}
 
 
-def run_all(cells: Sequence, *, work_dir: Path, progress: TextIO | None = sys.stderr,
+def run_all(cells: Sequence, *, work_dir: Path, progress: TextIO | None = STDERR,
             timeout_s: float | None = None,
             on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run ``cells`` in the given (already shuffled) order; return results in that order."""
