@@ -51,6 +51,8 @@ def onnx_model(kind: str) -> bytes:
         nodes = base + [h.make_node("Add", ["x2", "one"], ["y4"]), h.make_node("Concat", ["y4", "y4"], ["y"], axis=1)]
     elif kind == "slow":
         nodes, inits = _slow_nodes(h, T, inits)
+    elif kind in CRASH_BELOW:
+        nodes, inits = _crash_nodes(h, T, inits, CRASH_BELOW[kind])
     elif kind == "reshape":
         x = h.make_tensor_value_info("x", T.FLOAT, [1, "n"])
         shape = h.make_tensor("shape", T.INT64, [2], [1, 4])
@@ -64,6 +66,28 @@ def onnx_model(kind: str) -> bytes:
     m.ir_version = 8
     onnx.checker.check_model(m)
     return m.SerializeToString()
+
+
+# A model that really kills the process during inference (not at load): y = 2x + 1, plus
+# 0 * float(INT64_MIN // d) with d = -1 where x < threshold, else 1. ONNX Runtime checks integer
+# division by zero but not INT64_MIN / -1, which traps on x86-64 (idiv overflow -> SIGFPE).
+# crash_gate: the golden set (it holds -1.0) crashes; crash_trial: the golden set passes,
+# any input below -50 crashes.
+CRASH_BELOW = {"crash_gate": -0.5, "crash_trial": -50.0}
+
+
+def _crash_nodes(h, T, inits, threshold: float):
+    inits = inits + [h.make_tensor("zero", T.FLOAT, [], [0.0]), h.make_tensor("thr", T.FLOAT, [], [threshold]),
+                     h.make_tensor("i1", T.INT64, [], [1]), h.make_tensor("i2", T.INT64, [], [2]),
+                     h.make_tensor("imin", T.INT64, [], [int(np.iinfo(np.int64).min)])]
+    nodes = [
+        h.make_node("Mul", ["x", "two"], ["x2"]), h.make_node("Add", ["x2", "one"], ["y0"]),
+        h.make_node("Less", ["x", "thr"], ["lt"]), h.make_node("Cast", ["lt"], ["lti"], to=T.INT64),
+        h.make_node("Mul", ["lti", "i2"], ["lt2"]), h.make_node("Sub", ["i1", "lt2"], ["d"]),
+        h.make_node("Div", ["imin", "d"], ["q"]), h.make_node("Cast", ["q"], ["qf"], to=T.FLOAT),
+        h.make_node("Mul", ["qf", "zero"], ["z"]), h.make_node("Add", ["y0", "z"], ["y"]),
+    ]
+    return nodes, inits
 
 
 def _slow_nodes(h, T, inits):
