@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 
-from .conftest import GOLDEN_X, PY, REPO, onnx_model
+from .conftest import GOLDEN_X, PY, onnx_model
 from .test_in_agent import BODY, _cli, _config, _journal, _port, _start_agent, _status, _stop, _wait_journal
 
 pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
