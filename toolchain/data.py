@@ -153,6 +153,7 @@ def check_arrays(arrays: Arrays, inputs: Sequence[TensorSpec], *, role: str, sou
         counts.add(a.shape[0])
     if len(counts) != 1:
         raise DataError(f"{role} data {source}: inputs hold different sample counts {sorted(counts)}")
+    _check_shared_dims(arrays, inputs, role=role, source=source)
     n = counts.pop()
     if n == 0:
         raise DataError(f"{role} data {source}: no samples")
@@ -161,6 +162,21 @@ def check_arrays(arrays: Arrays, inputs: Sequence[TensorSpec], *, role: str, sou
         if labels.shape[0] != n or not np.issubdtype(labels.dtype, np.integer):
             raise DataError(f"{role} data {source}: labels must be {n} integers, got {labels.dtype}{list(labels.shape)}")
     return arrays, labels
+
+
+def _check_shared_dims(arrays: Arrays, inputs: Sequence[TensorSpec], *, role: str, source: str) -> None:
+    """A symbolic dim named on several inputs (e.g. ``seq``) must have one size across them."""
+    seen: dict[str, tuple[str, int]] = {}
+    for s in inputs:
+        for axis, d in enumerate(s.shape[1:], start=1):
+            if isinstance(d, int):
+                continue
+            size = int(arrays[s.name].shape[axis])
+            first = seen.setdefault(str(d), (s.name, size))
+            if first[1] != size:
+                raise DataError(
+                    f"{role} data {source}: dim {d!r} is {first[1]} in input {first[0]!r} but {size} in input "
+                    f"{s.name!r}; the model ties them together ({_expect(inputs)})")
 
 
 def _expect(inputs: Sequence[TensorSpec]) -> str:

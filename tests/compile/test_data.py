@@ -60,6 +60,9 @@ def test_symbolic_seq_accepts_any_length_and_npy_needs_single_input() -> None:
     with pytest.raises(DataError, match="different sample counts"):
         check_arrays({"input_ids": np.zeros((3, 4), np.int64), "attention_mask": np.ones((2, 4), np.float32)},
                      SEQ_INPUTS, role="validation", source="s.npz")
+    with pytest.raises(DataError, match=r"dim 'seq' is 4 in input 'input_ids' but 6 in input 'attention_mask'"):
+        check_arrays({"input_ids": np.zeros((2, 4), np.int64), "attention_mask": np.ones((2, 6), np.float32)},
+                     SEQ_INPUTS, role="validation", source="s.npz")
     r = random_sample_set(SEQ_INPUTS, n=3, dim_defaults={"seq": 5})
     assert r.random and r.samples[0]["input_ids"].dtype == np.int64
     assert r.samples[0]["input_ids"].shape == (1, 5) and len(r) == 3
