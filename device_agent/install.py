@@ -110,10 +110,11 @@ def install(*, bundle: str | os.PathLike, prefix: str | os.PathLike | None = Non
 
     Raises:
         InstallError: a config exists and ``force`` is False; a bad root.json; a repository
-            without a trusted root.
+            without a trusted root; an agent is running on the state dir.
         BundleRejectedError: the bundle failed the store's checks (nothing else was written).
         OSError: a directory cannot be created or written (e.g. no root without --prefix).
     """
+    from .serving.server import AlreadyRunningError, instance_lock
     from .store import Store
 
     paths = InstallPaths.under(prefix)
@@ -125,9 +126,15 @@ def install(*, bundle: str | os.PathLike, prefix: str | os.PathLike | None = Non
         raise InstallError("signed updates need the repository's trusted root.json: pass --trust-root "
                            "keys/root.json (from `edgeship keys init`)")
     ext = _extensions(repository=repository, mqtt_host=mqtt_host, fleet=fleet)
-    store = Store(paths.state_dir)
-    ref = store.install_bundle(bundle)
-    store.activate(ref.sha256)
+    try:  # a running agent keeps serving its model: switching the store under it would lie
+        with instance_lock(paths.state_dir):
+            store = Store(paths.state_dir)
+            ref = store.install_bundle(bundle)
+            store.activate(ref.sha256)
+    except AlreadyRunningError:
+        raise InstallError(f"{paths.state_dir}: an edgeship-agent is running on this state dir; stop it "
+                           f"first (`systemctl stop edgeship-agent`, or SIGTERM the `edgeship-agent run` "
+                           f"process), then install again") from None
     if root_bytes is not None:
         atomic_write_bytes(trust_path, root_bytes)
     cfg = AgentConfig(agent=AgentSection(state_dir=str(paths.state_dir)),

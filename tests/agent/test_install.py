@@ -51,6 +51,10 @@ def test_install_run_status_rollback_sigterm(tmp_path, bundles, helpers, free_po
         assert httpx.post(base + "/v2/models/tiny/infer", json=BODY).json()["model_version"] == "1.2.0"
         second = _cli(helpers, "run", "--config", str(config), check=False)
         assert second.returncode == 1 and "already running" in second.stderr
+        again = _cli(helpers, "install", "--prefix", str(prefix), "--bundle", str(bundles["v1"].path),
+                     "--port", str(free_port), "--force", check=False)
+        assert again.returncode == 2 and "is running on this state dir; stop it" in again.stderr
+        assert Store(cfg.state_dir).active().version == "1.2.0"  # not switched under the agent
 
         st = json.loads(_cli(helpers, "status", "--config", str(config), "--json").stdout)
         assert st["running"]["pid"] == proc.pid and st["active"]["version"] == "1.2.0"
