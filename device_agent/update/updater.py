@@ -231,9 +231,11 @@ class Updater:
             elif plan.action is Action.ENSURE_OLD_AND_FAIL:
                 self._restore_old(j)
                 j = self._to(j, State.FAILED, reason=plan.reason, detail=plan.detail)
-            else:  # ROLL_BACK
+            else:  # ROLL_BACK: the restart that led here is one more crash with the new model active
                 if j.state is State.SWITCH:
                     j = self._to(j, State.TRIAL, trial_crashes=j.trial_crashes + 1)
+                else:
+                    j = _replace(j, trial_crashes=j.trial_crashes + 1)
                 j = self._roll_back(j, plan.reason, plan.detail)
         return self._run(j)
 
@@ -415,7 +417,10 @@ class Updater:
 
     def _new_repo(self) -> TrustedRepo:
         if not self.cfg.repository_url:
-            raise NoSuchTargetError("no repository configured ([update] repository_url is empty)")
+            raise NoSuchTargetError(
+                "no repository configured: [update] repository_url is empty in the config this agent "
+                "started with (set it and restart the agent, or pass `edgeship-agent update --repo "
+                "URL_OR_DIR`)")
         return TrustedRepo(
             repository=self.cfg.repository_url, root_json=self.cfg.root_json_path(self.store.root),
             metadata_dir=self.dir / "metadata", download_dir=self.dir / "downloads",

@@ -148,6 +148,7 @@ def test_model_crashing_on_live_traffic_in_the_trial_rolls_back_across_restarts(
         j = _wait_journal(env, ("commit", "rolled_back", "failed"))
         assert (j["state"], j["reason"]) == ("rolled_back", "trial.crash_loop"), j["history"]
         assert "died 2 time(s)" in j["detail"], j["detail"]
+        assert j["trial_crashes"] == 2, j
         st = _status(cfg)
         assert st["serving"]["sha256"] == st["active"]["sha256"] == old, st
         assert _infer(port, CRASH_BODY).json()["model_version"] == "1.0.1"
