@@ -68,3 +68,13 @@ def test_cli_check_and_update(env):
     assert "commit" in p.stdout and "trial" in p.stdout
     p = run("--model", "m", "--release", "1")
     assert p.returncode == 1 and "security.release_rollback" in p.stdout
+
+
+def test_no_repository_configured_says_how_to_fix(env):
+    store, agent, up = env.device(repository_url="")
+    before = env.snapshot()
+    res = up.update("m")
+    assert res.state is State.FAILED and res.reason is Reason.NO_SUCH_TARGET
+    assert "repository_url is empty" in res.detail and "restart the agent" in res.detail and "--repo" in res.detail
+    assert env.snapshot() == before
+    agent.close()
