@@ -106,10 +106,37 @@ def _parse_tensor(t: Any, i: int, specs: Mapping[str, TensorSpec]) -> tuple[str,
         arr = np.array(t["data"], dtype=spec.dtype)
     except (ValueError, TypeError, OverflowError) as e:
         raise V2Error(400, f"input {name!r}: data is not a {dt} array: {e}") from e
+    _refuse_silent_cast(name, dt, t["data"], arr)
     if arr.size != math.prod(shape):
         raise V2Error(400, f"input {name!r}: {arr.size} values do not fill shape {shape} "
                            f"({math.prod(shape)} values)")
     return name, arr.reshape(shape)
+
+
+def _refuse_silent_cast(name: str, dt: str, data: Any, arr: np.ndarray) -> None:
+    """numpy turns ``null`` into NaN and truncates 0.5 to an integer 0: refuse both (400)."""
+    if arr.size == 0:
+        return
+    if arr.dtype.kind == "f":
+        if np.isnan(arr).any() and any(v is None for v in _flat(data)):  # slow path only with NaN
+            raise V2Error(400, f"input {name!r}: data holds null; send a number for every element")
+        return
+    natural = np.asarray(data).dtype.kind
+    want = "b" if arr.dtype.kind == "b" else "biu"
+    if natural not in want:
+        what = "true/false" if arr.dtype.kind == "b" else "integers"
+        raise V2Error(400, f"input {name!r}: {dt} data must be {what} (got {np.asarray(data).dtype} values); "
+                           f"no silent casting")
+
+
+def _flat(data: Any) -> Iterable[Any]:
+    stack = [data]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(v)
+        else:
+            yield v
 
 
 def _requested_outputs(outputs: Any) -> list[str] | None:
