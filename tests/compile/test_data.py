@@ -96,3 +96,21 @@ def test_int8_without_calibration_is_refused_and_random_needs_flag(tiny_factory:
                  "--precisions", "int8-static", "--random-calibration", "--quiet"])
     assert r.returncode == 0, r.stderr
     assert "WARNING: calibrating int8 on RANDOM data" in r.stderr
+
+
+def test_random_data_takes_symbolic_dims_from_the_example_inputs() -> None:
+    """Random calibration/validation data must fit artifacts converted at the example's shapes (TFLite):
+    a shared ``seq`` dim takes the example's length, not a generic default."""
+    from types import SimpleNamespace
+
+    from toolchain.compile import pipeline
+
+    src = SimpleNamespace(validation=None, calibration=None,
+                          example_inputs=(np.zeros((1, 12), np.int64), np.zeros((1, 12), np.float32)))
+    opts = SimpleNamespace(validation=None, labels=None, max_validation_samples=None, calibration=None,
+                           random_calibration=True, quant=SimpleNamespace(calibration_samples=8))
+    val = pipeline._validation(opts, src, SEQ_INPUTS, None, lambda _msg: None)
+    cal = pipeline._calibration(opts, src, SEQ_INPUTS, (), lambda _msg: None)
+    for ss in (val, cal):
+        assert ss.random and ss.samples[0]["input_ids"].shape == (1, 12)
+        assert ss.samples[0]["attention_mask"].shape == (1, 12)

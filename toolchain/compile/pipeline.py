@@ -226,7 +226,7 @@ def _calibration(opts, src, expected, plan, warn) -> SampleSet | None:
     if opts.random_calibration:
         warn("calibrating int8 on RANDOM data (--random-calibration): int8 scales will not match real inputs; "
              "accuracy figures of int8 artifacts are not meaningful")
-        return data_mod.random_sample_set(expected, n=min(n, 32))
+        return data_mod.random_sample_set(expected, n=min(n, 32), dim_defaults=_example_dims(src, expected))
     if _needs_calibration(plan):
         raise DataError("int8 static quantization needs calibration data: pass --calibration PATH "
                         "(.npz/.npy/dir/file.py:fn), or --random-calibration to calibrate on random data, "
@@ -246,4 +246,19 @@ def _validation(opts, src, expected, calib, warn) -> SampleSet:
         warn("no --validation data: verifying parity on the calibration inputs (no accuracy figures)")
         return calib
     warn(f"no --validation data: verifying parity on {RANDOM_VALIDATION_SAMPLES} random inputs (no accuracy figures)")
-    return data_mod.random_sample_set(expected, n=RANDOM_VALIDATION_SAMPLES, seed=1)
+    return data_mod.random_sample_set(expected, n=RANDOM_VALIDATION_SAMPLES, seed=1,
+                                      dim_defaults=_example_dims(src, expected))
+
+
+def _example_dims(src, expected) -> dict[str, int]:
+    """Sizes of the symbolic non-batch dims (e.g. ``seq``) in the source's example inputs.
+
+    Random data uses them so that it fits artifacts converted at the example's shapes (TFLite).
+    """
+    out: dict[str, int] = {}
+    for spec, ex in zip(expected, src.example_inputs or ()):
+        shape = tuple(getattr(ex, "shape", ()))
+        for axis, d in enumerate(spec.shape[1:], start=1):
+            if not isinstance(d, int) and axis < len(shape):
+                out.setdefault(str(d), int(shape[axis]))
+    return out
