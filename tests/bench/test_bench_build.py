@@ -231,3 +231,18 @@ def test_report_builds_for_the_demo(build_dir, tmp_path, monkeypatch):
     assert len(results) == 1 and "Single-stream latency" in text and "fastest artifact" in text
     assert f"skipping {tmp_path / 'absent'}" in text
     assert (build_dir / "bench" / "report.html").exists() and (build_dir / "bench" / "result.json").exists()
+
+
+def test_relative_paths_from_the_users_directory(tiny_onnx, tmp_path, monkeypatch):
+    """`edgeship bench model.onnx -o out` run from the user's directory: the cell processes run
+    elsewhere, so every path handed to them must still point at the user's files."""
+    import shutil
+
+    shutil.copy(tiny_onnx, tmp_path / "m.onnx")
+    monkeypatch.chdir(tmp_path)
+    args = ["bench", "m.onnx", "-o", "rel", "--min-iters", "20", "--min-duration", "0",
+            "--warmup-iters", "1", "--warmup-s", "0", "-q"]
+    assert _main(args) == 0
+    res = result_mod.load(tmp_path / "rel" / "result.json")
+    assert res["cells"][0]["status"] == "ok"
+    assert (tmp_path / "rel" / "samples").is_dir() and any((tmp_path / "rel" / "samples").iterdir())

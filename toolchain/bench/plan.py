@@ -6,6 +6,7 @@ shuffled order (seeded, recorded in the result) so no configuration always runs 
 
 from __future__ import annotations
 
+import os
 import enum
 import json
 import random
@@ -226,10 +227,12 @@ def _cell(source, config, t, key, b, th, st, hint, trial, work_dir) -> CellSpec:
     try:
         aff = _affinity(config.pin, th) if isinstance(th, int) and th >= 1 else None
         return CellSpec(
-            cell_id=cid, model_path=t.model_path, engine=t.engine, threads=th, batch=b, streams=st,
-            run_length=config.length, precision_hint=hint, cpu_affinity=aff,
-            inputs_npz=source.validation_npz, input_seed=config.seed, input_pool=config.input_pool,
-            samples_path=str(work_dir / "samples" / f"{cid}.npy"), trial=trial, meta=meta)
+            # absolute paths: the cell process runs in another working directory
+            cell_id=cid, model_path=os.path.abspath(t.model_path), engine=t.engine, threads=th, batch=b,
+            streams=st, run_length=config.length, precision_hint=hint, cpu_affinity=aff,
+            inputs_npz=os.path.abspath(source.validation_npz) if source.validation_npz else None,
+            input_seed=config.seed, input_pool=config.input_pool,
+            samples_path=os.path.abspath(work_dir / "samples" / f"{cid}.npy"), trial=trial, meta=meta)
     except (ValueError, TypeError) as e:
         return _InvalidCell(cid, meta, str(e))  # type: ignore[return-value]
 

@@ -39,7 +39,7 @@ def run_one(cell, *, work_dir: Path, timeout_s: float | None = None) -> dict[str
     if is_invalid(cell):
         return {"cell_id": cell.cell_id, "status": "error", "meta": cell.meta,
                 "error": {"type": "CellSpecError", "phase": "plan", "message": cell.error}}
-    cells_dir = work_dir / "cells"
+    cells_dir = Path(os.path.abspath(work_dir)) / "cells"  # the cell process runs in _ROOT, not here
     cells_dir.mkdir(parents=True, exist_ok=True)
     spec_path = cells_dir / f"{cell.cell_id}.spec.json"
     out_path = cells_dir / f"{cell.cell_id}.result.json"
