@@ -85,7 +85,9 @@ def _sample_arrays(spec: CellSpec, session) -> tuple[dict[str, np.ndarray], dict
     else:
         arrays = inputs.random_sample_arrays(session.inputs, count=max(spec.input_pool * spec.batch, 1),
                                              seed=spec.input_seed)
-        src = {"source": "random", "seed": spec.input_seed, "distribution": "standard normal (float)"}
+        src = {"source": "random", "seed": spec.input_seed,
+               "distribution": "standard normal (float); 0/1 (int16+); full range ((u)int8)",
+               "shapes": {k: [spec.batch] + list(v.shape[1:]) for k, v in arrays.items()}}
     return arrays, src
 
 

@@ -77,9 +77,13 @@ def random_sample_arrays(specs: Sequence[TensorSpec], *, count: int, seed: int) 
         dt = np.dtype(s.dtype)
         if dt.kind == "f":
             out[s.name] = rng.standard_normal(shape).astype(dt)
-        elif dt.kind in "iu":
+        elif dt.kind in "iu" and dt.itemsize == 1:  # raw (u)int8 tensors: their whole range
             info = np.iinfo(dt)
-            out[s.name] = rng.integers(max(info.min, -128), min(info.max, 127) + 1, size=shape, dtype=dt)
+            out[s.name] = rng.integers(info.min, info.max + 1, size=shape, dtype=dt)
+        elif dt.kind in "iu":
+            # wider ints are usually indices (token ids, positions): 0/1 are valid for any
+            # embedding table, negative or large values are not (as in `edgeship compile`)
+            out[s.name] = rng.integers(0, 2, size=shape, dtype=dt)
         elif dt.kind == "b":
             out[s.name] = rng.integers(0, 2, size=shape).astype(bool)
         else:

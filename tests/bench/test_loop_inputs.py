@@ -102,6 +102,7 @@ def test_random_inputs_are_seeded_and_match_the_spec():
     c = inputs.random_sample_arrays(SPECS, count=5, seed=4)
     assert a["x"].shape == (5, 4) and a["x"].dtype == np.float32 and a["ids"].dtype == np.int64
     assert np.array_equal(a["x"], b["x"]) and not np.array_equal(a["x"], c["x"])
+    assert a["ids"].min() >= 0 and a["ids"].max() <= 1  # valid indices for any embedding table
 
 
 def test_feed_pool_batches_and_fixed_shape_check():
