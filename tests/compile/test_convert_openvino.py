@@ -178,7 +178,8 @@ def test_unsupported_op_is_refused_naming_the_op_and_writes_nothing(tmp_path):
     out_dir = tmp_path / "out"
     with pytest.raises(ConversionError, match=r"com\.example\.Frobnicate") as info:
         OpenVinoConverter().build(ctx, precision="fp32", out_dir=out_dir)
-    assert "OpenVINO cannot convert" in str(info.value) and "bad.onnx" in str(info.value)
+    assert "OpenVINO cannot convert" in str(info.value) and "reference/bad.onnx" in str(info.value)
+    assert str(tmp_path) not in str(info.value)  # not the build's staging path, gone after the build
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
 
 

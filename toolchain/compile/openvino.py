@@ -67,7 +67,9 @@ class OpenVinoConverter:
             raise ValueError(f"OpenVINO precision must be one of {self.precisions}, got {precision!r}")
         ov = _import_openvino()
         calibration = _int8_calibration(ctx) if precision == "int8" else None  # before any work
-        model = read_onnx(ctx.reference_onnx)
+        # name the file as it is in the published build, not the staging dir that is gone afterwards
+        model = read_onnx(ctx.reference_onnx, label=f"the reference ONNX of {ctx.model_name} "
+                                                   f"(reference/{ctx.reference_onnx.name})")
         _check_names(model, ctx)
         if calibration is not None:
             model = quantize_int8(model, calibration=calibration, quant=ctx.quant, label=ctx.model_name)
@@ -80,7 +82,7 @@ class OpenVinoConverter:
         return out_dir / MODEL_XML
 
 
-def read_onnx(path: Path) -> Any:
+def read_onnx(path: Path, *, label: str | None = None) -> Any:
     """``openvino.convert_model`` on an ONNX file -> ``openvino.Model``.
 
     Raises:
@@ -90,7 +92,7 @@ def read_onnx(path: Path) -> Any:
     try:
         return ov.convert_model(str(path))
     except Exception as e:  # OpConversionFailure, GeneralFailure: C++ errors without a stable type
-        raise ConversionError(f"OpenVINO cannot convert {path}: {_summarize_ov_error(e)}") from e
+        raise ConversionError(f"OpenVINO cannot convert {label or path}: {_summarize_ov_error(e)}") from e
 
 
 def quantize_int8(model: Any, *, calibration: SampleSet, quant: QuantOptions, label: str = "model") -> Any:
@@ -185,7 +187,7 @@ def _check_names(model: Any, ctx: BuildContext) -> None:
         missing = [s.name for s in specs if not any(s.name in names for names in have)]
         if missing:
             raise ConversionError(
-                f"OpenVINO conversion of {ctx.reference_onnx} lost {kind} name(s) {missing}; "
+                f"OpenVINO conversion of reference/{ctx.reference_onnx.name} lost {kind} name(s) {missing}; "
                 f"the IR has {[sorted(n) for n in have]}"
             )
 
