@@ -26,7 +26,9 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cliutil.run(build_parser(), argv, user_errors=(EdgeshipRuntimeError,))
+    from .store import StoreError  # a damaged store is reported in one line, not a traceback
+
+    return cliutil.run(build_parser(), argv, user_errors=(EdgeshipRuntimeError, StoreError))
 
 
 if __name__ == "__main__":

@@ -77,6 +77,10 @@ class StoreCorruptError(StoreError):
     """pointers.json is unreadable or names a model that is not in the store."""
 
 
+_REPAIR = (" (move it aside, then choose the active model again with "
+           "`edgeship-agent install --force --bundle FILE`; the models in models/ are kept)")
+
+
 def checkpoint(name: str) -> None:
     """Crash-test hook: SIGKILL this process when ``$EDGESHIP_TEST_KILL_AT == name``."""
     if os.environ.get(KILL_ENV) == name:
@@ -286,9 +290,9 @@ class Store:
         except FileNotFoundError:
             return None, None
         except (OSError, json.JSONDecodeError) as e:
-            raise StoreCorruptError(f"{p}: unreadable: {e}") from e
+            raise StoreCorruptError(f"{p}: unreadable: {e}{_REPAIR}") from e
         if not isinstance(d, dict) or d.get("schema_version") != 1 or set(d) != {"schema_version", "active", "previous"}:
-            raise StoreCorruptError(f"{p}: not a schema_version 1 pointer file")
+            raise StoreCorruptError(f"{p}: not a schema_version 1 pointer file{_REPAIR}")
         return tuple(None if d[k] is None else ModelRef.from_json(d[k]) for k in ("active", "previous"))  # type: ignore[return-value]
 
     def _write_pointers(self, active: ModelRef | None, previous: ModelRef | None) -> None:
