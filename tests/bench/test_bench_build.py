@@ -192,6 +192,7 @@ def test_cli_on_a_model_file_and_bad_paths(tiny_onnx, tmp_path, capsys):
     assert {c["scenario"] for c in res["cells"]} == {"single_stream", "throughput"}
     assert res["cells"][0]["inputs"]["source"] == "random"
     assert main(["bench", str(tmp_path / "nope"), "-q"]) == 2
+    assert main(["bench", str(tiny_onnx), "--engine", "tensorrt", "-o", str(tmp_path / "t"), "-q"]) == 2  # a bad option
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x00garbage")
     assert main(["bench", str(corrupt), "-o", str(tmp_path / "c"), "-q", "--min-iters", "5",

@@ -170,7 +170,9 @@ def _read_model_file(p: Path, engine: str | None) -> Source:
     from runtime.errors import UnknownEngineError
 
     try:
-        eng = engine or engine_for_file(p).value
+        eng = Engine(engine).value if engine else engine_for_file(p).value
+    except ValueError:
+        raise BenchInputError(f"unknown engine {engine!r}; choose one of {[e.value for e in Engine]}") from None
     except UnknownEngineError as e:
         raise BenchInputError(str(e)) from e
     size = p.stat().st_size
