@@ -114,3 +114,33 @@ def test_random_data_takes_symbolic_dims_from_the_example_inputs() -> None:
     for ss in (val, cal):
         assert ss.random and ss.samples[0]["input_ids"].shape == (1, 12)
         assert ss.samples[0]["attention_mask"].shape == (1, 12)
+
+
+def test_reference_run_failure_on_the_data_is_one_line_naming_the_user_line() -> None:
+    """Token ids beyond the embedding table: a DataError naming the samples and the user's line,
+    not a torch traceback."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from toolchain.compile import export
+    from toolchain.compile.source import SourceKind
+
+    class Emb(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+
+        def forward(self, ids):
+            return self.emb(ids).mean(1)
+
+    src = SimpleNamespace(spec="m.py:build", kind=SourceKind.FACTORY, module=Emb().eval(), is_torch=True)
+    ins = (TensorSpec("ids", "int64", ("batch", "seq")),)
+    outs = (TensorSpec("y", "float32", ("batch", 4)),)
+    ok = export.reference_outputs(src, Path("unused.onnx"), ins, outs, {"ids": np.ones((3, 5), np.int64)})
+    assert ok["y"].shape == (3, 4)
+    with pytest.raises(DataError) as ei:
+        export.reference_outputs(src, Path("unused.onnx"), ins, outs, {"ids": np.full((3, 5), 50, np.int64)})
+    msg = str(ei.value)
+    assert "m.py:build" in msg and "samples 0..2" in msg and "IndexError" in msg
+    assert "test_data.py" in msg and "in forward" in msg and "\n" not in msg

@@ -17,7 +17,7 @@ import numpy as np
 from runtime.spec import TensorSpec
 from toolchain.compile.onnxio import io_specs, save_onnx, set_metadata
 from toolchain.compile.source import LoadedSource, SourceKind
-from toolchain.errors import ExportError, SourceError
+from toolchain.errors import DataError, ExportError, SourceError
 
 OPSET = 18
 
@@ -136,8 +136,27 @@ def reference_outputs(src: LoadedSource, ref_onnx: Path, inputs: Sequence[Tensor
     chunks = []
     for i in range(0, n, step):
         part = {k: v[i : i + step] for k, v in batch.items()}
-        chunks.append(_torch_run(src, inputs, outputs, part) if src.is_torch else _ort_run(ref_onnx, part))
+        try:
+            chunks.append(_torch_run(src, inputs, outputs, part) if src.is_torch else _ort_run(ref_onnx, part))
+        except ExportError:
+            raise
+        except Exception as e:  # e.g. token ids beyond the embedding table: the data, not the toolchain
+            raise DataError(f"{src.spec}: the reference model failed on validation samples {i}..{i + len(part[next(iter(part))]) - 1}: "
+                            f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                            f"{_user_frame(e)}; check the values of the data (e.g. ids within the vocabulary)") from e
     return {o.name: np.concatenate([c[o.name] for c in chunks]) for o in outputs}
+
+
+def _user_frame(e: BaseException) -> str:
+    """`` (at file.py:12 in forward)`` for the innermost frame outside installed packages, if any."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if "site-packages" not in f.filename and "/toolchain/" not in f.filename and "/runtime/" not in f.filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" (at {Path(f.filename).name}:{f.lineno} in {f.name}: {(f.line or '').strip()})"
 
 
 def _torch_run(src, inputs, outputs, feeds) -> dict[str, np.ndarray]:
