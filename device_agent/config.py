@@ -192,6 +192,8 @@ def _load(cls, data: Any, where: str):
         return cls(**kwargs)
     except TypeError as e:  # a required key with no default
         raise ConfigError(f"{where}: {e}") from e
+    except ConfigError as e:  # the section's own checks name the key ("[mqtt] fleet ..."): add the file
+        raise type(e)(f"{where.split(': [', 1)[0]}: {e}") from e
 
 
 def _coerce(tp: Any, v: Any, where: str) -> Any:

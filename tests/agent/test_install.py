@@ -126,6 +126,7 @@ def test_strict_config(tmp_path, helpers):
         ('[agent]\nlog_level = "loud"\n', "'loud' is not one of"),
         ('[serving]\nport = 70000\n', "not a TCP port"),
         ('[serving\n', "not valid TOML"),
+        ('[mqtt]\nfleet = "a/b"\n', "[mqtt] fleet 'a/b' is not a valid topic level"),  # section's own check
     ]:
         p.write_text(text)
         with pytest.raises(ConfigError) as e:
@@ -155,3 +156,18 @@ def test_install_with_updates_and_telemetry(tmp_path, bundles, helpers):
     assert cfg.section("update").repository_url == "http://127.0.0.1:1/repo"
     assert cfg.section("mqtt").host == "broker.local" and cfg.section("mqtt").fleet == "lab"
     assert (cfg.state_dir / "trust" / "root.json").read_bytes() == root.read_bytes()
+
+
+def test_damaged_pointer_file_is_one_line_with_the_repair(tmp_path, bundles, helpers):
+    prefix = tmp_path / "prefix"
+    _cli(helpers, "install", "--prefix", str(prefix), "--bundle", str(bundles["v1"].path))
+    config = str(prefix / "etc/edgeship/agent.toml")
+    pointers = prefix / "var/lib/edgeship/pointers.json"
+    pointers.write_text('{"schema_version": 1,')  # e.g. a damaged disk
+    for cmd in ("status", "run", "rollback"):
+        r = _cli(helpers, cmd, "--config", config, check=False)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "pointers.json: unreadable" in r.stderr and "install --force --bundle" in r.stderr
+    pointers.unlink()  # the repair the message gives
+    _cli(helpers, "install", "--prefix", str(prefix), "--bundle", str(bundles["v2"].path), "--force")
+    assert json.loads(_cli(helpers, "status", "--config", config, "--json").stdout)["active"]["version"] == "1.2.0"
