@@ -78,3 +78,30 @@ def test_no_repository_configured_says_how_to_fix(env):
     assert "repository_url is empty" in res.detail and "restart the agent" in res.detail and "--repo" in res.detail
     assert env.snapshot() == before
     agent.close()
+
+
+def test_expired_repository_is_renewed_by_refresh_without_a_new_release(env):
+    import time
+
+    import pytest
+
+    from toolchain.ota.errors import OtaPublishError
+    from toolchain.ota.publish import refresh
+
+    ts = (env.repo / "metadata" / "timestamp.json").read_bytes()
+    with pytest.raises(OtaPublishError, match="--expires-days must be > 0"):
+        env.publish(env.bundle(release=2, kind="good2"), expires_days=0)
+    assert (env.repo / "metadata" / "timestamp.json").read_bytes() == ts  # nothing published
+    with pytest.raises(OtaPublishError, match="--timestamp-expires-days must be > 0"):
+        refresh(repo_dir=env.repo, keys_dir=env.keys, timestamp_expires_days=-1)
+
+    env.publish(env.bundle(release=2, kind="good2"), expires_days=1e-5)  # targets+snapshot: ~1 s
+    time.sleep(1.5)
+    store, agent, up = env.device()
+    assert up.update("m").reason is Reason.EXPIRED_METADATA
+    refresh(repo_dir=env.repo, keys_dir=env.keys)  # the timestamp alone does not renew them
+    assert up.update("m").reason is Reason.EXPIRED_METADATA
+    refresh(repo_dir=env.repo, keys_dir=env.keys, expires_days=30)
+    res = up.update("m")
+    assert res.state is State.COMMIT and store.active().release == 2, res
+    agent.close()

@@ -112,6 +112,9 @@ def add_repo_parser(sub) -> None:
     r.add_argument("dir")
     r.add_argument("--keys", required=True)
     r.add_argument("--timestamp-expires-days", type=float, default=7.0)
+    r.add_argument("--expires-days", type=float, default=None,
+                   help="also re-sign targets and snapshot with this expiry (needs the targets key): "
+                        "renews a repository without publishing")
     r.set_defaults(func=_repo_refresh)
     ls = rs.add_parser("list", help="published targets")
     ls.add_argument("dir")
@@ -139,10 +142,11 @@ def _repo_refresh(args) -> int:
     from .publish import refresh
 
     try:
-        v = refresh(repo_dir=args.dir, keys_dir=args.keys, timestamp_expires_days=args.timestamp_expires_days)
+        v = refresh(repo_dir=args.dir, keys_dir=args.keys, timestamp_expires_days=args.timestamp_expires_days,
+                    expires_days=args.expires_days)
     except OtaPublishError as e:
         return _err(e)
-    print(f"timestamp v{v}")
+    print(f"timestamp v{v}" + ("" if args.expires_days is None else " (targets and snapshot re-signed)"))
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from runtime.fsutil import atomic_write_bytes
 
-from .errors import KeyStoreError
+from .errors import KeyStoreError, OtaPublishError
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 OFFLINE_ROLES = ("root", "targets")
@@ -68,6 +68,7 @@ def init_keys(
     """
     from tuf.api.metadata import Metadata, Root
 
+    check_expiry(root_expires_days=root_expires_days)
     keys_dir = Path(keys_dir)
     if (keys_dir / "root.json").exists() or (keys_dir / "offline").exists():
         raise KeyStoreError(f"{keys_dir}: already holds TUF keys; refusing to overwrite them")
@@ -128,6 +129,18 @@ def retire_key(*, keys_dir: str | os.PathLike, role: str, keyid: str) -> None:
         dst = Path(keys_dir) / "retired" / role / src.name
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(src, dst)
+
+
+def check_expiry(**days: float | None) -> None:
+    """Refuse an expiry that is not in the future: every device would refuse the repository.
+
+    Raises:
+        OtaPublishError: naming the option, e.g. ``--expires-days must be > 0``.
+    """
+    for name, v in days.items():
+        if v is not None and not v > 0:
+            raise OtaPublishError(f"--{name.replace('_', '-')} must be > 0 (got {v}); metadata that "
+                                  f"expires at once makes every device refuse the repository")
 
 
 def utc_in(*, days: float) -> datetime:

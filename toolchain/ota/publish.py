@@ -9,7 +9,7 @@ from pathlib import Path
 from runtime.fsutil import sha256_file
 
 from . import keys as keystore
-from .keys import utc_in
+from .keys import check_expiry, utc_in
 from .errors import BundleRejectedError, KeyStoreError, RepositoryStateError
 from .repository import CUSTOM_KEY, Repository, check_release_is_new
 
@@ -64,6 +64,7 @@ def publish(
     """
     from tuf.api.metadata import TargetFile
 
+    check_expiry(expires_days=expires_days, timestamp_expires_days=timestamp_expires_days)
     bundle = Path(bundle)
     facts = read_bundle_facts(bundle)
     repo = Repository(repo_dir, keys_dir=keys_dir)
@@ -107,6 +108,8 @@ def rotate_key(
     """
     if role not in keystore.ROLES:
         raise KeyStoreError(f"unknown role {role!r}; choose one of {list(keystore.ROLES)}")
+    check_expiry(expires_days=expires_days, timestamp_expires_days=timestamp_expires_days,
+                 root_expires_days=root_expires_days)
     repo = Repository(repo_dir, keys_dir=keys_dir)
     with repo.lock():
         if not repo.exists():
@@ -138,13 +141,23 @@ def rotate_key(
 
 
 def refresh(*, repo_dir: str | os.PathLike, keys_dir: str | os.PathLike,
-            timestamp_expires_days: float = 7.0) -> int:
-    """Re-sign the timestamp with a fresh expiry; returns the new timestamp version."""
+            timestamp_expires_days: float = 7.0, expires_days: float | None = None) -> int:
+    """Re-sign the timestamp with a fresh expiry; returns the new timestamp version.
+
+    With ``expires_days``, targets and snapshot are re-signed too (same targets, new
+    versions and expiry; needs the targets key): the way to renew a repository whose
+    targets or snapshot expire, or expired, without publishing a new bundle.
+    """
+    check_expiry(expires_days=expires_days, timestamp_expires_days=timestamp_expires_days)
     repo = Repository(repo_dir, keys_dir=keys_dir)
     with repo.lock():
         if not repo.exists():
             raise RepositoryStateError(f"{repo_dir}: no repository; publish a bundle first")
-        return repo.refresh_timestamp(expires_days=timestamp_expires_days)
+        if expires_days is None:
+            return repo.refresh_timestamp(expires_days=timestamp_expires_days)
+        repo.commit(targets=repo.targets(), root=repo.root().signed, expires_days=expires_days,
+                    timestamp_expires_days=timestamp_expires_days)
+        return repo.timestamp().signed.version
 
 
 def list_targets(*, repo_dir: str | os.PathLike) -> list[dict]:
