@@ -120,7 +120,8 @@ def test_calibration_methods_and_per_tensor(tmp_path: Path, tiny_factory: Path) 
 
     calib = tmp_path / "c.npz"
     np.savez(calib, pixels=np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32))
-    for method in ("entropy", "percentile"):
+    shas = {}
+    for method in ("minmax", "entropy", "percentile"):
         res = compile_model(CompileOptions(
             source=f"{tiny_factory}:build", out_dir=tmp_path / method, targets=ORT, precisions=(Precision.INT8_STATIC,),
             calibration=str(calib), validation=str(calib),
@@ -128,6 +129,9 @@ def test_calibration_methods_and_per_tensor(tmp_path: Path, tiny_factory: Path) 
         a = res.manifest["artifacts"][0]
         assert a["status"] == "ok", a["error"]
         assert a["recipe"]["calibration_method"] == method and a["recipe"]["per_channel"] is False
+        shas[method] = a["files"][0]["sha256"]
+    # each method really changes the ranges (ORT's own entropy defaults reduce to the full range)
+    assert len(set(shas.values())) == 3, shas
 
 
 def test_default_tolerances_are_declared_for_every_precision() -> None:
