@@ -88,6 +88,17 @@ def _trust_root(path: str | os.PathLike) -> bytes:
     return data
 
 
+def _check_bundle(bundle: str | os.PathLike) -> None:
+    from runtime.bundle import BundleError, read_bundle_info
+
+    try:
+        read_bundle_info(bundle)
+    except (BundleError, OSError) as e:
+        msg = "no such file" if isinstance(e, FileNotFoundError) else str(e)
+        raise InstallError(f"{bundle}: not an edgeship bundle ({msg}); make one with "
+                           f"`edgeship package`") from e
+
+
 def _extensions(*, repository: str | None, mqtt_host: str | None, fleet: str | None) -> dict:
     ext = {}
     if repository:
@@ -120,6 +131,7 @@ def install(*, bundle: str | os.PathLike, prefix: str | os.PathLike | None = Non
     paths = InstallPaths.under(prefix)
     if paths.config.exists() and not force:
         raise InstallError(f"{paths.config} exists; pass --force to overwrite it (the store is kept)")
+    _check_bundle(bundle)  # before any directory is created
     root_bytes = _trust_root(trust_root) if trust_root else None
     trust_path = paths.state_dir / "trust" / "root.json"
     if repository and root_bytes is None and not trust_path.exists():

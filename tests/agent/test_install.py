@@ -150,6 +150,12 @@ def test_install_with_updates_and_telemetry(tmp_path, bundles, helpers):
     with pytest.raises(InstallError, match="not a TUF root.json"):
         install(bundle=bundles["v1"].path, prefix=tmp_path / "a", trust_root=bad)
     assert not (tmp_path / "a" / "etc").exists()  # refused before writing anything
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not a tar")
+    for b, needle in ((junk, "not a readable"), (tmp_path / "missing.tar", "no such file")):
+        with pytest.raises(InstallError, match=needle):
+            install(bundle=b, prefix=tmp_path / "c")
+    assert not (tmp_path / "c").exists()  # no state dir skeleton left behind
     res = install(bundle=bundles["v1"].path, prefix=tmp_path / "b", trust_root=root,
                   repository="http://127.0.0.1:1/repo", mqtt_host="broker.local", fleet="lab")
     cfg = load_config(res["config"])
