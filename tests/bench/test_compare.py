@@ -89,3 +89,13 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(["bench", "compare", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--threshold", "0.5"]) == 0
     (tmp_path / "junk.json").write_text(json.dumps({"kind": "other"}))
     assert main(["bench", "compare", str(tmp_path / "old.json"), str(tmp_path / "junk.json")]) == 2
+
+
+def test_different_models_are_warned_about():
+    old = _result([_cell("a", _samples(10e-3))])
+    new = _result([_cell("a", _samples(10e-3, seed=1))])
+    assert "source_changes" in compare.compare(old, new) and not compare.compare(old, new)["source_changes"]
+    old["source"]["model"], new["source"]["model"] = {"name": "resnet18"}, {"name": "digits"}
+    cmp = compare.compare(old, new)
+    assert cmp["source_changes"] == {"model": ["resnet18", "digits"]}
+    assert "WARNING: different models: model: 'resnet18' -> 'digits'" in compare.format_comparison(cmp)

@@ -85,12 +85,24 @@ def compare(old: dict[str, Any], new: dict[str, Any], *, min_rel: float = DEFAUL
         {"regression": out["regressions"], "improvement": out["improvements"], "same": out["same"]}[verdict].append(ch.to_json())
     eo, en = old.get("environment", {}), new.get("environment", {})
     out["environment_changes"] = {k: [eo.get(k), en.get(k)] for k in _ENV_FIELDS if eo.get(k) != en.get(k)}
+    out["source_changes"] = {k: [a, b] for k, a, b in (("model", _model_name(old), _model_name(new)),)
+                             if a != b}
     out["regressed"] = bool(out["regressions"] or out["broken"])
     return out
 
 
+def _model_name(res: dict[str, Any]) -> str | None:
+    m = (res.get("source") or {}).get("model")
+    return m.get("name") if isinstance(m, dict) else m
+
+
 def format_comparison(cmp: dict[str, Any]) -> str:
     lines = [f"# bench compare (p50, regression = slower by > max({cmp['min_rel']:.0%}, measured noise))", ""]
+    if cmp.get("source_changes"):
+        lines.append("WARNING: different models: " + ", ".join(
+            f"{k}: {a!r} -> {b!r}" for k, (a, b) in cmp["source_changes"].items())
+            + " (cells with the same key measure different models)")
+        lines.append("")
     if cmp["environment_changes"]:
         lines.append("WARNING: environments differ: " + ", ".join(
             f"{k}: {a!r} -> {b!r}" for k, (a, b) in cmp["environment_changes"].items()))
