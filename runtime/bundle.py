@@ -268,7 +268,7 @@ class BundleInfo:
             inputs=_specs(io["inputs"], f"{where}.io.inputs"),
             outputs=_specs(io["outputs"], f"{where}.io.outputs"),
             requirements=Requirements.from_json(d["requirements"], where=f"{where}.requirements"),
-            latency_budget_ms=None if budget is None else _float(budget, f"{where}.latency_budget_ms"),
+            latency_budget_ms=None if budget is None else _positive(budget, f"{where}.latency_budget_ms"),
             tolerances=Tolerances.from_json(d["tolerances"], where=f"{where}.tolerances"),
             golden_calls=_int(d["golden_calls"], f"{where}.golden_calls", minimum=0),
             input_stats=_stats(d["input_stats"], f"{where}.input_stats"),
@@ -508,6 +508,13 @@ def _float(v: Any, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise BundleError(f"{where}: expected a finite number, got {v!r}")
     return float(v)
+
+
+def _positive(v: Any, where: str) -> float:
+    f = _float(v, where)
+    if f <= 0:
+        raise BundleError(f"{where}: must be > 0, got {v!r}")
+    return f
 
 
 def _list(v: Any, where: str) -> list:

@@ -45,6 +45,7 @@ def test_model_json_round_trips_and_is_strict(bundles):
         (lambda d: d.pop("release"), "missing key(s) ['release']"),
         (lambda d: d.update(release=0), "release: must be >= 1"),
         (lambda d: d.update(release=True), "release: expected an integer"),
+        (lambda d: d.update(latency_budget_ms=-5), "latency_budget_ms: must be > 0"),  # gate could never pass
         (lambda d: d.update(version="one"), "not a semantic version"),
         (lambda d: d.update(engine="tensorrt"), "engine: 'tensorrt' is not one of"),
         (lambda d: d.update(schema_version=2), "schema_version: 2 is not supported"),
@@ -131,6 +132,9 @@ def test_package_cli(tmp_path, helpers):
     assert info.latency_budget_ms == 5.0 and info.golden_calls == 2 and info.version == "2.0.0"
     assert main(["package", str(build), "--artifact", "onnxruntime-fp32", "--version", "x", "--release", "1",
                  "--out", str(out)]) == 2
+    assert main(["package", str(build), "--artifact", "onnxruntime-fp32", "--version", "2.0.0", "--release", "8",
+                 "--latency-budget-ms", "0", "--out", str(out)]) == 2
+    assert not list(out.glob("tiny-8-*"))  # nothing written
 
 
 BAD_TARS = {
