@@ -144,3 +144,15 @@ def test_reference_run_failure_on_the_data_is_one_line_naming_the_user_line() ->
     msg = str(ei.value)
     assert "m.py:build" in msg and "samples 0..2" in msg and "IndexError" in msg
     assert "test_data.py" in msg and "in forward" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("flag, value", [("--calibration-samples", "0"), ("--max-validation-samples", "0"),
+                                         ("--max-accuracy-drop", "-1"), ("--atol", "-0.5"), ("--min-cosine", "2")])
+def test_numeric_options_out_of_range_are_usage_errors(flag, value, tmp_path: Path, capsys) -> None:
+    from toolchain.cli import main
+
+    out = tmp_path / "build"
+    assert main(["compile", "ref:digits", "--out", str(out), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert f"edgeship compile: error: {flag} " in err and "must be" in err
+    assert not out.exists()

@@ -51,6 +51,7 @@ def options_from_args(args: argparse.Namespace):
     from toolchain.compile.source import parse_factory_args
     from toolchain.compile.verify import UserGates
 
+    _check_ranges(args)
     return CompileOptions(
         source=args.source, name=args.name, out_dir=Path(args.out), targets=parse_targets(args.targets),
         precisions=parse_precisions(args.precisions), calibration=args.calibration, validation=args.validation,
@@ -61,6 +62,20 @@ def options_from_args(args: argparse.Namespace):
         dynamic_axes=parse_dynamic_axes(args.dynamic_axis), factory_kwargs=parse_factory_args(args.arg),
         max_validation_samples=args.max_validation_samples,
     )
+
+
+def _check_ranges(args: argparse.Namespace) -> None:
+    """Numeric options out of range are bad input (exit 2), refused before any work."""
+    from toolchain.compile.options import UsageError
+
+    checks = (("--calibration-samples", args.calibration_samples, lambda v: v >= 1, "an integer >= 1"),
+              ("--max-validation-samples", args.max_validation_samples, lambda v: v >= 1, "an integer >= 1"),
+              ("--max-accuracy-drop", args.max_accuracy_drop, lambda v: v >= 0, "points >= 0"),
+              ("--atol", args.atol, lambda v: v >= 0, ">= 0"),
+              ("--min-cosine", args.min_cosine, lambda v: -1 <= v <= 1, "in [-1, 1]"))
+    for flag, value, ok, want in checks:
+        if value is not None and not ok(value):
+            raise UsageError(f"{flag} {value}: must be {want}")
 
 
 def run(args: argparse.Namespace) -> int:
