@@ -95,7 +95,7 @@ def parse_update_request(body: bytes) -> UpdateRequest:
         raise ValueError(f"body of {len(body)} bytes is over {MAX_BODY_BYTES}")
     try:
         data = json.loads(body or b"{}")
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ValueError(f"body is not JSON: {e}") from None
     if not isinstance(data, dict):
         raise ValueError("body must be a JSON object")

@@ -59,6 +59,8 @@ def parse_infer_request(body: bytes, inputs: list[TensorSpec]) -> tuple[dict[str
         req = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise V2Error(400, f"request body is not valid JSON: {e}") from e
+    except RecursionError:
+        raise V2Error(400, "request body is nested too deeply to read as JSON") from None
     if not isinstance(req, dict):
         raise V2Error(400, "request body must be a JSON object with an \"inputs\" list")
     unknown = sorted(set(req) - _REQUEST_KEYS)

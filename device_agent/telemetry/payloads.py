@@ -159,7 +159,7 @@ def _load_object(raw: bytes, *, max_bytes: int, what: str) -> dict[str, Any]:
         raise PayloadRejected("payload.too_large", f"{what} is {len(raw)} bytes, limit {max_bytes}")
     try:
         doc = json.loads(raw.decode("utf-8")) if raw else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deep
         raise PayloadRejected("payload.not_json", f"{what} is not UTF-8 JSON: {e}") from e
     if not isinstance(doc, dict):
         raise PayloadRejected("payload.schema", f"{what} must be a JSON object, got {type(doc).__name__}")

@@ -97,7 +97,7 @@ def test_bad_requests_get_a_clear_answer_and_the_agent_keeps_serving(served, mut
 
 def test_malformed_oversized_and_unknown(served):
     c, agent, _ = served
-    for raw in (b"{", b"[1, 2]", b"\xff\xfe", b"null"):
+    for raw in (b"{", b"[1, 2]", b"\xff\xfe", b"null", b"[" * 2000 + b"]" * 2000):  # last: RecursionError
         r = c.post("/v2/models/picker/infer", content=raw)
         assert r.status_code == 400 and r.json()["error"], raw
     big = json.dumps(_req(x=[[1.0, 2.0, 3.0, 4.0]] * 200, idx=[0] * 200)).encode()

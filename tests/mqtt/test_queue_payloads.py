@@ -70,6 +70,7 @@ def test_stamp_appends_seq_and_hist():
     (b"x" * 20000, "payload.too_large"),
     (b"{not json", "payload.not_json"),
     (b"\xff\xfe", "payload.not_json"),
+    (b"[" * 8000 + b"]" * 8000, "payload.not_json"),  # json raises RecursionError
     (b"[1,2]", "payload.schema"),
     (b'{"schema":"edgeship.desired/9","version":1,"deployment_id":"d","model":"m","release":1}', "payload.schema"),
     (b'{"schema":"edgeship.desired/1","version":"1","deployment_id":"d","model":"m","release":1}', "payload.schema"),
