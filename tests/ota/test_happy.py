@@ -105,3 +105,24 @@ def test_expired_repository_is_renewed_by_refresh_without_a_new_release(env):
     res = up.update("m")
     assert res.state is State.COMMIT and store.active().release == 2, res
     agent.close()
+
+
+def test_failed_publish_leaves_no_bundle_and_targets_are_world_readable(env):
+    import stat
+
+    import pytest
+
+    from toolchain.ota.errors import KeyStoreError
+    from toolchain.ota.keys import init_keys
+    from toolchain.ota.publish import publish
+
+    other = env.tmp / "other-keys"
+    init_keys(keys_dir=other)
+    before = sorted(p.name for p in (env.repo / "targets").rglob("*"))
+    b2 = env.bundle(release=2, kind="good2")
+    with pytest.raises(KeyStoreError, match="private key"):  # not this repository's targets key
+        publish(bundle=b2, repo_dir=env.repo, keys_dir=other)
+    assert sorted(p.name for p in (env.repo / "targets").rglob("*")) == before
+    env.publish(b2)
+    for f in (env.repo / "targets").rglob("*.tar"):  # a static server under another user reads them
+        assert stat.S_IMODE(f.stat().st_mode) & 0o044 == 0o044, oct(f.stat().st_mode)

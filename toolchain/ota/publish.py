@@ -76,12 +76,18 @@ def publish(
         sha = sha256_file(bundle)
         check_release_is_new(targets, facts, sha)
         target_path = f"{facts['name']}/{bundle.name}"
+        was_stored = repo.target_file(target_path=target_path, sha256=sha).exists()
         stored = repo.store_target(bundle=bundle, target_path=target_path, sha256=sha)
-        tf = TargetFile.from_file(target_path, str(stored), ["sha256"])
-        tf.unrecognized_fields["custom"] = {CUSTOM_KEY: facts}
-        targets.signed.targets[target_path] = tf
-        repo.commit(targets=targets, root=root, expires_days=expires_days,
-                    timestamp_expires_days=timestamp_expires_days)
+        try:
+            tf = TargetFile.from_file(target_path, str(stored), ["sha256"])
+            tf.unrecognized_fields["custom"] = {CUSTOM_KEY: facts}
+            targets.signed.targets[target_path] = tf
+            repo.commit(targets=targets, root=root, expires_days=expires_days,
+                        timestamp_expires_days=timestamp_expires_days)
+        except BaseException:  # e.g. a signing key missing: leave no unsigned bundle behind
+            if not was_stored:
+                stored.unlink(missing_ok=True)
+            raise
         return Published(target_path=target_path, sha256=sha, length=tf.length,
                          release=int(facts["release"]), targets_version=targets.signed.version,
                          timestamp_version=repo.timestamp().signed.version)

@@ -162,15 +162,21 @@ class Repository:
                               expires_days=expires_days, version=None)
         return self.timestamp().signed.version
 
-    def store_target(self, *, bundle: Path, target_path: str, sha256: str) -> Path:
-        """Copy a bundle to its consistent-snapshot name ``<dir>/<sha256>.<file>``, atomically."""
+    def target_file(self, *, target_path: str, sha256: str) -> Path:
+        """Where a target's bytes live: its consistent-snapshot name ``<dir>/<sha256>.<file>``."""
         parent, _, name = target_path.rpartition("/")
-        dst = self.targets_dir / parent / f"{sha256}.{name}"
+        return self.targets_dir / parent / f"{sha256}.{name}"
+
+    def store_target(self, *, bundle: Path, target_path: str, sha256: str) -> Path:
+        """Copy a bundle to :meth:`target_file`, atomically."""
+        dst = self.target_file(target_path=target_path, sha256=sha256)
         if dst.exists():
             return dst
         dst.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".part.", dir=dst.parent)
         try:
+            # mkstemp makes 0600: a static server running as another user could not read it
+            os.fchmod(fd, 0o644)
             with os.fdopen(fd, "wb") as out, open(bundle, "rb") as src:
                 shutil.copyfileobj(src, out, 1 << 20)
                 out.flush()
