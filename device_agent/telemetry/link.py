@@ -98,6 +98,7 @@ class MqttLink:
         self._failed_mids: dict[int, int] = {}
         self._inflight: list[tuple[Any, int]] = []  # (MQTTMessageInfo, msg_id), sender thread only
         self._rewind_to = 1 << 62                    # sender restarts below this id after a client error
+        self._connect_failures = 0                   # failed connects since the last success (log once)
         self._client = self._make_client()
         self._sender = threading.Thread(target=self._send_loop, name="edgeship-mqtt-sender", daemon=True)
 
@@ -121,6 +122,7 @@ class MqttLink:
                     password = f.read().strip()
             client.username_pw_set(c.username, password)
         client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
@@ -229,6 +231,7 @@ class MqttLink:
             self._conn += 1
             conn = self._conn
         self.counters.connects += 1
+        self._connect_failures = 0
         self._connected_since_ms = int(time.monotonic() * 1000)
         client.subscribe([(self.topics.desired, 1), (self.topics.cmd_filter, 1)])
         self._connected.set()
@@ -238,6 +241,17 @@ class MqttLink:
         except Exception:  # a failing birth must not kill paho's network thread
             log.exception("publishing the birth message failed")
         self._wake.set()
+
+    def _handle_connect_fail(self, client, userdata) -> None:
+        """TCP/TLS connect failed (broker down, wrong host/port): say so once per outage."""
+        self._connect_failures += 1
+        if self._connect_failures == 1:
+            log.warning("mqtt cannot connect to %s:%s (broker down, unreachable, or wrong [mqtt] host/port); "
+                        "retrying with backoff, telemetry is queued on disk and inference is not affected",
+                        self.config.host, self.config.port)
+        else:
+            log.debug("mqtt connect to %s:%s failed again (%d in a row)", self.config.host, self.config.port,
+                      self._connect_failures)
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()

@@ -153,3 +153,33 @@ def test_qos1_publish_while_disconnected_is_tracked_to_its_puback(broker):
         c.disconnect()
         c.loop_stop()
         rec.close()
+
+
+def test_broker_unreachable_is_logged_once_per_outage(broker, tmp_path):
+    """A broker that is down (or a wrong [mqtt] host/port) at start: one warning naming it, not silence."""
+    import logging
+
+    from device_agent.telemetry import MqttConfig, start
+    from device_agent.telemetry import link as link_mod
+    from mqtt_sim import SimAgent
+
+    port = broker.port
+    broker.stop()
+    records: list[logging.LogRecord] = []
+    h = logging.Handler(level=logging.DEBUG)
+    h.emit = records.append
+    link_mod.log.addHandler(h)
+    old_level = link_mod.log.level
+    link_mod.log.setLevel(logging.DEBUG)
+    try:
+        svc = start(MqttConfig(fleet="f1", device_id="d1", port=port, queue_dir=str(tmp_path / "q"),
+                               reconnect_min_s=1, reconnect_max_s=1), SimAgent(), None)
+        wait_for(lambda: svc.link._connect_failures >= 2, timeout_s=15)
+        warned = [r.getMessage() for r in records if r.levelno == logging.WARNING and "cannot connect" in r.getMessage()]
+        assert len(warned) == 1 and f"127.0.0.1:{port}" in warned[0], warned
+        broker.start()
+        assert svc.link.wait_connected(15) and svc.link._connect_failures == 0
+        svc.stop(timeout_s=1)
+    finally:
+        link_mod.log.removeHandler(h)
+        link_mod.log.setLevel(old_level)
