@@ -358,5 +358,5 @@ def _cmd(args) -> int:
         print(f"{res.path}\n  sha256   {res.sha256}\n  model    {i.name} {i.version} (release {i.release})"
               f"\n  engine   {i.engine.value} {i.precision.value}, needs >= {i.requirements.min_engine_version} "
               f"on {', '.join(i.requirements.arch)}\n  golden   {i.golden_calls} calls, atol "
-              f"{i.tolerances.atol}, min cosine {i.tolerances.min_cosine}")
+              f"{i.tolerances.atol:.4g}, min cosine {i.tolerances.min_cosine:.4g}")
     return 0
