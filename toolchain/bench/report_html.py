@@ -2,7 +2,8 @@
 
 Plots: latency distribution per target (empirical CDF of the raw samples, single stream),
 speedup against fp32 per engine, and the Pareto view (p90 latency vs accuracy drop, marker
-area = size on disk). matplotlib is imported lazily with the Agg backend.
+area = size on disk; markers numbered, a key beside the plot names them, only the
+Pareto front is labelled in place). matplotlib is imported lazily with the Agg backend.
 """
 
 from __future__ import annotations
@@ -86,7 +87,33 @@ def plot_speedup(result: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
+def pareto_front(pts: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both p90 latency and accuracy drop
+    (lower is better on both), in order of increasing latency."""
+    front, best = [], float("inf")
+    for i in sorted(range(len(pts)), key=lambda i: pts[i]):
+        if pts[i][1] < best:
+            front.append(i)
+            best = pts[i][1]
+    return front
+
+
+def label_offsets(pts: list[tuple[float, float]], *, step_pt: float = 8.0) -> list[tuple[float, float]]:
+    """Text offsets (points) for the number tags: points that share an accuracy value are staggered
+    above/below the marker in turn, so equal-drop rows (all 0 drop) do not print on one line."""
+    seen: dict[float, int] = {}
+    out = []
+    for x, y in pts:
+        k = seen.get(round(y, 6), 0)
+        seen[round(y, 6)] = k + 1
+        lvl = 1 + (k // 2) % 3
+        out.append((3.0, (step_pt * lvl - 3) * (1 if k % 2 == 0 else -1) - (0 if k % 2 == 0 else 4)))
+    return out
+
+
 def plot_pareto(result: dict[str, Any]) -> str | None:
+    """Markers carry a short number; the key beside the plot names every number (front rows marked
+    with *), and only Pareto-front points get their full name on the plot."""
     import matplotlib.pyplot as plt
 
     pts = []
@@ -100,26 +127,49 @@ def plot_pareto(result: dict[str, Any]) -> str | None:
         pts.append((p90 * 1e3, drop, c.get("size_bytes") or 0, c))
     if not pts:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    pts.sort(key=lambda p: (p[0], p[1]))
+    xy = [(x, y) for x, y, _, _ in pts]
+    front = pareto_front(xy)
+    fig, (ax, key) = plt.subplots(1, 2, figsize=(11.5, max(4.8, 0.16 * len(pts) + 1.5)),
+                                  gridspec_kw={"width_ratios": [3, 2]})
     smax = max(p[2] for p in pts) or 1
-    for x, y, size, c in pts:
+    for n, ((x, y, size, c), off) in enumerate(zip(pts, label_offsets(xy)), start=1):
         ax.scatter(x, y, s=30 + 400 * size / smax, alpha=0.6, color=_COLORS.get(c["engine"], "gray"),
                    marker="o" if c["threads"] == 1 else "s")
-        ax.annotate(f"{report_md.label(c)} {c['threads']}t", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    front, best = [], float("inf")
-    for x, y, _, _ in sorted(pts, key=lambda p: (p[0], p[1])):
-        if y < best:
-            front.append((x, y))
-            best = y
-    ax.plot(*zip(*front), color="black", lw=1, ls=":", label="Pareto front")
+        ax.annotate(str(n), (x, y), fontsize=7, xytext=off, textcoords="offset points",
+                    fontweight="bold" if n - 1 in front else "normal")
+    for j, i in enumerate(front):
+        x, y, _, c = pts[i]
+        ax.annotate(f"{report_md.label(c)} {c['threads']}t", (x, y), fontsize=7, xytext=(14, 30 + 12 * (j % 2)),
+                    textcoords="offset points", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray"},
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "gray", "lw": 0.5, "alpha": 0.85})
+    ax.plot(*zip(*(xy[i] for i in front)), color="black", lw=1, ls=":", label="Pareto front")
     for eng, col in _COLORS.items():
         if any(c["engine"] == eng for *_, c in pts):
             ax.scatter([], [], color=col, label=eng)
-    ax.set_xlabel("p90 latency, ms")
+    xs = [x for x, _ in xy]
+    log_x = min(xs) > 0 and max(xs) / min(xs) > 3
+    if log_x:
+        from matplotlib import ticker
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("p90 latency, ms" + (" (log)" if log_x else ""))
     ax.set_ylabel("accuracy drop (or top-1 disagreement), pts")
-    ax.set_title("accuracy vs p90 latency vs size (marker area = size on disk; circle 1 thread, square more)")
+    ax.set_title("accuracy vs p90 latency vs size\n(marker area = size on disk; circle 1 thread, square more)",
+                 fontsize=9)
+    ax.margins(x=0.08, y=0.15)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
+    rows = [f"{'':2}{'#':>3}  {'artifact':<28} {'thr':>3} {'p90 ms':>8} {'drop':>6}"]
+    rows += [f"{'*' if i in front else '':2}{i + 1:>3}  {report_md.label(c)[:28]:<28} {c['threads']:>3} "
+             f"{x:>8.4g} {y:>6.2f}" for i, (x, y, _, c) in enumerate(pts)]
+    rows.append("* = on the Pareto front")
+    key.axis("off")
+    key.text(0, 1, "\n".join(rows), family="monospace", fontsize=7, va="top", ha="left", transform=key.transAxes)
+    fig.tight_layout()
     return _png(fig)
 
 
