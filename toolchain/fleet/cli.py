@@ -1,4 +1,4 @@
-"""`edgeship push` and `edgeship fleet {status,watch}` (docs/mqtt.md)."""
+"""`edgeship push` and `edgeship fleet {status,watch,command,forget}` (docs/mqtt.md)."""
 
 from __future__ import annotations
 
@@ -80,6 +80,14 @@ def add_fleet_parser(sub) -> None:
     c.add_argument("--json", action="store_true")
     _broker_args(c)
     c.set_defaults(func=_command)
+    f = fs.add_parser("forget", help="clear a device's retained topics (ghost rows of a misspelled push "
+                                     "or a decommissioned device)")
+    f.add_argument("--fleet", required=True)
+    f.add_argument("--device", required=True)
+    f.add_argument("--yes", action="store_true", help="really clear (without it: list what would be cleared)")
+    f.add_argument("--force", action="store_true", help="clear even though the device reports itself online")
+    _broker_args(f)
+    f.set_defaults(func=_forget)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -100,6 +108,36 @@ def _command(args) -> int:
         for key, value in (resp.get("result") or {}).items():
             print(f"  {key}: {json.dumps(value)}")
     return 0 if resp.get("ok") else 1
+
+
+def _forget(args) -> int:
+    from .client import FleetClient
+
+    try:
+        t = device_topics(fleet=args.fleet, device=args.device, prefix=args.prefix)
+    except ValueError as e:
+        return _fail(e, 2)
+    try:
+        with FleetClient(_settings(args)) as fc:
+            found = fc.retained(args.fleet, args.device)
+            status = found[t.status].json() if t.status in found else None
+            if not found:
+                return _fail(FleetError(f"nothing retained for device {args.device!r} of fleet {args.fleet!r} "
+                                        f"on {args.broker} (check the spelling: `edgeship fleet status --fleet "
+                                        f"{args.fleet}` lists the devices)"))
+            topics = sorted(found)
+            if isinstance(status, dict) and status.get("online") and not args.force:
+                return _fail(FleetError(f"{args.fleet}/{args.device} reports itself online: its agent republishes "
+                                        "status and reported on every connect and heartbeat. Stop the agent "
+                                        "first, or pass --force"))
+            if not args.yes:
+                print(f"would clear {len(topics)} retained topic(s):\n  " + "\n  ".join(topics))
+                return _fail(FleetError("refusing without --yes (nothing was changed)"), 2)
+            fc.clear_retained(topics)
+    except FleetError as e:
+        return _fail(e)
+    print(f"cleared {len(topics)} retained topic(s) of {args.fleet}/{args.device}:\n  " + "\n  ".join(topics))
+    return 0
 
 
 def _fail(e: Exception, code: int = 1) -> int:

@@ -146,6 +146,22 @@ class FleetClient:
                 setattr(view, leaf, msg.json())
         return views
 
+    def retained(self, fleet: str, device: str, *, settle_s: float = 0.5,
+                 timeout_s: float = 5.0) -> dict[str, Received]:
+        """Every retained message under one device's topic subtree, by topic."""
+        t = device_topics(fleet=fleet, device=device, prefix=self.settings.prefix)
+        self.subscribe(f"{t.base}/#")
+        found: dict[str, Received] = {}
+        for msg in self.messages(timeout_s=timeout_s, idle_s=settle_s):
+            if msg.retain and msg.payload and msg.topic.startswith(t.base + "/"):
+                found[msg.topic] = msg
+        return found
+
+    def clear_retained(self, topics: list[str]) -> None:
+        """Delete retained messages: an empty retained publish removes the topic's retained copy."""
+        for topic in topics:
+            self.publish(topic, b"", retain=True)
+
     def publish(self, topic: str, payload: bytes, *, retain: bool, properties: Any = None,
                 timeout_s: float = 5.0) -> None:
         """Publish QoS 1 and wait for the broker's acknowledgement."""
