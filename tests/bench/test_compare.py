@@ -89,6 +89,11 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(["bench", "compare", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--threshold", "0.5"]) == 0
     (tmp_path / "junk.json").write_text(json.dumps({"kind": "other"}))
     assert main(["bench", "compare", str(tmp_path / "old.json"), str(tmp_path / "junk.json")]) == 2
+    capsys.readouterr()
+    for bad in ("0", "-0.1", "nan", "inf"):
+        rc = main(["bench", "compare", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--threshold", bad])
+        out, err = capsys.readouterr()
+        assert rc == 2 and "--threshold" in err and "must be a relative p50 change above 0" in err and not out
 
 
 def test_different_models_are_warned_about():

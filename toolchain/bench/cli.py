@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -50,7 +51,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--warmup-iters", type=int, default=None, help="override the preset's warm-up runs")
     p.add_argument("--warmup-s", type=float, default=None, help="override the preset's warm-up seconds")
     p.add_argument("--threshold", type=float, default=None,
-                   help="compare: minimum relative p50 change to flag (default 0.05)")
+                   help="compare: minimum relative p50 change to flag, > 0 (default 0.05 = 5%%)")
     p.add_argument("-o", "--out", default=None, help="output directory (default BUILD_DIR/bench or ./bench-<name>)")
     p.add_argument("--json", action="store_true", help="print the result JSON on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -117,6 +118,10 @@ def run(args) -> int:
 def _compare(args) -> int:
     if len(args.target) != 3:
         print("usage: edgeship bench compare OLD.json NEW.json", file=sys.stderr)
+        return 2
+    if args.threshold is not None and not (math.isfinite(args.threshold) and args.threshold > 0):
+        print(f"edgeship bench compare: --threshold {args.threshold:g} must be a relative p50 change above 0 "
+              "(e.g. 0.05 for 5%; the default is 0.05)", file=sys.stderr)
         return 2
     from . import compare, result
     from .errors import ResultFormatError
