@@ -11,6 +11,15 @@ from __future__ import annotations
 from .config import UpdateSection
 from .errors import Reason, UpdateError
 from .states import State
-from .updater import UpdateEvent, UpdateResult, Updater
+
+_LAZY = ("Updater", "UpdateEvent", "UpdateResult")  # the updater pulls in TUF; the gate's child needs none
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import updater
+
+        return getattr(updater, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["Updater", "UpdateEvent", "UpdateResult", "UpdateSection", "State", "Reason", "UpdateError"]

@@ -49,6 +49,8 @@ class UpdateSection:
     gate_device: str = doc("Device the gate and serving run the model on (CPU, GPU, NPU...).", "CPU")
     gate_latency_factor: float = doc("The gate refuses a model whose median golden latency exceeds its "
                                      "latency budget times this.", 5.0)
+    gate_timeout_s: float = doc("The gate's child process (load + golden set of the new model) is killed "
+                                "and the update fails (gate.latency) after this many seconds.", 300.0)
     allow_precision_change: bool = doc("Accept an engine that runs another precision than the bundle's "
                                        "(e.g. bf16 for fp32 on AMX CPUs).", False)
     memory_policy: MemoryPolicy = doc("New model does not fit beside the old one: refuse (fail the "

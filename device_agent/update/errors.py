@@ -195,6 +195,13 @@ class GateMemoryError(GateError):
     reason = Reason.GATE_MEMORY
 
 
+class GateCrashError(GateError):
+    """The gate's child process running the new model died (a signal such as SIGFPE/SIGSEGV,
+    or an exit without a verdict); the serving process was not touched."""
+
+    reason = Reason.GATE_CRASHED
+
+
 # ---------------------------------------------------------------- machine
 class UpdateStateError(UpdateError):
     """An out-of-order transition or call (a bug, or a second update while one runs)."""

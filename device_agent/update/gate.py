@@ -5,6 +5,9 @@ memory (would it fit beside the old model? :func:`memory_plan` decides, per
 ``[update] memory_policy``, whether the updater unloads the old model first) -> load -> IO schema against model.json ->
 device/precision actually used against what the bundle asked for -> the golden set
 (NaN/Inf, shape, tolerances) -> median latency against the bundle's budget.
+Everything after the memory check runs first in a child process (:mod:`.gate_child`;
+a model that kills its process fails the update with ``gate.crashed`` while the caller
+keeps serving), then the model is loaded in the caller and schema/fallback are re-checked.
 
 The judging functions are pure (values in, problems out); :func:`run_gate` is the shell
 that loads the engine and times the calls.
@@ -43,6 +46,7 @@ class GateReport:
     device: str
     estimated_bytes: int
     available_bytes: int
+    child_s: float = 0.0  # wall time of the child process that ran the model first
 
 
 class MemoryPlan(enum.Enum):
@@ -138,17 +142,40 @@ def run_gate(*, model_dir: Path, info: BundleInfo, cfg: UpdateSection, threads: 
              available_bytes: Callable[[], int] | None = None) -> tuple[GateReport, object]:
     """Run the gate on a staged model.
 
+    The memory check runs here; the checks that execute the new model (load, schema,
+    fallback, golden set, latency) run first in a child process (:mod:`.gate_child`), so a
+    model that kills its process kills the child, not the caller. When the child passes,
+    the model is loaded here and the cheap checks (schema, fallback) run again on that session.
+
     Returns the report and the open session (hand it to ``Agent.switch_to`` or close it).
 
     Raises:
         GateError: a subclass named for the failed check (memory, load, schema, fallback,
-            NaN, tolerance, inference, latency).
+            NaN, tolerance, inference, latency, crashed).
     """
-    import runtime
+    from .gate_child import check_in_child
 
     model_bytes = model_file_bytes(info)
     avail = (available_bytes or available_memory_bytes)()
     est = memory_decision(model_bytes=model_bytes, available_bytes=avail, cfg=cfg)
+    verdict = check_in_child(model_dir=model_dir, info=info, cfg=cfg, threads=threads)
+    load_s, _, session = load_and_check(model_dir=model_dir, info=info, cfg=cfg, threads=threads, golden=False)
+    return GateReport(load_s=load_s, golden_calls=info.golden_calls, median_latency_ms=verdict.median_latency_ms,
+                      executed_precision=session.executed_precision, device=str(session.device),
+                      estimated_bytes=est, available_bytes=avail, child_s=verdict.wall_s), session
+
+
+def load_and_check(*, model_dir: Path, info: BundleInfo, cfg: UpdateSection, threads: int | None,
+                   golden: bool) -> tuple[float, float | None, object]:
+    """Load the model and run the schema and fallback checks, and the golden set if ``golden``.
+
+    Returns (load seconds, median golden latency ms or None, the open session).
+
+    Raises:
+        GateError: the failed check's subclass (the session is closed then).
+    """
+    import runtime
+
     t0 = time.perf_counter()
     try:
         session = runtime.open_model(model_dir / info.model_path, engine=info.engine,
@@ -165,10 +192,8 @@ def run_gate(*, model_dir: Path, info: BundleInfo, cfg: UpdateSection, threads: 
                                   allow_precision_change=cfg.allow_precision_change)
         if probs:
             raise GateFallbackError(f"{info.name} r{info.release}: " + "; ".join(probs))
-        median_ms = _golden(session, info, model_dir, cfg)
-        return GateReport(load_s=load_s, golden_calls=info.golden_calls, median_latency_ms=median_ms,
-                          executed_precision=session.executed_precision, device=str(session.device),
-                          estimated_bytes=est, available_bytes=avail), session
+        median_ms = _golden(session, info, model_dir, cfg) if golden else None
+        return load_s, median_ms, session
     except BaseException:
         session.close()
         raise

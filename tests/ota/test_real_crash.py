@@ -2,12 +2,14 @@
 integer division by zero but not INT64_MIN / -1, which traps on x86-64 (SIGFPE). The model
 loads fine; it dies only when run on an input below its threshold (conftest.CRASH_BELOW).
 
-- crash_gate: the golden set crashes the real `edgeship-agent run` process during the gate;
-  after a restart the update ends failed (gate.crashed) and the old model serves.
+- crash_gate: the golden set crashes the gate's child process (python -m
+  device_agent.update.gate_child); the real `edgeship-agent run` process stays up and keeps
+  serving the old model with no restart, and the update ends failed (gate.crashed).
 - crash_trial: the golden set passes, so the gate and the switch pass; a client request the
   model cannot take kills the agent in the trial; the crash is counted across restarts and at
   trial_max_crashes the restarted agent rolls back by itself (trial.crash_loop).
-The fault-injection matrix (test_kill_matrix.py) still covers a kill at every state."""
+The fault-injection matrix (test_kill_matrix.py) still covers a kill at every state, including
+the agent itself dying in the gate (the restart ends the update with gate.crashed)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import json
 import platform
 import signal
 import subprocess
+import threading
 import time
 
 import httpx
@@ -61,48 +64,69 @@ def _infer(port: int, body=BODY) -> httpx.Response:
     return httpx.post(f"http://127.0.0.1:{port}/v2/models/m/infer", json=body, timeout=10)
 
 
-def test_golden_set_crashing_the_agent_in_the_gate_fails_the_update(env):
+def _events(stdout: str) -> list[dict]:
+    return [json.loads(x) for x in stdout.splitlines() if x.startswith("{")]
+
+
+def _traffic(port: int, stop: threading.Event, codes: list) -> None:
+    while not stop.is_set():
+        try:
+            r = _infer(port)
+            codes.append((r.status_code, r.json().get("model_version")))
+        except (httpx.HTTPError, ValueError) as e:
+            codes.append((type(e).__name__, None))
+        time.sleep(0.02)
+
+
+def test_golden_set_crashing_the_gate_spares_the_serving_agent(env):
+    """The gate runs the new model in a child process first: the child dies of SIGFPE, the
+    running agent (same process, no restart) keeps serving the old model throughout."""
     pub = env.publish(env.bundle(release=2, kind="crash_gate"))
     old = json.loads((env.state / "pointers.json").read_text())["active"]["sha256"]
     port = _port()
     cfg = _config(env, port)
     agent = _start_agent(cfg, port)
-    cli = _cli("update", "--config", cfg, "--model", "m", "--json", popen=True)
+    stop, codes = threading.Event(), []
+    t = threading.Thread(target=_traffic, args=(port, stop, codes), daemon=True)
+    t.start()
     try:
-        assert _dead(agent) == -signal.SIGFPE, agent.stderr.read()[-2000:]
-        cli.communicate(timeout=30)
-        assert cli.returncode != 0
+        time.sleep(0.3)
+        p = _cli("update", "--config", cfg, "--model", "m", "--json")
+        time.sleep(0.3)
+        stop.set()
+        t.join(15)
+        assert agent.poll() is None, agent.stderr.read()[-2000:]  # alive: no crash, no restart
+        assert p.returncode == 1, (p.stdout, p.stderr[-2000:])
+        events = _events(p.stdout)
+        result = events[-1]["result"]
+        assert (result["state"], result["reason"], result["sha256"]) == ("failed", "gate.crashed", pub.sha256), result
+        failed = [e for e in events[:-1] if e.get("state") == "failed"]
+        assert failed and "SIGFPE" in failed[-1]["detail"], events
         j = _journal(env)
-        assert (j["state"], j["target_sha256"]) == ("gate", pub.sha256), j["history"]
-        assert json.loads((env.state / "pointers.json").read_text())["active"]["sha256"] == old
-        agent = _start_agent(cfg, port)  # as systemd would
-        j = _wait_journal(env, ("commit", "rolled_back", "failed"))
         assert (j["state"], j["reason"]) == ("failed", "gate.crashed"), j["history"]
+        assert len(codes) > 10 and set(codes) == {(200, "1.0.1")}, sorted(set(codes), key=str)
         st = _status(cfg)
         assert st["serving"]["sha256"] == st["active"]["sha256"] == old, st
         r = _infer(port)
-        assert r.status_code == 200 and r.json()["model_version"] == "1.0.1", r.text
         assert np.allclose(r.json()["outputs"][0]["data"], (GOLDEN_X[0] * 2 + 1).ravel())
         assert _infer(port, CRASH_BODY).status_code == 200  # the old model takes any input
         _stop(agent)
     finally:
-        for p in (agent, cli):
-            if p.poll() is None:
-                p.kill()
+        stop.set()
+        if agent.poll() is None:
+            agent.kill()
 
 
-def test_local_update_killed_by_the_gate_fails_on_the_next_run(env):
-    """No agent running: `edgeship-agent update` runs the gate in its own process and dies there."""
+def test_local_update_with_a_gate_crash_fails_at_once(env):
+    """No agent running: `edgeship-agent update` survives too (the child dies, not the CLI)."""
     env.publish(env.bundle(release=2, kind="crash_gate"))
     old = json.loads((env.state / "pointers.json").read_text())["active"]["sha256"]
     cfg = _config(env, _port())
     p = _cli("update", "--config", cfg, "--model", "m", "--json")
-    assert p.returncode == -signal.SIGFPE, (p.returncode, p.stdout, p.stderr[-2000:])
-    assert [json.loads(x)["state"] for x in p.stdout.splitlines()][-1] == "gate", p.stdout
-    p = _cli("update", "--config", cfg, "--json")  # the restart: recover() only
-    assert p.returncode == 1, (p.stdout, p.stderr)
-    result = json.loads(p.stdout.splitlines()[-1])["result"]
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr[-2000:])
+    result = _events(p.stdout)[-1]["result"]
     assert (result["state"], result["reason"]) == ("failed", "gate.crashed"), result
+    assert "SIGFPE" in result["detail"], result
     assert json.loads((env.state / "pointers.json").read_text())["active"]["sha256"] == old
     assert _status(cfg)["active"]["release"] == 1
 
