@@ -90,6 +90,11 @@ def test_publish_cli_and_repo_server(tmp_path):
     assert (repo / "metadata" / "2.root.json").exists()
     rows = json.loads(_cli("repo", "list", str(repo), "--json").stdout)
     assert [(r["name"], r["release"]) for r in rows] == [("m", 1)]
+    table = _cli("repo", "list", str(repo)).stdout.splitlines()
+    assert table[0].split() == ["NAME", "RELEASE", "ENGINE/PRECISION", "BYTES", "SHA256", "TARGET"]
+    assert table[1].split()[:2] == ["m", "r1"] and len(table) == 2
+    assert table[0].index("TARGET") == table[1].index(rows[0]["target"])      # columns line up
+    assert table[0].index("SHA256") == table[1].index(rows[0]["sha256"][:12])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -158,10 +158,14 @@ def _repo_list(args) -> int:
         rows = list_targets(repo_dir=args.dir)
     except OtaPublishError as e:
         return _err(e)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['name']:<20} r{r['release']:<5} {r['engine']}/{r['precision']:<14} "
-                  f"{r['bytes']:>10}  {r['sha256'][:12]}  {r['target']}")
+    print(json.dumps(rows, indent=2) if args.json else format_targets(rows))
     return 0
+
+
+def format_targets(rows: list[dict]) -> str:
+    """`repo list` text output: a header row, then one aligned row per published target."""
+    lines = [f"{'NAME':<20} {'RELEASE':<7} {'ENGINE/PRECISION':<24} {'BYTES':>10}  {'SHA256':<12}  TARGET"]
+    for r in rows:
+        lines.append(f"{r['name']:<20} {'r' + str(r['release']):<7} {r['engine'] + '/' + r['precision']:<24} "
+                     f"{r['bytes']:>10}  {r['sha256'][:12]:<12}  {r['target']}")
+    return "\n".join(lines)
