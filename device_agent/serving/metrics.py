@@ -94,26 +94,33 @@ class RequestMetrics:
     def snapshot(self) -> MetricsSnapshot:
         """The current window so far (does not end it)."""
         with self._lock:
-            return self._snap(self._win, self._clock())
+            frozen = self._freeze(self._win, self._clock())
+        return _snap(*frozen)
 
     def roll(self) -> MetricsSnapshot:
         """End the current window, start a new one, and return the one that ended."""
         with self._lock:
             now = self._clock()
-            snap = self._snap(self._win, now)
+            frozen = self._freeze(self._win, now)
             self._win = _Window(now, self._max)
-            return snap
+        return _snap(*frozen)
 
-    def _snap(self, w: _Window, now: float) -> MetricsSnapshot:
-        lat = np.asarray(w.latencies, dtype=np.float64) * 1e3
-        pct = (lambda q: float(np.percentile(lat, q))) if lat.size else (lambda q: None)
-        c = w.counts
-        return MetricsSnapshot(
-            window_start_ts=w.start, window_end_ts=now,
-            requests=sum(c.values()), ok=c[Outcome.OK], errors=c[Outcome.ERROR], rejected=c[Outcome.REJECTED],
-            latency_samples=int(lat.size), latency_ms_p50=pct(50), latency_ms_p95=pct(95),
-            latency_ms_p99=pct(99), latency_ms_max=float(lat.max()) if lat.size else None,
-            latency_ms_mean=float(lat.mean()) if lat.size else None,
-            by_model={k: dict(v) for k, v in w.by_model.items()},
-            requests_total=self._total_requests, errors_total=self._total_errors,
-        )
+    def _freeze(self, w: _Window, now: float) -> tuple:
+        # copies only, under the lock: the percentiles are computed after it is released so
+        # request threads calling record() never wait on a sort of up to max_samples values
+        return (w.start, now, dict(w.counts), np.array(w.latencies, dtype=np.float64),
+                {k: dict(v) for k, v in w.by_model.items()}, self._total_requests, self._total_errors)
+
+
+def _snap(start: float, now: float, c: dict, lat_s: np.ndarray, by_model: dict,
+          requests_total: int, errors_total: int) -> MetricsSnapshot:
+    lat = lat_s * 1e3
+    pct = (lambda q: float(np.percentile(lat, q))) if lat.size else (lambda q: None)
+    return MetricsSnapshot(
+        window_start_ts=start, window_end_ts=now,
+        requests=sum(c.values()), ok=c[Outcome.OK], errors=c[Outcome.ERROR], rejected=c[Outcome.REJECTED],
+        latency_samples=int(lat.size), latency_ms_p50=pct(50), latency_ms_p95=pct(95),
+        latency_ms_p99=pct(99), latency_ms_max=float(lat.max()) if lat.size else None,
+        latency_ms_mean=float(lat.mean()) if lat.size else None,
+        by_model=by_model, requests_total=requests_total, errors_total=errors_total,
+    )
