@@ -9,6 +9,8 @@ from typing import Any, Mapping
 
 from device_agent.telemetry.payloads import Desired
 
+from ..console import format_table
+
 from .client import DeviceView
 from .errors import NoTargetsError
 
@@ -137,12 +139,11 @@ def status_rows(views: Mapping[str, DeviceView], *, now_ms: int | None = None) -
 def render_table(rows: list[dict[str, Any]], *, now_ms: int | None = None) -> str:
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     header = ("DEVICE", "ONLINE", "ACTIVE MODEL", "PREVIOUS", "LAST DEPLOYMENT", "LAST SEEN")
-    table = [header]
+    table = []
     for r in rows:
         last = r["last_deployment"]
         dep = "-" if not last else f"{last['deployment_id']} {last['model']} r{last['release']}: {last['state']}" + (
             f" ({last['reason_code']})" if last.get("reason_code") else "")
         table.append((r["device"], "yes" if r["online"] else "NO", _model_str(r["active"]),
                       _model_str(r["previous"]), dep, _ago(r["last_seen_ms"], now_ms)))
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+    return format_table(header, table)
