@@ -34,3 +34,7 @@ class ConversionError(ToolchainError):
 
 class VerificationError(ToolchainError):
     """An artifact breached a user-set gate (tolerance or accuracy drop)."""
+
+
+class ManifestError(ToolchainError):
+    """A build directory's manifest.json is missing, unreadable or of an unknown schema version."""

@@ -73,7 +73,7 @@ def package_build(
     """
     build = Path(build_dir)
     manifest_path = build / "manifest.json"
-    manifest = _read_manifest(manifest_path)
+    manifest = _read_manifest(build)
     art = _find_artifact(manifest, artifact_id, manifest_path)
     engine = Engine(art["engine"])
     art_dir = build / art["dir"]
@@ -121,16 +121,14 @@ def package_build(
 
 
 # ------------------------------------------------------------------------- inputs
-def _read_manifest(path: Path) -> dict[str, Any]:
+def _read_manifest(build: Path) -> dict[str, Any]:
+    from .compile.manifest import read_manifest
+    from .errors import ManifestError
+
     try:
-        m = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PackageError(f"{path}: no build manifest; run `edgeship compile` first") from None
-    except json.JSONDecodeError as e:
-        raise PackageError(f"{path}: not valid JSON: {e}") from e
-    if m.get("schema_version") != 1:
-        raise PackageError(f"{path}: schema_version {m.get('schema_version')!r} is not supported (1)")
-    return m
+        return read_manifest(build)[0]
+    except ManifestError as e:
+        raise PackageError(str(e)) from e
 
 
 def _find_artifact(manifest: dict, artifact_id: str, path: Path) -> dict:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import enum
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,6 @@ from runtime.bench.spec import CellSpec, Preset, RunLength, scenario_for
 from runtime.spec import Engine, deploy_precision_hint
 
 from .errors import BenchInputError
-
-#: manifest schema versions this reader understands
-MANIFEST_VERSIONS = (1,)
 
 
 class OvPrecision(str, enum.Enum):
@@ -130,19 +126,16 @@ def read_source(path: str | Path, *, engine: str | None = None) -> Source:
 
 
 def _read_build(d: Path) -> Source:
-    mpath = d / "manifest.json"
+    from runtime.fsutil import sha256_bytes
+
+    from ..compile.manifest import read_manifest
+    from ..errors import ManifestError
+
     try:
-        raw = mpath.read_bytes()
-        man = json.loads(raw)
-    except FileNotFoundError as e:
-        raise BenchInputError(f"{d}: not a build directory (no manifest.json); run `edgeship compile` "
-                              "first or pass a model file") from e
-    except (OSError, ValueError) as e:
-        raise BenchInputError(f"{mpath}: cannot read the manifest ({e})") from e
-    if man.get("schema_version") not in MANIFEST_VERSIONS:
-        raise BenchInputError(f"{mpath}: manifest schema_version {man.get('schema_version')!r} is not "
-                              f"supported (expected one of {MANIFEST_VERSIONS})")
-    import hashlib
+        man, raw = read_manifest(d)
+    except ManifestError as e:
+        hint = " or pass a model file" if isinstance(e.__cause__, FileNotFoundError) else ""
+        raise BenchInputError(f"{e}{hint}") from e
 
     targets, skipped = [], []
     for a in man.get("artifacts", []):
@@ -162,7 +155,7 @@ def _read_build(d: Path) -> Source:
     return Source(kind="build", path=str(d), targets=tuple(targets), skipped=tuple(skipped),
                   validation_npz=str(vfile) if vfile.exists() else None, validation_random=bool(val.get("random")),
                   model=man.get("model") or {},
-                  manifest_sha256=hashlib.sha256(raw).hexdigest())
+                  manifest_sha256=sha256_bytes(raw))
 
 
 def _read_model_file(p: Path, engine: str | None) -> Source:

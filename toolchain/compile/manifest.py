@@ -10,6 +10,7 @@ next build removes.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime.fsutil import atomic_write_json, file_entry, fsync_dir
+
+from ..errors import ManifestError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -32,6 +35,29 @@ class ArtifactStatus:
     OK = "ok"
     FAILED = "failed"
     GATE_FAILED = "gate_failed"
+
+
+def read_manifest(build_dir: Path) -> tuple[dict[str, Any], bytes]:
+    """The manifest of ``build_dir`` (parsed, and its raw bytes for hashing).
+
+    Raises:
+        ManifestError: no manifest.json, unreadable or not JSON, or a schema version this
+            edgeship does not read.
+    """
+    path = Path(build_dir) / MANIFEST
+    try:
+        raw = path.read_bytes()
+        man = json.loads(raw)
+    except FileNotFoundError as e:
+        raise ManifestError(f"{build_dir}: not a build directory (no {MANIFEST}); run `edgeship compile` "
+                            "first") from e
+    except (OSError, ValueError) as e:
+        raise ManifestError(f"{path}: cannot read the manifest ({e})") from e
+    if not isinstance(man, dict) or man.get("schema_version") != SCHEMA_VERSION:
+        v = man.get("schema_version") if isinstance(man, dict) else None
+        raise ManifestError(f"{path}: manifest schema_version {v!r} is not supported "
+                            f"(this edgeship reads {SCHEMA_VERSION})")
+    return man, raw
 
 
 def staging_dir(out_dir: Path, name: str) -> Path:
