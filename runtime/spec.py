@@ -6,7 +6,6 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Union
 
-import numpy as np
 
 Dim = Union[int, str, None]  # a fixed size, a symbolic name ("batch", "seq"), or unknown
 
@@ -59,10 +58,6 @@ class TensorSpec:
             else:
                 out.append((defaults or {}).get(str(d), 1))
         return tuple(out)
-
-
-def np_dtype(name: str) -> np.dtype:
-    return np.dtype(name)
 
 
 def deploy_precision_hint(engine: Engine | str, precision: str) -> str | None:
