@@ -185,13 +185,14 @@ class _Demo:
 
     def close(self) -> None:
         import signal
+        import subprocess
 
         for p, f in reversed(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 try:
                     p.wait(15)
-                except Exception:
+                except subprocess.TimeoutExpired:
                     p.kill()
             f.close()
         if self.broker is not None:
@@ -201,16 +202,20 @@ class _Demo:
 def _wait(pred, timeout_s: float, what: str):
     import time
 
+    from toolchain.fleet.errors import BrokerUnavailableError
+
     deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
     while time.monotonic() < deadline:
         try:
             value = pred()
-        except Exception:  # the peer is still starting
-            value = None
+        except (BrokerUnavailableError, OSError) as e:  # the peer is still starting
+            value, last = None, e
         if value:
             return value
         time.sleep(0.2)
-    raise RuntimeError(f"timed out after {timeout_s}s waiting for {what}")
+    raise RuntimeError(f"timed out after {timeout_s}s waiting for {what}"
+                       + (f" (last error: {type(last).__name__}: {last})" if last else ""))
 
 
 def _device_online(port: int) -> bool:
