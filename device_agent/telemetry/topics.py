@@ -61,10 +61,6 @@ class DeviceTopics:
         return f"{self.base}/deploy/{check_level('deployment id', deployment_id)}"
 
     @property
-    def deploy_filter(self) -> str:
-        return f"{self.base}/deploy/+"
-
-    @property
     def metrics(self) -> str:
         return f"{self.base}/telemetry/metrics"
 
