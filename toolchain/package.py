@@ -73,7 +73,7 @@ def package_build(
     """
     build = Path(build_dir)
     manifest_path = build / "manifest.json"
-    manifest = _read_manifest(build)
+    manifest, manifest_raw = _read_manifest(build)
     art = _find_artifact(manifest, artifact_id, manifest_path)
     engine = Engine(art["engine"])
     art_dir = build / art["dir"]
@@ -110,7 +110,7 @@ def package_build(
         "input_stats": {k: v.to_json() for k, v in in_stats.items()},
         "output_stats": {k: v.to_json() for k, v in out_stats.items()},
         "files": sorted((f.to_json() for f in files), key=lambda f: f["path"]),
-        "source": Source(build_manifest_sha256=sha256_file(manifest_path), artifact_id=artifact_id).to_json(),
+        "source": Source(build_manifest_sha256=sha256_bytes(manifest_raw), artifact_id=artifact_id).to_json(),
     }
     info = BundleInfo.from_json(info_json, where=f"{artifact_id} model.json")
     members = {MODEL_JSON: info.to_bytes(), GOLDEN_NPZ: golden_bytes}
@@ -121,12 +121,12 @@ def package_build(
 
 
 # ------------------------------------------------------------------------- inputs
-def _read_manifest(build: Path) -> dict[str, Any]:
+def _read_manifest(build: Path) -> tuple[dict[str, Any], bytes]:
     from .compile.manifest import read_manifest
     from .errors import ManifestError
 
     try:
-        return read_manifest(build)[0]
+        return read_manifest(build)
     except ManifestError as e:
         raise PackageError(str(e)) from e
 
