@@ -142,8 +142,7 @@ def run(config: AgentConfig) -> int:
         token = None
         if s.control_enabled:
             token = secrets.token_urlsafe(24)
-            atomic_write_bytes(root / TOKEN_FILE, token.encode())
-            os.chmod(root / TOKEN_FILE, 0o600)
+            atomic_write_bytes(root / TOKEN_FILE, token.encode(), mode=0o600)  # 0600 from the start
         agent = Agent(config)
         updates = UpdateHost(config, agent)
         app = create_app(agent, control_token=token, updates=updates)

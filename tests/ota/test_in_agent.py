@@ -139,7 +139,9 @@ def test_cli_update_runs_inside_the_running_agent(env):
             assert first["state"] == "fetch", first
             # a second update while the first runs: refused by the agent with 409
             running = _status(cfg)["running"]
-            token = (env.state / "control.token").read_text().strip()
+            token_file = env.state / "control.token"
+            assert token_file.stat().st_mode & 0o777 == 0o600, oct(token_file.stat().st_mode)
+            token = token_file.read_text().strip()
             r = httpx.post(running["url"] + "/edgeship/v1/update", json={"model": "m"},
                            headers={"X-Edgeship-Token": token}, timeout=10)
             assert r.status_code == 409 and "already running" in r.json()["error"], r.text
