@@ -15,6 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import abc
+import functools
 import os
 import time
 from pathlib import Path
@@ -185,8 +186,14 @@ def normalize_precision_hint(hint: str | None) -> str | None:
     return canonical
 
 
+@functools.cache
 def engine_version(engine: Engine) -> str | None:
-    """Installed version of an engine's package, without importing it."""
+    """Installed version of an engine's package, without importing it.
+
+    Cached for the life of the process (a metadata scan costs milliseconds, and status and
+    every telemetry tick ask): a package upgraded underneath a running process does not
+    change the engine it has loaded.
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     candidates = {
