@@ -28,8 +28,7 @@ from runtime.fsutil import atomic_write_json
 from .payloads import Desired
 
 MAX_REJECTED = 20
-#: Terminal update states (docs/design.md, issue 5) and the ones that reject a release.
-TERMINAL_STATES = frozenset({"commit", "rolled_back", "failed", "aborted"})
+#: Terminal update states that reject a release (docs/design.md, issue 5).
 REJECTING_STATES = frozenset({"rolled_back", "failed"})
 
 
