@@ -23,6 +23,17 @@ def scenario_for(*, batch: int, streams: int) -> Scenario:
     return Scenario.SINGLE_STREAM if batch == 1 and streams == 1 else Scenario.THROUGHPUT
 
 
+def check_count(name: str, value: object) -> int:
+    """``value`` as a count >= 1 (threads, batch, streams, input pool): the one check of them.
+
+    Raises:
+        CellSpecError: not an integer, a bool, or below 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CellSpecError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class RunLength:
     """Warm-up and measurement length. Each phase ends only when BOTH its minima are met.
@@ -104,9 +115,7 @@ class CellSpec:
 
     def __post_init__(self) -> None:
         for name in ("threads", "batch", "streams", "input_pool"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise CellSpecError(f"{name} must be an integer >= 1, got {v!r}")
+            check_count(name, getattr(self, name))
         if self.cpu_affinity is not None and not self.cpu_affinity:
             raise CellSpecError("cpu_affinity, when given, must name at least one CPU")
 

@@ -30,7 +30,12 @@ def make_config(*, preset: Preset | str = Preset.QUICK, batches: Sequence[int] =
                 pin: str = "none", seed: int = 0, ov_precision: OvPrecision | str = OvPrecision.DEPLOY,
                 max_accuracy_drop: float | None = None, run_length: RunLength | None = None,
                 engines: Sequence[str] | None = None, artifacts: Sequence[str] | None = None) -> BenchConfig:
-    """A validated :class:`BenchConfig`. Raises BenchInputError on a bad preset/option."""
+    """A validated :class:`BenchConfig`.
+
+    Raises:
+        BenchInputError: a bad preset, precision mode, pin list, or a batch/thread/stream/repeat
+            count below 1 (checked once, by BenchConfig).
+    """
     try:
         pre = Preset(preset)
         ovp = OvPrecision(ov_precision)
@@ -39,8 +44,6 @@ def make_config(*, preset: Preset | str = Preset.QUICK, batches: Sequence[int] =
                               f"ov precision: {[o.value for o in OvPrecision]}") from e
     if pin not in ("none", "auto") and not all(x.strip().isdigit() for x in pin.split(",")):
         raise BenchInputError(f"--pin must be none, auto or a comma list of CPU ids, got {pin!r}")
-    if repeats is not None and repeats < 1:
-        raise BenchInputError(f"repeats must be >= 1, got {repeats}")
     return BenchConfig(preset=pre, batches=tuple(batches), threads=tuple(threads), streams=tuple(streams),
                        repeats=repeats, pin=pin, seed=seed, ov_precision=ovp,
                        max_accuracy_drop_pts=max_accuracy_drop, run_length=run_length,
@@ -59,15 +62,17 @@ def bench(target: str | os.PathLike, *, config: BenchConfig, out_dir: str | os.P
     """Measure a build directory or one model file; return the result document.
 
     Raises:
-        BenchInputError: the target cannot be read at all (per-cell problems are in the result).
+        BenchInputError: the target cannot be read at all: no such build or file, an unreadable
+            manifest, a corrupt model file (per-cell problems are in the result). Nothing is
+            written then.
     """
     source = read_source(target, engine=engine)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     env = environment()
     cells = plan_cells(source, config, work_dir=out)
     if not cells:
         raise BenchInputError(f"{target}: nothing to measure (no artifacts match the engine/artifact filters)")
+    out.mkdir(parents=True, exist_ok=True)
     if progress:
         print(f"edgeship bench: {len(cells)} cell(s) from {len(source.targets)} target(s), preset "
               f"{config.preset.value}, order seed {config.seed}; each cell in a fresh process", file=progress)
@@ -82,7 +87,8 @@ def bench(target: str | os.PathLike, *, config: BenchConfig, out_dir: str | os.P
 
 def _source_json(s: Source) -> dict[str, Any]:
     return {"kind": s.kind, "path": s.path, "model": s.model, "manifest_sha256": s.manifest_sha256,
-            "validation_npz": s.validation_npz, "validation_random": s.validation_random, "skipped": list(s.skipped)}
+            "validation_npz": s.validation_npz, "validation_random": s.validation_random, "skipped": list(s.skipped),
+            "task": s.task, "task_recorded": s.task_recorded}
 
 
 def bench_build(build_dir: str | os.PathLike, *, preset: Preset | str = Preset.QUICK,
@@ -139,8 +145,7 @@ def report_builds(build_dirs: Sequence[str | os.PathLike], *, smoke: bool = Fals
         paths = write_reports(res, Path(b) / "bench")
         print(f"\n=== edgeship bench {b} ===\n", file=stdout)
         print(report_md.tables(res), file=stdout)
-        print(report_md.render(res).split("## Recommendation\n\n", 1)[1].split("\n## Results", 1)[0].strip(),
-              file=stdout)
+        print(report_md.recommendation(res), file=stdout)
         print(f"\nreport: {paths['html']}", file=stdout)
         results.append(res)
     return results
