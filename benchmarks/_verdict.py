@@ -319,16 +319,15 @@ def judge(target: Target, values: Sequence[float] | float, *, interval: tuple[fl
     reasons = [r for r in refuse if r]
     if not exact and interval is None and len(vals) < min_rounds:
         reasons.append(f"{len(vals)} round(s): too few to know the spread (need >= {min_rounds})")
-    if reasons:
-        return Row(target, vals, iv, Verdict.INCONCLUSIVE, "; ".join(reasons), load, note)
     ok_lo, ok_hi = target.met(lo), target.met(hi)
     if ok_lo != ok_hi:
-        return Row(target, vals, iv, Verdict.INCONCLUSIVE,
-                   f"spread [{target.show(lo)} .. {target.show(hi)}] straddles the target", load, note)
+        reasons.append(f"spread [{target.show(lo)} .. {target.show(hi)}] straddles the target")
     verdict = Verdict.PASS if ok_lo else Verdict.FAIL
-    if not exact and load is not None and load.over and _load_could_explain(target, verdict):
-        return Row(target, vals, iv, Verdict.INCONCLUSIVE,
-                   f"load {load.max:.2f} above {load.cores} cores during the run", load, note)
+    busy = not exact and load is not None and load.over
+    if busy and (reasons or _load_could_explain(target, verdict)):
+        reasons.append(f"load {load.max:.2f} above {load.cores} cores during the run")
+    if reasons:
+        return Row(target, vals, iv, Verdict.INCONCLUSIVE, "; ".join(reasons), load, note)
     return Row(target, vals, iv, verdict, None, load, note)
 
 

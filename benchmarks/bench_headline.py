@@ -98,7 +98,7 @@ def verdicts(per_model: dict[str, tuple[dict, Load | None]]) -> Report:
             else:
                 rep.info(f"{name} {fig['label']}, {fig['threads']} thread(s)", values, unit="x", fmt=".2f",
                          interval=fig["interval"], load=load,
-                         note=note + (f"; no verdict possible: {refuse}" if refuse else ""))
+                         note=note + (f"; caution: {refuse}" if refuse else ""))
     return rep
 
 
