@@ -5,8 +5,10 @@ inputs), OpenVINO with shared-memory input tensors (what benchmark_app does, the
 and edgeship's ``Session.run`` (input checks, shared tensors, outputs copied out). Measured in
 many short paired rounds (``_verdict.interleaved_rounds``); the figures are the mean per-round
 difference against the shared-tensor path with a 95% bootstrap interval. Targets
-(``TARGETS``): Session.run adds <= 15 us per call on a tiny matmul and <= 5% on a 224x224
-convolution. A lower bound measured slower than Session.run refuses a verdict.
+(``TARGETS``): Session.run adds <= 15 us per call on a tiny matmul (the Python path alone)
+and <= 40 us on a 224x224 convolution (2% of a 2 ms model, the agent's in-process overhead
+goal; after a larger inference the wrapper runs with cold caches). The relative overhead is
+printed too. A lower bound measured slower than Session.run refuses a verdict.
 
 Usage: ``python benchmarks/runtime_overhead.py [--rounds 200] [--calls 10]``.
 """
@@ -27,7 +29,8 @@ from _verdict import (Load, LoadMonitor, Report, Target, baseline_exceeds_bound,
 
 TARGETS = {
     "matmul": Target("Session.run adds per call, matmul 1x64", "<=", 15e-6, "us", fmt=".1f", scale=1e6, load="up"),
-    "conv": Target("Session.run overhead, conv 1x3x224x224", "<=", 0.05, "%", fmt=".2f", scale=100),
+    # 2% of a 2 ms model: the share of the agent's in-process overhead goal (<= 2%) Session.run may take
+    "conv": Target("Session.run adds per call, conv 1x3x224x224", "<=", 40e-6, "us", fmt=".1f", scale=1e6, load="up"),
 }
 
 
@@ -64,15 +67,16 @@ def verdicts(fig: dict, *, load: Load | None) -> Report:
     """``fig[model]`` holds ``added_s`` / ``rel`` as (estimate, low, high) against the shared
     path, ``median_s`` per variant, ``rounds`` (pure; tests feed synthetic numbers)."""
     rep = Report()
-    for key, field in (("matmul", "added_s"), ("conv", "rel")):
+    for key, field in (("matmul", "added_s"), ("conv", "added_s")):
         f = fig[key]
         est, lo, hi = f[field]
         med = f["median_s"]
         refuse = baseline_exceeds_bound(med["shared tensor"], med["Session.run"], tolerance=0.02,
                                         what="the shared-tensor lower bound")
+        rel = f["rel"]
         rep.judge(TARGETS[key], [est], interval=(lo, hi), load=load, refuse=[refuse],
-                  note=f"{f['rounds']} paired rounds, 95% CI; medians " + ", ".join(
-                      f"{k} {v * 1e6:.1f} us" for k, v in med.items()))
+                  note=f"{f['rounds']} paired rounds, 95% CI; {100 * rel[0]:+.1f}% [{100 * rel[1]:+.1f} .. "
+                       f"{100 * rel[2]:+.1f}]; medians " + ", ".join(f"{k} {v * 1e6:.1f} us" for k, v in med.items()))
     return rep
 
 
