@@ -40,8 +40,8 @@ TARGETS = {
 def verdicts(runs: list[dict], *, load: Load | None) -> Report:
     """Verdict rows from per-run figures (pure; tests feed synthetic numbers)."""
     rep = Report()
-    rep.judge(TARGETS["failed"], sum(r["failed"] for r in runs) if runs else [], exact=True)
-    rep.judge(TARGETS["stale"], sum(r["stale"] for r in runs) if runs else [], exact=True)
+    rep.judge(TARGETS["failed"], sum(r["failed"] for r in runs) if runs else [], exact=True, load=load)
+    rep.judge(TARGETS["stale"], sum(r["stale"] for r in runs) if runs else [], exact=True, load=load)
     rep.judge(TARGETS["switch_s"], [r["switch_s"] for r in runs], load=load)
     rep.judge(TARGETS["worst_latency_s"], [r["worst_latency_s"] for r in runs], load=load)
     for key, name, unit, fmt, scale in (

@@ -95,8 +95,8 @@ def verdicts(cases: list[tuple[str, str, str, list[dict]]], *, load: MachineLoad
     for label, policy, expected, rows in cases:
         got = [r["outcome"] for r in rows]
         rep.judge(TARGETS["outcome"](label, policy), (sum(o == expected for o in got) / len(got)) if got else [],
-                  exact=True, note=f"expected {expected}; got {', '.join(sorted(set(got))) or 'nothing'}")
-        rep.judge(TARGETS["failed"](label, policy), sum(r["failed"] for r in rows) if rows else [], exact=True,
+                  exact=True, load=load, note=f"expected {expected}; got {', '.join(sorted(set(got))) or 'nothing'}")
+        rep.judge(TARGETS["failed"](label, policy), sum(r["failed"] for r in rows) if rows else [], exact=True, load=load,
                   note=f"ok {sum(r['ok'] for r in rows)}, retry {sum(r['retry'] for r in rows)}")
         rep.info(f"{label}, {policy}: update time", [r["update_s"] for r in rows], unit="s", fmt=".3f", load=load)
         window = [r["window_s"] for r in rows if r["window_s"] is not None]

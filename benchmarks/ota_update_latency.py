@@ -224,7 +224,7 @@ def verdicts(rows: list[dict], *, load: MachineLoad | None) -> Report:
              unit="s", fmt=".3f", load=load)
     reasons = sorted({f"{r['rollback_reason']}, serving release {r['serving_release_after']}" for r in rows})
     rep.judge(TARGETS["rollback_s"], [r["rollback_s"] for r in rows], load=load, note="; ".join(reasons))
-    rep.judge(TARGETS["failed"], sum(r["failed"] for r in rows) if rows else [], exact=True,
+    rep.judge(TARGETS["failed"], sum(r["failed"] for r in rows) if rows else [], exact=True, load=load,
               note=f"{sum(r['requests'] for r in rows)} sent")
     if rows:
         rep.info("achieved request rate", [r["achieved_rate"] for r in rows], unit="/s", fmt=".0f", load=load)

@@ -81,10 +81,10 @@ def fidelity_text(c: dict[str, Any]) -> str:
 
 
 def gate_text(c: dict[str, Any]) -> str:
+    """``GATE FAILED``, ``ok`` (a build artifact that passed), or ``-`` (no verification: a bare file)."""
     if gate_failed(c):
         return "GATE FAILED"
-    f = fidelity_of(c)
-    return "ok" if (f is not None and f.passed) or c.get("artifact_status") == "ok" and f is not None else "-"
+    return "ok" if fidelity_of(c) is not None else "-"
 
 
 # ------------------------------------------------------------------ tables
