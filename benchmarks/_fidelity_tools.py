@@ -34,6 +34,38 @@ while len(lat) < min_iters or time.perf_counter() - t0 < float(min_s):
 print(json.dumps({"p50_s": float(np.percentile(np.array(lat) / 1e9, 50)), "count": len(lat)}))
 """
 
+#: One process, same settings: edgeship's Session.run (wall, as the cell times it) against OpenVINO's
+#: own latency of a request of the same model compiled alike (what benchmark_app reports), in
+#: interleaved rounds, so the machine's load hits both alike.
+OV_INPROCESS = r"""
+import json, sys, time, numpy as np, openvino as ov, runtime
+model, npz, threads, hint, rounds, calls = sys.argv[1:7]
+threads, rounds, calls, hint = int(threads), int(rounds), int(calls), (hint or None)
+sess = runtime.open_model(model, engine="openvino", threads=threads, precision_hint=hint)
+names = [s.name for s in sess.inputs]
+z = np.load(npz)
+pool = [{k: np.ascontiguousarray(z[k][i:i + 1]) for k in names} for i in range(min(16, len(z[names[0]])))]
+cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(threads)}
+if hint:
+    cfg["INFERENCE_PRECISION_HINT"] = hint
+req = ov.Core().compile_model(model, "CPU", cfg).create_infer_request()
+for k in names:
+    req.set_tensor(k, ov.Tensor(pool[0][k], shared_memory=True))
+for i in range(10):
+    sess.run(pool[i % len(pool)]); req.infer()
+ours, theirs, n = [], [], 0
+for r in range(rounds):
+    a, b = [], []
+    for side in ((0, 1) if r % 2 == 0 else (1, 0)):
+        for _ in range(calls):
+            if side == 0:
+                t = time.perf_counter_ns(); sess.run(pool[n % len(pool)]); a.append(time.perf_counter_ns() - t); n += 1
+            else:
+                req.infer(); b.append(req.latency * 1e6)
+    ours.append(float(np.median(a)) / 1e9); theirs.append(float(np.median(b)) / 1e9)
+print(json.dumps({"edgeship_s": ours, "tool_s": theirs, "executed": sess.executed_precision}))
+"""
+
 #: OpenVINO element type names benchmark_app prints -> ours
 _OV_PRECISION = {"float32": "fp32", "f32": "fp32", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "f16": "fp16"}
 
@@ -56,6 +88,31 @@ def feed_shapes(build: Path, artifact: dict) -> dict[str, list[int]]:
     names = [s["name"] for s in artifact.get("io", {}).get("inputs", [])]
     with np.load(npz) as z:
         return {n: [1] + list(z[n].shape[1:]) for n in names if n in z.files}
+
+
+def sample_files(build: Path, shapes: dict, tmp: Path) -> dict[str, Path]:
+    """The first validation sample of each input as a batch-1 .npy (benchmark_app ``-i``), so both
+    sides run on the same real data."""
+    out = {}
+    with np.load(build / "data" / "validation.npz") as z:
+        for name in shapes:
+            p = tmp / f"sample-{build.name}-{name}.npy"
+            np.save(p, np.ascontiguousarray(z[name][:1]))
+            out[name] = p
+    return out
+
+
+#: numpy dtype name -> OpenVINO element type name, for benchmark_app ``-iop``
+_OV_TYPES = {"float32": "f32", "float16": "f16", "int64": "i64", "int32": "i32", "int8": "i8", "uint8": "u8",
+             "bool": "boolean"}
+
+
+def io_types(artifact: dict) -> dict[str, str]:
+    """Every input and output at the model's own element type: benchmark_app otherwise feeds
+    image-like inputs as u8 and adds a conversion that edgeship's run does not have."""
+    io = artifact.get("io", {})
+    return {s["name"]: _OV_TYPES[s["dtype"]] for s in io.get("inputs", []) + io.get("outputs", [])
+            if s.get("dtype") in _OV_TYPES}
 
 
 def _dynamic(artifact: dict) -> bool:
@@ -82,9 +139,22 @@ def reference_p50(row: dict, threads: int, length, shapes: dict, tmp: Path, *, e
     if row["engine"] == "openvino":
         pin_f32 = row["mode"] == "deploy" and row["artifact"]["precision"] in ("fp32", "fp16")
         return benchmark_app_p50(model, threads, length.min_duration_s, shapes if _dynamic(row["artifact"]) else None,
-                                 tmp, f32=pin_f32)
+                                 tmp, f32=pin_f32, inputs=sample_files(row["build"], shapes, tmp),
+                                 io_types=io_types(row["artifact"]))
     runs = max(200, int(length.min_duration_s / (est_s or 0.01)))
     return litert_p50(model, threads, runs, length.warmup_min_iters, tmp), row["artifact"]["precision"]
+
+
+def ov_inprocess(row: dict, threads: int, *, rounds: int, calls: int) -> dict:
+    """Per-round medians of Session.run and of OpenVINO's own request latency, one process."""
+    a = row["artifact"]
+    hint = "f32" if row["mode"] == "deploy" and a["precision"] in ("fp32", "fp16") else ""
+    r = subprocess.run([sys.executable, "-c", OV_INPROCESS, str(model_path(row)),
+                        str(row["build"] / "data" / "validation.npz"), str(threads), hint, str(rounds), str(calls)],
+                       capture_output=True, text=True, cwd=ROOT)
+    if r.returncode != 0:
+        raise SystemExit(f"in-process OpenVINO comparison failed:\n{r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def bare_ort_p50(model: Path, npz: Path, threads: int, length) -> float:
@@ -95,8 +165,10 @@ def bare_ort_p50(model: Path, npz: Path, threads: int, length) -> float:
 
 
 def benchmark_app_p50(model: Path, threads: int, seconds: float, shapes: dict | None, tmp: Path, *,
-                      f32: bool) -> tuple[float, str]:
-    """``benchmark_app -hint latency`` (sync API, one request) at ``threads``, f32 when asked.
+                      f32: bool, inputs: dict[str, Path] | None = None,
+                      io_types: dict[str, str] | None = None) -> tuple[float, str]:
+    """``benchmark_app -hint latency`` (sync API, one request) at ``threads``, f32 when asked,
+    on ``inputs`` (one .npy per input) when given, every input/output at ``io_types``.
 
     A dynamic model stays dynamic: ``-data_shape`` gives the shapes edgeship fed, and
     ``-inference_only true`` keeps input filling out of the loop as edgeship does."""
@@ -107,6 +179,10 @@ def benchmark_app_p50(model: Path, threads: int, seconds: float, shapes: dict | 
     cfg.write_text(json.dumps({"CPU": props}))
     cmd = [str(VENV_BIN / "benchmark_app"), "-m", str(model), "-d", "CPU", "-hint", "latency",
            "-load_config", str(cfg), "-t", str(max(1, round(seconds)))]
+    if inputs:
+        cmd += ["-i", ",".join(f"{k}:{v}" for k, v in inputs.items())]
+    if io_types:
+        cmd += ["-iop", ",".join(f"{k}:{v}" for k, v in io_types.items())]
     if shapes:
         cmd += ["-data_shape", ",".join(f"{k}[{','.join(map(str, v))}]" for k, v in shapes.items()),
                 "-inference_only", "true"]

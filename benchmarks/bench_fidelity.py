@@ -6,9 +6,15 @@ inference precision:
   (the build's validation samples, cycled in the same order). Target: within 3%.
 - OpenVINO: edgeship's p50 vs ``benchmark_app -hint latency`` (threads and precision through
   ``-load_config``; a dynamic model stays dynamic, fed the shapes edgeship ran via
-  ``-data_shape``). Each IR at its deploy precision (fp32 IR with ``INFERENCE_PRECISION_HINT=f32``
+  ``-data_shape``; the same real sample via ``-i``; every input at the model's own type via
+  ``-iop``, since benchmark_app otherwise feeds image-like inputs as u8 through an added
+  conversion). Each IR at its deploy precision (fp32 IR with ``INFERENCE_PRECISION_HINT=f32``
   on both sides, int8 IR without a hint on both), and on CPUs with bf16 the fp32 IR once more
   at the engine's default (bf16 on both sides) as a separate row. Target: within 10%.
+  Beside each benchmark_app row, an in-process row: in one process, edgeship's ``Session.run``
+  (timed as the cell times it) against OpenVINO's own latency of a request of the same model
+  compiled alike (what benchmark_app reports), interleaved: it isolates what edgeship's call
+  path adds from the differences between two processes on a busy machine. Target: 10%.
 - TFLite/LiteRT: edgeship's p50 vs ``litert-benchmark --num_threads``. Target: within 10%.
 
 The machine may be shared, so each row runs as ``--rounds`` adjacent pairs of short blocks
@@ -42,11 +48,12 @@ import _fidelity_tools as tools  # noqa: E402
 #: (reference tool, tolerance on edgeship/reference - 1) per engine
 REFERENCE = {"onnxruntime": ("bare InferenceSession.run loop", 0.03),
              "openvino": ("benchmark_app -hint latency", 0.10),
+             "openvino-inprocess": ("OpenVINO request latency, same process", 0.10),
              "tflite": ("litert-benchmark", 0.10)}
 
 
 def target(row: dict) -> Target:
-    tool, tol = REFERENCE[row["engine"]]
+    tool, tol = REFERENCE[row["reference"]]
     return Target(f"{row['label']}: edgeship vs {tool}", "<=", tol, "%", fmt="+.1f", scale=100)
 
 
@@ -62,8 +69,12 @@ def plan_rows(builds: list[Path], *, bf16: bool) -> list[dict]:
             modes = ["deploy"] + (["bf16"] if a["engine"] == "openvino" and a["precision"] in ("fp32", "fp16")
                                   and bf16 else [])
             for mode in modes:
-                rows.append({"build": build, "artifact": a, "engine": a["engine"], "mode": mode,
-                             "label": f"{name} {a['id']}" + (" (bf16 pair)" if mode == "bf16" else "")})
+                label = f"{name} {a['id']}" + (" (bf16 pair)" if mode == "bf16" else "")
+                rows.append({"build": build, "artifact": a, "engine": a["engine"], "mode": mode, "label": label,
+                             "reference": a["engine"]})
+                if a["engine"] == "openvino":
+                    rows.append({"build": build, "artifact": a, "engine": a["engine"], "mode": mode,
+                                 "label": label, "reference": "openvino-inprocess"})
     return rows
 
 
@@ -78,7 +89,7 @@ def verdicts(figs: list[dict], *, load: Load | None) -> Report:
             continue
         est, lo, hi = paired_ratio_ci(e, r)
         refuse = baseline_exceeds_bound(float(np.median(r)), float(np.median(e)), tolerance=t.limit,
-                                        what=f"the reference ({REFERENCE[f['engine']][0]})")
+                                        what=f"the reference ({REFERENCE[f['reference']][0]})")
         rep.judge(t, [est], interval=(lo, hi), load=load, refuse=[refuse],
                   note=(f"p50 edgeship {np.median(e) * 1e3:.3f} ms vs reference {np.median(r) * 1e3:.3f} ms over "
                         f"{len(e)} paired rounds; executed {f.get('executed', {})}"))
@@ -90,6 +101,12 @@ def measure_row(row: dict, *, threads: int, seconds: float, rounds: int, tmp: Pa
 
     length = RunLength(warmup_min_iters=10, warmup_min_s=1.0, min_iters=30, min_duration_s=seconds,
                        max_duration_s=seconds * 6)
+    if row["reference"] == "openvino-inprocess":
+        got = tools.ov_inprocess(row, threads, rounds=max(20, 4 * rounds), calls=10)
+        print(f"{row['label']} in process: Session.run {np.median(got['edgeship_s']) * 1e3:.3f} ms, OpenVINO request "
+              f"latency {np.median(got['tool_s']) * 1e3:.3f} ms", file=sys.stderr, flush=True)
+        return {**row, "edgeship_s": got["edgeship_s"], "tool_s": got["tool_s"],
+                "executed": {"edgeship": got["executed"], "tool": "same compiled settings"}}
     out = {**row, "edgeship_s": [], "tool_s": [], "executed": {}}
     shapes = tools.feed_shapes(row["build"], row["artifact"])
     for rnd in range(rounds):

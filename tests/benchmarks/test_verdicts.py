@@ -222,7 +222,7 @@ def test_bench_headline():
 
 def test_bench_fidelity():
     m = script("bench_fidelity")
-    row = {"engine": "openvino", "label": "ppocr openvino-int8", "executed": {}}
+    row = {"engine": "openvino", "reference": "openvino", "label": "ppocr openvino-int8", "executed": {}}
     ref = np.linspace(20e-3, 24e-3, 8)
     fine = m.verdicts([row | {"edgeship_s": ref * 1.04, "tool_s": ref}], load=IDLE)
     assert fine.exit_code() == 0
