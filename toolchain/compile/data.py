@@ -3,7 +3,9 @@
 Accepted sources (``--calibration`` / ``--validation``):
 
 * ``file.npz`` -- one array per model input, keyed by input name, samples along axis 0
-  (the batch axis); an optional ``__labels__`` array of integer class labels;
+  (the model's batch axis moved to the front; an input without a batch axis, such as a
+  scalar, holds one whole tensor per sample: see :mod:`toolchain.compile.samples`); an
+  optional ``__labels__`` array of integer class labels;
 * ``file.npy`` -- one array, for single-input models;
 * a directory of ``.npz``/``.npy`` files -- concatenated in sorted file-name order;
 * ``file.py:fn`` -- a zero-argument callable returning a dict like an ``.npz`` (or a list of
@@ -24,14 +26,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from runtime.spec import TensorSpec
+from runtime.spec import TensorSpec, is_dynamic, tie_name
 from toolchain.compile.context import Feeds, SampleSet
+from toolchain.compile.samples import Arrays, Layout
 from toolchain.errors import DataError
 
 LABELS_KEY = "__labels__"
-#: size of a symbolic non-batch dimension in random data (e.g. sequence length)
-RANDOM_DIM_DEFAULT = 16
-Arrays = dict[str, np.ndarray]
 
 
 def load_arrays(source: str | Path | Callable[[], Any]) -> Arrays:
@@ -119,13 +119,16 @@ def load_labels(spec: str) -> np.ndarray:
     return next(iter(arrays.values()))
 
 
-def check_arrays(arrays: Arrays, inputs: Sequence[TensorSpec], *, role: str, source: str) -> tuple[Arrays, np.ndarray | None]:
-    """Match arrays to the model inputs by name, dtype and per-sample shape.
+def check_arrays(arrays: Arrays, inputs: Sequence[TensorSpec], *, role: str, source: str,
+                 layout: Layout | None = None) -> tuple[Arrays, np.ndarray | None]:
+    """Match stored arrays (samples along axis 0, see :mod:`toolchain.compile.samples`) to the
+    model inputs by name, dtype and per-sample shape.
 
-    Returns ``(feeds_by_input_name, labels_or_None)``.
+    Returns ``(stored_by_input_name, labels_or_None)``.
 
-    Raises: DataError saying what the model expects.
+    Raises: DataError saying what the model expects, in the same terms as the data it got.
     """
+    layout = layout or Layout.of(inputs)
     arrays = dict(arrays)
     labels = arrays.pop(LABELS_KEY, None)
     if "" in arrays:  # a bare .npy
@@ -136,24 +139,25 @@ def check_arrays(arrays: Arrays, inputs: Sequence[TensorSpec], *, role: str, sou
     want = {s.name for s in inputs}
     if set(arrays) != want:
         raise DataError(
-            f"{role} data {source}: arrays {sorted(arrays)} do not match the model inputs {_expect(inputs)}"
+            f"{role} data {source}: arrays {sorted(arrays)} do not match the model inputs {_expect(inputs, layout)}"
             + (f"; missing {sorted(want - set(arrays))}" if want - set(arrays) else "")
             + (f"; unexpected {sorted(set(arrays) - want)}" if set(arrays) - want else "")
         )
     counts = set()
     for s in inputs:
         a = arrays[s.name]
-        ok_shape = a.ndim == len(s.shape) and TensorSpec(s.name, s.dtype, (None,) + tuple(s.shape[1:])).accepts_shape(a.shape)
+        per = TensorSpec(s.name, s.dtype, layout.stored_shape(s))
+        ok_shape = a.ndim == len(per.shape) + 1 and per.accepts_shape(tuple(a.shape[1:]))
         if a.dtype != np.dtype(s.dtype) or not ok_shape:
             raise DataError(
                 f"{role} data {source}: input {s.name!r} is {a.dtype}{list(a.shape)}, the model expects "
-                f"{s.dtype}{['N'] + list(s.shape[1:])} (N samples along axis 0)"
+                f"{_stored(s, layout)}"
                 + (f"; convert with .astype(np.{s.dtype})" if a.dtype != np.dtype(s.dtype) else "")
             )
         counts.add(a.shape[0])
     if len(counts) != 1:
         raise DataError(f"{role} data {source}: inputs hold different sample counts {sorted(counts)}")
-    _check_shared_dims(arrays, inputs, role=role, source=source)
+    _check_shared_dims(arrays, inputs, layout, role=role, source=source)
     n = counts.pop()
     if n == 0:
         raise DataError(f"{role} data {source}: no samples")
@@ -164,23 +168,39 @@ def check_arrays(arrays: Arrays, inputs: Sequence[TensorSpec], *, role: str, sou
     return arrays, labels
 
 
-def _check_shared_dims(arrays: Arrays, inputs: Sequence[TensorSpec], *, role: str, source: str) -> None:
-    """A symbolic dim named on several inputs (e.g. ``seq``) must have one size across them."""
+def _check_shared_dims(arrays: Arrays, inputs: Sequence[TensorSpec], layout: Layout, *, role: str, source: str) -> None:
+    """A dim named on several inputs (e.g. ``seq``) must have one size across them; placeholders
+    (``'?'``, unnamed) tie nothing (see :func:`runtime.spec.tie_name`)."""
     seen: dict[str, tuple[str, int]] = {}
     for s in inputs:
-        for axis, d in enumerate(s.shape[1:], start=1):
-            if isinstance(d, int):
+        for axis, d in enumerate(layout.stored_shape(s), start=1):
+            name = tie_name(d)
+            if name is None:
                 continue
             size = int(arrays[s.name].shape[axis])
-            first = seen.setdefault(str(d), (s.name, size))
+            first = seen.setdefault(name, (s.name, size))
             if first[1] != size:
                 raise DataError(
-                    f"{role} data {source}: dim {d!r} is {first[1]} in input {first[0]!r} but {size} in input "
-                    f"{s.name!r}; the model ties them together ({_expect(inputs)})")
+                    f"{role} data {source}: dim {name!r} is {first[1]} in input {first[0]!r} but {size} in input "
+                    f"{s.name!r}; the model ties them together ({_expect(inputs, layout)})")
 
 
-def _expect(inputs: Sequence[TensorSpec]) -> str:
-    return ", ".join(f"{s.name}: {s.dtype}{['N'] + list(s.shape[1:])}" for s in inputs)
+def _stored(s: TensorSpec, layout: Layout) -> str:
+    """What the data must hold for input ``s``, e.g. ``int64[N] (N samples along axis 0; one scalar each)``."""
+    per = TensorSpec(s.name, s.dtype, ("N",) + layout.stored_shape(s)).describe()
+    b = layout.axis(s.name)
+    if not s.shape:
+        return f"{per} (N samples along axis 0; the model input is a scalar)"
+    if b is None:
+        return f"{per} (N samples along axis 0; each sample is the whole {s.describe()} input, which has no batch axis)"
+    if b != 0:
+        return f"{per} (N samples along axis 0; the model's batch axis {b} of {s.describe()} moved to the front)"
+    return f"{per} (N samples along axis 0)"
+
+
+def _expect(inputs: Sequence[TensorSpec], layout: Layout) -> str:
+    return ", ".join(f"{s.name}: {TensorSpec(s.name, s.dtype, ('N',) + layout.stored_shape(s)).describe()}"
+                     for s in inputs)
 
 
 def arrays_sha256(arrays: Mapping[str, np.ndarray], labels: np.ndarray | None) -> str:
@@ -195,50 +215,86 @@ def arrays_sha256(arrays: Mapping[str, np.ndarray], labels: np.ndarray | None) -
     return h.hexdigest()
 
 
-def to_sample_set(arrays: Arrays, labels: np.ndarray | None, *, source: str, limit: int | None = None,
-                  random: bool = False) -> SampleSet:
-    """Split stacked arrays into batch-1 samples (first ``limit`` samples)."""
+def to_sample_set(arrays: Arrays, labels: np.ndarray | None, *, layout: Layout, source: str,
+                  limit: int | None = None, random: bool = False) -> SampleSet:
+    """Split stored arrays into single-sample model feeds (first ``limit`` samples)."""
     n = len(next(iter(arrays.values())))
     if limit is not None:
         n = min(n, limit)
         arrays = {k: v[:n] for k, v in arrays.items()}
         labels = None if labels is None else labels[:n]
-    samples: list[Feeds] = [{k: v[i : i + 1] for k, v in arrays.items()} for i in range(n)]
-    return SampleSet(samples=samples, labels=labels, source=source, sha256=arrays_sha256(arrays, labels), random=random)
+    samples: list[Feeds] = [layout.feeds(arrays, i, i + 1) for i in range(n)]
+    return SampleSet(samples=samples, labels=labels, source=source, sha256=arrays_sha256(arrays, labels),
+                     random=random, layout=layout)
 
 
 def load_sample_set(source: str | Path | Callable[[], Any], *, inputs: Sequence[TensorSpec], role: str,
-                    labels: str | None = None, limit: int | None = None) -> SampleSet:
+                    layout: Layout | None = None, labels: str | None = None, limit: int | None = None) -> SampleSet:
     """Load, check and split a data source. Raises DataError."""
+    layout = layout or Layout.of(inputs)
     label = source if isinstance(source, (str, Path)) else f"{getattr(source, '__module__', '')}:{getattr(source, '__name__', 'callable')}"
     arrays = load_arrays(source)
     if labels is not None:
         arrays[LABELS_KEY] = load_labels(labels)
-    feeds, labs = check_arrays(arrays, inputs, role=role, source=str(label))
-    return to_sample_set(feeds, labs, source=str(label), limit=limit)
+    feeds, labs = check_arrays(arrays, inputs, role=role, source=str(label), layout=layout)
+    return to_sample_set(feeds, labs, layout=layout, source=str(label), limit=limit)
 
 
-def random_sample_set(inputs: Sequence[TensorSpec], *, n: int, seed: int = 0,
-                      dim_defaults: Mapping[str, int] | None = None) -> SampleSet:
+def random_sample_set(inputs: Sequence[TensorSpec], *, n: int, layout: Layout | None = None, seed: int = 0,
+                      example_shapes: Mapping[str, Sequence[int]] | None = None) -> SampleSet:
     """Random samples matching the inputs (standard normal floats; ints in [0, 2)). Only behind
-    an explicit user flag: calibrating on noise gives poor int8 scales."""
+    an explicit user flag: calibrating on noise gives poor int8 scales.
+
+    Dynamic dims take their size from ``example_shapes`` (the example inputs, or
+    ``--input-shape``); the batch axis is 1.
+
+    Raises:
+        DataError: a dynamic dim has no known size (the message names ``--input-shape``).
+    """
+    layout = layout or Layout.of(inputs)
     rng = np.random.default_rng(seed)
     arrays: Arrays = {}
     for s in inputs:
-        # symbolic non-batch dims (e.g. "seq") get dim_defaults[name], else RANDOM_DIM_DEFAULT
-        shape = (n,) + tuple(d if isinstance(d, int) and d >= 0 else int((dim_defaults or {}).get(str(d), RANDOM_DIM_DEFAULT))
-                             for d in s.shape[1:])
+        shape = (n,) + sample_shape(s, layout, example_shapes or {})
         if np.issubdtype(np.dtype(s.dtype), np.floating):
             arrays[s.name] = rng.standard_normal(shape).astype(s.dtype)
         else:
             arrays[s.name] = rng.integers(0, 2, size=shape).astype(s.dtype)
-    return to_sample_set(arrays, None, source="random", random=True)
+    return to_sample_set(arrays, None, layout=layout, source="random", random=True)
+
+
+def sample_shape(s: TensorSpec, layout: Layout, example_shapes: Mapping[str, Sequence[int]]) -> tuple[int, ...]:
+    """The stored per-sample shape of ``s`` with every dynamic dim given a size.
+
+    Raises: DataError naming the dims without a known size and the flag that gives one.
+    """
+    b = layout.axis(s.name)
+    ex = tuple(example_shapes.get(s.name) or ())
+    if ex and len(ex) != len(s.shape):
+        raise DataError(f"--input-shape {s.name}={','.join(map(str, ex))}: rank {len(ex)}, the model's input "
+                        f"{s.name!r} is {s.describe()} (rank {len(s.shape)})")
+    out, unknown = [], []
+    for axis, d in enumerate(s.shape):
+        if axis == b:
+            continue
+        if not is_dynamic(d):
+            out.append(int(d))
+        elif ex:
+            out.append(int(ex[axis]))
+        else:
+            out.append(0)
+            unknown.append(f"{axis} ({d if d is not None else '?'})")
+    if unknown:
+        hint = ",".join("1" if i == b else (str(d) if not is_dynamic(d) else "SIZE") for i, d in enumerate(s.shape))
+        raise DataError(f"input {s.name!r} {s.describe()}: no size is known for dynamic dim(s) {', '.join(unknown)} "
+                        f"to generate random data at; pass --input-shape {s.name}={hint} with sizes the model "
+                        "takes, or real data with --calibration/--validation")
+    return tuple(out)
 
 
 def stack(ss: SampleSet) -> Arrays:
-    """Samples back into ``{name: array[N, ...]}``."""
-    keys = ss.samples[0].keys()
-    return {k: np.concatenate([s[k] for s in ss.samples]) for k in keys}
+    """Samples back into stored arrays ``{name: [N, ...]}``."""
+    return (ss.layout or Layout.LEADING).to_stored(list(ss.samples))
 
 
 def npz_bytes(arrays: Mapping[str, np.ndarray], labels: np.ndarray | None) -> bytes:
