@@ -16,6 +16,15 @@ _BATCH_NAME = re.compile(r"^(n|b|bs|nb|batch|batches|batch_?size|num_?batch(es)?
 _PLACEHOLDER = re.compile(r"^(\?|-1|unk__\d+|dim_?\d+|.*DynamicDimension\.\d+|[a-z]+_dim_\d+)$", re.I)
 
 
+def contiguous(a: Any) -> Any:
+    """``a`` as a C-contiguous numpy array of the same rank (``np.ascontiguousarray`` turns a
+    scalar into shape ``(1,)``, which a rank-0 input refuses)."""
+    import numpy as np
+
+    a = np.asarray(a)
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(a.shape)
+
+
 def is_dynamic(d: Dim) -> bool:
     """True for a symbolic or unknown dim (a name, ``None``, ``'?'``, or a negative size)."""
     return not (isinstance(d, int) and d >= 0)

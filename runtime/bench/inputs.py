@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..spec import TensorSpec
+from ..spec import TensorSpec, contiguous
 from .errors import BatchShapeError, InputDataError
 
 Feeds = dict[str, np.ndarray]
@@ -100,5 +100,5 @@ def feed_pool(samples: dict[str, np.ndarray], specs: Sequence[TensorSpec], *, ba
     feeds = []
     for i in range(distinct):
         idx = [(i * batch + j) % n for j in range(batch)]
-        feeds.append({s.name: np.ascontiguousarray(samples[s.name][idx]) for s in specs})
+        feeds.append({s.name: contiguous(samples[s.name][idx]) for s in specs})
     return feeds

@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from runtime.spec import TensorSpec, is_dynamic, tie_name
+from runtime.spec import TensorSpec, contiguous, is_dynamic, tie_name
 from toolchain.compile.samples import Arrays, Layout, count, resize_axis
 from toolchain.errors import ExportError
 
@@ -125,7 +125,7 @@ def _resized(stored, inputs, layout: Layout, dims: Sequence[DimRef], sizes: Mapp
                 continue
             axis = d.axis if b is None else d.axis - (1 if d.axis > b else 0)
             a = resize_axis(a, axis + 1, sizes[d.key])
-        out[s.name] = np.ascontiguousarray(a)
+        out[s.name] = contiguous(a)
     return out
 
 
@@ -187,15 +187,19 @@ class GuardLog(logging.Handler):
 
     def __enter__(self) -> "GuardLog":
         lg = logging.getLogger(self.LOGGER)
-        self._saved = (lg.level, lg.propagate)
+        self._saved = (lg.level, lg.propagate, list(lg.handlers))
         lg.setLevel(logging.INFO)
-        lg.propagate = False  # torch's own handler would print every guard to stderr
+        lg.propagate = False  # torch's own handlers would print every guard to stderr
+        for h in self._saved[2]:
+            lg.removeHandler(h)
         lg.addHandler(self)
         return self
 
     def __exit__(self, *exc) -> None:
         lg = logging.getLogger(self.LOGGER)
         lg.removeHandler(self)
+        for h in self._saved[2]:
+            lg.addHandler(h)
         lg.setLevel(self._saved[0])
         lg.propagate = self._saved[1]
 

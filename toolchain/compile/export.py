@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.spec import TensorSpec
+from runtime.spec import TensorSpec, contiguous
 from toolchain.compile.dynamic import DimRef, GuardLog, SpecializationError, Specialized, parse_export_conflicts
 from toolchain.compile.onnxio import io_specs, rename_io, save_onnx, set_input_dims, set_metadata
 from toolchain.compile.samples import Layout, run_samples
@@ -231,7 +231,7 @@ def _torch_run(src, inputs, outputs, feeds) -> dict[str, np.ndarray]:
     from torch.utils._pytree import tree_leaves
 
     fn = src.module.module() if src.kind is SourceKind.PT2 else src.module
-    args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in inputs]
+    args = [torch.from_numpy(contiguous(feeds[s.name]).copy()) for s in inputs]
     with torch.no_grad():
         res = fn(*args)
     leaves = [t for t in tree_leaves(res) if isinstance(t, torch.Tensor)]

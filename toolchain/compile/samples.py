@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from runtime.spec import TensorSpec, batch_axes, is_dynamic
+from runtime.spec import TensorSpec, batch_axes, contiguous, is_dynamic
 
 Arrays = dict[str, np.ndarray]
 Feeds = dict[str, np.ndarray]
@@ -61,9 +61,9 @@ class Layout:
             if b is None:
                 if stop - start != 1:
                     raise ValueError(f"input {name!r} has no batch axis: run one sample at a time")
-                out[name] = np.ascontiguousarray(a[start])
+                out[name] = contiguous(a[start])
             else:
-                out[name] = np.ascontiguousarray(np.moveaxis(a[start:stop], 0, b))
+                out[name] = contiguous(np.moveaxis(a[start:stop], 0, b))
         return out
 
     def to_stored(self, samples: Sequence[Mapping[str, np.ndarray]]) -> Arrays:
