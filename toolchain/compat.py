@@ -240,7 +240,10 @@ def capture_native_logs(path: Any, *, enabled: bool = True) -> Iterator[LogCaptu
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
-    console = os.fdopen(os.dup(saved[2]), "w", buffering=1)
+    # a stderr replaced by the caller (a test's capture, a redirect) stays the console as is;
+    # the process's own stderr becomes a duplicate of fd 2 taken before the redirect
+    own = _fileno(sys.stderr) == 2
+    console = os.fdopen(os.dup(saved[2]), "w", buffering=1) if own else sys.stderr
     log = open(path, "w", buffering=1)
     py_saved = (sys.stdout, sys.stderr)
     try:
@@ -254,4 +257,12 @@ def capture_native_logs(path: Any, *, enabled: bool = True) -> Iterator[LogCaptu
             os.dup2(orig, fd)
             os.close(orig)
         log.close()
-        console.close()
+        if own:
+            console.close()
+
+
+def _fileno(stream: Any) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None

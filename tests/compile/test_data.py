@@ -81,7 +81,7 @@ def test_cli_refuses_mismatched_calibration_before_any_work(tiny_factory: Path, 
     r = run_cli(["compile", f"{tiny_factory}:build", "--out", str(out), "--targets", "onnxruntime",
                  "--calibration", str(tmp_path / "calib.npz")])
     assert r.returncode == 2, r.stderr
-    assert "input 'pixels' is float32[4, 3, 9, 9], the model expects float32['N', 3, 8, 8]" in r.stderr
+    assert "input 'pixels' is float32[4, 3, 9, 9], the model expects float32[N, 3, 8, 8]" in r.stderr
     assert "exporting" not in r.stderr  # refused before the export started
     assert not out.exists()
 

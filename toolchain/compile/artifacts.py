@@ -142,7 +142,8 @@ def _at_probe(run, checks: Checks, probe: Probe, art_inputs, art_outputs, names,
                         f"(verified at {', '.join(f'{k}={v}' for k, v in probe.base.items())}): "
                         f"{type(e).__name__}: {_first_line(e)}") from e
     v = compare(reference=checks.probe_reference, candidate=outs, output_names=names, labels=None,
-                reference_accuracy=None, task=checks.task, precision=precision, gates=checks.gates)
+                reference_accuracy=None, task=checks.task, precision=precision, gates=checks.gates.for_probe(),
+                probe_slack=True)
     dims = {k: (stats["batch"] if _is_batch_key(probe, k) else n) for k, n in probe.sizes.items()}
     return {"dims": dims, "samples": count(probe.arrays), "passed": v["passed"], "failures": v["failures"],
             "fidelity": {"metric": v["fidelity"]["metric"], "value": v["fidelity"]["value"]}}

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-accuracy-drop", type=float, metavar="PTS", help="fail when accuracy drops more (points)")
     p.add_argument("--atol", type=float, help="max abs error allowed (overrides per-precision defaults)")
     p.add_argument("--min-cosine", type=float, help="min per-sample cosine similarity allowed")
+    p.add_argument("--fidelity-budget", type=float, metavar="X",
+                   help="budget of the task's fidelity metric for every artifact (replaces the per-precision "
+                        "defaults), e.g. --task embed --fidelity-budget 0.95")
     p.add_argument("--dynamic-axis", action="append", metavar="INPUT:AXIS:NAME", help="mark an axis dynamic (repeatable)")
     p.add_argument("--batch-axis", action="append", metavar="INPUT:AXIS|INPUT:none",
                    help="the batch axis of an input, or none (default: a batch-like dim name, else an unnamed "
@@ -56,10 +60,6 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-#: third-party output of a build (moved to ``<build>/compile.log`` when the build is written)
-LOG_FILE = "edgeship-compile.log"
-
-
 def _print_error(e: BaseException, *, verbose: bool, log: Path) -> None:
     if verbose:
         import traceback
@@ -69,16 +69,18 @@ def _print_error(e: BaseException, *, verbose: bool, log: Path) -> None:
     if not verbose and log.is_file() and log.stat().st_size:
         print(f"edgeship compile: third-party log output: {log} (--verbose shows it, and full tracebacks)",
               file=sys.stderr)
+    elif log.is_file():
+        log.unlink()
 
 
 def _keep_log(log: Path, build_dir: Path) -> Path:
-    """The log of a written build lives in it; a build that wrote nothing keeps it in ``--out``."""
-    import os
+    """The log of a written build lives in it (``compile.log``)."""
+    import shutil
 
     if not Path(build_dir, "manifest.json").is_file():
         return log
     dest = Path(build_dir) / "compile.log"
-    os.replace(log, dest)
+    shutil.move(str(log), dest)  # the temp dir may be another file system
     return dest
 
 
@@ -111,7 +113,8 @@ def options_from_args(args: argparse.Namespace):
         precisions=parse_precisions(args.precisions), calibration=args.calibration, validation=args.validation,
         labels=args.labels, random_calibration=args.random_calibration,
         quant=quant,
-        gates=UserGates(atol=args.atol, min_cosine=args.min_cosine, max_accuracy_drop_pts=args.max_accuracy_drop),
+        gates=UserGates(atol=args.atol, min_cosine=args.min_cosine, max_accuracy_drop_pts=args.max_accuracy_drop,
+                        fidelity_budget=args.fidelity_budget),
         dynamic_axes=parse_dynamic_axes(args.dynamic_axis), factory_kwargs=parse_factory_args(args.arg),
         max_validation_samples=args.max_validation_samples, task=parse_task(args.task),
         batch_axes=parse_batch_axes(args.batch_axis), input_shapes=parse_input_shapes(args.input_shape),
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     # native converter logs (TensorFlow Lite's flatbuffer exporter, XNNPACK) go to stderr
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GLOG_minloglevel", "2")
-    log_path = Path(args.out) / LOG_FILE
+    log_path = Path(tempfile.gettempdir()) / f"edgeship-compile-{os.getpid()}.log"  # nothing in --out before a build
     try:
         opts = options_from_args(args)
         with third_party_logs(log_path, verbose=args.verbose) as cap:

@@ -26,8 +26,8 @@ from runtime.spec import TensorSpec, contiguous, is_dynamic, tie_name
 from toolchain.compile.samples import Arrays, Layout, count, resize_axis
 from toolchain.errors import ExportError
 
-#: samples a probe runs (two, so that a dynamic batch also runs at a second size)
-PROBE_SAMPLES = 2
+#: samples a probe runs (several at once where the batch is dynamic: a second batch size)
+PROBE_SAMPLES = 8
 
 
 @dataclass(frozen=True)

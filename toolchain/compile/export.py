@@ -101,7 +101,7 @@ def _torch_export(src: LoadedSource, *, opset: int) -> tuple[Any, GuardLog]:
     axes = None
     if src.kind is SourceKind.FACTORY and src.dynamic_axes:
         axes = {fwd[users.index(k)]: dict(v) for k, v in src.dynamic_axes.items()}
-    user_file = getattr(type(src.module).forward, "__code__", None)
+    user_file = getattr(getattr(type(src.module), "forward", None), "__code__", None)
     guards = GuardLog(user_files=(user_file.co_filename,) if user_file is not None else ())
     with compat.quiet_torch(), guards:
         try:

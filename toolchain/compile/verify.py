@@ -31,14 +31,23 @@ class UserGates:
     atol: float | None = None
     min_cosine: float | None = None
     max_accuracy_drop_pts: float | None = None
+    fidelity_budget: float | None = None  # replaces the default budget of the task's metric
 
     def to_json(self) -> dict:
-        return {"atol": self.atol, "min_cosine": self.min_cosine, "max_accuracy_drop_pts": self.max_accuracy_drop_pts}
+        return {"atol": self.atol, "min_cosine": self.min_cosine, "max_accuracy_drop_pts": self.max_accuracy_drop_pts,
+                "fidelity_budget": self.fidelity_budget}
 
-    def budgets(self) -> fid.Budgets:
-        if self.max_accuracy_drop_pts is None:
-            return fid.Budgets()
-        return fid.Budgets({fid.Metric.ACCURACY_DROP_PTS: self.max_accuracy_drop_pts})
+    def budgets(self, task: fid.Task | None) -> fid.Budgets:
+        out: dict = {}
+        if self.max_accuracy_drop_pts is not None:
+            out[fid.Metric.ACCURACY_DROP_PTS] = self.max_accuracy_drop_pts
+        if self.fidelity_budget is not None and task is not None:
+            out[fid.TASK_METRIC[task]] = self.fidelity_budget
+        return fid.Budgets(out)
+
+    def for_probe(self) -> "UserGates":
+        """The gates at a probe size: no labels there, so no accuracy gate."""
+        return UserGates(atol=self.atol, min_cosine=self.min_cosine, fidelity_budget=self.fidelity_budget)
 
 
 def _per_sample_matrix(outs: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray:
@@ -62,8 +71,10 @@ def accuracy(outs: Mapping[str, np.ndarray], first: str, labels: np.ndarray | No
 
 def compare(*, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], output_names: list[str],
             labels: np.ndarray | None, reference_accuracy: float | None, task: fid.Task | None,
-            precision: Any, gates: UserGates) -> dict:
+            precision: Any, gates: UserGates, probe_slack: bool = False) -> dict:
     """Figures and gate outcome (JSON-ready, the manifest's ``verification``).
+
+    ``probe_slack``: the few samples of a probe size may disagree on one top-1 decision.
 
     Raises:
         ValueError: the artifact's outputs differ in shape from the reference's.
@@ -94,7 +105,8 @@ def compare(*, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.n
     ordered_ref = {n: np.asarray(reference[n]) for n in output_names}
     ordered_cand = {n: np.asarray(candidate[n]) for n in output_names}
     sc = fid.score(task, ordered_ref, ordered_cand, labels=labels)
-    passed, failures, budget = fid.judge(sc, precision=precision, budgets=gates.budgets())
+    passed, failures, budget = fid.judge(sc, precision=precision, budgets=gates.budgets(sc.task),
+                                         samples_slack=probe_slack)
     res["task"] = sc.task.value
     res["fidelity"] = fid.fidelity_json(sc, passed=passed, budget=budget)
     res["failures"] = failures + gate_failures(res, gates, accuracy_gated=sc.metric is fid.Metric.ACCURACY_DROP_PTS)
