@@ -114,25 +114,23 @@ def _declare_outputs(ex: ExportResult, outs: tuple[TensorSpec, ...]) -> ExportRe
 
 
 def _static_size(src: LoadedSource, dim, stored: Arrays, layout: Layout) -> int:
-    """The size a dim is fixed at: the PyTorch example's, or the data's for an ONNX source.
+    """The size a dim is fixed at: the PyTorch example's, else the validation data's (a batch: 1).
 
     Raises: DataError when the validation data has another size there.
     """
-    b = layout.axis(dim.input)
-    data = None
+    data = 1
     if not dim.batch:
+        b = layout.axis(dim.input)
         axis = dim.axis if b is None else dim.axis - (1 if dim.axis > b else 0)
         data = int(np.asarray(stored[dim.input]).shape[axis + 1])
-    size = data if dim.batch is False and src.kind is SourceKind.ONNX else None
-    if src.is_torch:
-        names = list(src.input_names or arg_names(src))
-        size = int(src.example_inputs[names.index(dim.input)].shape[dim.axis])
-    if dim.batch:
-        size = 1 if size is None else size
-    if data is not None and size is not None and data != size:
+    if not src.is_torch:
+        return data
+    names = list(src.input_names or arg_names(src))
+    size = int(src.example_inputs[names.index(dim.input)].shape[dim.axis])
+    if not dim.batch and data != size:
         raise DataError(f"--allow-static {dim.key}: the model is built static at {dim.label}={size} (the example's "
                         f"size) but the validation data has {data} there; give data of that size")
-    return int(size if size is not None else data)
+    return size
 
 
 def _fix(src: LoadedSource, dim, size: int, onnx_static: dict) -> tuple[LoadedSource, dict]:
