@@ -13,7 +13,7 @@ COMMANDS: dict[str, str] = {
     "run": "device_agent.commands:add_run",
     "status": "device_agent.commands:add_status",
     "rollback": "device_agent.commands:add_rollback",
-    "update": "device_agent.update.cli:add_parser",
+    "update": "device_agent.ota.cli:add_parser",
 }
 
 

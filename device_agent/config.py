@@ -25,8 +25,8 @@ from typing import Any, Mapping
 
 #: extra top-level sections: name -> "module:FrozenDataclass" (imported lazily)
 SECTIONS: dict[str, str] = {
-    "update": "device_agent.update.config:UpdateSection",
-    "mqtt": "device_agent.telemetry.config:MqttConfig",
+    "update": "device_agent.ota.config:UpdateSection",
+    "mqtt": "device_agent.mqtt.config:MqttConfig",
 }
 
 DEFAULT_CONFIG_PATH = "/etc/edgeship/agent.toml"

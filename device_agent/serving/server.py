@@ -5,7 +5,7 @@ by the kernel however it dies) and has written ``<state_dir>/agent.json`` ``{pid
 port}`` and a fresh random ``<state_dir>/control.token`` (mode 0600). Tools find the
 running agent through these (see :func:`running_agent`).
 
-OTA updates (``device_agent.update``) and MQTT telemetry (``device_agent.telemetry``) are
+OTA updates (``device_agent.ota``) and MQTT telemetry (``device_agent.mqtt``) are
 started after the agent when configured (see :func:`_start_extensions`) and stopped first.
 
 Signals: SIGTERM / SIGINT stop accepting, let requests in flight finish (uvicorn's graceful
@@ -213,7 +213,7 @@ def _start_extensions(config: AgentConfig, agent, updates=None) -> list:
     journal = config.state_dir / "update" / "journal.json"
     if "update" in config.extensions or journal.exists():
         try:
-            from ..update.poll import start_updates
+            from ..ota.poll import start_updates
 
             poller = start_updates(config, agent)
             updater = poller.updater
@@ -224,9 +224,9 @@ def _start_extensions(config: AgentConfig, agent, updates=None) -> list:
             log.error("update.start_failed", error=f"{type(e).__name__}: {e}")
     if "mqtt" in config.extensions:
         try:
-            from .. import telemetry
+            from .. import mqtt
 
-            svc = telemetry.start(config, agent, updater)
+            svc = mqtt.start(config, agent, updater)
             stoppers.append(svc.stop)
         except Exception as e:
             log.error("telemetry.start_failed", error=f"{type(e).__name__}: {e}")

@@ -12,10 +12,10 @@ for this update only: an offline mirror, say).
 Answers:
 
 - 200 with an NDJSON stream (``application/x-ndjson``): one ``{"event": {...}}`` line per
-  state the update enters (an :class:`~device_agent.update.UpdateEvent`), an empty line
+  state the update enters (an :class:`~device_agent.ota.UpdateEvent`), an empty line
   every :data:`HEARTBEAT_S` seconds while a state lasts (so a client can use a short read
   timeout), and a last line ``{"result": {...}}`` (an
-  :class:`~device_agent.update.UpdateResult`) or ``{"error": "...", "reason": "..."}``.
+  :class:`~device_agent.ota.UpdateResult`) or ``{"error": "...", "reason": "..."}``.
 - 409 ``{"error": ...}``: another update is running in this agent (the control route,
   polling, MQTT or the start-up recovery: they share one :class:`Updater`).
 - 400: a malformed body. 500: the update could not start (e.g. an unreadable journal).
@@ -44,7 +44,7 @@ MAX_BODY_BYTES = 4096
 
 
 class UpdateHost:
-    """The one :class:`~device_agent.update.Updater` of a running agent, created on first use
+    """The one :class:`~device_agent.ota.Updater` of a running agent, created on first use
     when ``_start_extensions`` did not create one (no ``[update]`` section and no journal)."""
 
     def __init__(self, config, agent) -> None:
@@ -75,7 +75,7 @@ class UpdateHost:
     def updater(self):
         with self._lock:
             if self._updater is None:
-                from ..update.updater import Updater
+                from ..ota.updater import Updater
 
                 self._updater = Updater(self.config, self.agent.store, self.agent)
             return self._updater
@@ -117,7 +117,7 @@ def parse_update_request(body: bytes) -> UpdateRequest:
 
 def _run(updater, req: UpdateRequest, q: "queue.Queue[tuple[str, Any]]") -> None:
     """Thread body: run the update, put ("event"|"result"|"busy"|"error", payload) items on ``q``."""
-    from ..update.errors import UpdateBusyError, UpdateError
+    from ..ota.errors import UpdateBusyError, UpdateError
 
     try:
         res = updater.update(req.model, release=req.release, deployment_id=req.deployment_id,

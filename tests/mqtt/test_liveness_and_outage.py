@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mqtt_helpers import wait_for
-from device_agent.telemetry.topics import device_topics
+from device_agent.mqtt.topics import device_topics
 import pytest
 
 pytestmark = pytest.mark.mqtt
@@ -51,7 +51,7 @@ def test_kill_9_makes_retained_status_offline(broker, operator, tmp_path, tiny_b
 def test_broker_outage_loses_nothing_and_serving_continues(broker, make_device, agent_state):
     from device_agent.agent import Agent
     from device_agent.config import AgentConfig
-    from device_agent.telemetry.payloads import Severity
+    from device_agent.mqtt.payloads import Severity
     from toolchain.fleet.localbroker import Recorder, record_enqueued
 
     agent = Agent(AgentConfig.for_state_dir(agent_state))
@@ -108,7 +108,7 @@ def test_broker_outage_loses_nothing_and_serving_continues(broker, make_device, 
 
 
 def test_messages_queued_offline_survive_an_agent_restart(broker, make_device, tmp_path):
-    from device_agent.telemetry.payloads import Severity
+    from device_agent.mqtt.payloads import Severity
     from mqtt_sim import SimAgent
     from toolchain.fleet.localbroker import Recorder
 
@@ -135,7 +135,7 @@ def test_qos1_publish_while_disconnected_is_tracked_to_its_puback(broker):
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from device_agent.telemetry.link import _queued_ok
+    from device_agent.mqtt.link import _queued_ok
     from toolchain.fleet.localbroker import Recorder
 
     rec = Recorder(broker.port, "t/#")
@@ -159,8 +159,8 @@ def test_broker_unreachable_is_logged_once_per_outage(broker, tmp_path):
     """A broker that is down (or a wrong [mqtt] host/port) at start: one warning naming it, not silence."""
     import logging
 
-    from device_agent.telemetry import MqttConfig, start
-    from device_agent.telemetry import link as link_mod
+    from device_agent.mqtt import MqttConfig, start
+    from device_agent.mqtt import link as link_mod
     from mqtt_sim import SimAgent
 
     port = broker.port

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from device_agent.telemetry import payloads
-from device_agent.telemetry.errors import PayloadRejected, TelemetryConfigError
-from device_agent.telemetry.config import MqttConfig
-from device_agent.telemetry.queue import Budgets, DurableQueue, MessageClass
-from device_agent.telemetry.topics import device_topics, split_device_topic
+from device_agent.mqtt import payloads
+from device_agent.mqtt.errors import PayloadRejected, TelemetryConfigError
+from device_agent.mqtt.config import MqttConfig
+from device_agent.mqtt.queue import Budgets, DurableQueue, MessageClass
+from device_agent.mqtt.topics import device_topics, split_device_topic
 
 BIG = Budgets(events_bytes=1 << 20, deploy_bytes=1 << 20, metrics_bytes=1 << 20, total_bytes=1 << 22)
 
@@ -107,7 +107,7 @@ def test_topics_and_config_validation():
 
 
 def test_metrics_window_percentiles_and_counts():
-    from device_agent.telemetry.metrics import RequestWindow, percentile, read_temperature_c
+    from device_agent.mqtt.metrics import RequestWindow, percentile, read_temperature_c
 
     assert percentile([], 50) is None
     values = [i / 1000 for i in range(1, 101)]                     # 1..100 ms

@@ -11,12 +11,12 @@ from datetime import timedelta
 
 import pytest
 
-from device_agent.update import State
-from device_agent.update.errors import (
+from device_agent.ota import State
+from device_agent.ota.errors import (
     BadSignatureError, EndlessDataError, ExpiredMetadataError, MetadataRollbackError,
     MixAndMatchError, ReleaseRollbackError, TamperedTargetError, WrongTargetError,
 )
-from device_agent.update.trust import utcnow
+from device_agent.ota.trust import utcnow
 from toolchain.ota.keys import RolePolicy
 
 from .conftest import build_env

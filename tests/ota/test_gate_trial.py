@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from device_agent.update import Reason, State
-from device_agent.update.errors import (
+from device_agent.ota import Reason, State
+from device_agent.ota.errors import (
     GateFallbackError, GateLatencyError, GateMemoryError, GateNaNError, GateSchemaError,
 )
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from device_agent.update import states as sm
-from device_agent.update.errors import Reason, UpdateStateError
-from device_agent.update.states import Action, RecoveryPolicy, State, TrialStats, Verdict
+from device_agent.ota import states as sm
+from device_agent.ota.errors import Reason, UpdateStateError
+from device_agent.ota.states import Action, RecoveryPolicy, State, TrialStats, Verdict
 
 NOW = "2026-11-26T17:00:00.000+00:00"
 

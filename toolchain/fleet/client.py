@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from device_agent.telemetry.topics import DEFAULT_PREFIX, device_topics, fleet_filter, split_device_topic
+from device_agent.mqtt.topics import DEFAULT_PREFIX, device_topics, fleet_filter, split_device_topic
 
 from .errors import BrokerUnavailableError, FleetError
 

@@ -1,7 +1,7 @@
 """Typed, frozen configuration of the ``[mqtt]`` section of the agent config.
 
 Registered in ``device_agent.config.SECTIONS`` as ``"mqtt":
-"device_agent.telemetry.config:MqttConfig"``; every field carries its documentation (written
+"device_agent.mqtt.config:MqttConfig"``; every field carries its documentation (written
 as a comment by ``edgeship-agent install``) and docs/mqtt.md lists them. Unknown keys and
 wrong types are refused (by device_agent.config, or :meth:`MqttConfig.from_mapping` when used
 alone). Empty strings mean "not set" (TOML has no null).

@@ -1,5 +1,5 @@
 """The telemetry/control service: binds the agent, the updater, the durable queue and the
-MQTT link. Started by :func:`device_agent.telemetry.start`.
+MQTT link. Started by :func:`device_agent.mqtt.start`.
 
 Threads: paho's network thread (callbacks), the link's sender, one metrics/heartbeat ticker,
 and one deployment worker (a single update at a time; a newer desired document cancels the
@@ -27,7 +27,7 @@ log = logging.getLogger("edgeship.telemetry")
 
 
 class TelemetryService:
-    """Handle returned by :func:`device_agent.telemetry.start`; call :meth:`stop` on shutdown."""
+    """Handle returned by :func:`device_agent.mqtt.start`; call :meth:`stop` on shutdown."""
 
     def __init__(self, config: MqttConfig, agent: control.AgentLike,
                  updater: control.UpdaterLike | None) -> None:

@@ -1,6 +1,6 @@
 """The gate's model checks in a child process, so a model that kills its process spares serving.
 
-Parent side: :func:`check_in_child` runs ``python -m device_agent.update.gate_child`` with the
+Parent side: :func:`check_in_child` runs ``python -m device_agent.ota.gate_child`` with the
 model directory and the gate settings, waits at most ``[update] gate_timeout_s``, and turns
 the outcome into a :class:`ChildVerdict` or a typed :class:`~.errors.GateError`:
 
@@ -127,7 +127,7 @@ def _child(model_dir: Path, opts: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m device_agent.update.gate_child MODEL_DIR SETTINGS_JSON", file=sys.stderr)
+        print("usage: python -m device_agent.ota.gate_child MODEL_DIR SETTINGS_JSON", file=sys.stderr)
         return 2
     print(json.dumps(_child(Path(args[0]), json.loads(args[1]))), flush=True)
     return 0

@@ -23,7 +23,7 @@ __all__ = ["start", "MqttConfig", "TelemetryError", "TelemetryConfigError", "Que
 
 def start(config: Any, agent: Any, updater: Any = None):
     """Start telemetry and control for ``agent`` (and ``updater``, may be None); returns the
-    running :class:`~device_agent.telemetry.service.TelemetryService` (call ``.stop()``).
+    running :class:`~device_agent.mqtt.service.TelemetryService` (call ``.stop()``).
 
     ``config`` is an :class:`MqttConfig`, or the agent config with an ``mqtt`` attribute/key
     (a mapping or an MqttConfig) and a ``state_dir`` (the queue goes to ``<state_dir>/telemetry``).

@@ -2,7 +2,7 @@
 
 ``edgeship-agent run`` starts it right after creating its ``Agent``::
 
-    from device_agent.update.poll import start_updates
+    from device_agent.ota.poll import start_updates
     poller = start_updates(config, agent)   # recovers an interrupted update first
     ...
     poller.stop()                           # on shutdown

@@ -7,7 +7,7 @@ Desired-state rules (the operator writes a retained, versioned document):
 - the requested model+release is already active -> recorded as committed without an update.
 - otherwise the version is recorded as applied *before* the update starts (write-ahead), so
   a crash during the update does not re-run it on restart; the update's own journal
-  (device_agent.update) finishes or undoes it, and the outcome is reported.
+  (device_agent.ota) finishes or undoes it, and the outcome is reported.
 
 The persisted :class:`ControlState` (``control.json`` in the queue directory) holds the
 applied version, the last desired document, the last deployment result and the rejected
@@ -41,7 +41,7 @@ class AgentLike(Protocol):
 
 
 class UpdaterLike(Protocol):
-    """What the control plane needs from device_agent.update.Updater."""
+    """What the control plane needs from device_agent.ota.Updater."""
 
     def update(self, model: str, release: int | None = None, deployment_id: str | None = None,
                on_event: Any = None) -> Any: ...
