@@ -47,7 +47,7 @@ def _model(variant: int) -> bytes:
 
 
 def make_bundle(out: Path, *, release: int, pad_bytes: int, budget_ms: float) -> Path:
-    from runtime.bundle import BundleInfo, FileEntry, Precision, Requirements, Source, Tolerances
+    from runtime.contracts.bundle import BundleInfo, FileEntry, Precision, Requirements, Source, Tolerances
     from runtime.fsutil import sha256_bytes
     from runtime.spec import Engine, TensorSpec
 

@@ -30,7 +30,7 @@ from .logs import get_logger
 from .serving.metrics import MetricsSnapshot, Outcome, RequestMetrics
 from .store import ModelRef, NoPreviousModelError, Store, StoreError
 from runtime import Session, available_engines, engine_version, open_model
-from runtime.bundle import BundleInfo
+from runtime.contracts.bundle import BundleInfo
 from runtime.errors import EdgeshipRuntimeError, InputMismatchError
 from runtime.spec import deploy_precision_hint
 

@@ -89,7 +89,7 @@ def _trust_root(path: str | os.PathLike) -> bytes:
 
 
 def _check_bundle(bundle: str | os.PathLike) -> None:
-    from runtime.bundle import BundleError, read_bundle_info
+    from runtime.contracts.bundle import BundleError, read_bundle_info
 
     try:
         read_bundle_info(bundle)

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from runtime.bundle import (
+from runtime.contracts.bundle import (
     MAX_MODEL_JSON_BYTES, MODEL_JSON, BundleError, BundleInfo, check_members,
 )
 from runtime.fsutil import atomic_write_json, fsync_dir, sha256_file

@@ -104,7 +104,7 @@ def make_bad_bundle(work: Path, *, release: int, name: str = "tiny") -> Path:
 
     import onnx
 
-    from runtime.bundle import BundleInfo
+    from runtime.contracts.bundle import BundleInfo
     from runtime.fsutil import sha256_bytes
     from toolchain.package import _write_tar
 

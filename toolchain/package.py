@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.bundle import (
+from runtime.contracts.bundle import (
     GOLDEN_NPZ, MODEL_DIR, MODEL_JSON, Arch, BundleError, BundleInfo, FileEntry, Precision,
     Requirements, Source, TensorStats, Tolerances, parse_version,
 )

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from runtime.bundle import GOLDEN_NPZ, BundleInfo, compare_outputs, golden_calls
+from runtime.contracts.bundle import GOLDEN_NPZ, BundleInfo, compare_outputs, golden_calls
 from runtime.spec import deploy_precision_hint, expected_execution
 
 from ..logs import get_logger

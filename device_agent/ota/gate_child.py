@@ -109,7 +109,7 @@ def check_in_child(*, model_dir: Path, info, cfg: UpdateSection, threads: int | 
 
 # ------------------------------------------------------------------ child
 def _child(model_dir: Path, opts: dict) -> dict:
-    from runtime.bundle import MODEL_JSON, BundleInfo
+    from runtime.contracts.bundle import MODEL_JSON, BundleInfo
 
     from .gate import load_and_check
 

@@ -25,7 +25,11 @@ from typing import Any, Callable
 import numpy as np
 
 from runtime import available_engines, engine_version
-from runtime.bundle import GOLDEN_NPZ, BundleError, BundleInfo, compatibility_problems, golden_calls, read_bundle_info
+from runtime.contracts.bundle import (
+    GOLDEN_NPZ, BundleError, BundleInfo, Requirements, compatibility_problems, golden_calls, onnxruntime_max_opset,
+    read_bundle_info,
+)
+from runtime.spec import Engine
 
 from ..logs import get_logger
 from . import states as sm
@@ -44,9 +48,6 @@ log = get_logger("update")
 
 #: model.json facts the publisher signs into the target; the bundle must agree (mix-and-match)
 SIGNED_FACTS = ("name", "version", "release", "engine", "precision", "requirements")
-#: newest ONNX opset per onnxruntime minor version (onnxruntime.ai/docs/reference/compatibility)
-_ORT_MAX_OPSET = {(1, 14): 18, (1, 15): 19, (1, 16): 19, (1, 17): 20, (1, 18): 21, (1, 19): 21,
-                  (1, 20): 21, (1, 21): 22, (1, 22): 23}
 
 
 @dataclass(frozen=True)
@@ -429,8 +430,6 @@ class Updater:
     _repo_refreshed: TrustedRepo | None = None
 
     def _compat_problems(self, facts: dict) -> list[str]:
-        from runtime.bundle import Requirements
-
         try:
             req = Requirements.from_json(facts.get("requirements"), where="requirements")
         except BundleError as e:
@@ -442,14 +441,7 @@ class Updater:
     def _max_opset(self) -> int | None:
         if self.cfg.max_onnx_opset:
             return self.cfg.max_onnx_opset
-        from runtime.bundle import parse_version
-        from runtime.spec import Engine
-
-        v = parse_version(engine_version(Engine.ONNXRUNTIME) or "")
-        if not v or len(v) < 2:
-            return None
-        key = (v[0], v[1])
-        return _ORT_MAX_OPSET.get(key) or (max(_ORT_MAX_OPSET.values()) if key > max(_ORT_MAX_OPSET) else None)
+        return onnxruntime_max_opset(engine_version(Engine.ONNXRUNTIME))
 
     def _installed_release(self, model: str) -> int:
         rels = [r.release for r in (self.store.active(), self.store.previous()) if r is not None and r.name == model]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.bundle import (
+from runtime.contracts.bundle import (
     BundleInfo, FileEntry, Precision, Requirements, Source, Tolerances,
 )
 from runtime.fsutil import sha256_bytes

@@ -42,7 +42,7 @@ def _device(env, policy: MemoryPolicy, kind: str, slack: int, bundle_kw=None, **
     from device_agent.store import Store
     from device_agent.ota import Updater
 
-    from runtime.bundle import read_bundle_info
+    from runtime.contracts.bundle import read_bundle_info
 
     bundle = env.bundle(release=2, kind=kind, **(bundle_kw or {}))
     pub = env.publish(bundle)

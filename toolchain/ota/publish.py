@@ -32,12 +32,12 @@ class Published:
 
 
 def read_bundle_facts(bundle: str | os.PathLike) -> dict:
-    """The model.json facts of a bundle .tar (strictly checked by ``runtime.bundle``).
+    """The model.json facts of a bundle .tar (strictly checked by ``runtime.contracts.bundle``).
 
     Raises:
         BundleRejectedError: not a bundle, or an invalid model.json (names the key).
     """
-    from runtime.bundle import BundleError, read_bundle_info
+    from runtime.contracts.bundle import BundleError, read_bundle_info
 
     try:
         doc = read_bundle_info(bundle).to_json()

@@ -1,0 +1,17 @@
+"""The errors of the contracts: one tree under :class:`ContractError`, itself a runtime error.
+
+A contract error says which document, key or member broke the format; both sides raise or
+catch these (the toolchain when it writes, the device when it reads).
+"""
+
+from __future__ import annotations
+
+from ..errors import EdgeshipRuntimeError
+
+
+class ContractError(EdgeshipRuntimeError, ValueError):
+    """A document crossing the host/device boundary does not follow its format."""
+
+
+class BundleError(ContractError):
+    """A bundle or its model.json is malformed; the message names the key or member."""
