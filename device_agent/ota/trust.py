@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
+from runtime.contracts.release import ReleaseFacts
 from runtime.fsutil import atomic_write_json
 
 from .errors import (
@@ -32,8 +33,6 @@ from .errors import (
     SecurityError, TamperedTargetError, UpdateError,
 )
 from .fetcher import ResumableFetcher
-
-CUSTOM_KEY = "edgeship"
 
 
 @dataclass(frozen=True)
@@ -43,11 +42,11 @@ class Candidate:
     target_path: str
     sha256: str
     length: int
-    facts: dict[str, Any]
+    facts: ReleaseFacts
 
     @property
     def release(self) -> int:
-        return int(self.facts.get("release", 0))
+        return self.facts.release
 
 
 def utcnow() -> datetime:
@@ -140,8 +139,8 @@ class TrustedRepo:
         """Signed targets whose facts name ``model``, newest release first."""
         out = []
         for path, tf in self._trusted("targets").targets.items():
-            facts = tf.unrecognized_fields.get("custom", {}).get(CUSTOM_KEY)
-            if isinstance(facts, dict) and facts.get("name") == model and "sha256" in tf.hashes:
+            facts = ReleaseFacts.from_target(tf.unrecognized_fields)
+            if facts is not None and facts.name == model and "sha256" in tf.hashes:
                 out.append(Candidate(path, tf.hashes["sha256"], tf.length, facts))
         return sorted(out, key=lambda c: -c.release)
 

@@ -46,8 +46,6 @@ from .trust import Candidate, TrustedRepo, TrustedTime, utcnow
 
 log = get_logger("update")
 
-#: model.json facts the publisher signs into the target; the bundle must agree (mix-and-match)
-SIGNED_FACTS = ("name", "version", "release", "engine", "precision", "requirements")
 
 
 @dataclass(frozen=True)
@@ -180,7 +178,7 @@ class Updater:
         repo.refresh()
         installed = self._installed_release(model)
         for c in repo.candidates(model):
-            if c.release > installed and not self._compat_problems(c.facts):
+            if c.release > installed and not self._compat_problems(c.facts.requirements):
                 return c
         return None
 
@@ -267,7 +265,7 @@ class Updater:
         if c is None:
             return self._to(j, State.ABORTED, reason=Reason.UP_TO_DATE,
                             detail=f"release {self._installed_release(j.model)} is the newest")
-        problems = self._compat_problems(c.facts)
+        problems = self._compat_problems(c.facts.requirements)
         if problems:  # refused before a single byte of the bundle is downloaded
             raise WrongTargetError(f"{c.target_path}: not for this device: " + "; ".join(problems))
         j = _replace(j, target_path=c.target_path, target_sha256=c.sha256, target_length=c.length,
@@ -310,11 +308,10 @@ class Updater:
             info = read_bundle_info(path)
         except BundleError as e:
             raise MixAndMatchError(f"{c.target_path}: signed bytes are not a valid bundle: {e}") from e
-        mine = info.to_json()
-        diff = [k for k in SIGNED_FACTS if k in c.facts and c.facts[k] != mine.get(k)]
+        diff = c.facts.mismatches(info)
         if diff:
             raise MixAndMatchError(f"{c.target_path}: model.json differs from the signed facts in {diff}")
-        problems = self._compat_problems(mine)
+        problems = self._compat_problems(info.requirements.to_json())
         if problems:
             raise WrongTargetError(f"{c.target_path}: " + "; ".join(problems))
         return self._to(j, State.STAGE)
@@ -429,9 +426,10 @@ class Updater:
 
     _repo_refreshed: TrustedRepo | None = None
 
-    def _compat_problems(self, facts: dict) -> list[str]:
+    def _compat_problems(self, requirements: Any) -> list[str]:
+        """Why this device cannot run a release with these (signed, JSON) requirements."""
         try:
-            req = Requirements.from_json(facts.get("requirements"), where="requirements")
+            req = Requirements.from_json(requirements, where="requirements")
         except BundleError as e:
             return [f"unreadable requirements: {e}"]
         versions = {e.value: engine_version(e) for e in available_engines()}

@@ -17,14 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from runtime.contracts.release import ReleaseFacts
 from runtime.fsutil import atomic_write_bytes, fsync_dir, sha256_file
 
 from . import keys as keystore
 from .keys import utc_in
 from .errors import BundleRejectedError, KeyStoreError, RepositoryStateError
-
-#: custom-metadata key holding a target's model.json facts
-CUSTOM_KEY = "edgeship"
 
 
 def _ser():
@@ -189,7 +187,7 @@ class Repository:
         return dst
 
 
-def check_release_is_new(targets, facts: dict, sha256: str) -> None:
+def check_release_is_new(targets, facts: ReleaseFacts, sha256: str) -> None:
     """Refuse a release counter at or below one already published for the model (pure).
 
     Raises:
@@ -197,13 +195,13 @@ def check_release_is_new(targets, facts: dict, sha256: str) -> None:
     """
     latest = 0
     for path, tf in targets.signed.targets.items():
-        info = tf.unrecognized_fields.get("custom", {}).get(CUSTOM_KEY, {})
+        signed = ReleaseFacts.from_target(tf.unrecognized_fields)
         if tf.hashes.get("sha256") == sha256:
             raise BundleRejectedError(f"bundle {sha256[:12]} is already published as {path}")
-        if info.get("name") == facts["name"]:
-            latest = max(latest, int(info.get("release", 0)))
-    if int(facts["release"]) <= latest:
+        if signed is not None and signed.name == facts.name:
+            latest = max(latest, signed.release)
+    if facts.release <= latest:
         raise BundleRejectedError(
-            f"{facts['name']}: release {facts['release']} is not above the latest published release "
+            f"{facts.name}: release {facts.release} is not above the latest published release "
             f"{latest}; package it with a higher --release (an intended rollback is a new release)"
         )
