@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .config import MqttConfig
-from .errors import PayloadRejected, QueueError, TelemetryConfigError, TelemetryError
+from .errors import QueueError, TelemetryConfigError, TelemetryError
 
-__all__ = ["start", "MqttConfig", "TelemetryError", "TelemetryConfigError", "QueueError",
-           "PayloadRejected"]
+__all__ = ["start", "MqttConfig", "TelemetryError", "TelemetryConfigError", "QueueError"]
 
 
 def start(config: Any, agent: Any, updater: Any = None):

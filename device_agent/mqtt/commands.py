@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import payloads
-from .errors import PayloadRejected
-from .payloads import Kind
+from runtime.contracts.errors import PayloadRejected
+from runtime.contracts.mqtt import payloads
+from runtime.contracts.mqtt.messages import Kind
 
 if TYPE_CHECKING:
     from .service import TelemetryService
@@ -102,4 +102,4 @@ def run_command(svc: "TelemetryService", name: str, raw: bytes, properties: Any)
     svc.link.publish_direct(topic, Kind.CMD_RESPONSE,
                             payloads.command_response(command=name, ok=ok, reason_code=code,
                                                       detail=detail, result=result),
-                            retain=False, properties=props)
+                            properties=props)

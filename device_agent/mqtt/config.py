@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from device_agent.config import doc
+from runtime.contracts.mqtt.topics import DEFAULT_PREFIX, check_level
 
 from .errors import TelemetryConfigError
-from .topics import DEFAULT_PREFIX, check_level
 
 _MIB = 1 << 20
 

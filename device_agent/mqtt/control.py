@@ -23,9 +23,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
+from runtime.contracts.mqtt.payloads import Desired
 from runtime.fsutil import atomic_write_json
-
-from .payloads import Desired
 
 MAX_REJECTED = 20
 #: Terminal update states that reject a release (docs/design.md, issue 5).

@@ -17,16 +17,3 @@ class TelemetryConfigError(TelemetryError, ConfigError):
 
 class QueueError(TelemetryError):
     """The durable on-disk queue cannot be opened or written (path, disk, corruption)."""
-
-
-class PayloadRejected(TelemetryError):
-    """An inbound desired-state document or command was refused.
-
-    ``reason_code`` is a stable machine-readable code (``payload.too_large``,
-    ``payload.not_json``, ``payload.schema``, ...) reported in the ``events`` topic.
-    """
-
-    def __init__(self, reason_code: str, detail: str) -> None:
-        self.reason_code = reason_code
-        self.detail = detail
-        super().__init__(f"{reason_code}: {detail}")

@@ -26,11 +26,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from . import payloads
+from runtime.contracts.mqtt import payloads
+from runtime.contracts.mqtt.messages import Kind, retained
+from runtime.contracts.mqtt.payloads import Origin
+from runtime.contracts.mqtt.topics import DeviceTopics, device_topics
+
 from .config import MqttConfig
-from .payloads import Kind, Origin
 from .queue import DurableQueue, MessageClass
-from .topics import DeviceTopics, device_topics
 
 log = logging.getLogger("edgeship.telemetry")
 
@@ -143,7 +145,7 @@ class MqttLink:
             props.WillDelayInterval = self.config.will_delay_s
         doc = payloads.envelope(Kind.STATUS, self.origin(), self._will_body(self._conn + 1))
         self._client.will_set(self.topics.status, payloads.stamp(payloads.encode(doc), seq=0, hist=False),
-                              qos=1, retain=True, properties=props)
+                              qos=1, retain=retained(Kind.STATUS), properties=props)
 
     def start(self) -> None:
         """Connect in the background (retrying with backoff) and start the sender."""
@@ -168,7 +170,7 @@ class MqttLink:
         the broker can still acknowledge within ``timeout_s``, and disconnect."""
         deadline = time.monotonic() + timeout_s
         if offline_body is not None and self.connected:
-            info = self.publish_direct(self.topics.status, Kind.STATUS, offline_body, retain=True)
+            info = self.publish_direct(self.topics.status, Kind.STATUS, offline_body)
             try:
                 info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
             except RuntimeError:  # the connection dropped meanwhile: the Will says offline instead
@@ -197,13 +199,13 @@ class MqttLink:
             self._seq += 1
             return value
 
-    def publish_direct(self, topic: str, kind: Kind, body: Mapping[str, Any], *, retain: bool,
-                       properties: Any = None):
-        """Publish now, not through the disk queue (retained state, command responses).
+    def publish_direct(self, topic: str, kind: Kind, body: Mapping[str, Any], *, properties: Any = None):
+        """Publish now, not through the disk queue (retained state, command responses),
+        retained when the catalogue (runtime.contracts.mqtt.messages) says ``kind`` is.
         Returns paho's MQTTMessageInfo. While disconnected paho keeps it in memory."""
         doc = payloads.envelope(kind, self.origin(), body)
         raw = payloads.stamp(payloads.encode(doc), seq=self._next_seq(), hist=False)
-        return _queued_ok(self._client.publish(topic, raw, qos=1, retain=retain, properties=properties))
+        return _queued_ok(self._client.publish(topic, raw, qos=1, retain=retained(kind), properties=properties))
 
     def enqueue(self, cls: MessageClass, topic: str, kind: Kind, body: Mapping[str, Any]) -> int:
         """Store a message durably for delivery; returns its msg_id. Never touches the network.

@@ -14,13 +14,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import control, payloads
+from runtime.contracts.errors import PayloadRejected
+from runtime.contracts.mqtt import payloads
+from runtime.contracts.mqtt.messages import Kind
+from runtime.contracts.mqtt.payloads import Desired, Severity
+
+from . import control
 from .config import MqttConfig
 from .control import ControlState, ControlStore, Decision
-from .errors import PayloadRejected, QueueError
+from .errors import QueueError
 from .link import MqttLink
 from .metrics import ProcessSampler, RequestWindow
-from .payloads import Desired, Kind, Severity
 from .queue import Budgets, DurableQueue, MessageClass
 
 log = logging.getLogger("edgeship.telemetry")
@@ -87,7 +91,7 @@ class TelemetryService:
 
     def publish_birth(self, conn: int) -> None:
         body = payloads.status_online(agent_status=self._agent_status(), groups=self.config.groups, conn=conn)
-        self.link.publish_direct(self.topics.status, Kind.STATUS, body, retain=True)
+        self.link.publish_direct(self.topics.status, Kind.STATUS, body)
 
     def publish_reported(self) -> None:
         with self._lock:
@@ -95,7 +99,7 @@ class TelemetryService:
         body = payloads.reported(applied_version=st.applied_version, desired=st.desired,
                                  agent_status=self._agent_status(), rejected=list(st.rejected),
                                  last_deployment=st.last_deployment)
-        self.link.publish_direct(self.topics.reported, Kind.REPORTED, body, retain=True)
+        self.link.publish_direct(self.topics.reported, Kind.REPORTED, body)
 
     def emit_event(self, *, category: str, severity: Severity, reason_code: str, detail: str,
                    context: dict | None = None) -> None:

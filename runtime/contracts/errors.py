@@ -15,3 +15,16 @@ class ContractError(EdgeshipRuntimeError, ValueError):
 
 class BundleError(ContractError):
     """A bundle or its model.json is malformed; the message names the key or member."""
+
+
+class PayloadRejected(ContractError):
+    """An inbound MQTT document (desired state, command) was refused.
+
+    ``reason_code`` is a stable machine-readable code (``payload.too_large``,
+    ``payload.not_json``, ``payload.schema``, ...) reported in the ``events`` topic.
+    """
+
+    def __init__(self, reason_code: str, detail: str) -> None:
+        self.reason_code = reason_code
+        self.detail = detail
+        super().__init__(f"{reason_code}: {detail}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mqtt_helpers import wait_for
-from device_agent.mqtt.payloads import Desired
+from runtime.contracts.mqtt.payloads import Desired
 from mqtt_sim import SimAgent, SimUpdater
 from toolchain.fleet.localbroker import MOSQUITTO, Broker
 

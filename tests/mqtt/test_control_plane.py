@@ -6,8 +6,8 @@ import json
 import time
 
 from mqtt_helpers import wait_for
-from device_agent.mqtt.payloads import Desired
-from device_agent.mqtt.topics import device_topics
+from runtime.contracts.mqtt.payloads import Desired
+from runtime.contracts.mqtt.topics import device_topics
 from mqtt_sim import SimAgent, SimUpdater
 import pytest
 

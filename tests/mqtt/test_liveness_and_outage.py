@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mqtt_helpers import wait_for
-from device_agent.mqtt.topics import device_topics
+from runtime.contracts.mqtt.topics import device_topics
 import pytest
 
 pytestmark = pytest.mark.mqtt
@@ -51,7 +51,7 @@ def test_kill_9_makes_retained_status_offline(broker, operator, tmp_path, tiny_b
 def test_broker_outage_loses_nothing_and_serving_continues(broker, make_device, agent_state):
     from device_agent.agent import Agent
     from device_agent.config import AgentConfig
-    from device_agent.mqtt.payloads import Severity
+    from runtime.contracts.mqtt.payloads import Severity
     from toolchain.fleet.localbroker import Recorder, record_enqueued
 
     agent = Agent(AgentConfig.for_state_dir(agent_state))
@@ -108,7 +108,7 @@ def test_broker_outage_loses_nothing_and_serving_continues(broker, make_device, 
 
 
 def test_messages_queued_offline_survive_an_agent_restart(broker, make_device, tmp_path):
-    from device_agent.mqtt.payloads import Severity
+    from runtime.contracts.mqtt.payloads import Severity
     from mqtt_sim import SimAgent
     from toolchain.fleet.localbroker import Recorder
 

@@ -6,11 +6,13 @@ import json
 
 import pytest
 
-from device_agent.mqtt import payloads
-from device_agent.mqtt.errors import PayloadRejected, TelemetryConfigError
 from device_agent.mqtt.config import MqttConfig
+from device_agent.mqtt.errors import TelemetryConfigError
 from device_agent.mqtt.queue import Budgets, DurableQueue, MessageClass
-from device_agent.mqtt.topics import device_topics, split_device_topic
+from runtime.contracts.errors import PayloadRejected
+from runtime.contracts.mqtt import payloads
+from runtime.contracts.mqtt.messages import MESSAGES, Kind, Sender
+from runtime.contracts.mqtt.topics import device_topics, split_device_topic
 
 BIG = Budgets(events_bytes=1 << 20, deploy_bytes=1 << 20, metrics_bytes=1 << 20, total_bytes=1 << 22)
 
@@ -121,3 +123,40 @@ def test_metrics_window_percentiles_and_counts():
     assert w.cut()["requests"] == 0                                   # a new window starts empty
     t = read_temperature_c()
     assert t is None or -40 < t < 150
+
+
+def _matches(filt: str, topic: str) -> bool:
+    """MQTT topic filter matching (``+`` one level, ``#`` the rest)."""
+    f, t = filt.split("/"), topic.split("/")
+    for i, level in enumerate(f):
+        if level == "#":
+            return True
+        if i >= len(t) or (level != "+" and level != t[i]):
+            return False
+    return len(f) == len(t)
+
+
+def test_the_broker_acl_lets_a_device_write_exactly_what_the_catalogue_says_it_sends():
+    """docs/mosquitto/acl against runtime.contracts.mqtt.messages: a new message kind whose
+    sender or topic the ACL does not allow fails here, not on a production broker."""
+    from pathlib import Path
+
+    acl = (Path(__file__).resolve().parents[2] / "docs" / "mosquitto" / "acl").read_text().splitlines()
+    pats = [ln.split() for ln in acl if ln.startswith("pattern ")]
+    writes = [p[2].replace("%u", "f1/d1") for p in pats if p[1] == "write"]
+    reads = [p[2].replace("%u", "f1/d1") for p in pats if p[1] == "read"]
+    t = device_topics(fleet="f1", device="d1")
+    assert set(MESSAGES) == set(Kind)
+    for kind, spec in MESSAGES.items():
+        topic = t.of(kind, **{k: "x1" for k in ("id", "name") if "{" + k + "}" in spec.leaf})
+        may_write = any(_matches(w, topic) for w in writes)
+        may_read = any(_matches(r, topic) for r in reads)
+        if spec.sender is Sender.DEVICE:
+            assert may_write and not may_read, (kind, topic)
+        else:
+            assert may_read and not may_write, (kind, topic)
+    assert t.cmd_filter in reads and all(t.of(k).startswith(t.base + "/") for k in (Kind.STATUS, Kind.EVENT))
+    with pytest.raises(ValueError, match="needs level"):
+        t.of(Kind.DEPLOY)
+    with pytest.raises(ValueError, match="deployment id"):
+        t.deploy("+")

@@ -8,7 +8,7 @@ import json
 import sys
 import time
 
-from device_agent.mqtt.topics import DEFAULT_PREFIX, device_topics, fleet_filter, split_device_topic
+from runtime.contracts.mqtt.topics import DEFAULT_PREFIX, device_topics, fleet_filter, split_device_topic
 
 from .errors import FleetError
 

@@ -20,25 +20,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .errors import PayloadRejected
+from ..errors import PayloadRejected
+from .messages import SCHEMA_VERSION, Kind
 
-SCHEMA_VERSION = 1
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class Kind(str, enum.Enum):
-    STATUS = "status"
-    REPORTED = "reported"
-    DESIRED = "desired"
-    DEPLOY = "deploy"
-    METRICS = "metrics"
-    EVENT = "event"
-    CMD = "cmd"
-    CMD_RESPONSE = "cmd_response"
-
-    @property
-    def schema(self) -> str:
-        return f"edgeship.{self.value}/{SCHEMA_VERSION}"
 
 
 class Severity(str, enum.Enum):

@@ -3,7 +3,8 @@
 Everything a device publishes or receives lives under ``{prefix}/{fleet}/{device}/``
 (prefix ``edgeship/v1``), so one broker ACL pattern confines a device to its subtree
 (see docs/mqtt.md). Fleet and device names are single topic levels: no ``/``, ``+``,
-``#`` or ``$`` and not empty, checked by :func:`check_level`.
+``#`` or ``$`` and not empty, checked by :func:`check_level`. The leaf of each message kind
+comes from the catalogue in :mod:`.messages`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .messages import MESSAGES, Kind
+
 DEFAULT_PREFIX = "edgeship/v1"
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 #: Commands the agent answers on ``cmd/{name}``.
 COMMANDS = ("rollback", "rebirth", "cancel")
+#: how a variable level is named in error messages
+_LEVEL_NAMES = {"id": "deployment id", "name": "command"}
 
 
 def check_level(kind: str, value: str) -> str:
@@ -34,39 +39,53 @@ class DeviceTopics:
 
     base: str
 
+    def of(self, kind: Kind, **levels: str) -> str:
+        """The topic of ``kind``; ``id=`` / ``name=`` fill its variable level.
+
+        Raises:
+            ValueError: an unsafe level, or a level the kind needs and did not get.
+        """
+        return self._format(kind, {k: check_level(_LEVEL_NAMES.get(k, k), v) for k, v in levels.items()})
+
+    def _format(self, kind: Kind, levels: dict[str, str]) -> str:
+        try:
+            return f"{self.base}/" + MESSAGES[kind].leaf.format(**levels)
+        except KeyError as e:
+            raise ValueError(f"the topic of {kind.value} needs level {e}") from None
+
     @property
     def status(self) -> str:
-        return f"{self.base}/status"
+        return self.of(Kind.STATUS)
 
     @property
     def reported(self) -> str:
-        return f"{self.base}/reported"
+        return self.of(Kind.REPORTED)
 
     @property
     def desired(self) -> str:
-        return f"{self.base}/desired"
+        return self.of(Kind.DESIRED)
 
     @property
     def cmd_filter(self) -> str:
-        return f"{self.base}/cmd/+"
+        return self._format(Kind.CMD, {"name": "+"})
 
     def cmd(self, name: str) -> str:
-        return f"{self.base}/cmd/{check_level('command', name)}"
+        return self.of(Kind.CMD, name=name)
 
     def cmd_response(self, name: str) -> str:
         """Default response topic when a command carries no (acceptable) Response Topic."""
-        return f"{self.base}/cmd/{check_level('command', name)}/resp"
+        return self.of(Kind.CMD_RESPONSE, name=name)
 
     def deploy(self, deployment_id: str) -> str:
-        return f"{self.base}/deploy/{check_level('deployment id', deployment_id)}"
+        return self.of(Kind.DEPLOY, id=deployment_id)
 
     @property
     def metrics(self) -> str:
-        return f"{self.base}/telemetry/metrics"
+        return self.of(Kind.METRICS)
 
     @property
     def events(self) -> str:
-        return f"{self.base}/events"
+        return self.of(Kind.EVENT)
 
     def is_response_topic(self, topic: str) -> bool:
         """True for ``{base}/cmd/{name}/resp[/...]`` without wildcards: where the broker ACL
