@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from runtime.contracts.statedir import StateDir
+
 from .config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
 
 
@@ -121,7 +123,7 @@ def cmd_status(args) -> int:
 
 def _last_update(root: Path) -> dict[str, Any] | None:
     """The last (or running) OTA update from ``<state_dir>/update/journal.json``, or None."""
-    path = root / "update" / "journal.json"
+    path = StateDir(root).journal
     try:
         j = json.loads(path.read_text())
         return {k: j.get(k) for k in ("deployment_id", "model", "release", "state", "reason", "detail",

@@ -19,27 +19,12 @@ import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.contracts.statedir import InstallLayout, StateDir
 from runtime.fsutil import atomic_write_bytes
 
 from .config import AgentConfig, AgentSection, ServingSection, dumps
-
-UNIT_NAME = "edgeship-agent.service"
-
-
-@dataclass(frozen=True)
-class InstallPaths:
-    config: Path
-    state_dir: Path
-    unit: Path
-
-    @classmethod
-    def under(cls, prefix: str | os.PathLike | None) -> "InstallPaths":
-        base = Path(prefix).resolve() if prefix else Path("/")
-        return cls(config=base / "etc/edgeship/agent.toml", state_dir=base / "var/lib/edgeship",
-                   unit=base / "etc/systemd/system" / UNIT_NAME)
 
 
 class InstallError(Exception):
@@ -128,12 +113,12 @@ def install(*, bundle: str | os.PathLike, prefix: str | os.PathLike | None = Non
     from .serving.server import AlreadyRunningError, instance_lock
     from .store import Store
 
-    paths = InstallPaths.under(prefix)
+    paths = InstallLayout.under(prefix)
     if paths.config.exists() and not force:
         raise InstallError(f"{paths.config} exists; pass --force to overwrite it (the store is kept)")
     _check_bundle(bundle)  # before any directory is created
     root_bytes = _trust_root(trust_root) if trust_root else None
-    trust_path = paths.state_dir / "trust" / "root.json"
+    trust_path = StateDir(paths.state_dir).trust_root
     if repository and root_bytes is None and not trust_path.exists():
         raise InstallError("signed updates need the repository's trusted root.json: pass --trust-root "
                            "keys/root.json (from `edgeship keys init`)")

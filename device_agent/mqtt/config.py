@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from device_agent.config import doc
 from runtime.contracts.mqtt.topics import DEFAULT_PREFIX, check_level
+from runtime.contracts.statedir import StateDir
 
 from .errors import TelemetryConfigError
 
@@ -91,7 +92,7 @@ class MqttConfig:
         """This config with ``queue_dir`` defaulted to ``<state_dir>/telemetry``."""
         if self.queue_dir:
             return self
-        return dataclasses.replace(self, queue_dir=str(Path(state_dir) / "telemetry"))
+        return dataclasses.replace(self, queue_dir=str(StateDir(Path(state_dir)).telemetry))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, state_dir: str | Path | None = None) -> "MqttConfig":

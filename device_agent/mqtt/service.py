@@ -18,6 +18,7 @@ from runtime.contracts.errors import PayloadRejected
 from runtime.contracts.mqtt import payloads
 from runtime.contracts.mqtt.messages import Kind
 from runtime.contracts.mqtt.payloads import Desired, Severity
+from runtime.contracts.statedir import QueueDir
 
 from . import control
 from .config import MqttConfig
@@ -40,11 +41,11 @@ class TelemetryService:
         self.config = config
         self.agent = agent
         self.updater = updater
-        qdir = Path(config.queue_dir)
-        self.queue = DurableQueue(qdir / "queue.sqlite", budgets=Budgets(
+        qdir = QueueDir(Path(config.queue_dir))
+        self.queue = DurableQueue(qdir.queue, budgets=Budgets(
             events_bytes=config.budget_events_bytes, deploy_bytes=config.budget_deploy_bytes,
             metrics_bytes=config.budget_metrics_bytes, total_bytes=config.budget_total_bytes))
-        self.store = ControlStore(qdir / "control.json")
+        self.store = ControlStore(qdir.control_state)
         self.state: ControlState = self.store.load()
         self.window = RequestWindow()
         self.sampler = ProcessSampler()

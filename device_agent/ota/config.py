@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from runtime.contracts.statedir import StateDir
 
 from ..config import doc
 from .states import RecoveryPolicy
@@ -62,5 +63,5 @@ class UpdateSection:
     max_onnx_opset: int = doc("Newest ONNX opset this device runs; 0 derives it from the installed "
                               "onnxruntime.", 0)
 
-    def root_json_path(self, state_dir: str | os.PathLike) -> Path:
-        return Path(self.root_json) if self.root_json else Path(state_dir) / "trust" / "root.json"
+    def root_json_path(self, paths: StateDir) -> Path:
+        return Path(self.root_json) if self.root_json else paths.trust_root

@@ -16,6 +16,7 @@ import os
 import signal
 from pathlib import Path
 
+from runtime.contracts.statedir import StateDir
 from runtime.fsutil import atomic_write_json
 
 from .errors import UpdateStateError
@@ -25,10 +26,10 @@ FAULT_ENV = "EDGESHIP_UPDATE_FAULT"
 
 
 class JournalFile:
-    def __init__(self, update_dir: Path) -> None:
-        self.dir = update_dir
-        self.path = update_dir / "journal.json"
-        update_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, paths: StateDir) -> None:
+        self.dir = paths.update
+        self.path = paths.journal
+        self.dir.mkdir(parents=True, exist_ok=True)
 
     def load(self) -> Journal | None:
         """The journal on disk, or None.

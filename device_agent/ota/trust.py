@@ -91,13 +91,13 @@ class TrustedRepo:
     """One refresh + lookups + downloads against one repository (create a new one per update)."""
 
     def __init__(self, *, repository: str, root_json: Path, metadata_dir: Path, download_dir: Path,
-                 trusted_time: TrustedTime, timeout_s: float = 30.0) -> None:
+                 partial_dir: Path, trusted_time: TrustedTime, timeout_s: float = 30.0) -> None:
         from tuf.ngclient import Updater as NgUpdater
 
         self.metadata_url, self.targets_url = repo_urls(repository)
         self.download_dir = download_dir
         self.time = trusted_time
-        self.fetcher = ResumableFetcher(partial_dir=download_dir / "partial", timeout_s=timeout_s)
+        self.fetcher = ResumableFetcher(partial_dir=partial_dir, timeout_s=timeout_s)
         metadata_dir.mkdir(parents=True, exist_ok=True)
         download_dir.mkdir(parents=True, exist_ok=True)
         try:

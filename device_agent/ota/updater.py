@@ -29,6 +29,7 @@ from runtime.contracts.bundle import (
     GOLDEN_NPZ, BundleError, BundleInfo, Requirements, compatibility_problems, golden_calls, onnxruntime_max_opset,
     read_bundle_info,
 )
+from runtime.contracts.statedir import StateDir
 from runtime.spec import Engine
 
 from ..logs import get_logger
@@ -94,10 +95,10 @@ class Updater:
         self.config, self.store, self.agent = config, store, agent
         self.available_bytes = available_bytes or available_memory_bytes
         self.cfg = update_config if update_config is not None else _section(config)
-        self.dir = Path(store.update_dir)
-        self.journal = JournalFile(self.dir)
+        self.paths = StateDir(Path(store.root))
+        self.journal = JournalFile(self.paths)
         self.clock = clock
-        self.time = TrustedTime(self.dir / "trusted_time.json", clock)
+        self.time = TrustedTime(self.paths.trusted_time, clock)
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._session = None  # gate session handed to the switch
@@ -319,7 +320,7 @@ class Updater:
     def _stage(self, j: Journal) -> Journal:
         from ..store import StoreError
 
-        path = self.dir / "downloads" / f"{j.target_sha256}.tar"
+        path = self.paths.download(j.target_sha256)
         if not (self.store.models_dir / j.target_sha256).is_dir():  # installed before a crash: done
             try:
                 self.store.install_bundle(path, expected_sha256=j.target_sha256)
@@ -395,11 +396,10 @@ class Updater:
     def _finish(self, j: Journal) -> None:
         """Drop downloaded bundles; keep partial downloads for a retry unless they failed a check."""
         self._close_session()
-        downloads = self.dir / "downloads"
-        for p in downloads.glob("*.tar"):
+        for p in self.paths.downloads.glob("*.tar"):
             p.unlink(missing_ok=True)
         if j.reason is not None and j.reason.value.startswith("security."):
-            for p in (downloads / "partial").glob("*.part"):
+            for p in self.paths.partial_downloads.glob("*.part"):
                 p.unlink(missing_ok=True)
 
     def _close_session(self) -> None:
@@ -420,8 +420,9 @@ class Updater:
                 "started with (set it and restart the agent, or pass `edgeship-agent update --repo "
                 "URL_OR_DIR`)")
         return TrustedRepo(
-            repository=self.cfg.repository_url, root_json=self.cfg.root_json_path(self.store.root),
-            metadata_dir=self.dir / "metadata", download_dir=self.dir / "downloads",
+            repository=self.cfg.repository_url, root_json=self.cfg.root_json_path(self.paths),
+            metadata_dir=self.paths.tuf_metadata, download_dir=self.paths.downloads,
+            partial_dir=self.paths.partial_downloads,
             trusted_time=self.time, timeout_s=self.cfg.download_timeout_s)
 
     _repo_refreshed: TrustedRepo | None = None

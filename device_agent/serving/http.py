@@ -36,10 +36,10 @@ from ..agent import Agent, ModelNotFoundError, NotReadyError
 from ..logs import get_logger
 from ..store import NoPreviousModelError, StoreError
 from .v2 import PLATFORM, V2Error, infer_response, parse_infer_request, tensor_metadata
+from runtime.contracts import control
 from runtime.errors import EdgeshipRuntimeError, InputMismatchError
 
 log = get_logger("http")
-TOKEN_HEADER = "x-edgeship-token"
 
 
 def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -124,9 +124,10 @@ class _V2Handlers:
 
     def guarded(self, fn):
         async def handler(request: Request) -> Response:
-            got = request.headers.get(TOKEN_HEADER, "")
+            got = request.headers.get(control.TOKEN_HEADER, "")
             if not self.token or not hmac.compare_digest(got.encode(), self.token.encode()):
-                return _error(403, f"missing or wrong {TOKEN_HEADER} header (see <state_dir>/control.token)")
+                return _error(403, f"missing or wrong {control.TOKEN_HEADER.lower()} header "
+                                   f"(see <state_dir>/control.token)")
             return await fn(request)
         return handler
 
@@ -154,14 +155,13 @@ def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token
         routes += [Route(base, _endpoint(h.model_meta)), Route(base + "/ready", _endpoint(h.model_ready)),
                    Route(base + "/infer", _endpoint(h.infer), methods=["POST"])]
     if control_token:
-        routes += [Route("/edgeship/v1/status", _endpoint(h.guarded(h.ctl_status))),
-                   Route("/edgeship/v1/rollback", _endpoint(h.guarded(h.ctl_rollback)), methods=["POST"]),
-                   Route("/edgeship/v1/reload", _endpoint(h.guarded(h.ctl_reload)), methods=["POST"])]
+        routes += [Route(control.STATUS, _endpoint(h.guarded(h.ctl_status))),
+                   Route(control.ROLLBACK, _endpoint(h.guarded(h.ctl_rollback)), methods=["POST"]),
+                   Route(control.RELOAD, _endpoint(h.guarded(h.ctl_reload)), methods=["POST"])]
         if updates is not None:
             from .update_route import update_endpoint
 
-            routes.append(Route("/edgeship/v1/update", _endpoint(h.guarded(update_endpoint(updates))),
-                                methods=["POST"]))
+            routes.append(Route(control.UPDATE, _endpoint(h.guarded(update_endpoint(updates))), methods=["POST"]))
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_exc})
 
 

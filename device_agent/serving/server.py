@@ -27,15 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from runtime.contracts.control import AgentInfo
+from runtime.contracts.statedir import StateDir
 from runtime.fsutil import atomic_write_bytes, atomic_write_json
 
 from ..config import AgentConfig
 from ..logs import configure, get_logger
 
 log = get_logger("server")
-LOCK_FILE = "agent.lock"
-INFO_FILE = "agent.json"
-TOKEN_FILE = "control.token"
 
 
 class AlreadyRunningError(RuntimeError):
@@ -44,21 +43,22 @@ class AlreadyRunningError(RuntimeError):
 
 @dataclass(frozen=True)
 class RunningAgent:
-    pid: int
-    host: str
-    port: int
-    token: str | None
+    info: AgentInfo
+    token: str | None  # None: control.token is not readable by this user (or control is off)
+
+    @property
+    def pid(self) -> int:
+        return self.info.pid
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else ("[::1]" if self.host == "::" else self.host)
-        return f"http://{host}:{self.port}"
+        return self.info.url
 
 
 def running_agent(state_dir: str | os.PathLike) -> RunningAgent | None:
     """The agent serving ``state_dir``, or None when none holds its lock."""
-    root = Path(state_dir)
-    lock = root / LOCK_FILE
+    paths = StateDir(Path(state_dir))
+    lock = paths.agent_lock
     if not lock.exists():
         return None
     fd = os.open(lock, os.O_RDWR)
@@ -72,14 +72,14 @@ def running_agent(state_dir: str | os.PathLike) -> RunningAgent | None:
     finally:
         os.close(fd)
     try:
-        info = json.loads((root / INFO_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
+        info = AgentInfo.from_json(json.loads(paths.agent_info.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
         return None  # starting up: the lock is held but agent.json is not written yet
     try:
-        token = (root / TOKEN_FILE).read_text().strip()
+        token = paths.control_token.read_text().strip()
     except OSError:  # no permission to read it (another user) or control disabled
         token = None
-    return RunningAgent(pid=info["pid"], host=info["host"], port=info["port"], token=token)
+    return RunningAgent(info=info, token=token)
 
 
 @contextmanager
@@ -90,7 +90,7 @@ def instance_lock(root: Path) -> Iterator[None]:
         AlreadyRunningError: another process holds it.
     """
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(StateDir(root).agent_lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -132,6 +132,7 @@ def run(config: AgentConfig) -> int:
 
     configure(level=config.agent.log_level.value, file=config.agent.log_file or None)
     root = config.state_dir
+    paths = StateDir(root)
     with instance_lock(root):
         s = config.serving
         try:
@@ -142,7 +143,7 @@ def run(config: AgentConfig) -> int:
         token = None
         if s.control_enabled:
             token = secrets.token_urlsafe(24)
-            atomic_write_bytes(root / TOKEN_FILE, token.encode(), mode=0o600)  # 0600 from the start
+            atomic_write_bytes(paths.control_token, token.encode(), mode=0o600)  # 0600 from the start
         agent = Agent(config)
         updates = UpdateHost(config, agent)
         app = create_app(agent, control_token=token, updates=updates)
@@ -158,7 +159,7 @@ def run(config: AgentConfig) -> int:
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
             target=_reload, args=(agent,), daemon=True).start())
         stoppers = [updates.cancel, *_start_extensions(config, agent, updates)]
-        atomic_write_json(root / INFO_FILE, {"pid": os.getpid(), "host": s.host, "port": port})
+        atomic_write_json(paths.agent_info, AgentInfo(pid=os.getpid(), host=s.host, port=port).to_json())
         log.info("agent.started", host=s.host, port=port, pid=os.getpid(), ready=agent.ready,
                  model=(agent.current().ref.name if agent.current() else None))
         try:
@@ -170,8 +171,8 @@ def run(config: AgentConfig) -> int:
                 _quietly(stop_fn, "extension.stop_failed")
             agent.close()
             sock.close()
-            for name in (INFO_FILE, TOKEN_FILE):
-                (root / name).unlink(missing_ok=True)
+            for p in (paths.agent_info, paths.control_token):
+                p.unlink(missing_ok=True)
             log.info("agent.stopped", pid=os.getpid(), signal=stop_signals[0] if stop_signals else None)
     return 0
 
@@ -210,8 +211,7 @@ def _start_extensions(config: AgentConfig, agent, updates=None) -> list:
     """
     stoppers: list = []
     updater = None
-    journal = config.state_dir / "update" / "journal.json"
-    if "update" in config.extensions or journal.exists():
+    if "update" in config.extensions or StateDir(config.state_dir).journal.exists():
         try:
             from ..ota.poll import start_updates
 

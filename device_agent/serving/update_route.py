@@ -29,18 +29,17 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from runtime.contracts.control import HEARTBEAT_S, UpdateRequest
+
 from ..logs import get_logger
 
 log = get_logger("http.update")
-HEARTBEAT_S = 5.0
-MAX_BODY_BYTES = 4096
 
 
 class UpdateHost:
@@ -79,40 +78,6 @@ class UpdateHost:
 
                 self._updater = Updater(self.config, self.agent.store, self.agent)
             return self._updater
-
-
-@dataclass(frozen=True)
-class UpdateRequest:
-    model: str
-    release: int | None = None
-    deployment_id: str | None = None
-    repository_url: str | None = None
-
-
-def parse_update_request(body: bytes) -> UpdateRequest:
-    """The request in ``body``. Raises ValueError naming the bad field."""
-    if len(body) > MAX_BODY_BYTES:
-        raise ValueError(f"body of {len(body)} bytes is over {MAX_BODY_BYTES}")
-    try:
-        data = json.loads(body or b"{}")
-    except (ValueError, RecursionError) as e:
-        raise ValueError(f"body is not JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError("body must be a JSON object")
-    unknown = set(data) - {"model", "release", "deployment_id", "repository_url"}
-    if unknown:
-        raise ValueError(f"unknown field(s) {sorted(unknown)}")
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise ValueError("'model' (a model name) is required")
-    release = data.get("release")
-    if release is not None and (not isinstance(release, int) or isinstance(release, bool) or release < 1):
-        raise ValueError(f"'release' must be a positive integer, not {release!r}")
-    for key in ("deployment_id", "repository_url"):
-        if data.get(key) is not None and not isinstance(data[key], str):
-            raise ValueError(f"{key!r} must be a string")
-    return UpdateRequest(model=model, release=release, deployment_id=data.get("deployment_id"),
-                         repository_url=data.get("repository_url") or None)
 
 
 def _run(updater, req: UpdateRequest, q: "queue.Queue[tuple[str, Any]]") -> None:
@@ -161,7 +126,7 @@ def update_endpoint(host: UpdateHost):
         from .http import _error
 
         try:
-            req = parse_update_request(await request.body())
+            req = UpdateRequest.parse(await request.body())
         except ValueError as e:
             return _error(400, f"POST /edgeship/v1/update: {e}")
         q: queue.Queue = queue.Queue()
