@@ -70,7 +70,7 @@ def add_status(sub) -> None:
 
 
 def cmd_status(args) -> int:
-    from .serving.server import running_agent
+    from .agent.process import running_agent
     from .store import Store, StoreError
 
     try:
@@ -150,7 +150,7 @@ def add_rollback(sub) -> None:
 
 
 def cmd_rollback(args) -> int:
-    from .serving.server import running_agent
+    from .agent.process import running_agent
     from .store import NoPreviousModelError, Store, StoreError
 
     try:
@@ -190,7 +190,8 @@ def add_run(sub) -> None:
 def cmd_run(args) -> int:
     import dataclasses
 
-    from .serving.server import AlreadyRunningError, run
+    from .agent.errors import AlreadyRunningError
+    from .serving.server import run
 
     cfg = load_config_or_report(args.config, command="run")
     if cfg is None:

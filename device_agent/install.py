@@ -110,7 +110,8 @@ def install(*, bundle: str | os.PathLike, prefix: str | os.PathLike | None = Non
         BundleRejectedError: the bundle failed the store's checks (nothing else was written).
         OSError: a directory cannot be created or written (e.g. no root without --prefix).
     """
-    from .serving.server import AlreadyRunningError, instance_lock
+    from .agent.errors import AlreadyRunningError
+    from .agent.process import instance_lock
     from .store import Store
 
     paths = InstallLayout.under(prefix)

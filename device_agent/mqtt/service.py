@@ -24,9 +24,10 @@ from . import control
 from .config import MqttConfig
 from .control import ControlState, ControlStore, Decision
 from .errors import QueueError
+from ..agent.metrics import RequestWindow
 from .link import MqttLink
-from .metrics import ProcessSampler, RequestWindow
 from .queue import Budgets, DurableQueue, MessageClass
+from .system import ProcessSampler
 
 log = logging.getLogger("edgeship.telemetry")
 
@@ -47,7 +48,7 @@ class TelemetryService:
             metrics_bytes=config.budget_metrics_bytes, total_bytes=config.budget_total_bytes))
         self.store = ControlStore(qdir.control_state)
         self.state: ControlState = self.store.load()
-        self.window = RequestWindow()
+        self.window = RequestWindow(clock=time.monotonic)  # the agent's window definition, its own windows
         self.sampler = ProcessSampler()
         self.link = MqttLink(config=config, queue=self.queue, on_connected=self._on_connected,
                              on_message=self._on_message, will_body=self._will_body)
@@ -119,13 +120,14 @@ class TelemetryService:
         self.publish_reported()
 
     def publish_metrics(self) -> None:
-        summary = self.window.cut()
+        w = self.window.roll()
         qs = self.queue.stats()
-        active = self._agent_status().get("active") or None
-        body = {**summary, **self.sampler.sample(), "active_model": active,
-                "queue": {"depth": qs.depth, "bytes": qs.bytes, "dropped": qs.dropped,
-                          "inflight": self.link.inflight_count(),
-                          "broker_rejected": self.link.counters.broker_rejected}}
+        body = payloads.metrics(
+            window_s=w.window_s, requests=w.requests, errors=w.errors,
+            latency_ms={"p50": w.latency_ms_p50, "p95": w.latency_ms_p95, "p99": w.latency_ms_p99},
+            system=self.sampler.sample(), active_model=self._agent_status().get("active") or None,
+            queue={"depth": qs.depth, "bytes": qs.bytes, "dropped": qs.dropped,
+                   "inflight": self.link.inflight_count(), "broker_rejected": self.link.counters.broker_rejected})
         self._enqueue(MessageClass.METRICS, self.topics.metrics, Kind.METRICS, body)
 
     def _ticker(self) -> None:

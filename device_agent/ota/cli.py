@@ -41,7 +41,8 @@ def cmd_update(args) -> int:
     import dataclasses
 
     from ..commands import load_config_or_report
-    from ..serving.server import AlreadyRunningError, instance_lock, running_agent
+    from ..agent.errors import AlreadyRunningError
+    from ..agent.process import instance_lock, running_agent
 
     cfg = load_config_or_report(args.config, command="update")
     if cfg is None:
@@ -102,7 +103,7 @@ def _check(args, cfg, ucfg) -> int:
 
 def _run_here(args, cfg, ucfg) -> int:
     """No agent is running: recover, then update, in this process (the caller holds the lock)."""
-    from ..agent import Agent
+    from ..agent.core import Agent
     from .errors import UpdateError
     from .updater import Updater
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import Reason, UpdateStateError
@@ -205,15 +205,12 @@ def plan_recovery(j: Journal, *, policy: RecoveryPolicy, max_state_entries: int,
 # ------------------------------------------------------------------------ trial judge
 @dataclass(frozen=True)
 class TrialStats:
+    """The new model's requests so far: counts, and the p95 latency of the successful ones
+    (from the agent's request window, ``runtime.percentile``'s definition)."""
+
     requests: int = 0
     errors: int = 0
-    latencies_s: tuple[float, ...] = field(default=())
-
-    def p95_ms(self) -> float | None:
-        if not self.latencies_s:
-            return None
-        xs = sorted(self.latencies_s)
-        return 1000.0 * xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
+    p95_ms: float | None = None
 
 
 class Verdict(str, enum.Enum):
@@ -234,7 +231,7 @@ def judge_trial(stats: TrialStats, *, elapsed_s: float, window_requests: int, wi
     done = stats.requests >= window_requests or elapsed_s >= window_s
     if not done:
         return Verdict.CONTINUE, None, ""
-    p95 = stats.p95_ms()
+    p95 = stats.p95_ms
     if max_p95_latency_ms is not None and p95 is not None and p95 > max_p95_latency_ms:
         return Verdict.FAIL, Reason.TRIAL_LATENCY, f"p95 latency {p95:.1f} ms > {max_p95_latency_ms:.1f} ms"
     return Verdict.PASS, Reason.OK, f"{stats.requests} requests, {stats.errors} errors in {elapsed_s:.1f} s"

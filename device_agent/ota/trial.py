@@ -1,54 +1,36 @@
 """The trial window after a switch: watch the new model's requests, judge them, decide.
 
-Requests are seen through ``Agent.add_request_observer``. With no live traffic the window
-would prove nothing, so the trial also sends a canary request (a golden input) through the
-agent every ``trial_probe_interval_s``; canaries count like any other request, and a model
-that kills the process on them is caught by the crash counter in the journal.
+Requests are seen through ``Agent.add_request_observer`` and counted in the agent's one
+request window definition (:class:`~device_agent.agent.metrics.RequestWindow`, restricted
+to the new model), so the trial judges the same figures ``edgeship-agent status`` and the
+MQTT metrics report. With no live traffic the window would prove nothing, so the trial also
+sends a canary request (a golden input) through the agent every ``trial_probe_interval_s``;
+canaries count like any other request, and a model that kills the process on them is
+caught by the crash counter in the journal.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Callable
 
+from ..agent.metrics import MetricsSnapshot, RequestWindow
 from .config import UpdateSection
 from .errors import Reason
 from .states import TrialStats, Verdict, judge_trial
 
 
-class TrialObserver:
-    """Counts requests, errors and latencies of one model (thread-safe)."""
-
-    MAX_SAMPLES = 10_000
-
-    def __init__(self, sha256: str) -> None:
-        self.sha256 = sha256
-        self._lock = threading.Lock()
-        self._requests = 0
-        self._errors = 0
-        self._lat: list[float] = []
-
-    def __call__(self, model_sha: str, ok: bool, latency_s: float) -> None:
-        if model_sha != self.sha256:
-            return
-        with self._lock:
-            self._requests += 1
-            self._errors += 0 if ok else 1
-            if len(self._lat) < self.MAX_SAMPLES:
-                self._lat.append(latency_s)
-
-    def stats(self) -> TrialStats:
-        with self._lock:
-            return TrialStats(self._requests, self._errors, tuple(self._lat))
+def trial_stats(w: MetricsSnapshot) -> TrialStats:
+    """What the pure judge needs from a window of the new model's requests."""
+    return TrialStats(requests=w.requests, errors=w.errors, p95_ms=w.latency_ms_p95)
 
 
 def run_trial(*, agent, sha256: str, cfg: UpdateSection, latency_budget_ms: float | None,
               probe_feeds: list[dict], cancelled: Callable[[], bool],
               poll_s: float = 0.02) -> tuple[Verdict, Reason | None, str]:
     """Watch the new model until the window passes or fails (or the update is cancelled)."""
-    obs = TrialObserver(sha256)
-    agent.add_request_observer(obs)
+    window = RequestWindow(model=sha256, clock=time.monotonic)
+    agent.add_request_observer(window.observe)
     limit = latency_budget_ms * cfg.trial_latency_factor if latency_budget_ms else None
     t0 = time.monotonic()
     next_probe = t0
@@ -61,7 +43,7 @@ def run_trial(*, agent, sha256: str, cfg: UpdateSection, latency_budget_ms: floa
                 i += 1
                 next_probe = now + cfg.trial_probe_interval_s
             verdict, reason, detail = judge_trial(
-                obs.stats(), elapsed_s=time.monotonic() - t0, window_requests=cfg.trial_requests,
+                trial_stats(window.snapshot()), elapsed_s=time.monotonic() - t0, window_requests=cfg.trial_requests,
                 window_s=cfg.trial_duration_s, max_error_rate=cfg.trial_max_error_rate,
                 min_requests_for_rate=cfg.trial_min_requests, max_p95_latency_ms=limit)
             if verdict is not Verdict.CONTINUE:
@@ -70,7 +52,7 @@ def run_trial(*, agent, sha256: str, cfg: UpdateSection, latency_budget_ms: floa
                 return Verdict.FAIL, Reason.CANCELLED, "cancelled during the trial"
             time.sleep(poll_s)
     finally:
-        agent.remove_request_observer(obs)
+        agent.remove_request_observer(window.observe)
 
 
 def _probe(agent, feeds: dict) -> None:

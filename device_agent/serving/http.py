@@ -32,7 +32,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..agent import Agent, ModelNotFoundError, NotReadyError
+from ..agent.core import Agent
+from ..agent.errors import ModelNotFoundError, NotReadyError
 from ..logs import get_logger
 from ..store import NoPreviousModelError, StoreError
 from .v2 import PLATFORM, V2Error, infer_response, parse_infer_request, tensor_metadata

@@ -108,19 +108,28 @@ def test_topics_and_config_validation():
     assert cfg.queue_dir == "/s/telemetry" and cfg.groups == ("lab",)
 
 
-def test_metrics_window_percentiles_and_counts():
-    from device_agent.mqtt.metrics import RequestWindow, percentile, read_temperature_c
+def test_metrics_payload_from_the_agents_request_window():
+    import numpy as np
 
-    assert percentile([], 50) is None
-    values = [i / 1000 for i in range(1, 101)]                     # 1..100 ms
-    assert percentile(values, 50) == 0.05 and percentile(values, 99) == 0.099 and percentile(values, 100) == 0.1
-    w = RequestWindow()
+    from device_agent.agent.metrics import RequestWindow
+    from device_agent.mqtt.system import read_temperature_c
+
+    now = [0.0]
+    w = RequestWindow(clock=lambda: now[0])
+    values = [i / 1000 for i in range(1, 101)]                     # 1..100 ms, every 10th fails
     for i, v in enumerate(values):
         w.observe("sha", i % 10 != 0, v)
-    s = w.cut()
-    assert (s["requests"], s["errors"]) == (100, 10)
-    assert s["latency_ms"] == {"p50": 50.0, "p95": 95.0, "p99": 99.0} and s["throughput_rps"] > 0
-    assert w.cut()["requests"] == 0                                   # a new window starts empty
+    now[0] = 10.0
+    s = w.roll()
+    body = payloads.metrics(window_s=s.window_s, requests=s.requests, errors=s.errors,
+                            latency_ms={"p50": s.latency_ms_p50, "p95": s.latency_ms_p95, "p99": s.latency_ms_p99},
+                            system={"cpu_percent": 1.0}, active_model=None, queue={"depth": 0})
+    ok_ms = [v * 1000 for i, v in enumerate(values) if i % 10 != 0]  # percentiles of the successful ones
+    assert (body["requests"], body["errors"], body["window_s"], body["throughput_rps"]) == (100, 10, 10.0, 10.0)
+    assert body["latency_ms"] == {f"p{q}": round(float(np.percentile(ok_ms, q)), 3) for q in (50, 95, 99)}
+    assert list(body) == ["window_s", "requests", "errors", "latency_ms", "throughput_rps", "cpu_percent",
+                          "active_model", "queue"]                    # the wire order of docs/mqtt.md
+    assert w.roll().requests == 0                                     # a new window starts empty
     t = read_temperature_c()
     assert t is None or -40 < t < 150
 

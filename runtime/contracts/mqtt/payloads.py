@@ -101,6 +101,22 @@ def reported(*, applied_version: int, desired: Mapping[str, Any] | None,
     }
 
 
+def metrics(*, window_s: float, requests: int, errors: int, latency_ms: Mapping[str, float | None],
+            system: Mapping[str, Any], active_model: Mapping[str, Any] | None,
+            queue: Mapping[str, Any]) -> dict:
+    """One ``telemetry/metrics`` window: requests that reached the model and how many failed,
+    latency percentiles of the successful ones (``p50``/``p95``/``p99``, ms), throughput, the
+    system readings (``cpu_percent``, ``rss_bytes``, ``temperature_c``), the active model and
+    the durable queue's state."""
+    def ms(v: float | None) -> float | None:
+        return None if v is None else round(v, 3)
+
+    return {"window_s": round(window_s, 3), "requests": requests, "errors": errors,
+            "latency_ms": {k: ms(latency_ms.get(k)) for k in ("p50", "p95", "p99")},
+            "throughput_rps": round(requests / window_s, 3) if window_s > 0 else 0.0,
+            **system, "active_model": active_model, "queue": dict(queue)}
+
+
 def deploy_event(*, deployment_id: str, model: str, release: int | None, state: str,
                  reason_code: str | None, detail: str, event_ts: float | None) -> dict:
     return {"deployment_id": deployment_id, "model": model, "release": release, "state": state,

@@ -24,40 +24,21 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from . import __version__
-from .config import AgentConfig
-from .logs import get_logger
-from .serving.metrics import MetricsSnapshot, Outcome, RequestMetrics
-from .store import ModelRef, NoPreviousModelError, Store, StoreError
 from runtime import Session, available_engines, engine_version, open_model
 from runtime.contracts.bundle import BundleInfo
 from runtime.errors import EdgeshipRuntimeError, InputMismatchError
 from runtime.spec import deploy_precision_hint
 
+from .. import __version__
+from ..config import AgentConfig
+from ..logs import get_logger
+from ..store import ModelRef, NoPreviousModelError, Store, StoreError
+from .errors import AgentError, ModelNotFoundError, ModelSwitchError, NotReadyError
+from .metrics import MetricsSnapshot, Outcome, RequestWindow
+
 log = get_logger("agent")
 
 RequestObserver = Callable[[str, bool, float], None]
-
-
-class AgentError(Exception):
-    """Base class of the agent's own errors."""
-
-
-class ModelNotFoundError(AgentError, LookupError):
-    """A request named a model the agent is not serving."""
-
-
-class NotReadyError(AgentError):
-    """No model is loaded (none installed, the active one failed to load, or it is unloaded
-    for a moment to make room for an update: then ``retry_after_s`` says when to retry)."""
-
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class SwitchError(AgentError):
-    """A model switch failed; the model that was serving still is."""
 
 
 @dataclass(eq=False)
@@ -86,7 +67,7 @@ class Agent:
         """
         self.config = config
         self.store = store if store is not None else Store(config.state_dir)
-        self.metrics = RequestMetrics()
+        self.metrics = RequestWindow()
         self._cond = threading.Condition()
         self._switch_lock = threading.Lock()
         self._current: LoadedModel | None = None
@@ -108,7 +89,7 @@ class Agent:
                 log.error("model.load_failed", model=active.name, sha256=active.sha256, error=str(e))
         b = config.serving.batching
         if b.max_batch_size > 1:
-            from .serving.batching import Batcher
+            from .batching import Batcher
 
             self._batcher = Batcher(self, max_batch_size=b.max_batch_size, max_wait_s=b.max_wait_ms / 1e3)
 
@@ -214,7 +195,7 @@ class Agent:
 
         Raises:
             ModelNotInStoreError: no such model (nothing changed).
-            SwitchError: the model does not load (nothing changed).
+            ModelSwitchError: the model does not load (nothing changed).
         """
         with self._switch_lock:
             cur, active = self._current, self.store.active()
@@ -235,7 +216,7 @@ class Agent:
 
         Raises:
             NoPreviousModelError: nothing to roll back to (nothing changed).
-            SwitchError: the previous model does not load (nothing changed).
+            ModelSwitchError: the previous model does not load (nothing changed).
         """
         with self._switch_lock:
             prev = self.store.previous()
@@ -288,7 +269,7 @@ class Agent:
         try:
             sess = session if session is not None else self.open_session(sha256)
         except EdgeshipRuntimeError as e:
-            raise SwitchError(f"model {info.name} {sha256[:12]} did not load: {e}") from e
+            raise ModelSwitchError(f"model {info.name} {sha256[:12]} did not load: {e}") from e
         return LoadedModel(ref=ModelRef.of(sha256, info), info=info, session=sess)
 
     def _swap(self, new: LoadedModel, event: str, drain_timeout_s: float | None) -> ModelRef:

@@ -1,9 +1,22 @@
-"""Windowed request counters and latency samples (pure bookkeeping, thread-safe).
+"""The one request window of the agent: counts by outcome and latency percentiles (pure
+bookkeeping, thread-safe).
 
-A window runs from the last :meth:`RequestMetrics.roll` (or creation) to now.
-``snapshot()`` reads the current window without ending it; ``roll()`` ends it and starts a
-new one, so a periodic reporter (MQTT) calls ``roll()`` once per interval and gets
-disjoint windows. Totals since start are in every snapshot too.
+Every reader of request figures uses this class, so they agree on the same traffic:
+``edgeship-agent status`` (the agent's own window, :attr:`Agent.metrics`), the MQTT
+``telemetry/metrics`` windows and the update trial window (each their own
+:class:`RequestWindow`, fed by ``Agent.add_request_observer`` through :meth:`observe`), and
+next a Prometheus exporter (the ``*_total`` counters are monotonic since start; the
+percentiles summarize the current window).
+
+Definitions:
+- A window runs from the last :meth:`RequestWindow.roll` (or creation) to now.
+  :meth:`~RequestWindow.snapshot` reads it without ending it; ``roll()`` ends it and starts a
+  new one, so a periodic reporter gets disjoint windows.
+- ``requests`` counts every outcome recorded; the agent records rejected (4xx) requests
+  too, an observer only sees requests that reached the model (ok or error).
+- Latency percentiles are over successful requests only (a failure is judged by the error
+  rate), computed with ``runtime.percentile.percentile`` (linear, numpy's default), over
+  the newest ``max_samples`` latencies of the window.
 """
 
 from __future__ import annotations
@@ -16,6 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+
+from runtime.percentile import percentile
+
+#: latencies kept per window (the newest); counts stay exact however many requests there are
+MAX_SAMPLES = 10_000
 
 
 class Outcome(str, enum.Enum):
@@ -66,18 +84,25 @@ class _Window:
         self.by_model: dict[str, dict[str, int]] = {}
 
 
-class RequestMetrics:
-    """Counts requests by outcome and keeps up to ``max_samples`` latencies per window."""
+class RequestWindow:
+    """Counts requests by outcome and keeps up to ``max_samples`` latencies per window.
 
-    def __init__(self, *, max_samples: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+    ``model``: count only requests of the model with this sha256 (the trial window).
+    """
+
+    def __init__(self, *, max_samples: int = MAX_SAMPLES, clock: Callable[[], float] = time.time,
+                 model: str | None = None) -> None:
         self._clock = clock
         self._max = max_samples
+        self.model = model
         self._lock = threading.Lock()
         self._win = _Window(clock(), max_samples)
         self._total_requests = 0
         self._total_errors = 0
 
     def record(self, model_sha: str | None, outcome: Outcome, latency_s: float | None = None) -> None:
+        if self.model is not None and model_sha != self.model:
+            return
         with self._lock:
             w = self._win
             w.counts[outcome] += 1
@@ -90,6 +115,10 @@ class RequestMetrics:
                 m = w.by_model.setdefault(model_sha, {"requests": 0, "errors": 0})
                 m["requests"] += 1
                 m["errors"] += outcome is Outcome.ERROR
+
+    def observe(self, model_sha: str, ok: bool, latency_s: float) -> None:
+        """A request observer (``Agent.add_request_observer``): the model answered or failed."""
+        self.record(model_sha, Outcome.OK if ok else Outcome.ERROR, latency_s)
 
     def snapshot(self) -> MetricsSnapshot:
         """The current window so far (does not end it)."""
@@ -115,12 +144,11 @@ class RequestMetrics:
 def _snap(start: float, now: float, c: dict, lat_s: np.ndarray, by_model: dict,
           requests_total: int, errors_total: int) -> MetricsSnapshot:
     lat = lat_s * 1e3
-    pct = (lambda q: float(np.percentile(lat, q))) if lat.size else (lambda q: None)
     return MetricsSnapshot(
         window_start_ts=start, window_end_ts=now,
         requests=sum(c.values()), ok=c[Outcome.OK], errors=c[Outcome.ERROR], rejected=c[Outcome.REJECTED],
-        latency_samples=int(lat.size), latency_ms_p50=pct(50), latency_ms_p95=pct(95),
-        latency_ms_p99=pct(99), latency_ms_max=float(lat.max()) if lat.size else None,
+        latency_samples=int(lat.size), latency_ms_p50=percentile(lat, 50), latency_ms_p95=percentile(lat, 95),
+        latency_ms_p99=percentile(lat, 99), latency_ms_max=float(lat.max()) if lat.size else None,
         latency_ms_mean=float(lat.mean()) if lat.size else None,
         by_model=by_model, requests_total=requests_total, errors_total=errors_total,
     )

@@ -23,6 +23,9 @@ import numpy as np
 from runtime.errors import InputMismatchError
 from runtime.spec import TensorSpec
 
+from .errors import AgentError
+from .metrics import Outcome
+
 _STOP = object()
 
 
@@ -48,6 +51,9 @@ def batchable(inputs: tuple[TensorSpec, ...] | list[TensorSpec], outputs) -> boo
 
 
 class Batcher:
+    """Merges requests for ``agent`` (an :class:`~.core.Agent`: it uses ``current``,
+    ``acquire``/``release``, ``run_on`` and ``metrics``)."""
+
     def __init__(self, agent: Any, *, max_batch_size: int, max_wait_s: float) -> None:
         self.agent = agent
         self.max_batch_size = max_batch_size
@@ -95,11 +101,9 @@ class Batcher:
             self._run(batch)
 
     def _run(self, batch: list[_Pending]) -> None:
-        from .. import agent as agent_mod
-
         try:
             lease = self.agent.acquire(batch[0].model)
-        except agent_mod.AgentError as e:
+        except AgentError as e:
             for p in batch:
                 p.error = e
                 p.done.set()
@@ -110,7 +114,7 @@ class Batcher:
                 problem = _check(p.feeds, lease.session.inputs)
                 if problem:
                     p.error = InputMismatchError(problem)
-                    self.agent.metrics.record(lease.ref.sha256, agent_mod.Outcome.REJECTED)
+                    self.agent.metrics.record(lease.ref.sha256, Outcome.REJECTED)
                     p.done.set()
                 else:
                     ok.append(p)
