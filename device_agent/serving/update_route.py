@@ -38,6 +38,7 @@ from starlette.responses import Response, StreamingResponse
 from runtime.contracts.control import HEARTBEAT_S, UpdateRequest
 
 from ..logs import get_logger
+from .responses import error_response
 
 log = get_logger("http.update")
 
@@ -123,19 +124,17 @@ def _lines(first: tuple[str, Any], q: "queue.Queue[tuple[str, Any]]"):
 
 def update_endpoint(host: UpdateHost):
     async def handler(request: Request) -> Response:
-        from .http import _error
-
         try:
             req = UpdateRequest.parse(await request.body())
         except ValueError as e:
-            return _error(400, f"POST /edgeship/v1/update: {e}")
+            return error_response(400, f"POST /edgeship/v1/update: {e}")
         q: queue.Queue = queue.Queue()
         updater = host.updater()
         threading.Thread(target=_run, args=(updater, req, q), name="edgeship-update-http", daemon=True).start()
         first = await run_in_threadpool(q.get)  # the first state is persisted at once, or it is refused
         if first[0] == "busy":
-            return _error(409, f"an update is already running in this agent: {first[1]}")
+            return error_response(409, f"an update is already running in this agent: {first[1]}")
         if first[0] == "error":
-            return _error(500, f"the update did not start: {first[1]['error']}")
+            return error_response(500, f"the update did not start: {first[1]['error']}")
         return StreamingResponse(_lines(first, q), media_type="application/x-ndjson")
     return handler
