@@ -190,6 +190,11 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def connection_number(self) -> int:
+        """How many connections this link has made (1 for the first; the ``conn`` of status)."""
+        return self._conn
+
     def wait_connected(self, timeout_s: float) -> bool:
         return self._connected.wait(timeout_s)
 

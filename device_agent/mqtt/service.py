@@ -21,6 +21,7 @@ from runtime.contracts.mqtt.payloads import Desired, Severity
 from runtime.contracts.statedir import QueueDir
 
 from . import control
+from .commands import run_command
 from .config import MqttConfig
 from .control import ControlState, ControlStore, Decision
 from .errors import QueueError
@@ -75,7 +76,7 @@ class TelemetryService:
         self._stop.set()
         self._work.set()
         self.link.stop(offline_body=payloads.status_offline(
-            conn=self.link._conn, groups=self.config.groups, reason="shutdown"), timeout_s=timeout_s)
+            conn=self.link.connection_number, groups=self.config.groups, reason="shutdown"), timeout_s=timeout_s)
         for t in self._threads:
             t.join(timeout=2)
         self.queue.close()
@@ -84,7 +85,16 @@ class TelemetryService:
     def _will_body(self, conn: int) -> dict:
         return payloads.status_offline(conn=conn, groups=self.config.groups, reason="connection lost")
 
-    def _agent_status(self) -> dict:
+    @property
+    def max_payload_bytes(self) -> int:
+        return self.config.max_control_payload_bytes
+
+    def running_deployment(self) -> Desired | None:
+        """The deployment being run now, if any."""
+        with self._lock:
+            return self._running
+
+    def agent_status(self) -> dict:
         try:
             return dict(self.agent.status())
         except Exception as e:  # status must not take the control plane down
@@ -92,14 +102,23 @@ class TelemetryService:
             return {"ready": False, "error": str(e)}
 
     def publish_birth(self, conn: int) -> None:
-        body = payloads.status_online(agent_status=self._agent_status(), groups=self.config.groups, conn=conn)
+        body = payloads.status_online(agent_status=self.agent_status(), groups=self.config.groups, conn=conn)
         self.link.publish_direct(self.topics.status, Kind.STATUS, body)
+
+    def republish(self) -> None:
+        """Birth and reported state again (after a rollback, or when asked by ``rebirth``)."""
+        self.publish_birth(self.link.connection_number)
+        self.publish_reported()
+
+    def publish_response(self, topic: str, body: dict, properties: Any) -> None:
+        """A command response, published now (not queued: the asker is waiting)."""
+        self.link.publish_direct(topic, Kind.CMD_RESPONSE, body, properties=properties)
 
     def publish_reported(self) -> None:
         with self._lock:
             st = self.state
         body = payloads.reported(applied_version=st.applied_version, desired=st.desired,
-                                 agent_status=self._agent_status(), rejected=list(st.rejected),
+                                 agent_status=self.agent_status(), rejected=list(st.rejected),
                                  last_deployment=st.last_deployment)
         self.link.publish_direct(self.topics.reported, Kind.REPORTED, body)
 
@@ -125,7 +144,7 @@ class TelemetryService:
         body = payloads.metrics(
             window_s=w.window_s, requests=w.requests, errors=w.errors,
             latency_ms={"p50": w.latency_ms_p50, "p95": w.latency_ms_p95, "p99": w.latency_ms_p99},
-            system=self.sampler.sample(), active_model=self._agent_status().get("active") or None,
+            system=self.sampler.sample(), active_model=self.agent_status().get("active") or None,
             queue={"depth": qs.depth, "bytes": qs.bytes, "dropped": qs.dropped,
                    "inflight": self.link.inflight_count(), "broker_rejected": self.link.counters.broker_rejected})
         self._enqueue(MessageClass.METRICS, self.topics.metrics, Kind.METRICS, body)
@@ -151,7 +170,8 @@ class TelemetryService:
         elif topic.startswith(self.topics.base + "/cmd/"):
             self.handle_command(topic.rsplit("/", 1)[1], message.payload, message.properties)
 
-    def _reject(self, what: str, e: PayloadRejected, context: dict | None = None) -> None:
+    def reject(self, what: str, e: PayloadRejected, context: dict | None = None) -> None:
+        """Log a refused inbound document and report it on ``events``."""
         log.warning("%s rejected: %s", what, e)
         self.emit_event(category="control", severity=Severity.WARNING, reason_code=e.reason_code,
                         detail=f"{what} rejected: {e.detail}", context=context)
@@ -163,7 +183,7 @@ class TelemetryService:
         try:
             desired = payloads.parse_desired(raw, max_bytes=self.config.max_control_payload_bytes)
         except PayloadRejected as e:
-            self._reject("desired state", e, {"bytes": len(raw)})
+            self.reject("desired state", e, {"bytes": len(raw)})
             return
         with self._lock:
             stale = desired.version <= self.state.applied_version or (
@@ -200,7 +220,7 @@ class TelemetryService:
         self.store.save(state)
 
     def _deploy(self, desired: Desired) -> None:
-        decision = control.decide(self.state, desired, self._agent_status().get("active"))
+        decision = control.decide(self.state, desired, self.agent_status().get("active"))
         if decision is Decision.IGNORE_STALE:
             return
         self._save(control.accept(self.state, desired))
@@ -260,6 +280,4 @@ class TelemetryService:
 
     # ------------------------------------------------------------ commands
     def handle_command(self, name: str, raw: bytes, properties: Any) -> None:
-        from .commands import run_command
-
         run_command(self, name, raw, properties)
