@@ -171,7 +171,6 @@ def violations() -> list[str]:
 _IN_PROGRESS = pytest.mark.xfail(strict=True, reason="issue 10 in progress: fixed step by step")
 
 
-@_IN_PROGRESS
 def test_no_import_circle():
     found = circles(graph())
     assert found == [], "import circles:\n" + "\n".join(" <-> ".join(c) for c in found)

@@ -11,7 +11,7 @@ the outcome into a :class:`ChildVerdict` or a typed :class:`~.errors.GateError`:
 - it ran past the timeout: killed, :class:`~.errors.GateLatencyError`.
 
 Child side (:func:`main`): reads model.json from the model directory, loads the model, runs
-the schema, fallback and golden-set checks of :mod:`.gate` and prints one JSON line. It
+the schema, fallback and golden-set checks of :mod:`.checks` and prints one JSON line. It
 imports the runtime and numpy only (no torch, onnx or toolchain).
 """
 
@@ -111,7 +111,7 @@ def check_in_child(*, model_dir: Path, info, cfg: UpdateSection, threads: int | 
 def _child(model_dir: Path, opts: dict) -> dict:
     from runtime.contracts.bundle import MODEL_JSON, BundleInfo
 
-    from .gate import load_and_check
+    from .checks import load_and_check
 
     info = BundleInfo.from_bytes((model_dir / MODEL_JSON).read_bytes(), where=str(model_dir / MODEL_JSON))
     cfg = UpdateSection(**{k: opts[k] for k in CHILD_SETTINGS})
