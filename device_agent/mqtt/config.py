@@ -3,8 +3,9 @@
 Registered in ``device_agent.config.SECTIONS`` as ``"mqtt":
 "device_agent.mqtt.config:MqttConfig"``; every field carries its documentation (written
 as a comment by ``edgeship-agent install``) and docs/mqtt.md lists them. Unknown keys and
-wrong types are refused (by device_agent.config, or :meth:`MqttConfig.from_mapping` when used
-alone). Empty strings mean "not set" (TOML has no null).
+wrong types are refused by the one loader, ``device_agent.configfile.load_table``, whether
+the table comes from the agent's config file or :meth:`MqttConfig.from_mapping`. Empty
+strings mean "not set" (TOML has no null).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from device_agent.config import doc
 from runtime.contracts.mqtt.topics import DEFAULT_PREFIX, check_level
 from runtime.contracts.statedir import StateDir
 
+from ..configfile import doc, load_table
 from .errors import TelemetryConfigError
 
 _MIB = 1 << 20
@@ -96,32 +97,10 @@ class MqttConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, state_dir: str | Path | None = None) -> "MqttConfig":
-        """Build from a parsed TOML table. Raises TelemetryConfigError on unknown keys or types."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise TelemetryConfigError(
-                f"[mqtt] unknown key(s) {unknown}; known keys: {sorted(known)} (see docs/mqtt.md)")
-        kwargs = {key: _coerce(key, str(known[key].type), value) for key, value in data.items()}
-        cfg = cls(**kwargs)
+        """Build from a parsed TOML table (the same loader as the agent's config file).
+
+        Raises:
+            TelemetryConfigError: an unknown key, a wrong type or value (naming it).
+        """
+        cfg = load_table(cls, dict(data), "[mqtt]", error=TelemetryConfigError)
         return cfg.with_state_dir(state_dir) if state_dir is not None else cfg
-
-
-def _coerce(key: str, t: str, value: Any) -> Any:
-    if t == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif t == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif t == "bool":
-        ok = isinstance(value, bool)
-    elif t == "str":
-        ok = isinstance(value, str)
-    elif t.startswith("tuple"):
-        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-        value = tuple(value) if ok else value
-    else:  # pragma: no cover - a field type this loader does not know
-        raise TelemetryConfigError(f"[mqtt] internal: no loader for {key}: {t}")
-    if not ok:
-        raise TelemetryConfigError(f"[mqtt] {key} must be {t}, got {type(value).__name__} {value!r}")
-    return value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from device_agent.config import ConfigError
+from ..configfile import ConfigError
 
 
 class TelemetryError(Exception):

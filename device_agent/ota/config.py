@@ -8,7 +8,7 @@ from pathlib import Path
 
 from runtime.contracts.statedir import StateDir
 
-from ..config import doc
+from ..configfile import doc
 from .states import RecoveryPolicy
 
 

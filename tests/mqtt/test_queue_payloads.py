@@ -102,7 +102,7 @@ def test_topics_and_config_validation():
             device_topics(fleet="f", device=bad)
     with pytest.raises(TelemetryConfigError, match="unknown key"):
         MqttConfig.from_mapping({"fleet": "f", "prot": 1})
-    with pytest.raises(TelemetryConfigError, match="port must be int"):
+    with pytest.raises(TelemetryConfigError, match=r"\[mqtt\] port: expected an integer"):
         MqttConfig.from_mapping({"fleet": "f", "port": "1883"})
     cfg = MqttConfig.from_mapping({"fleet": "f", "device_id": "d", "groups": ["lab"]}, state_dir="/s")
     assert cfg.queue_dir == "/s/telemetry" and cfg.groups == ("lab",)
