@@ -12,13 +12,12 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from runtime.contracts.release import ReleaseFacts
-from runtime.fsutil import atomic_write_bytes, fsync_dir, sha256_file
+from runtime.fsutil import AtomicFile, atomic_write_bytes, sha256_file
 
 from . import keys as keystore
 from .keys import utc_in
@@ -170,21 +169,10 @@ class Repository:
         dst = self.target_file(target_path=target_path, sha256=sha256)
         if dst.exists():
             return dst
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".part.", dir=dst.parent)
-        try:
-            # mkstemp makes 0600: a static server running as another user could not read it
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "wb") as out, open(bundle, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dst)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(dst.parent)
-        return dst
+        # 0644: a static server running as another user must read it
+        with AtomicFile(dst.parent, mode=0o644, prefix=".part.") as out, open(bundle, "rb") as src:
+            shutil.copyfileobj(src, out.file, 1 << 20)
+            return out.commit(dst)
 
 
 def check_release_is_new(targets, facts: ReleaseFacts, sha256: str) -> None:
