@@ -17,9 +17,15 @@ import typing
 from dataclasses import field
 from typing import Any
 
+from runtime.errors import ExitCode
 
-class ConfigError(ValueError):
+from .errors import DeviceAgentError
+
+
+class ConfigError(DeviceAgentError, ValueError):
     """The config file is missing, not TOML, or has an unknown key or a wrong value."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 def doc(text: str, default: Any = dataclasses.MISSING, **kw) -> Any:

@@ -22,13 +22,23 @@ import sys
 from pathlib import Path
 
 from runtime.contracts.statedir import InstallLayout, StateDir
+from runtime.errors import ExitCode
 from runtime.fsutil import atomic_write_bytes
 
 from .config import AgentConfig, AgentSection, ServingSection, dumps
+from .errors import DeviceAgentError
 
 
-class InstallError(Exception):
-    """Install refused (existing config without --force, a bad bundle)."""
+class InstallError(DeviceAgentError):
+    """Install refused (an existing config without --force, a bad root.json, a running agent)."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class InstallWriteError(InstallError):
+    """A directory or file of the install cannot be written (without --prefix: not root?)."""
+
+    exit_code = ExitCode.FAILED
 
 
 def systemd_unit(*, config_path: Path, state_dir: Path, user: str | None = None,
@@ -62,7 +72,10 @@ def systemd_unit(*, config_path: Path, state_dir: Path, user: str | None = None,
 
 def _trust_root(path: str | os.PathLike) -> bytes:
     """The bytes of a TUF root.json, after a shape check. Raises InstallError."""
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise InstallError(f"--trust-root {path}: cannot read it: {e.strerror or e}") from e
     try:
         doc = json.loads(data)
         ok = doc["signed"]["_type"] == "root" and isinstance(doc["signatures"], list)
@@ -166,19 +179,12 @@ def add_parser(sub) -> None:
 
 
 def _cmd(args) -> int:
-    from .config import ConfigError
-    from .store import StoreError
-
     try:
         res = install(bundle=args.bundle, prefix=args.prefix, port=args.port, host=args.host,
                       user=args.user, force=args.force, trust_root=args.trust_root,
                       repository=args.repository, mqtt_host=args.mqtt_host, fleet=args.fleet)
-    except (InstallError, StoreError, ConfigError) as e:
-        print(f"edgeship-agent install: {e}", file=sys.stderr)
-        return 2
     except OSError as e:
-        print(f"edgeship-agent install: {e} (without --prefix this needs root)", file=sys.stderr)
-        return 1
+        raise InstallWriteError(f"{e} (without --prefix this needs root)") from e
     if args.json:
         print(json.dumps(res, indent=2))
         return 0

@@ -45,7 +45,10 @@ from runtime.contracts.bundle import (
     MAX_MODEL_JSON_BYTES, MODEL_JSON, BundleError, BundleInfo, check_members,
 )
 from runtime.contracts.statedir import StateDir
+from runtime.errors import ExitCode
 from runtime.fsutil import atomic_write_json, fsync_dir, sha256_file
+
+from .errors import DeviceAgentError
 
 #: test hook: set to a checkpoint name and the process SIGKILLs itself there
 KILL_ENV = "EDGESHIP_TEST_KILL_AT"
@@ -53,12 +56,14 @@ _SHA = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 
 
-class StoreError(Exception):
+class StoreError(DeviceAgentError):
     """Base class of every store error."""
 
 
 class BundleRejectedError(StoreError):
     """A bundle file failed a check (hash, tar members, model.json, a file's hash)."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 class BundleHashMismatchError(BundleRejectedError):

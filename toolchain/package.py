@@ -34,7 +34,7 @@ from runtime.contracts.bundle import (
 from runtime.fsutil import AtomicFile, current_umask, sha256_bytes, sha256_file
 from runtime.spec import Engine, TensorSpec, deploy_precision_hint
 
-from .errors import ToolchainError
+from .errors import BadInputError
 
 #: how many validation samples the baseline output statistics are taken over
 STATS_SAMPLES = 256
@@ -46,8 +46,8 @@ DEFAULT_ARCH = {
 }
 
 
-class PackageError(ToolchainError):
-    """The build or artifact cannot be packaged; the message says which file and why."""
+class PackageError(BadInputError):
+    """The build or artifact cannot be packaged; the message says which file and why (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -319,23 +319,13 @@ def add_parser(sub) -> None:
 
 
 def _cmd(args) -> int:
-    import sys
-
-    from runtime.errors import EdgeshipRuntimeError
-
-    try:
-        res = package_build(args.build_dir, artifact_id=args.artifact, version=args.version,
-                            release=args.release, out_dir=args.out,
-                            latency_budget_ms=args.latency_budget_ms,
-                            golden_samples=args.golden_samples,
-                            arch=tuple(args.arch) if args.arch else None,
-                            min_engine_version=args.min_engine_version)
-    except (ToolchainError, BundleError) as e:
-        print(f"edgeship package: {e}", file=sys.stderr)
-        return 2
-    except EdgeshipRuntimeError as e:
-        print(f"edgeship package: {e}", file=sys.stderr)
-        return 1
+    """Raises PackageError, BundleError (exit 2), EngineNotInstalledError (2), other runtime errors (1)."""
+    res = package_build(args.build_dir, artifact_id=args.artifact, version=args.version,
+                        release=args.release, out_dir=args.out,
+                        latency_budget_ms=args.latency_budget_ms,
+                        golden_samples=args.golden_samples,
+                        arch=tuple(args.arch) if args.arch else None,
+                        min_engine_version=args.min_engine_version)
     if args.json:
         print(json.dumps({"path": str(res.path), "sha256": res.sha256, "model": res.info.to_json()},
                          indent=2))

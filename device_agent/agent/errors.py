@@ -1,9 +1,11 @@
-"""The agent's errors: serving, switching, and the agent process."""
+"""The agent's errors: serving, switching, the agent process and its control API."""
 
 from __future__ import annotations
 
+from ..errors import DeviceAgentError
 
-class AgentError(Exception):
+
+class AgentError(DeviceAgentError):
     """Base class of the agent's own errors."""
 
 
@@ -26,3 +28,19 @@ class ModelSwitchError(AgentError):
 
 class AlreadyRunningError(AgentError):
     """Another agent process (or a local ``edgeship-agent update``) holds the state dir."""
+
+
+class ControlAPIError(AgentError):
+    """The running agent's local control API could not be used (the message names the agent)."""
+
+
+class ControlUnreachableError(ControlAPIError):
+    """No answer from the running agent (it stopped, or the network path is gone)."""
+
+
+class ControlRefusedError(ControlAPIError):
+    """The running agent answered with an HTTP error; ``status`` is its code."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status

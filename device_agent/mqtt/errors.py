@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ..configfile import ConfigError
+from ..errors import DeviceAgentError
 
 
-class TelemetryError(Exception):
+class TelemetryError(DeviceAgentError):
     """Base class of every telemetry/control error."""
 
 

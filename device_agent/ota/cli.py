@@ -6,7 +6,7 @@ Where the update runs:
   its token-protected control route ``POST /edgeship/v1/update``, to run the update inside
   the serving process, and prints the events it streams back. The gate, the switch and
   the trial window then happen where the real traffic is. A second update while one runs
-  is refused (HTTP 409, exit code 1).
+  is refused (HTTP 409, exit code 1). The client is :mod:`device_agent.agent.client`.
 - No agent is running: the update runs in this process with its own ``Agent``, holding the
   state dir's ``agent.lock`` meanwhile (an ``edgeship-agent run`` started during it refuses
   to start instead of sharing the store).
@@ -15,12 +15,8 @@ Where the update runs:
 from __future__ import annotations
 
 import json
-import sys
-import urllib.error
-import urllib.request
 
-#: read timeout of the streamed answer (the agent sends a heartbeat line every 5 s)
-STREAM_READ_TIMEOUT_S = 30.0
+from runtime.contracts.control import UpdateRequest
 
 
 def add_parser(sub) -> None:
@@ -38,15 +34,14 @@ def add_parser(sub) -> None:
 
 
 def cmd_update(args) -> int:
+    """Raises ConfigError, BadArgumentsError, UpdateError, AlreadyRunningError, ControlAPIError."""
     import dataclasses
 
-    from ..commands import load_config_or_report
     from ..agent.errors import AlreadyRunningError
     from ..agent.process import instance_lock, running_agent
+    from ..config import load_config
 
-    cfg = load_config_or_report(args.config, command="update")
-    if cfg is None:
-        return 2
+    cfg = load_config(args.config)
     ucfg = cfg.section("update")
     if args.repo:
         ucfg = dataclasses.replace(ucfg, repository_url=args.repo)
@@ -59,9 +54,8 @@ def cmd_update(args) -> int:
         pass  # an agent (or another update) holds the state dir
     running = running_agent(cfg.state_dir)
     if running is None:
-        print(f"edgeship-agent update: {cfg.state_dir}/agent.lock is held by another process (an agent "
-              f"starting, or another `edgeship-agent update`); try again in a moment", file=sys.stderr)
-        return 1
+        raise AlreadyRunningError(f"{cfg.state_dir}/agent.lock is held by another process (an agent starting, "
+                                  f"or another `edgeship-agent update`); try again in a moment")
     return _run_in_agent(args, running)
 
 
@@ -83,18 +77,14 @@ def _result(args, res: dict | None) -> int:
 
 
 def _check(args, cfg, ucfg) -> int:
+    from ..errors import BadArgumentsError
     from ..store import Store
-    from .errors import UpdateError
     from .updater import Updater
 
     if not args.model:
-        print("edgeship-agent update: --check needs --model", file=sys.stderr)
-        return 2
-    try:  # reads the repository only: no agent, no lock
-        c = Updater(cfg, Store(cfg.state_dir), None, update_config=ucfg).check(args.model)
-    except UpdateError as e:
-        print(f"edgeship-agent update: {e} [{e.reason.value}]", file=sys.stderr)
-        return 1
+        raise BadArgumentsError("--check needs --model")
+    # reads the repository only: no agent, no lock
+    c = Updater(cfg, Store(cfg.state_dir), None, update_config=ucfg).check(args.model)
     print(json.dumps({"model": args.model, "available": c.release if c else None}) if args.json
           else (f"{args.model}: release {c.release} available ({c.target_path})" if c
                 else f"{args.model}: up to date"))
@@ -104,7 +94,6 @@ def _check(args, cfg, ucfg) -> int:
 def _run_here(args, cfg, ucfg) -> int:
     """No agent is running: recover, then update, in this process (the caller holds the lock)."""
     from ..agent.core import Agent
-    from .errors import UpdateError
     from .updater import Updater
 
     agent = Agent(cfg)
@@ -114,9 +103,6 @@ def _run_here(args, cfg, ucfg) -> int:
         if args.model:
             res = up.update(args.model, release=args.release, deployment_id=args.deployment_id,
                             on_event=lambda ev: _show(args, ev.to_json()))
-    except UpdateError as e:
-        print(f"edgeship-agent update: {e} [{e.reason.value}]", file=sys.stderr)
-        return 1
     finally:
         agent.close()
     return _result(args, res.to_json() if res is not None else None)
@@ -124,45 +110,22 @@ def _run_here(args, cfg, ucfg) -> int:
 
 def _run_in_agent(args, running) -> int:
     """Ask the running agent to run the update; print the events it streams."""
-    where = f"running agent pid {running.pid} ({running.url})"
+    from ..agent.client import ControlClient
+    from ..agent.errors import ControlAPIError, ControlUnreachableError
+
+    client = ControlClient(running)
     if not args.model:
         print(json.dumps({"result": None, "agent": running.pid}) if args.json else
-              f"{where} recovers interrupted updates itself at start; nothing to do")
+              f"{client.where} recovers interrupted updates itself at start; nothing to do")
         return 0
-    if running.token is None:
-        print(f"edgeship-agent update: {where}: its control.token is not readable by this user "
-              f"(run as the agent's user or root), or its control endpoint is disabled", file=sys.stderr)
-        return 1
-    body = {"model": args.model, "release": args.release, "deployment_id": args.deployment_id,
-            "repository_url": args.repo}
-    req = urllib.request.Request(running.url + "/edgeship/v1/update", method="POST",
-                                 data=json.dumps(body).encode(),
-                                 headers={"X-Edgeship-Token": running.token, "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=STREAM_READ_TIMEOUT_S) as r:
-            for raw in r:
-                if not raw.strip():
-                    continue  # heartbeat
-                msg = json.loads(raw)
-                if "event" in msg:
-                    _show(args, msg["event"])
-                elif "result" in msg:
-                    return _result(args, msg["result"])
-                else:
-                    print(f"edgeship-agent update: {where}: {msg.get('error')} [{msg.get('reason')}]",
-                          file=sys.stderr)
-                    return 1
-    except urllib.error.HTTPError as e:
-        try:
-            msg = json.loads(e.read()).get("error", "")
-        except ValueError:
-            msg = ""
-        print(f"edgeship-agent update: {where} answered {e.code}: {msg}", file=sys.stderr)
-        return 1
-    except (urllib.error.URLError, OSError) as e:
-        print(f"edgeship-agent update: {where}: {getattr(e, 'reason', e)} (the update may still be running "
-              f"there: see `edgeship-agent status` and <state_dir>/update/journal.json)", file=sys.stderr)
-        return 1
-    print(f"edgeship-agent update: {where} closed the stream before the result (see `edgeship-agent "
-          f"status` and <state_dir>/update/journal.json)", file=sys.stderr)
-    return 1
+    req = UpdateRequest(model=args.model, release=args.release, deployment_id=args.deployment_id,
+                        repository_url=args.repo)
+    for msg in client.update(req):
+        if "event" in msg:
+            _show(args, msg["event"])
+        elif "result" in msg:
+            return _result(args, msg["result"])
+        else:
+            raise ControlAPIError(f"{client.where}: {msg.get('error')} [{msg.get('reason')}]")
+    raise ControlUnreachableError(f"{client.where} closed the stream before the result (see `edgeship-agent "
+                                  f"status` and <state_dir>/update/journal.json)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from typing import ClassVar
 
+from ..errors import DeviceAgentError
+
 
 class Reason(str, enum.Enum):
     """Why an update ended the way it did (round-trips through JSON and MQTT)."""
@@ -52,7 +54,7 @@ class Reason(str, enum.Enum):
     OK = "ok"
 
 
-class UpdateError(Exception):
+class UpdateError(DeviceAgentError):
     """Base class of every update error."""
 
     reason: ClassVar[Reason] = Reason.FETCH_FAILED
@@ -60,6 +62,11 @@ class UpdateError(Exception):
     @property
     def is_security(self) -> bool:
         return self.reason.value.startswith("security.")
+
+    @property
+    def reason_code(self) -> str:
+        """The stable code of :attr:`reason` (the CLI prints it after the message)."""
+        return self.reason.value
 
 
 # ---------------------------------------------------------------- trust / attacks

@@ -6,11 +6,13 @@ catch these (the toolchain when it writes, the device when it reads).
 
 from __future__ import annotations
 
-from ..errors import EdgeshipRuntimeError
+from ..errors import EdgeshipRuntimeError, ExitCode
 
 
 class ContractError(EdgeshipRuntimeError, ValueError):
     """A document crossing the host/device boundary does not follow its format."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 class BundleError(ContractError):

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from toolchain.compile.options import UsageError
     from toolchain.compile.pipeline import compile_model
     from toolchain.console import Progress
-    from toolchain.errors import DataError, ExportError, MissingExtraError, SourceError, ToolchainError
+    from toolchain.errors import BadInputError
 
     # native converter logs (TensorFlow Lite's flatbuffer exporter, XNNPACK) go to stderr
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -91,12 +91,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         opts = options_from_args(args)
         result = compile_model(opts, progress=progress, warn=progress.warn)
-    except (UsageError, SourceError, DataError, MissingExtraError) as e:
-        print(f"edgeship compile: error: {e}", file=sys.stderr)
-        return 2
-    except (ExportError, ToolchainError) as e:
-        print(f"edgeship compile: error: {e}", file=sys.stderr)
-        return 1
+    except UsageError as e:  # a bad option value (exit 2); every other error carries its own code
+        raise BadInputError(str(e)) from e
     if args.json:
         print(json.dumps(result.manifest, indent=2, sort_keys=True))
     else:

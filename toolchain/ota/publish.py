@@ -12,7 +12,7 @@ from . import keys as keystore
 from .keys import check_expiry, utc_in
 from runtime.contracts.release import ReleaseFacts
 
-from .errors import BundleRejectedError, KeyStoreError, RepositoryStateError
+from .errors import PublishRefusedError, KeyStoreError, RepositoryStateError
 from .repository import Repository, check_release_is_new
 
 
@@ -31,14 +31,14 @@ def read_bundle_facts(bundle: str | os.PathLike) -> ReleaseFacts:
     from its model.json (strictly checked by ``runtime.contracts.bundle``).
 
     Raises:
-        BundleRejectedError: not a bundle, or an invalid model.json (names the key).
+        PublishRefusedError: not a bundle, or an invalid model.json (names the key).
     """
     from runtime.contracts.bundle import BundleError, read_bundle_info
 
     try:
         info = read_bundle_info(bundle)
     except (BundleError, OSError) as e:
-        raise BundleRejectedError(
+        raise PublishRefusedError(
             f"{bundle}: not a valid edgeship bundle (make one with `edgeship package`): {e}") from e
     return ReleaseFacts.of(info)
 
@@ -56,7 +56,7 @@ def publish(
     Creates the repository from ``KEYS/root.json`` when ``repo_dir`` holds none yet.
 
     Raises:
-        BundleRejectedError, KeyStoreError, RepositoryStateError.
+        PublishRefusedError, KeyStoreError, RepositoryStateError.
     """
     from tuf.api.metadata import TargetFile
 

@@ -21,7 +21,7 @@ from runtime.fsutil import AtomicFile, atomic_write_bytes, sha256_file
 
 from . import keys as keystore
 from .keys import utc_in
-from .errors import BundleRejectedError, KeyStoreError, RepositoryStateError
+from .errors import PublishRefusedError, KeyStoreError, RepositoryStateError
 
 
 def _ser():
@@ -179,17 +179,17 @@ def check_release_is_new(targets, facts: ReleaseFacts, sha256: str) -> None:
     """Refuse a release counter at or below one already published for the model (pure).
 
     Raises:
-        BundleRejectedError: same bundle already published, or release not above the latest.
+        PublishRefusedError: same bundle already published, or release not above the latest.
     """
     latest = 0
     for path, tf in targets.signed.targets.items():
         signed = ReleaseFacts.from_target(tf.unrecognized_fields)
         if tf.hashes.get("sha256") == sha256:
-            raise BundleRejectedError(f"bundle {sha256[:12]} is already published as {path}")
+            raise PublishRefusedError(f"bundle {sha256[:12]} is already published as {path}")
         if signed is not None and signed.name == facts.name:
             latest = max(latest, signed.release)
     if facts.release <= latest:
-        raise BundleRejectedError(
+        raise PublishRefusedError(
             f"{facts.name}: release {facts.release} is not above the latest published release "
             f"{latest}; package it with a higher --release (an intended rollback is a new release)"
         )
