@@ -23,8 +23,6 @@ import re
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("toolchain", "runtime", "device_agent")
 HEAVY = ("torch", "onnx", "openvino", "litert_torch", "tensorflow", "toolchain")
@@ -168,9 +166,6 @@ def violations() -> list[str]:
 
 
 # ------------------------------------------------------------------ the tests
-_IN_PROGRESS = pytest.mark.xfail(strict=True, reason="issue 10 in progress: fixed step by step")
-
-
 def test_no_import_circle():
     found = circles(graph())
     assert found == [], "import circles:\n" + "\n".join(" <-> ".join(c) for c in found)
@@ -204,7 +199,6 @@ def largest_modules(n: int = 5) -> list[tuple[int, str]]:
     return sorted(sizes, reverse=True)[:n]
 
 
-@_IN_PROGRESS
 def test_modules_stay_under_450_lines():
     big = [(n, p) for n, p in largest_modules(50) if n >= 450]
     assert big == [], f"split these along their seams: {big}"

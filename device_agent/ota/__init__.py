@@ -22,4 +22,5 @@ def __getattr__(name: str):
         return getattr(updater, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = ["Updater", "UpdateEvent", "UpdateResult", "UpdateSection", "State", "Reason", "UpdateError"]

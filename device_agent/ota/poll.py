@@ -18,7 +18,8 @@ from typing import Callable
 
 from ..logs import get_logger
 from .errors import UpdateError
-from .updater import UpdateEvent, Updater
+from .events import UpdateEvent
+from .updater import Updater
 
 log = get_logger("update.poll")
 

@@ -12,12 +12,26 @@ caught by the crash counter in the journal.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable
+
+import numpy as np
+
+from runtime.contracts.bundle import GOLDEN_NPZ, BundleError, BundleInfo, golden_calls
 
 from ..agent.metrics import MetricsSnapshot, RequestWindow
 from .config import UpdateSection
 from .errors import Reason
 from .states import TrialStats, Verdict, judge_trial
+
+
+def golden_feeds(model_dir: Path, info: BundleInfo) -> list[dict]:
+    """The golden inputs of a stored model, the trial's canary requests (none when unreadable)."""
+    try:
+        with np.load(model_dir / GOLDEN_NPZ, allow_pickle=False) as z:
+            return [f for f, _ in golden_calls({k: z[k] for k in z.files}, info)]
+    except (OSError, BundleError, ValueError):
+        return []
 
 
 def trial_stats(w: MetricsSnapshot) -> TrialStats:

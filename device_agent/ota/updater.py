@@ -14,71 +14,33 @@ so :meth:`Updater.recover` can finish or undo whatever a crash interrupted:
 from __future__ import annotations
 
 import dataclasses
-import platform
 import threading
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import numpy as np
-
-from runtime import available_engines, engine_version
-from runtime.contracts.bundle import (
-    GOLDEN_NPZ, BundleError, BundleInfo, Requirements, compatibility_problems, golden_calls, onnxruntime_max_opset,
-    read_bundle_info,
-)
+from runtime.contracts.bundle import BundleError, read_bundle_info
 from runtime.contracts.statedir import StateDir
-from runtime.spec import Engine
 
 from ..logs import get_logger
 from . import states as sm
+from .compat import device_problems
 from .config import UpdateSection
 from .errors import (
     GateMemoryError, MixAndMatchError, NoSuchTargetError, Reason, ReleaseRollbackError, StageError, SwitchError,
     UpdateBusyError, UpdateError, WrongTargetError,
 )
+from .events import UpdateEvent, UpdateResult
 from .gate import available_memory_bytes, make_room, reload_after_unload, run_gate
 from .journal import JournalFile
 from .states import Action, Journal, State
-from .trial import run_trial
+from .trial import golden_feeds, run_trial
 from .trust import Candidate, TrustedRepo, TrustedTime, utcnow
 
 log = get_logger("update")
 
-
-
-@dataclass(frozen=True)
-class UpdateEvent:
-    deployment_id: str
-    model: str
-    release: int | None
-    state: str
-    reason_code: str | None
-    detail: str
-    ts: str
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class UpdateResult:
-    deployment_id: str
-    model: str
-    release: int | None
-    state: State
-    reason: Reason
-    detail: str
-    sha256: str | None
-
-    @property
-    def ok(self) -> bool:
-        return self.state is State.COMMIT
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "state": self.state.value, "reason": self.reason.value}
+__all__ = ["Updater", "UpdateEvent", "UpdateResult"]
 
 
 def _iso(dt: datetime) -> str:
@@ -179,7 +141,7 @@ class Updater:
         repo.refresh()
         installed = self._installed_release(model)
         for c in repo.candidates(model):
-            if c.release > installed and not self._compat_problems(c.facts.requirements):
+            if c.release > installed and not self._device_problems(c.facts.requirements):
                 return c
         return None
 
@@ -266,7 +228,7 @@ class Updater:
         if c is None:
             return self._to(j, State.ABORTED, reason=Reason.UP_TO_DATE,
                             detail=f"release {self._installed_release(j.model)} is the newest")
-        problems = self._compat_problems(c.facts.requirements)
+        problems = self._device_problems(c.facts.requirements)
         if problems:  # refused before a single byte of the bundle is downloaded
             raise WrongTargetError(f"{c.target_path}: not for this device: " + "; ".join(problems))
         j = _replace(j, target_path=c.target_path, target_sha256=c.sha256, target_length=c.length,
@@ -312,7 +274,7 @@ class Updater:
         diff = c.facts.mismatches(info)
         if diff:
             raise MixAndMatchError(f"{c.target_path}: model.json differs from the signed facts in {diff}")
-        problems = self._compat_problems(info.requirements.to_json())
+        problems = self._device_problems(info.requirements.to_json())
         if problems:
             raise WrongTargetError(f"{c.target_path}: " + "; ".join(problems))
         return self._to(j, State.STAGE)
@@ -361,7 +323,7 @@ class Updater:
         info = self.store.info(j.target_sha256)
         verdict, reason, detail = run_trial(
             agent=self.agent, sha256=j.target_sha256, cfg=self.cfg, latency_budget_ms=info.latency_budget_ms,
-            probe_feeds=self._probe_feeds(j.target_sha256, info), cancelled=self._cancel.is_set)
+            probe_feeds=golden_feeds(self.store.model_dir(j.target_sha256), info), cancelled=self._cancel.is_set)
         if verdict is sm.Verdict.PASS:
             return self._to(j, State.COMMIT, reason=Reason.OK, detail=detail)
         return self._roll_back(j, reason or Reason.TRIAL_ERROR_RATE, detail)
@@ -427,20 +389,8 @@ class Updater:
 
     _repo_refreshed: TrustedRepo | None = None
 
-    def _compat_problems(self, requirements: Any) -> list[str]:
-        """Why this device cannot run a release with these (signed, JSON) requirements."""
-        try:
-            req = Requirements.from_json(requirements, where="requirements")
-        except BundleError as e:
-            return [f"unreadable requirements: {e}"]
-        versions = {e.value: engine_version(e) for e in available_engines()}
-        return compatibility_problems(req, machine=platform.machine(), engine_versions=versions,
-                                      max_opset=self._max_opset())
-
-    def _max_opset(self) -> int | None:
-        if self.cfg.max_onnx_opset:
-            return self.cfg.max_onnx_opset
-        return onnxruntime_max_opset(engine_version(Engine.ONNXRUNTIME))
+    def _device_problems(self, requirements) -> list[str]:
+        return device_problems(requirements, max_onnx_opset=self.cfg.max_onnx_opset)
 
     def _installed_release(self, model: str) -> int:
         rels = [r.release for r in (self.store.active(), self.store.previous()) if r is not None and r.name == model]
@@ -453,13 +403,6 @@ class Updater:
     def _serving(self) -> str | None:
         cur = self.agent.current()
         return cur.ref.sha256 if cur is not None else None
-
-    def _probe_feeds(self, sha: str, info: BundleInfo) -> list[dict]:
-        try:
-            with np.load(self.store.model_dir(sha) / GOLDEN_NPZ, allow_pickle=False) as z:
-                return [f for f, _ in golden_calls({k: z[k] for k in z.files}, info)]
-        except (OSError, BundleError, ValueError):
-            return []
 
     def _now(self) -> str:
         return _iso(self.clock())
