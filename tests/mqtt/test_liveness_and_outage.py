@@ -80,16 +80,17 @@ def test_broker_outage_loses_nothing_and_serving_continues(broker, make_device, 
     for t in threads:
         t.start()
     try:
-        time.sleep(1.0)
+        wait_for(lambda: len(rec.ids()) > 20, timeout_s=20)  # delivering live before the outage
         broker.stop()
         wait_for(lambda: not svc.link.connected, timeout_s=10)
         served_before = served[0]
-        time.sleep(2.5)
+        # the positive signals of an outage: serving goes on and the durable queue fills
+        wait_for(lambda: served[0] > served_before + 100 and svc.queue.stats().depth > 100, timeout_s=30)
         depth_during = svc.queue.stats().depth
-        assert served[0] > served_before + 100          # serving went on without the broker
         broker.start()
         wait_for(lambda: svc.link.connected, timeout_s=20)
-        time.sleep(1.0)
+        produced_at_reconnect = len(produced)
+        wait_for(lambda: len(produced) > produced_at_reconnect + 50, timeout_s=20)  # and live traffic after it
     finally:
         stop.set()
         for t in threads:
