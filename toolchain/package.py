@@ -15,7 +15,6 @@ place only when complete.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -28,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from runtime.contracts.bundle import (
-    GOLDEN_NPZ, MODEL_DIR, MODEL_JSON, Arch, BundleError, BundleInfo, FileEntry, Precision,
-    Requirements, Source, TensorStats, Tolerances, parse_version,
+    GOLDEN_NPZ, MODEL_DIR, MODEL_JSON, Arch, BundleInfo, FileEntry, Precision,
+    Requirements, Source, TensorStats, parse_version,
 )
 from runtime.fsutil import AtomicFile, current_umask, sha256_bytes, sha256_file
 from runtime.spec import Engine, TensorSpec, deploy_precision_hint

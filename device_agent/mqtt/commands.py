@@ -16,7 +16,6 @@ from typing import Any, Callable, Protocol
 
 from runtime.contracts.errors import PayloadRejected
 from runtime.contracts.mqtt import payloads
-from runtime.contracts.mqtt.messages import Kind
 from runtime.contracts.mqtt.payloads import Desired
 from runtime.contracts.mqtt.topics import DeviceTopics
 

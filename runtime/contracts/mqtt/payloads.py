@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import PayloadRejected
-from .messages import SCHEMA_VERSION, Kind
+from .messages import Kind
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
