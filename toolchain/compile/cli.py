@@ -60,12 +60,12 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _print_error(e: BaseException, *, verbose: bool, log: Path) -> None:
+def _explain_failure(e: BaseException, *, verbose: bool, log: Path) -> None:
+    """What goes with the one error line: the full traceback (--verbose) or where the log is."""
     if verbose:
         import traceback
 
         traceback.print_exception(e, file=sys.stderr)
-    print(f"edgeship compile: error: {e}", file=sys.stderr)
     if not verbose and log.is_file() and log.stat().st_size:
         print(f"edgeship compile: third-party log output: {log} (--verbose shows it, and full tracebacks)",
               file=sys.stderr)
@@ -107,7 +107,7 @@ def options_from_args(args: argparse.Namespace):
         quant = QuantOptions(calibration_method=args.calibration_method, per_channel=not args.no_per_channel,
                              calibration_samples=args.calibration_samples)
     except ValueError as e:
-        raise UsageError(f"--calibration-method/--calibration-samples: {e}") from None
+        raise UsageError(f"--calibration-method/--calibration-samples: {e}") from e
     return CompileOptions(
         source=args.source, name=args.name, out_dir=Path(args.out), targets=parse_targets(args.targets),
         precisions=parse_precisions(args.precisions), calibration=args.calibration, validation=args.validation,
@@ -137,10 +137,9 @@ def _check_ranges(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.compile.options import UsageError
     from toolchain.compile.pipeline import compile_model
     from toolchain.console import Progress
-    from toolchain.errors import DataError, ExportError, MissingExtraError, SourceError, ToolchainError
+    from toolchain.errors import ToolchainError
 
     # native converter logs (TensorFlow Lite's flatbuffer exporter, XNNPACK) go to stderr
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -151,12 +150,9 @@ def run(args: argparse.Namespace) -> int:
         with third_party_logs(log_path, verbose=args.verbose) as cap:
             progress = Progress(quiet=args.quiet, stream=cap.console)
             result = compile_model(opts, progress=progress, warn=progress.warn)
-    except (UsageError, SourceError, DataError, MissingExtraError) as e:
-        _print_error(e, verbose=args.verbose, log=log_path)
-        return 2
-    except (ExportError, ToolchainError) as e:
-        _print_error(e, verbose=args.verbose, log=log_path)
-        return 1
+    except ToolchainError as e:  # each error carries its exit code; runtime.cliutil.run prints it
+        _explain_failure(e, verbose=args.verbose, log=log_path)
+        raise
     if cap.path is not None:
         kept = _keep_log(cap.path, result.build_dir)
         if not args.quiet:

@@ -10,13 +10,13 @@ from runtime.spec import Engine
 from toolchain.compile.context import QuantOptions
 from toolchain.compile.fidelity import Task
 from toolchain.compile.verify import Precision, UserGates
-from toolchain.errors import ToolchainError
+from toolchain.errors import BadInputError
 
 ALL_TARGETS: tuple[Engine, ...] = (Engine.ONNXRUNTIME, Engine.OPENVINO, Engine.TFLITE)
 ALL_PRECISIONS: tuple[Precision, ...] = tuple(Precision)
 
 
-class UsageError(ToolchainError):
+class UsageError(BadInputError):
     """A malformed option value (exit code 2)."""
 
 

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from runtime.bundle import Precision  # the one Precision enum (re-exported for toolchain.compile)
+from runtime.contracts.bundle import Precision  # the one Precision enum (re-exported for toolchain.compile)
 from toolchain.compile import fidelity as fid
 
 __all__ = ["Precision", "UserGates", "compare", "accuracy", "gate_failures"]
