@@ -1,7 +1,8 @@
 """Agent overhead, measured side by side in one run, with a verdict per target.
 
 1. In-process: ``Agent.infer`` against a bare ONNX Runtime ``InferenceSession.run`` (and
-   edgeship's ``runtime`` Session) on a ~2 ms MLP, 1 thread. Goal: <= 2% (the compass).
+   edgeship's ``runtime`` Session) on a ~2 ms MLP, 1 thread, all three on the one session
+   the agent loaded. Goal: <= 2% (the compass).
 2. HTTP: a real ``edgeship-agent run`` process (uvicorn) on localhost, small input, against
    ``Agent.infer`` in process. Target: <= 1 ms added per call (client + server + JSON).
 
@@ -12,10 +13,10 @@ time of the calling thread: ONNX Runtime with 1 intra-op thread computes in the 
 being descheduled by another process does not count). The overhead is the geometric mean
 over rounds of the paired ratio agent/bare, with a 95% bootstrap interval; the verdict uses
 that interval. A bare loop measured slower than the agent that wraps it (beyond the noise)
-refuses a verdict. The CPU-time figure is judged under any load (being descheduled costs no
-CPU time, and what load does to caches hits both sides of a pair alike); under a load
-average above the cores, the wall-time figure gets no verdict and an HTTP figure only a PASS
-(load can only add to it). Usage: ``python benchmarks/agent_overhead.py [--rounds 300] [--calls 8]``.
+refuses a verdict. CPU time is not charged for time descheduled, so it resolves far better
+than wall time on a busy machine; but other processes still cool the caches the wrapper's
+extra work runs in, so under a load average above the cores every figure here can only PASS
+(load can only add to an overhead; a FAIL measured then is "inconclusive"). Usage: ``python benchmarks/agent_overhead.py [--rounds 300] [--calls 8]``.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ from _verdict import (Load, LoadMonitor, Report, Target, baseline_exceeds_bound,
                       bootstrap_mean_ci, interleaved_rounds, paired_ratio_ci)
 
 TARGETS = {
-    # not refused for load: time descheduled is not CPU time, and the paired interval covers the rest
-    "cpu": Target("Agent.infer overhead, CPU time per call", "<=", 0.02, "%", fmt=".2f", scale=100,
-                  load="none"),
-    "wall": Target("Agent.infer overhead, wall time per call", "<=", 0.02, "%", fmt=".2f", scale=100),
+    # load only adds to an overhead (the wrapper runs with caches others have cooled): a PASS
+    # under load stands, a FAIL does not
+    "cpu": Target("Agent.infer overhead, CPU time per call", "<=", 0.02, "%", fmt=".2f", scale=100, load="up"),
+    "wall": Target("Agent.infer overhead, wall time per call", "<=", 0.02, "%", fmt=".2f", scale=100, load="up"),
     # load only adds to the HTTP path (two processes) and barely to the in-process side
     "http.client": Target("HTTP adds per call (http.client)", "<=", 1e-3, "ms", fmt=".3f", scale=1e3, load="up"),
     "httpx": Target("HTTP adds per call (httpx)", "<=", 1e-3, "ms", fmt=".3f", scale=1e3, load="up"),
@@ -72,24 +73,20 @@ def verdicts(fig: dict, *, load: Load | None, load_http: Load | None = None) -> 
 
 
 def _inproc(tmp: Path, args) -> tuple[dict, dict[str, float]]:
-    import onnxruntime as ort
-
+    """All three variants run the SAME onnxruntime session (the one the agent loaded): a second
+    copy of the weights elsewhere in memory (huge pages or not, cache placement) measured a few
+    percent apart by itself, which is not overhead. Only the call paths differ."""
     from device_agent.agent import Agent
     from device_agent.config import AgentConfig
-    from runtime import open_model
 
     res = make_bundle(tmp, release=1, dim=args.dim, layers=args.layers)
-    store, ref = active_store(tmp / "state", res.path)
-    model = store.model_path(ref.sha256)
+    active_store(tmp / "state", res.path)
     x = np.random.default_rng(1).standard_normal((1, args.dim)).astype(np.float32)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    bare = ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])
-    rt = open_model(model, threads=1)
     agent = Agent(AgentConfig.for_state_dir(tmp / "state", engine_threads=1))
     agent.add_request_observer(lambda sha, ok, dt: None)  # as the updater/MQTT would
-    variants = {"bare": lambda: bare.run(["y"], {"x": x}), "session": lambda: rt.run({"x": x}),
+    session = agent.current().session  # runtime.Session of the served model
+    bare = session._sess  # its onnxruntime.InferenceSession (private: the engine object itself)
+    variants = {"bare": lambda: bare.run(["y"], {"x": x}), "session": lambda: session.run({"x": x}),
                 "agent": lambda: agent.infer({"x": x})}
     interleaved_rounds(variants, rounds=5, calls=10, seed=99)  # warm-up
     r = interleaved_rounds(variants, rounds=args.rounds, calls=args.calls, seed=1)
