@@ -101,7 +101,7 @@ def test_bad_matrix_values_are_bad_input_before_any_work(flag, value):
 
 
 def test_gate_failed_artifact_is_marked_everywhere_and_never_ranked(bench_result):
-    from toolchain.bench import report_md, report_model, report_plots
+    from toolchain.bench import report_md, report_plots
 
     res, _ = bench_result
     gated = cells_by_key(res)["onnxruntime-int8-gated__b1_t1_s1"]

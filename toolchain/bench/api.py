@@ -10,7 +10,6 @@ latencies) and ``cells/`` (per-trial specs and results) while measuring.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
