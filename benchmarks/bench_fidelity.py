@@ -53,8 +53,12 @@ REFERENCE = {"onnxruntime": ("bare InferenceSession.run loop", 0.03),
 
 
 def target(row: dict) -> Target:
+    """Across two processes, load can move the ratio either way; in one process it can only
+    add to edgeship's side (its extra steps run with cooled caches and can be descheduled
+    outside the engine's own timer), so a pass measured under load stands there."""
     tool, tol = REFERENCE[row["reference"]]
-    return Target(f"{row['label']}: edgeship vs {tool}", "<=", tol, "%", fmt="+.1f", scale=100)
+    return Target(f"{row['label']}: edgeship vs {tool}", "<=", tol, "%", fmt="+.1f", scale=100,
+                  load="up" if row["reference"] == "openvino-inprocess" else "either")
 
 
 def plan_rows(builds: list[Path], *, bf16: bool) -> list[dict]:

@@ -231,3 +231,6 @@ def test_bench_fidelity():
     unmatched = m.verdicts([row | {"edgeship_s": ref, "tool_s": ref * 2.0}], load=IDLE)  # bf16 vs f32: +99.8%
     assert unmatched.exit_code() == 3 and "contradict" in unmatched.rows[0].reason
     assert m.verdicts([row | {"edgeship_s": ref * 1.04, "tool_s": ref}], load=BUSY).exit_code() == 3
+    inproc = row | {"reference": "openvino-inprocess"}  # one process: load only adds to edgeship's side
+    assert m.verdicts([inproc | {"edgeship_s": ref * 1.04, "tool_s": ref}], load=BUSY).exit_code() == 0
+    assert m.verdicts([inproc | {"edgeship_s": ref * 1.2, "tool_s": ref}], load=BUSY).exit_code() == 3
