@@ -20,15 +20,15 @@ from runtime.errors import EdgeshipRuntimeError, InputMismatchError
 from ..agent.errors import ModelNotFoundError, NotReadyError
 from ..logs import get_logger
 from ..store import StoreError
-from .v2 import V2Error
+from .errors import V2Error
 
 log = get_logger("http")
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    # allow_nan: a model may legitimately output NaN/Inf; Python/JS clients read the tokens
-    return Response(json.dumps(obj, separators=(",", ":")), status_code=status, media_type="application/json",
-                    headers=headers)
+    # strict JSON: tensors spell NaN/Inf as strings (.tensors), nothing else holds them
+    return Response(json.dumps(obj, separators=(",", ":"), allow_nan=False), status_code=status,
+                    media_type="application/json", headers=headers)
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -80,6 +80,48 @@ def make_bundle(tmp: Path, *, release: int, scale: float = 1.0, name: str = "tin
                          release=release, out_dir=tmp / "bundles", golden_samples=4)
 
 
+def make_text_bundle(tmp: Path, *, name: str = "words", release: int = 1):
+    """A bundle of an ONNX model with a string (BYTES) input: ``s`` [batch] -> ``ids`` int64 (a
+    LabelEncoder lookup: cat 1, dog 2, é 3, else 0) and ``same`` (the strings back).
+
+    Written by hand: ``edgeship package`` computes statistics and a golden set from numeric
+    data, which a string model has none of (golden_calls 0)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from runtime.contracts.bundle import BundleInfo
+    from runtime.fsutil import sha256_bytes
+    from toolchain.package import _npz_bytes, _write_tar
+
+    g = helper.make_graph(
+        [helper.make_node("LabelEncoder", ["s"], ["ids"], domain="ai.onnx.ml", keys_strings=["cat", "dog", "é"],
+                          values_int64s=[1, 2, 3], default_int64=0),
+         helper.make_node("Identity", ["s"], ["same"])], name,
+        [helper.make_tensor_value_info("s", TensorProto.STRING, ["batch"])],
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"]),
+         helper.make_tensor_value_info("same", TensorProto.STRING, ["batch"])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    model, golden = m.SerializeToString(), _npz_bytes({})
+    info = BundleInfo.from_json({
+        "schema_version": 1, "name": name, "version": f"1.{release}.0", "release": release,
+        "engine": "onnxruntime", "precision": "fp32", "model_file": "model.onnx",
+        "io": {"inputs": [{"name": "s", "dtype": "object", "shape": ["batch"]}],
+               "outputs": [{"name": "ids", "dtype": "int64", "shape": ["batch"]},
+                           {"name": "same", "dtype": "object", "shape": ["batch"]}]},
+        "requirements": {"engine": "onnxruntime", "min_engine_version": "1.17.0",
+                         "arch": ["x86_64", "aarch64"], "opset": 17},
+        "latency_budget_ms": None, "tolerances": {"atol": 1e-3, "min_cosine": 0.999}, "golden_calls": 0,
+        "input_stats": {}, "output_stats": {},
+        "files": [{"path": "golden.npz", "sha256": sha256_bytes(golden), "bytes": len(golden)},
+                  {"path": "model/model.onnx", "sha256": sha256_bytes(model), "bytes": len(model)}],
+        "source": {"build_manifest_sha256": "0" * 64, "artifact_id": "onnxruntime-fp32"}})
+    path, sha = _write_tar(tmp / "bundles", info, {"model.json": info.to_bytes(), "golden.npz": golden,
+                                                   "model/model.onnx": model})
+    return type("Bundle", (), {"path": path, "sha256": sha, "info": info})
+
+
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory):
     """Two releases of "tiny" (different weights) and a "picker" bundle with an INT64 input."""
@@ -88,6 +130,7 @@ def bundles(tmp_path_factory):
         "v1": make_bundle(tmp, release=1, scale=1.0),
         "v2": make_bundle(tmp, release=2, scale=2.0),
         "picker": make_bundle(tmp, release=1, name="picker", gather=True),
+        "words": make_text_bundle(tmp),
     }
 
 
