@@ -7,11 +7,8 @@ artifact folder ``onnxruntime-fp32``.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,9 @@ import pytest
 from toolchain.demo_ota import write_ort_fp32_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+
+from agentproc import agent_cmd, subprocess_env, wait_ready  # noqa: E402
 
 
 def _linear_model(scale: float, *, gather: bool = False, static_batch: int | None = None):
@@ -139,33 +139,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def agent_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "device_agent.cli", *args]
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
-
-
-def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 20.0) -> float:
-    import httpx
-
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout_s:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"agent exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=0.5).status_code == 200:
-                return time.perf_counter() - t0
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.02)
-    raise TimeoutError(url)
 
 
 @pytest.fixture
