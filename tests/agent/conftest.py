@@ -80,46 +80,70 @@ def make_bundle(tmp: Path, *, release: int, scale: float = 1.0, name: str = "tin
                          release=release, out_dir=tmp / "bundles", golden_samples=4)
 
 
-def make_text_bundle(tmp: Path, *, name: str = "words", release: int = 1):
-    """A bundle of an ONNX model with a string (BYTES) input: ``s`` [batch] -> ``ids`` int64 (a
-    LabelEncoder lookup: cat 1, dog 2, é 3, else 0) and ``same`` (the strings back).
-
-    Written by hand: ``edgeship package`` computes statistics and a golden set from numeric
-    data, which a string model has none of (golden_calls 0)."""
-    import onnx
-    from onnx import TensorProto, helper
-
+def write_bundle(tmp: Path, model, *, inputs: list[dict], outputs: list[dict], name: str, release: int = 1):
+    """A bundle of ONNX ``model`` written by hand, with no golden set (golden_calls 0): for models
+    ``edgeship package`` cannot take statistics of (strings) or that tests only serve."""
     from runtime.contracts.bundle import BundleInfo
     from runtime.fsutil import sha256_bytes
     from toolchain.package import _npz_bytes, _write_tar
 
-    g = helper.make_graph(
-        [helper.make_node("LabelEncoder", ["s"], ["ids"], domain="ai.onnx.ml", keys_strings=["cat", "dog", "é"],
-                          values_int64s=[1, 2, 3], default_int64=0),
-         helper.make_node("Identity", ["s"], ["same"])], name,
-        [helper.make_tensor_value_info("s", TensorProto.STRING, ["batch"])],
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"]),
-         helper.make_tensor_value_info("same", TensorProto.STRING, ["batch"])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
-    m.ir_version = 8
-    onnx.checker.check_model(m)
-    model, golden = m.SerializeToString(), _npz_bytes({})
+    data, golden = model.SerializeToString(), _npz_bytes({})
     info = BundleInfo.from_json({
         "schema_version": 1, "name": name, "version": f"1.{release}.0", "release": release,
         "engine": "onnxruntime", "precision": "fp32", "model_file": "model.onnx",
-        "io": {"inputs": [{"name": "s", "dtype": "object", "shape": ["batch"]}],
-               "outputs": [{"name": "ids", "dtype": "int64", "shape": ["batch"]},
-                           {"name": "same", "dtype": "object", "shape": ["batch"]}]},
+        "io": {"inputs": inputs, "outputs": outputs},
         "requirements": {"engine": "onnxruntime", "min_engine_version": "1.17.0",
                          "arch": ["x86_64", "aarch64"], "opset": 17},
         "latency_budget_ms": None, "tolerances": {"atol": 1e-3, "min_cosine": 0.999}, "golden_calls": 0,
         "input_stats": {}, "output_stats": {},
         "files": [{"path": "golden.npz", "sha256": sha256_bytes(golden), "bytes": len(golden)},
-                  {"path": "model/model.onnx", "sha256": sha256_bytes(model), "bytes": len(model)}],
+                  {"path": "model/model.onnx", "sha256": sha256_bytes(data), "bytes": len(data)}],
         "source": {"build_manifest_sha256": "0" * 64, "artifact_id": "onnxruntime-fp32"}})
     path, sha = _write_tar(tmp / "bundles", info, {"model.json": info.to_bytes(), "golden.npz": golden,
-                                                   "model/model.onnx": model})
+                                                   "model/model.onnx": data})
     return type("Bundle", (), {"path": path, "sha256": sha, "info": info})
+
+
+def _onnx(nodes, name, inputs, outputs, inits=(), ml=False):
+    import onnx
+    from onnx import helper
+
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("ai.onnx.ml", 3)] if ml else [])
+    m = helper.make_model(helper.make_graph(nodes, name, inputs, outputs, list(inits)), opset_imports=opsets)
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def make_text_bundle(tmp: Path, *, name: str = "words", release: int = 1):
+    """A string (BYTES) input ``s`` [batch] -> ``ids`` int64 (a LabelEncoder lookup: cat 1,
+    dog 2, é 3, else 0) and ``same`` (the strings back)."""
+    from onnx import TensorProto, helper
+
+    m = _onnx([helper.make_node("LabelEncoder", ["s"], ["ids"], domain="ai.onnx.ml",
+                                keys_strings=["cat", "dog", "é"], values_int64s=[1, 2, 3], default_int64=0),
+               helper.make_node("Identity", ["s"], ["same"])], name,
+              [helper.make_tensor_value_info("s", TensorProto.STRING, ["batch"])],
+              [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"]),
+               helper.make_tensor_value_info("same", TensorProto.STRING, ["batch"])], ml=True)
+    return write_bundle(tmp, m, name=name, release=release,
+                        inputs=[{"name": "s", "dtype": "object", "shape": ["batch"]}],
+                        outputs=[{"name": "ids", "dtype": "int64", "shape": ["batch"]},
+                                 {"name": "same", "dtype": "object", "shape": ["batch"]}])
+
+
+def make_scalar_bundle(tmp: Path, *, name: str = "scaled", release: int = 1):
+    """``x`` float32 [batch, 4] and a rank-0 int64 ``k`` (like Silero VAD's ``sr``) -> ``y = x * k``."""
+    from onnx import TensorProto, helper
+
+    m = _onnx([helper.make_node("Cast", ["k"], ["kf"], to=TensorProto.FLOAT), helper.make_node("Mul", ["x", "kf"], ["y"])],
+              name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+                     helper.make_tensor_value_info("k", TensorProto.INT64, [])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    return write_bundle(tmp, m, name=name, release=release,
+                        inputs=[{"name": "x", "dtype": "float32", "shape": ["batch", 4]},
+                                {"name": "k", "dtype": "int64", "shape": []}],
+                        outputs=[{"name": "y", "dtype": "float32", "shape": ["batch", 4]}])
 
 
 @pytest.fixture(scope="session")
@@ -131,6 +155,7 @@ def bundles(tmp_path_factory):
         "v2": make_bundle(tmp, release=2, scale=2.0),
         "picker": make_bundle(tmp, release=1, name="picker", gather=True),
         "words": make_text_bundle(tmp),
+        "scaled": make_scalar_bundle(tmp),
     }
 
 
