@@ -24,9 +24,10 @@ venv: $(STAMP)
 corpus: venv
 	$(PIP) install -q -e '.[models]'
 
-# The broker the MQTT tests start their own instance of.
+# The broker the MQTT tests start their own instance of; systemd-analyze for the unit check.
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null ) || echo "warning: could not install mosquitto; MQTT tests will be skipped"
+	@command -v systemd-analyze >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null ) || echo "warning: could not install systemd's tools; the unit check will be skipped"
 
 test: venv system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
