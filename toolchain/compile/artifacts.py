@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -51,10 +52,13 @@ def build_artifact(
     try:
         conv = load_converter(engine)
         progress(f"{aid}: converting")
+        ctx = _with_budget(ctx, aid, validation, reference, labels, reference_accuracy, tolerances, progress)
         with compat.quiet_torch():  # converter chatter (exporter logs, deprecation warnings)
             model_file = Path(conv.build(ctx, precision=precision.value, out_dir=partial))
         recipe_fn = getattr(conv, "recipe", None)
         entry["recipe"] = recipe_fn(ctx, precision=precision.value) if recipe_fn else {}
+        for line in entry["recipe"].get("summary", ()):
+            progress(f"{aid}: {line}")
         progress(f"{aid}: verifying on {engine.value} ({len(next(iter(validation.values())))} samples)")
         session_info, outputs = _run_artifact(engine, precision, model_file, ctx.inputs, ctx.outputs, validation)
         ver = compare(reference=reference, candidate=outputs, output_names=[o.name for o in ctx.outputs],
@@ -80,6 +84,27 @@ def build_artifact(
         entry["error"] = f"{aid}: " + "; ".join(ver["failures"])
         progress(f"{aid}: GATE FAILED: {'; '.join(ver['failures'])}")
     return entry
+
+
+def _with_budget(ctx, aid, validation, reference, labels, reference_accuracy, tolerances, progress) -> BuildContext:
+    """``ctx`` carrying what this artifact must reach (the accuracy-aware int8 loop judges by it)."""
+    from dataclasses import replace
+
+    from toolchain.compile.fallback import FidelityBudget
+
+    budget = FidelityBudget(validation=validation, reference=reference, output_names=tuple(o.name for o in ctx.outputs),
+                            tolerances=tolerances, labels=labels, reference_accuracy=reference_accuracy,
+                            batch=64 if all(s.shape and not isinstance(s.shape[0], int) for s in ctx.inputs) else 1)
+    stream = sys.stderr  # converters run under quiet_torch(), which captures sys.stderr
+
+    def say(message: str) -> None:
+        captured, sys.stderr = sys.stderr, stream
+        try:
+            progress(f"{aid}: {message}")
+        finally:
+            sys.stderr = captured
+
+    return replace(ctx, budget=budget, progress=say)
 
 
 def _reason(e: BaseException) -> str:

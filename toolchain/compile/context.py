@@ -44,6 +44,9 @@ class QuantOptions:
     calibration_method: str = "minmax"  # minmax | entropy | percentile
     per_channel: bool = True
     calibration_samples: int = 128
+    #: accuracy-aware int8 (toolchain.compile.fallback): keep the fewest culprit layers in float
+    #: when an int8 artifact misses its fidelity budget (``--no-fallback`` turns it off)
+    fallback: bool = True
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,9 @@ class BuildContext:
     example_inputs: tuple[Any, ...] | None = None
     dynamic_dims: dict[str, dict[int, str]] = field(default_factory=dict)  # input -> {axis: name}
     work_dir: Path | None = None  # scratch space owned by the pipeline
+    # what the artifact must reach (a toolchain.compile.fallback.FidelityBudget), set per artifact
+    budget: Any | None = None
+    progress: Callable[[str], None] | None = None  # converters' progress lines on long steps
 
 
 class Converter(Protocol):
