@@ -9,7 +9,12 @@ ones the ONNX export produced. The result is ``model.xml`` + ``model.bin`` in ``
   to f32 by a ``Convert`` at load; activations still run at the device's inference precision.
 - ``int8``: ``nncf.quantize`` (OpenVINO's standard post-training quantization) on the fp32
   model with ``ctx.calibration``: FakeQuantize on activations, int8 weight constants. NNCF's
-  bias correction is kept only when it lowers the error on the calibration samples.
+  bias correction is kept only when it lowers the error on the calibration samples. A graph
+  with attention is quantized with ``model_type=TRANSFORMER`` (NNCF's ignored patterns for
+  attention, layer norms and the like). The calibration error (normalized squared error
+  against the fp32 IR on the calibration samples) is recorded and printed. When the result
+  misses the artifact's fidelity budget, the accuracy-aware loop keeps the fewest culprit
+  layers in float through ``ignored_scope`` (:mod:`toolchain.compile.ov_fallback`).
 
 Invariants: nothing half-written (files are built in a staging folder inside ``out_dir`` and
 moved into place only when complete); openvino and nncf are imported inside functions only.
@@ -18,10 +23,11 @@ moved into place only when complete); openvino and nncf are imported inside func
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from runtime.spec import Engine
 from toolchain.compile.calibration import checked_calibration
@@ -52,6 +58,16 @@ class OpenVinoConverter:
     #: calibration methods the int8 variant honours (others are refused by :meth:`build`)
     calibration_methods = tuple(_RANGE_ESTIMATORS)
 
+    def __init__(self) -> None:
+        self._recipes: dict[str, dict] = {}
+
+    def recipe(self, ctx: BuildContext, *, precision: str) -> dict:
+        """What :meth:`build` did for ``precision`` (the manifest's ``recipe``)."""
+        if precision in self._recipes:
+            return self._recipes[precision]
+        return {"weights": "float16 (decompressed to f32 at load)" if precision == "fp16" else "float32",
+                "frontend": "openvino.convert_model on the reference ONNX"}
+
     def build(self, ctx: BuildContext, *, precision: str, out_dir: Path) -> Path:
         """Write the IR for ``precision`` into ``out_dir``; return the path of ``model.xml``.
 
@@ -72,7 +88,10 @@ class OpenVinoConverter:
                                                    f"(reference/{ctx.reference_onnx.name})")
         _check_names(model, ctx)
         if calibration is not None:
-            model = quantize_int8(model, calibration=calibration, quant=ctx.quant, label=ctx.model_name)
+            from toolchain.compile.ov_fallback import accuracy_aware_int8
+
+            model, self._recipes[precision] = accuracy_aware_int8(
+                model, ctx=ctx, calibration=calibration, transformer=_has_attention(ctx.reference_onnx))
         # The reference ONNX's metadata says fp32; the IR must say what it is.
         model.set_rt_info(precision, ["framework", PRECISION_KEY])
         out_dir = Path(out_dir)
@@ -95,7 +114,8 @@ def read_onnx(path: Path, *, label: str | None = None) -> Any:
         raise ConversionError(f"OpenVINO cannot convert {label or path}: {_summarize_ov_error(e)}") from e
 
 
-def quantize_int8(model: Any, *, calibration: SampleSet, quant: QuantOptions, label: str = "model") -> Any:
+def quantize_int8(model: Any, *, calibration: SampleSet, quant: QuantOptions, label: str = "model",
+                  transformer: bool = False, ignored: Sequence[str] = (), bias_correction: Sequence[str] = _BIAS_CORRECTION) -> Any:
     """NNCF post-training quantization of an fp32 ``openvino.Model`` on ``calibration``.
 
     Two candidates are quantized: NNCF's default (fast bias correction) and the same recipe
@@ -104,6 +124,9 @@ def quantize_int8(model: Any, *, calibration: SampleSet, quant: QuantOptions, la
     can overshoot: on the digits CNN it cut the worst-sample cosine from 0.9995 to 0.970).
     The choice and both errors are recorded in the IR's ``rt_info`` under ``edgeship``.
     ``quant.calibration_method`` must be a key of ``_RANGE_ESTIMATORS`` (checked by the caller).
+    ``transformer`` sets ``model_type=TRANSFORMER``; ``ignored`` names operations NNCF leaves
+    in float (``IgnoredScope(names=..., validate=False)``); ``bias_correction`` limits the
+    candidates (the accuracy-aware loop's trials reuse the initial choice).
 
     Raises:
         MissingExtraError: nncf is not installed.
@@ -123,8 +146,13 @@ def quantize_int8(model: Any, *, calibration: SampleSet, quant: QuantOptions, la
     samples = list(calibration.samples)[:subset]
     # NNCF hands each item to the compiled model, which takes a {input name: array} dict as is.
     dataset = nncf.Dataset(samples)
+    extra: dict[str, Any] = {}
+    if transformer:
+        extra["model_type"] = nncf.ModelType.TRANSFORMER
+    if ignored:
+        extra["ignored_scope"] = nncf.IgnoredScope(names=list(ignored), validate=False)
     candidates = {}
-    for bias_correction in _BIAS_CORRECTION:
+    for bias_correction in bias_correction:
         params = AdvancedQuantizationParameters(
             activations_range_estimator_params=getattr(RangeEstimatorParametersSet, estimator),
             weights_quantization_params=QuantizationParameters(per_channel=quant.per_channel),
@@ -134,15 +162,19 @@ def quantize_int8(model: Any, *, calibration: SampleSet, quant: QuantOptions, la
             with _quiet_nncf():
                 candidates[bias_correction] = nncf.quantize(
                     model.clone(), dataset, subset_size=subset, fast_bias_correction=True,
-                    advanced_parameters=params,
+                    advanced_parameters=params, **extra,
                 )
         except Exception as e:  # nncf raises plain RuntimeError/ValueError subclasses
             raise ConversionError(f"NNCF int8 quantization of {label} for OpenVINO failed: {e}") from e
     scored = {k: calibration_error(model, q, samples[:_SELECTION_SAMPLES]) for k, q in candidates.items()}
+    if not all(math.isfinite(v) for v in scored.values()):
+        raise ConversionError(f"NNCF int8 quantization of {label} for OpenVINO gives non-finite outputs on the "
+                              f"calibration samples (errors {scored})")
     best = min(scored, key=lambda k: scored[k])
     chosen = candidates[best]
     info = {"tool": f"nncf {nncf.__version__}", "range_estimator": estimator, "per_channel": str(quant.per_channel),
             "calibration_samples": str(subset), "bias_correction": best,
+            "model_type": "transformer" if transformer else "default", "ignored": str(len(ignored)),
             **{f"calibration_nmse_{k}": f"{v:.3e}" for k, v in scored.items()}}
     for key, value in info.items():
         chosen.set_rt_info(value, ["edgeship", "quantization", key])
@@ -172,6 +204,14 @@ def calibration_error(reference: Any, candidate: Any, samples: list[dict[str, An
             num += float(((cv - rv) ** 2).sum())
             den += float((rv**2).sum())
     return num / den if den > 0 else num
+
+
+def _has_attention(onnx_path: Path) -> bool:
+    import onnx
+
+    from toolchain.compile.onnxgraph import has_attention
+
+    return has_attention(onnx.load(str(onnx_path), load_external_data=False))
 
 
 def _int8_calibration(ctx: BuildContext) -> SampleSet:
