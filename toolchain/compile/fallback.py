@@ -238,18 +238,20 @@ class EngineAdapter:
 
 
 def accuracy_aware(adapter: EngineAdapter, budget: FidelityBudget | None, *, enabled: bool,
-                   say: Callable[[str], None] = lambda m: None, label: str = "int8") -> tuple[Any, FallbackReport]:
+                   say: Callable[[str], None] = lambda m: None, label: str = "int8",
+                   batch: int | None = None) -> tuple[Any, FallbackReport]:
     """Quantize, and when the result misses ``budget``, keep the fewest culprit layers in float.
 
     Returns ``(model, report)``. With no budget (nothing to judge against) or ``enabled``
-    off, the fully quantized model is returned as is. Converter errors propagate.
+    off, the fully quantized model is returned as is. ``batch`` overrides the samples per
+    call (a static batch-1 model). Converter errors propagate.
     """
     t0 = time.perf_counter()
     model = adapter.quantize(())
     report = FallbackReport(enabled=enabled)
     if budget is None or not enabled:
         return model, report
-    feeds = budget.feeds()
+    feeds = budget.feeds(batch=batch)
     report.initial = budget.judge(adapter.outputs(model, feeds))
     if report.initial.passed:
         report.final = report.initial

@@ -8,6 +8,8 @@ an ``.onnx`` source.
 - ``int8``: full-integer PT2E: ``torch.export`` -> ``prepare_pt2e`` with litert-torch's
   ``PT2EQuantizer`` (symmetric int8, per-channel weights by default) -> calibration samples run
   through the observed graph -> ``convert_pt2e`` -> ``litert_torch.convert(quant_config=...)``.
+  When the PT2E graph misses the fidelity budget, the fewest culprit modules are kept in
+  float (:mod:`toolchain.compile.tflite_fallback`).
   Input and output tensors of the result are int8 with their own scale/zero point; the
   runtime's TFLite backend quantizes/dequantizes so callers still pass and get floats.
 
@@ -57,6 +59,15 @@ class TfliteConverter:
     #: calibration methods the int8 variant honours (others are refused by :meth:`build`)
     calibration_methods = tuple(_ACTIVATION_OBSERVERS)
 
+    def __init__(self) -> None:
+        self._recipes: dict[str, dict] = {}
+
+    def recipe(self, ctx: BuildContext, *, precision: str) -> dict:
+        """What :meth:`build` did for ``precision`` (the manifest's ``recipe``)."""
+        if precision in self._recipes:
+            return self._recipes[precision]
+        return {"tool": "litert-torch", "weights": "float32", "shapes": "static (the example input, batch 1)"}
+
     def build(self, ctx: BuildContext, *, precision: str, out_dir: Path) -> Path:
         """Convert ``ctx.torch_module`` for ``precision``; return the path of ``model.tflite``.
 
@@ -88,9 +99,10 @@ class TfliteConverter:
                 if calibration is None:
                     edge = lt.convert(wrapped.eval(), sample_kwargs=examples, enable_x64=enable_x64)
                 else:
-                    module, quant_config = quantize_pt2e(
-                        wrapped.eval(), examples=examples, calibration=calibration, quant=ctx.quant
-                    )
+                    from toolchain.compile.tflite_fallback import accuracy_aware_pt2e
+
+                    module, quant_config, self._recipes[precision] = accuracy_aware_pt2e(
+                        wrapped.eval(), ctx=ctx, examples=examples, calibration=calibration)
                     edge = lt.convert(
                         module, sample_kwargs=examples, quant_config=quant_config, enable_x64=enable_x64
                     )
@@ -163,38 +175,6 @@ def static_examples(ctx: BuildContext) -> dict[str, Any]:
 
 def _batch_is_symbolic(spec: TensorSpec, dyn: dict[int, str]) -> bool:
     return 0 in dyn or (len(spec.shape) > 0 and not isinstance(spec.shape[0], int))
-
-
-def quantize_pt2e(
-    module: Any, *, examples: dict[str, Any], calibration: SampleSet, quant: QuantOptions
-) -> tuple[Any, Any]:
-    """PT2E full-int8 quantization of a keyword-input module -> (converted module, QuantConfig).
-
-    ``quant.calibration_method`` must be a key of ``_ACTIVATION_OBSERVERS`` (checked by the caller).
-
-    Raises:
-        MissingExtraError: torchao or litert-torch is not installed.
-    """
-    import torch
-
-    _import("torchao", "torchao")
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    quantizer = PT2EQuantizer().set_global(quantization_config(quant))
-    program = torch.export.export(module, (), examples)
-    prepared = move_exported_model_to_eval(prepare_pt2e(program.module(), quantizer))
-    n = max(1, min(len(calibration), quant.calibration_samples))
-    with torch.no_grad():
-        for feeds in list(calibration.samples)[:n]:
-            prepared(**{k: torch.from_numpy(v) for k, v in feeds.items()})
-    converted = convert_pt2e(prepared, fold_quantize=False)
-    # The graph was exported from an eval() module (dropout/batchnorm already in eval form);
-    # only the nn.Module flag still says training, and litert-torch warns on it.
-    torch.nn.Module.train(converted, False)
-    return converted, QuantConfig(pt2e_quantizer=quantizer)
 
 
 def quantization_config(quant: QuantOptions) -> Any:

@@ -1,0 +1,158 @@
+"""Accuracy-aware int8 for TFLite: PT2E quantization, then the fewest culprit modules kept in float.
+
+The engine adapter for :func:`toolchain.compile.fallback.accuracy_aware`, on the PT2E graph
+(the graph litert-torch lowers to the ``.tflite``):
+
+- quantize: ``prepare_pt2e`` with litert-torch's ``PT2EQuantizer`` (global int8 config,
+  ``set_module_name(module, None)`` for every module kept in float) -> calibration ->
+  ``convert_pt2e``;
+- judge: the converted graph run in PyTorch (its quantize/dequantize pairs simulate the int8
+  arithmetic) at batch 1, as the static TFLite model is verified;
+- localise: the float graph and the converted graph run node by node (``torch.fx.Interpreter``)
+  on a few validation inputs; every node fed by a dequantize is scored by the error it adds,
+  and the score of a module is that of its worst node.
+
+The ``.tflite`` is converted once, from the chosen graph; its own verification follows in the
+pipeline. torch, torchao and litert_torch are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from toolchain import compat
+from toolchain.compile.context import BuildContext, QuantOptions, SampleSet
+from toolchain.compile.fallback import EngineAdapter, accuracy_aware, p50_ms, rank_layers
+
+
+def accuracy_aware_pt2e(module: Any, *, ctx: BuildContext, examples: dict[str, Any],
+                        calibration: SampleSet) -> tuple[Any, Any, dict]:
+    """``(converted module, litert QuantConfig, recipe)`` for the keyword-input ``module``."""
+    import torch
+
+    program = torch.export.export(module, (), examples)
+    quantizers: dict[tuple[str, ...], Any] = {}
+
+    def quantize(excluded: Sequence[str]) -> Any:
+        gm, quantizers[tuple(excluded)] = _quantize(program, calibration, ctx.quant, excluded)
+        return gm
+
+    adapter = EngineAdapter(quantize=quantize, outputs=_outputs, localise=lambda q, feeds: localise(program, q, feeds),
+                            latency_ms=_latency_ms)
+    say = ctx.progress or (lambda m: None)
+    converted, report = accuracy_aware(adapter, ctx.budget, enabled=ctx.quant.fallback, say=say, label="int8", batch=1)
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    quantizer = quantizers[tuple(report.layers)]
+    recipe = {
+        "tool": "litert-torch PT2E (torchao prepare_pt2e/convert_pt2e)", "scheme": "symmetric int8, full integer",
+        "per_channel": ctx.quant.per_channel, "activation_observer": ctx.quant.calibration_method,
+        "calibration_samples": max(1, min(len(calibration), ctx.quant.calibration_samples)),
+        "float_modules": list(report.layers), "fallback": report.to_json(),
+        "summary": [report.summary() + ("" if not report.enabled or report.initial is None
+                                        else " (judged on the PT2E graph in PyTorch; the .tflite is verified next)")],
+    }
+    return converted, QuantConfig(pt2e_quantizer=quantizer), recipe
+
+
+def _quantize(program: Any, calibration: SampleSet, quant: QuantOptions, float_modules: Sequence[str]) -> tuple[Any, Any]:
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from toolchain.compile.tflite import quantization_config
+
+    quantizer = PT2EQuantizer().set_global(quantization_config(quant))
+    for key in float_modules:
+        compat.pt2e_keep_float(quantizer, key)
+    prepared = move_exported_model_to_eval(prepare_pt2e(program.module(), quantizer))
+    n = max(1, min(len(calibration), quant.calibration_samples))
+    with torch.no_grad():
+        for feeds in list(calibration.samples)[:n]:
+            prepared(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    # exported from an eval() module; only the nn.Module flag still says training (litert warns)
+    torch.nn.Module.train(converted, False)
+    return converted, quantizer
+
+
+def _outputs(gm: Any, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    import torch
+
+    rows = []
+    with torch.no_grad():
+        for f in feeds:
+            out = gm(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in f.items()})
+            rows.append({k: v.detach().numpy() for k, v in out.items()})
+    return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+
+
+def _latency_ms(gm: Any, feeds: dict[str, np.ndarray]) -> float:
+    """p50 of the simulated graph in PyTorch (a relative cost only: TFLite runs int8 kernels)."""
+    import torch
+
+    args = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
+    with torch.no_grad():
+        return p50_ms(lambda: gm(**args))
+
+
+def _is_qdq(node: Any) -> bool:
+    name = str(getattr(node, "target", ""))
+    return node.op == "call_function" and ("quantize_per" in name or "dequantize_per" in name)
+
+
+def _module_key(node: Any) -> str | None:
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack)[-1] if stack else None
+
+
+def localise(program: Any, converted: Any, feeds: list[dict[str, np.ndarray]]) -> list[tuple[str, float]]:
+    """Modules (``nn_module_stack`` keys) by the error their quantized nodes add, largest first."""
+    float_gm = program.module()
+    float_nodes = {n.name: n for n in float_gm.graph.nodes}
+    layers, owner = [], {}
+    for n in converted.graph.nodes:
+        if n.op != "call_function" or _is_qdq(n) or n.name not in float_nodes:
+            continue
+        if not any(_is_qdq(a) for a in n.all_input_nodes):
+            continue
+        key = _module_key(float_nodes[n.name])
+        if key is None:
+            continue
+        ins = [a.name for a in float_nodes[n.name].all_input_nodes if a.op == "call_function"]
+        layers.append((n.name, ins, [n.name]))
+        owner[n.name] = key
+    wanted = {t for _, ins, outs in layers for t in (*ins, *outs)}
+    if not wanted:
+        return []
+    acts = [_node_values(gm, wanted, feeds) for gm in (float_gm, converted)]
+    by_module: dict[str, float] = {}
+    for node, score in rank_layers(layers, acts[0], acts[1]):
+        key = owner[node]
+        by_module[key] = max(by_module.get(key, 0.0), score)
+    return sorted(by_module.items(), key=lambda kv: -kv[1])
+
+
+def _node_values(gm: Any, wanted: set[str], feeds: list[dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
+    import torch
+
+    got: dict[str, list[np.ndarray]] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: Any) -> Any:
+            r = super().run_node(n)
+            if n.name in wanted and isinstance(r, torch.Tensor) and r.is_floating_point():
+                got.setdefault(n.name, []).append(r.detach().numpy().copy())
+            return r
+
+    placeholders = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
+    with torch.no_grad():
+        for f in feeds:
+            args = [torch.from_numpy(np.ascontiguousarray(f[p])) if p in f else None for p in placeholders]
+            if any(a is None for a in args):
+                args = [torch.from_numpy(np.ascontiguousarray(v)) for v in f.values()]
+            Recorder(gm).run(*args)
+    return got
