@@ -33,6 +33,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--calibration-samples", type=int, default=128, metavar="N")
     p.add_argument("--no-per-channel", action="store_true", help="per-tensor weight quantization")
     p.add_argument("--random-calibration", action="store_true", help="calibrate int8 on random data (prints a warning)")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="accuracy-aware int8 off: do not keep the layers that break an int8 artifact's gates in float")
     p.add_argument("--max-accuracy-drop", type=float, metavar="PTS", help="fail when accuracy drops more (points)")
     p.add_argument("--atol", type=float, help="max abs error allowed (overrides per-precision defaults)")
     p.add_argument("--min-cosine", type=float, help="min per-sample cosine similarity allowed")
@@ -57,7 +59,7 @@ def options_from_args(args: argparse.Namespace):
         precisions=parse_precisions(args.precisions), calibration=args.calibration, validation=args.validation,
         labels=args.labels, random_calibration=args.random_calibration,
         quant=QuantOptions(calibration_method=args.calibration_method, per_channel=not args.no_per_channel,
-                           calibration_samples=args.calibration_samples),
+                           calibration_samples=args.calibration_samples, fallback=not args.no_fallback),
         gates=UserGates(atol=args.atol, min_cosine=args.min_cosine, max_accuracy_drop_pts=args.max_accuracy_drop),
         dynamic_axes=parse_dynamic_axes(args.dynamic_axis), factory_kwargs=parse_factory_args(args.arg),
         max_validation_samples=args.max_validation_samples,

@@ -277,6 +277,13 @@ def accuracy_aware(adapter: EngineAdapter, budget: FidelityBudget | None, *, ena
         return j
 
     layers, final, report.trials = search(ranked, trial)
+    if final is not None and final.passed and len(layers) == len(ranked):
+        # every quantized layer in float is the float model under another name, not int8
+        report.note = (f"only all {len(ranked)} quantized layers in float meet the budget (that is the float "
+                       f"model, not int8); the int8 limit is at {', '.join(ranked[:3])}")
+        report.final = report.initial
+        report.seconds = time.perf_counter() - t0
+        return model, report
     report.layers, report.final = layers, final
     fallback_model = models[tuple(layers)]
     if adapter.size_bytes:

@@ -100,18 +100,19 @@ def int8(ctx: BuildContext, *, precision: str, work: Path, external: bool) -> tu
     recipe: dict[str, Any] = {"mode": mode, "chosen_because": why, **shape_info, "graph": prof.to_json(),
                               "per_channel": ctx.quant.per_channel, "weight_type": WEIGHT_TYPE}
     plan = oq.QuantPlan(mode=mode, source=pre, work=work, external=external, per_channel=ctx.quant.per_channel,
-                        attention=prof.attention)
+                        attention=prof.attention, op_types=oq.dynamic_op_types(prof))
     if mode == "static":
         samples = _static_samples(ctx)
         plan = oq.with_ranges(plan, samples, method=ctx.quant.calibration_method)
         recipe.update({"format": "QDQ", "activation_type": ACTIVATION_TYPE,
                        "calibration_method": ctx.quant.calibration_method, "calibration_samples": len(samples)})
     else:
-        recipe.update({"format": "QOperator (MatMulInteger/ConvInteger)", "activations": "quantized per call at run time"})
+        recipe.update({"format": "QOperator (MatMulInteger)", "op_types": list(plan.op_types),
+                       "activations": "quantized per call at run time"})
     adapter = EngineAdapter(
         quantize=lambda excluded: oq.quantize(plan, excluded),
         outputs=oq.run_outputs,
-        localise=lambda qpath, feeds: oq.localise(pre_model, pre, qpath, feeds, mode=mode),
+        localise=lambda qpath, feeds: oq.localise(pre_model, pre, qpath, feeds, mode=mode, op_types=plan.op_types),
         size_bytes=oq.file_bytes,
         latency_ms=oq.latency_ms,
     )

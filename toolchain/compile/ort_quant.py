@@ -31,6 +31,15 @@ METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 ACTIVATION_TYPE = "QUInt8"
 WEIGHT_TYPE = "QInt8"
 
+#: what the dynamic recipe quantizes in a graph whose weights sit mostly in matrix products;
+#: convolutions stay float there (ORT's ConvInteger has no fast CPU kernel: the PP-OCRv4 rec
+#: with its convs dynamic ran slower than float). A conv net asked for int8-dynamic adds Conv.
+DYNAMIC_OP_TYPES = ("MatMul", "Attention", "LSTM", "Gather")
+
+
+def dynamic_op_types(p: onnxgraph.GraphProfile) -> tuple[str, ...]:
+    return DYNAMIC_OP_TYPES + (("Conv",) if p.conv_params >= p.matmul_params else ())
+
 profile = onnxgraph.profile
 choose = onnxgraph.int8_recipe
 
@@ -115,6 +124,7 @@ class QuantPlan:
     external: bool
     per_channel: bool
     attention: bool
+    op_types: tuple[str, ...] = DYNAMIC_OP_TYPES  # dynamic
     ranges: Path | None = None  # calibration cache (static)
     samples: SampleSet | None = None
 
@@ -146,7 +156,10 @@ def quantize(plan: QuantPlan, excluded: Sequence[str]) -> Path:
     """Quantize ``plan.source`` keeping ``excluded`` nodes in float; returns the model file."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    excluded = with_producers(plan.source, excluded) if plan.mode == "static" else list(excluded)
+    if plan.mode == "static":
+        excluded = with_producers(plan.source, excluded)
+    else:  # the dynamic quantizer turns a Gemm into <name>_MatMul + <name>_Add before it reads the list
+        excluded = [x for name in excluded for x in (name, f"{name}_MatMul")]
     tag = hashlib.sha256("\n".join(sorted(excluded)).encode()).hexdigest()[:10]
     out = plan.work / f"int8-{plan.mode}-{len(excluded)}-{tag}.onnx"
     with scratch_in(plan.work):
@@ -162,7 +175,7 @@ def quantize(plan: QuantPlan, excluded: Sequence[str]) -> Path:
         else:
             quantize_dynamic(str(plan.source), str(out), per_channel=plan.per_channel,
                              weight_type=getattr(QuantType, WEIGHT_TYPE), use_external_data_format=plan.external,
-                             nodes_to_exclude=list(excluded))
+                             nodes_to_exclude=list(excluded), op_types_to_quantize=list(plan.op_types))
     return out
 
 
@@ -232,15 +245,15 @@ def latency_ms(path: Path, feeds: dict[str, np.ndarray]) -> float:
 
 
 def localise(float_model: Any, float_path: Path, qpath: Path, feeds: list[dict[str, np.ndarray]], *,
-             mode: str) -> list[tuple[str, float]]:
+             mode: str, op_types: Sequence[str] = DYNAMIC_OP_TYPES) -> list[tuple[str, float]]:
     """Quantized nodes ranked by the error they add (int8 graph vs float graph, same tensors)."""
-    from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry, QLinearOpsRegistry
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     qmodel = load(qpath)
     # every op the quantizer touches can be the culprit: a Q/DQ pair on an attention mask's
     # Unsqueeze (range [-3.4e38, 0]) wrecks a transformer as surely as a bad MatMul
     # (quantize_static quantizes the QLinear and the QDQ tables' op types)
-    quantizable = set(QDQRegistry) | set(QLinearOpsRegistry) if mode == "static" else set(IntegerOpsRegistry)
+    quantizable = set(QDQRegistry) | set(QLinearOpsRegistry) if mode == "static" else set(op_types) | {"Gemm"}
     inits = {t.name for t in float_model.graph.initializer}
     shared = onnxgraph.tensor_names(float_model) & onnxgraph.tensor_names(qmodel)
     layers = [(n.name, [i for i in n.input if i and i not in inits], list(n.output))
