@@ -70,7 +70,7 @@ def test_reference_models_all_ort_variants(ref: str, args: dict, tmp_path: Path)
     # a conv net's default int8 is static QDQ, and the recipe says why
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops("onnxruntime-int8")
     assert by_id["onnxruntime-int8"]["recipe"]["mode"] == "static"
-    assert "convolutions hold most weights" in by_id["onnxruntime-int8"]["recipe"]["chosen_because"]
+    assert "a convolution net" in by_id["onnxruntime-int8"]["recipe"]["chosen_because"]
     assert "DynamicQuantizeLinear" in ops("onnxruntime-int8-dynamic") or "ConvInteger" in ops("onnxruntime-int8-dynamic") \
         or "MatMulInteger" in ops("onnxruntime-int8-dynamic")
     fp16 = onnx.load(str(res.build_dir / "onnxruntime-fp16" / "model.onnx"))

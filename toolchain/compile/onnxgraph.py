@@ -95,12 +95,17 @@ def _reaches_down(tensor: str, consumers: dict[str, list[Any]], op: str, hops: i
 
 
 def int8_recipe(p: GraphProfile) -> tuple[str, str]:
-    """``("static" | "dynamic", reason)``: the ORT int8 recipe that fits the graph."""
+    """``("static" | "dynamic", reason)``: the ORT int8 recipe that fits the graph.
+
+    Attention -> dynamic (activation ranges differ per input); convolutions -> static QDQ (a
+    conv net with a dense head is still a conv net: MTCNN's O-Net holds most weights in its
+    dense layer); only matrix products -> dynamic.
+    """
     if p.attention:
         return "dynamic", "the graph has attention (MatMul -> Softmax -> MatMul): dynamic per-channel keeps its activation ranges per input"
-    if p.matmul_params > p.conv_params:
-        return "dynamic", f"matrix products hold most weights ({p.matmul_params:,} vs {p.conv_params:,} in convolutions)"
-    return "static", f"convolutions hold most weights ({p.conv_params:,} vs {p.matmul_params:,} in matrix products): static QDQ"
+    if p.conv_params > 0:
+        return "static", f"a convolution net ({p.conv_params:,} conv weights, {p.matmul_params:,} in dense layers): static QDQ"
+    return "dynamic", f"only matrix products ({p.matmul_params:,} weights) and no convolution: dynamic per-channel"
 
 
 def with_outputs(model: Any, names: Iterable[str]) -> Any:
