@@ -126,6 +126,7 @@ class QuantPlan:
     attention: bool
     op_types: tuple[str, ...] = DYNAMIC_OP_TYPES  # dynamic
     ranges: Path | None = None  # calibration cache (static)
+    method: str = "minmax"  # the calibration method that made the cache
     samples: SampleSet | None = None
 
 
@@ -149,12 +150,12 @@ def with_ranges(plan: QuantPlan, samples: SampleSet, *, method: str) -> QuantPla
         calibrator.collect_data(_Reader(samples))
         cache = plan.work / f"ranges-{method}.json"
         save_tensors_data(calibrator.compute_data(), cache)
-    return replace(plan, ranges=cache, samples=samples)
+    return replace(plan, ranges=cache, samples=samples, method=method)
 
 
 def quantize(plan: QuantPlan, excluded: Sequence[str]) -> Path:
     """Quantize ``plan.source`` keeping ``excluded`` nodes in float; returns the model file."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     if plan.mode == "static":
         excluded = with_producers(plan.source, excluded)
@@ -170,7 +171,8 @@ def quantize(plan: QuantPlan, excluded: Sequence[str]) -> Path:
                 str(plan.source), str(out), _Reader(plan.samples), quant_format=QuantFormat.QDQ,
                 per_channel=plan.per_channel, activation_type=getattr(QuantType, ACTIVATION_TYPE),
                 weight_type=getattr(QuantType, WEIGHT_TYPE), use_external_data_format=plan.external,
-                calibration_cache_path=plan.ranges, nodes_to_exclude=list(excluded), extra_options=extra,
+                calibration_cache_path=plan.ranges, calibrate_method=getattr(CalibrationMethod, METHODS[plan.method]),
+                nodes_to_exclude=list(excluded), extra_options=extra,
             )
         else:
             quantize_dynamic(str(plan.source), str(out), per_channel=plan.per_channel,
