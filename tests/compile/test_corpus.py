@@ -155,3 +155,15 @@ def test_minilm_int8_ort_openvino_and_no_scratch_in_cwd(tmp_path: Path, run_cli)
     assert "calibration error" in r.stderr  # shown in the build output too
     assert by["openvino-int8"]["status"] == "ok"
     assert not any(p.name.startswith(("ort-", ".work")) for p in (out / "minilm").iterdir())
+
+
+def test_make_corpus_installs_the_pins_of_the_table() -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "toolchain.models.corpus", "pins"], capture_output=True, text=True,
+                       timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [f"{p}=={v}" for p, v in corpus.PACKAGES.items()]
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    assert "-m toolchain.models.corpus pins" in makefile and "test: venv corpus" in makefile

