@@ -150,3 +150,17 @@ def test_fallback_module_imports_nothing_heavy() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_bare_assertion_is_described_with_its_source_line() -> None:
+    from toolchain.errors import describe
+
+    def converter_internals():
+        raise AssertionError  # what a bare `assert x` inside ORT raises (pytest would add a message)
+
+    try:
+        converter_internals()
+    except AssertionError as e:
+        text = describe(e)
+    assert text.startswith("AssertionError with no message (at ") and "test_fallback.py" in text and "raise AssertionError" in text
+    assert describe(ValueError("bad\nmore")) == "ValueError: bad"

@@ -33,7 +33,7 @@ from runtime.spec import Engine
 from toolchain.compile.calibration import checked_calibration
 from toolchain.compile.context import BuildContext, QuantOptions, SampleSet
 from toolchain.compile.staging import publish, staging
-from toolchain.errors import ConversionError, MissingExtraError
+from toolchain.errors import ConversionError, MissingExtraError, describe
 
 MODEL_XML = "model.xml"
 MODEL_BIN = "model.bin"
@@ -165,7 +165,7 @@ def quantize_int8(model: Any, *, calibration: SampleSet, quant: QuantOptions, la
                     advanced_parameters=params, **extra,
                 )
         except Exception as e:  # nncf raises plain RuntimeError/ValueError subclasses
-            raise ConversionError(f"NNCF int8 quantization of {label} for OpenVINO failed: {e}") from e
+            raise ConversionError(f"NNCF int8 quantization of {label} for OpenVINO failed: {describe(e)}") from e
     scored = {k: calibration_error(model, q, samples[:_SELECTION_SAMPLES]) for k, q in candidates.items()}
     if not all(math.isfinite(v) for v in scored.values()):
         raise ConversionError(f"NNCF int8 quantization of {label} for OpenVINO gives non-finite outputs on the "

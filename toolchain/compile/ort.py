@@ -27,7 +27,7 @@ from toolchain.compile import ort_quant as oq
 from toolchain.compile.context import BuildContext, SampleSet
 from toolchain.compile.fallback import EngineAdapter, accuracy_aware
 from toolchain.compile.onnxio import save_onnx, set_metadata, uses_external
-from toolchain.errors import ConversionError, DataError
+from toolchain.errors import ConversionError, DataError, describe
 
 ACTIVATION_TYPE = oq.ACTIVATION_TYPE
 WEIGHT_TYPE = oq.WEIGHT_TYPE
@@ -68,7 +68,7 @@ class OrtConverter:
         except (ConversionError, DataError):
             raise
         except Exception as e:
-            raise ConversionError(f"onnxruntime {precision}: {oq.describe(e)}") from e
+            raise ConversionError(f"onnxruntime {precision}: {describe(e)}") from e
         set_metadata(model, {"edgeship.precision": "int8" if precision.startswith("int8") else precision})
         save_onnx(model, out, external=external)
         return out
@@ -78,12 +78,12 @@ class OrtConverter:
             return oq.load(ctx.reference_onnx)
         if precision == "fp16":
             return oq.fp16(ctx.reference_onnx)
-        model, recipe = int8(ctx, precision=precision, work=work, external=external)
+        model, recipe = build_int8(ctx, precision=precision, work=work, external=external)
         self._recipes[precision] = recipe
         return model
 
 
-def int8(ctx: BuildContext, *, precision: str, work: Path, external: bool) -> tuple[Any, dict]:
+def build_int8(ctx: BuildContext, *, precision: str, work: Path, external: bool) -> tuple[Any, dict]:
     """The int8 model for ``precision`` and its recipe (accuracy-aware when ``ctx.budget`` is set).
 
     Raises:

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import os
 import tempfile
-import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -24,7 +23,7 @@ import numpy as np
 from toolchain.compile import onnxgraph
 from toolchain.compile.context import SampleSet
 from toolchain.compile.fallback import p50_ms, rank_layers
-from toolchain.errors import ConversionError
+from toolchain.errors import ConversionError, describe
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 #: activations asymmetric uint8, weights symmetric int8 ("U8S8"): ORT's CPU recommendation
@@ -58,19 +57,6 @@ def scratch_in(work: Path) -> Iterator[None]:
     finally:
         tempfile.tempdir = saved_tmp
         os.chdir(saved_cwd)
-
-
-def describe(e: BaseException) -> str:
-    """``Type: message``; for a bare assertion inside ORT, the file, line and code that failed."""
-    msg = str(e).strip()
-    tb = traceback.extract_tb(e.__traceback__)
-    frame = tb[-1] if tb else None
-    where = ""
-    if frame is not None:
-        where = f" (at {Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno}: {(frame.line or '').strip()})"
-    if not msg:
-        return f"{type(e).__name__} raised inside onnxruntime.quantization{where}"
-    return f"{type(e).__name__}: {msg.splitlines()[0][:400]}" + (where if isinstance(e, AssertionError) else "")
 
 
 def load(path: Path) -> Any:

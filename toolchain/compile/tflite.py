@@ -39,7 +39,7 @@ from runtime.spec import Engine, TensorSpec
 from toolchain.compile.calibration import checked_calibration
 from toolchain.compile.context import BuildContext, QuantOptions, SampleSet
 from toolchain.compile.staging import publish, staging
-from toolchain.errors import ConversionError, DataError, MissingExtraError
+from toolchain.errors import ConversionError, DataError, MissingExtraError, describe
 
 MODEL_FILE = "model.tflite"
 SIGNATURE = "serving_default"
@@ -232,8 +232,7 @@ def summarize_error(e: BaseException) -> str:
         f, line, fn, code = frames[-1]
         parts.append(f"at {f}:{line} in {fn}" + (f": {code.strip()}" if code else ""))
     if not parts:
-        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
-        parts.append(f"{type(e).__name__}: {first[:300]}")
+        parts.append(describe(e))
     return "; ".join(parts)
 
 
