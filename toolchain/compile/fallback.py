@@ -131,9 +131,11 @@ class FallbackReport:
         verdict = "meets the budget" if self.final and self.final.passed else "STILL MISSES the budget"
         cost = ""
         if self.latency_ms:
-            cost += f"; p50 {self.latency_ms[0]:.2f} -> {self.latency_ms[1]:.2f} ms"
+            cost += f"; p50 batch 1, 1 thread {self.latency_ms[0]:.3g} -> {self.latency_ms[1]:.3g} ms"
         if self.size_bytes:
-            cost += f"; size {self.size_bytes[0] / 2**20:.1f} -> {self.size_bytes[1] / 2**20:.1f} MiB"
+            from toolchain.console import human_bytes
+
+            cost += f"; size {human_bytes(self.size_bytes[0])} -> {human_bytes(self.size_bytes[1])}"
         return (f"fallback: {len(self.layers)}/{self.candidates} layer(s) kept in float ({shown}): "
                 f"{self.initial.headline} -> {self.final.headline if self.final else '?'}, {verdict}"
                 f" after {self.trials} trial(s){cost}")

@@ -97,16 +97,17 @@ class TfliteConverter:
         with _quiet_litert(lt), staging(out_dir) as stage:
             try:
                 if calibration is None:
-                    edge = lt.convert(wrapped.eval(), sample_kwargs=examples, enable_x64=enable_x64)
+                    lt.convert(wrapped.eval(), sample_kwargs=examples, enable_x64=enable_x64).export(str(stage / MODEL_FILE))
                 else:
                     from toolchain.compile.tflite_fallback import accuracy_aware_pt2e
 
-                    module, quant_config, self._recipes[precision] = accuracy_aware_pt2e(
-                        wrapped.eval(), ctx=ctx, examples=examples, calibration=calibration)
-                    edge = lt.convert(
-                        module, sample_kwargs=examples, quant_config=quant_config, enable_x64=enable_x64
-                    )
-                edge.export(str(stage / MODEL_FILE))
+                    def write(module: Any, quant_config: Any, path: Path) -> None:
+                        lt.convert(module, sample_kwargs=examples, quant_config=quant_config,
+                                   enable_x64=enable_x64).export(str(path))
+
+                    self._recipes[precision] = accuracy_aware_pt2e(
+                        wrapped.eval(), ctx=ctx, examples=examples, calibration=calibration, write=write,
+                        out=stage / MODEL_FILE)
             except (ConversionError, MissingExtraError, DataError):
                 raise
             except Exception as e:  # torch.export / lowering / MLIR errors have no common base

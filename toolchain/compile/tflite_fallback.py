@@ -8,17 +8,19 @@ The engine adapter for :func:`toolchain.compile.fallback.accuracy_aware`, on the
   ``convert_pt2e``;
 - judge: the converted graph run in PyTorch (its quantize/dequantize pairs simulate the int8
   arithmetic) at batch 1, as the static TFLite model is verified;
+- cost: when layers fell back, the all-int8 graph is lowered too and both ``.tflite`` files
+  are timed (1 thread) and weighed;
 - localise: the float graph and the converted graph run node by node (``torch.fx.Interpreter``)
   on a few validation inputs; every node fed by a dequantize is scored by the error it adds,
   and the score of a module is that of its worst node.
 
-The ``.tflite`` is converted once, from the chosen graph; its own verification follows in the
-pipeline. torch, torchao and litert_torch are imported inside functions only.
+The chosen graph's ``.tflite`` is verified next in the pipeline. torch, torchao and litert_torch are imported inside functions only.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -27,34 +29,90 @@ from toolchain.compile.context import BuildContext, QuantOptions, SampleSet
 from toolchain.compile.fallback import EngineAdapter, accuracy_aware, p50_ms, rank_layers
 
 
-def accuracy_aware_pt2e(module: Any, *, ctx: BuildContext, examples: dict[str, Any],
-                        calibration: SampleSet) -> tuple[Any, Any, dict]:
-    """``(converted module, litert QuantConfig, recipe)`` for the keyword-input ``module``."""
+def accuracy_aware_pt2e(module: Any, *, ctx: BuildContext, examples: dict[str, Any], calibration: SampleSet,
+                        write: Callable[[Any, Any, Path], None], out: Path) -> dict:
+    """Quantize the keyword-input ``module``, write the ``.tflite`` to ``out``; return the recipe.
+
+    ``write(converted_module, quant_config, path)`` lowers a PT2E graph to a ``.tflite``. When
+    layers fell back, the all-int8 graph is written too (beside ``out``, then removed) so that
+    the size and latency cost are measured on TFLite itself, not on the simulated graph.
+    """
     import torch
-
-    program = torch.export.export(module, (), examples)
-    quantizers: dict[tuple[str, ...], Any] = {}
-
-    def quantize(excluded: Sequence[str]) -> Any:
-        gm, quantizers[tuple(excluded)] = _quantize(program, calibration, ctx.quant, excluded)
-        return gm
-
-    adapter = EngineAdapter(quantize=quantize, outputs=_outputs, localise=lambda q, feeds: localise(program, q, feeds),
-                            latency_ms=_latency_ms)
-    say = ctx.progress or (lambda m: None)
-    converted, report = accuracy_aware(adapter, ctx.budget, enabled=ctx.quant.fallback, say=say, label="int8", batch=1)
     from litert_torch.quantize.quant_config import QuantConfig
 
-    quantizer = quantizers[tuple(report.layers)]
-    recipe = {
+    program = torch.export.export(module, (), examples)
+    feeders = module_feeders(program.module())
+    quantizers: dict[tuple[str, ...], Any] = {}
+    graphs: dict[tuple[str, ...], Any] = {}
+
+    def quantize(excluded: Sequence[str]) -> Any:
+        gm, quantizers[tuple(excluded)] = _quantize(program, calibration, ctx.quant, with_feeders(excluded, feeders))
+        graphs[tuple(excluded)] = gm
+        return gm
+
+    adapter = EngineAdapter(quantize=quantize, outputs=_outputs, localise=lambda q, feeds: localise(program, q, feeds))
+    say = ctx.progress or (lambda m: None)
+    converted, report = accuracy_aware(adapter, ctx.budget, enabled=ctx.quant.fallback, say=say, label="int8", batch=1)
+    write(converted, QuantConfig(pt2e_quantizer=quantizers[tuple(report.layers)]), out)
+    if report.used:
+        base = out.with_name("all-int8.tflite")
+        write(graphs[()], QuantConfig(pt2e_quantizer=quantizers[()]), base)
+        one = {k: v.numpy() for k, v in examples.items()}
+        report.size_bytes = (base.stat().st_size, out.stat().st_size)
+        report.latency_ms = (tflite_p50_ms(base, one), tflite_p50_ms(out, one))
+        base.unlink()
+    return {
         "tool": "litert-torch PT2E (torchao prepare_pt2e/convert_pt2e)", "scheme": "symmetric int8, full integer",
         "per_channel": ctx.quant.per_channel, "activation_observer": ctx.quant.calibration_method,
         "calibration_samples": max(1, min(len(calibration), ctx.quant.calibration_samples)),
-        "float_modules": list(report.layers), "fallback": report.to_json(),
-        "summary": [report.summary() + ("" if not report.enabled or report.initial is None
-                                        else " (judged on the PT2E graph in PyTorch; the .tflite is verified next)")],
+        "float_modules": with_feeders(report.layers, feeders), "fallback": report.to_json(),
+        "summary": [report.summary() + ("" if not report.used else
+                                        " (layers judged on the PT2E graph; cost measured on the .tflite)")],
     }
-    return converted, QuantConfig(pt2e_quantizer=quantizer), recipe
+
+
+def tflite_p50_ms(path: Path, feeds: dict[str, np.ndarray]) -> float:
+    """p50 of one ``serving_default`` call, 1 thread (a cost estimate for the report)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), num_threads=1)
+    runner = interp.get_signature_runner("serving_default")
+    details = runner.get_input_details()
+    args = {}
+    for name, arr in feeds.items():
+        d = details[name]
+        a = np.asarray(arr)
+        if d["dtype"] in (np.int8, np.uint8) and np.issubdtype(a.dtype, np.floating):
+            scale, zero = d["quantization"]
+            a = np.clip(np.round(a / scale + zero), np.iinfo(d["dtype"]).min, np.iinfo(d["dtype"]).max)
+        args[name] = a.astype(d["dtype"])
+    return p50_ms(lambda: runner(**args))
+
+
+def module_feeders(gm: Any) -> dict[str, list[str]]:
+    """Module key -> the modules whose nodes produce its nodes' inputs.
+
+    PT2E annotates a node's *output* with the node's own module: the quantize/dequantize pair
+    in front of a GELU belongs to the Linear before it, so keeping the GELU's module float
+    keeps its feeders float too (as ORT's QDQ fallback keeps a node's producers).
+    """
+    out: dict[str, list[str]] = {}
+    for n in gm.graph.nodes:
+        key = _module_key(n) if n.op == "call_function" else None
+        if key is None:
+            continue
+        for a in n.all_input_nodes:
+            k2 = _module_key(a) if a.op == "call_function" else None
+            if k2 and k2 != key and k2 not in out.setdefault(key, []):
+                out[key].append(k2)
+    return out
+
+
+def with_feeders(modules: Sequence[str], feeders: dict[str, list[str]]) -> list[str]:
+    out = list(dict.fromkeys(modules))
+    for m in modules:
+        out += [f for f in feeders.get(m, ()) if f not in out]
+    return out
 
 
 def _quantize(program: Any, calibration: SampleSet, quant: QuantOptions, float_modules: Sequence[str]) -> tuple[Any, Any]:
@@ -88,15 +146,6 @@ def _outputs(gm: Any, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarra
             out = gm(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in f.items()})
             rows.append({k: v.detach().numpy() for k, v in out.items()})
     return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-
-
-def _latency_ms(gm: Any, feeds: dict[str, np.ndarray]) -> float:
-    """p50 of the simulated graph in PyTorch (a relative cost only: TFLite runs int8 kernels)."""
-    import torch
-
-    args = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
-    with torch.no_grad():
-        return p50_ms(lambda: gm(**args))
 
 
 def _is_qdq(node: Any) -> bool:
