@@ -74,6 +74,16 @@ def test_rank_layers_charges_the_layer_where_error_appears() -> None:
     assert ranked[1][1] == pytest.approx(0.02)
 
 
+def test_rank_layers_looks_through_renamed_tensors() -> None:
+    """ORT folds a ReLU into the Conv's Q/DQ: the Conv output has no int8 counterpart, so the
+    ReLU is charged only what appeared since the last measured tensor."""
+    ref = {t: [np.ones(8)] for t in ("x", "r1", "r2")}
+    got = {"x": [np.ones(8)], "r1": [np.ones(8) * 1.2], "r2": [np.ones(8) * 1.3]}
+    layers = [("conv1", ["x"], ["c1"]), ("relu1", ["c1"], ["r1"]), ("conv2", ["r1"], ["c2"]), ("relu2", ["c2"], ["r2"])]
+    ranked = dict(rank_layers(layers, ref, got))
+    assert ranked["relu1"] == pytest.approx(0.2) and ranked["relu2"] == pytest.approx(0.1)
+
+
 def test_search_finds_the_fewest_top_layers() -> None:
     calls = []
 

@@ -31,7 +31,7 @@ from toolchain.compile.verify import Tolerances, compare
 #: validation samples the per-layer error is measured on (localising needs few)
 LOCALISE_SAMPLES = 8
 #: bound on quantize-and-judge trials of one search (doubling + bisection)
-MAX_TRIALS = 10
+MAX_TRIALS = 12
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,8 @@ def rank_layers(
         float_acts / quant_acts: tensor name -> its value on each localising sample.
 
     A layer's score is the error of its outputs minus the largest error among its inputs
-    (clipped at 0): the error that appears *at* this layer, not the one it inherits.
+    (clipped at 0): the error that appears *at* this layer, not the one it inherits. An input
+    with no counterpart in the int8 graph takes the error of its nearest measured ancestors.
     """
     err: dict[str, float] = {}
 
@@ -178,12 +179,23 @@ def rank_layers(
             err[name] = float(np.mean(vals)) if vals else None
         return err[name]
 
+    producer_inputs = {t: ins for _, ins, outs in layers for t in outs}
+
+    def known(t: str, depth: int = 0) -> float | None:
+        """The error of ``t``, or of its nearest measured ancestors when ``t`` itself has no
+        counterpart in the int8 graph (a Conv whose output ORT renamed when it folded the ReLU)."""
+        v = e(t)
+        if v is not None or depth >= 4 or t not in producer_inputs:
+            return v
+        up = [x for x in (known(i, depth + 1) for i in producer_inputs[t]) if x is not None]
+        return max(up) if up else None
+
     scores = []
     for name, ins, outs in layers:
         out_err = [x for x in (e(t) for t in outs) if x is not None]
         if not out_err:
             continue
-        in_err = [x for x in (e(t) for t in ins) if x is not None]
+        in_err = [x for x in (known(t) for t in ins) if x is not None]
         scores.append((name, max(0.0, max(out_err) - max(in_err, default=0.0))))
     return sorted(scores, key=lambda s: -s[1])
 

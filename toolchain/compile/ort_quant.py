@@ -82,6 +82,7 @@ def preprocess(src: Path, work: Path, *, external: bool) -> tuple[Path, dict[str
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = work / "preprocessed.onnx"
+    src = _at_least_opset(src, work, external=external)
 
     def run(symbolic: bool) -> None:
         with scratch_in(work):
@@ -100,6 +101,30 @@ def preprocess(src: Path, work: Path, *, external: bool) -> tuple[Path, dict[str
         raise ConversionError(f"onnxruntime quantization pre-processing failed: symbolic shape inference: "
                               f"{first}; ONNX shape inference: {describe(e)}") from e
     return pre, {"shape_inference": "onnx", "symbolic_shape_inference_error": first}
+
+
+#: per-channel QuantizeLinear/DequantizeLinear (their ``axis``) need opset 13; ORT does not
+#: raise an older model's opset itself and writes a graph it then refuses to load
+#: (PP-OCRv4 det, opset 12: "DequantizeLinear ... invalid model")
+MIN_OPSET = 13
+
+
+def _at_least_opset(src: Path, work: Path, *, external: bool) -> Path:
+    import onnx
+
+    head = onnx.load(str(src), load_external_data=False)
+    version = max((o.version for o in head.opset_import if o.domain in ("", "ai.onnx")), default=MIN_OPSET)
+    if version >= MIN_OPSET:
+        return src
+    try:
+        model = onnx.version_converter.convert_version(onnx.load(str(src)), MIN_OPSET)
+    except Exception as e:
+        raise ConversionError(f"onnxruntime int8 needs opset >= {MIN_OPSET} (per-channel Q/DQ); converting this "
+                              f"opset-{version} model failed: {describe(e)}") from e
+    out = work / f"opset{MIN_OPSET}.onnx"
+    onnx.save_model(model, str(out), save_as_external_data=external, all_tensors_to_one_file=True,
+                    location=f"{out.name}.data")
+    return out
 
 
 @dataclass(frozen=True)
