@@ -51,6 +51,8 @@ class CorpusModel:
     data: str | None = None  # realdata.py's <data>_calibration / <data>_validation give its real inputs
     engines: tuple[str, ...] = ("onnxruntime", "openvino", "tflite")
     note: str = ""
+    #: inputs whose batch axis is not 0 (``--batch-axis NAME:AXIS``): Silero's state [2, batch, 128]
+    batch_axes: tuple[tuple[str, int], ...] = ()
 
     @property
     def calibration_spec(self) -> str | None:
@@ -101,7 +103,7 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
                 "models/ch_PP-OCRv4_rec_infer.onnx", "classify", "ppocr_rec", _ONNX_ONLY,
                 "PP-OCRv4 text recognition (CTC), rendered text lines"),
     CorpusModel("silero-vad", "silero-vad", "silero_vad", "data/silero_vad.onnx", "classify",
-                "silero_vad", _ONNX_ONLY, "Silero VAD, espeak-ng speech"),
+                "silero_vad", _ONNX_ONLY, "Silero VAD, espeak-ng speech", batch_axes=(("state", 1),)),
     CorpusModel("mp-face-detection", "mediapipe", "mediapipe",
                 "modules/face_detection/face_detection_short_range.tflite", "detect", None, ("tflite",),
                 "MediaPipe BlazeFace (bench input only)"),

@@ -203,10 +203,11 @@ def silero_vad_samples(role: str, *, limit: int) -> dict[str, np.ndarray]:
     inputs, states = [], []
     for i, c in enumerate(chunks):
         if i % step == 0 and len(inputs) < limit:
-            inputs.append(c[None])
-            states.append(state)
+            inputs.append(c)
+            states.append(state[:, 0, :])  # the batch axis of state is 1 (--batch-axis state:1)
         _, state = sess.run(None, {"input": c[None], "state": state, "sr": np.array(VAD_RATE, dtype=np.int64)})
     n = len(inputs)
+    # samples along axis 0: input [n, 512], state [n, 2, 128] (batch axis 1 taken out), sr: a scalar each
     return {"input": np.stack(inputs), "state": np.stack(states), "sr": np.full((n,), VAD_RATE, dtype=np.int64)}
 
 
