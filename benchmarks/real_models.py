@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from runtime.bench.spec import RunLength  # noqa: E402
 from toolchain.console import format_table, human_bytes  # noqa: E402
+from toolchain.errors import ToolchainError  # noqa: E402
 from toolchain.models import corpus  # noqa: E402
 
 RUN = RunLength(warmup_min_iters=5, warmup_min_s=0.5, min_iters=100, min_duration_s=3.0, max_duration_s=20.0)
@@ -52,13 +53,14 @@ def compile_one(m: corpus.CorpusModel, out: Path, *, quick: bool) -> dict:
     from toolchain.console import Progress
 
     kwargs = {"seq_len": 16} if quick and m.name == "minilm" else {}
+    extra = {"batch_axes": dict(m.batch_axes)} if m.batch_axes else {}
     opts = CompileOptions(
         source=str(m.path()) if not m.is_factory else m.source, name=m.name, out_dir=out,
         targets=tuple(Engine(e) for e in m.engines), precisions=(Precision.FP32, Precision.INT8),
         calibration=m.calibration_spec, validation=m.validation_spec, factory_kwargs=kwargs,
         gates=UserGates(min_cosine=MINILM_MIN_COSINE) if m.name == "minilm" else UserGates(),
         quant=QuantOptions(calibration_samples=16 if quick else 128),
-        max_validation_samples=12 if quick else None,
+        max_validation_samples=12 if quick else None, **extra,
     )
     progress = Progress()
     print(f"\n=== compile {m.name} ({m.note}) ===", file=sys.stderr, flush=True)
@@ -223,7 +225,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([name, "tflite", f"as shipped ({shipped})", "ok (bench input; int8 needs the source model)", "-",
                          human_bytes(m.path().stat().st_size), _ms(p50_ms(cells.get(1))), _ms(p50_ms(cells.get(2))), "-", "-"])
             continue
-        manifest = compile_one(m, out, quick=args.quick)
+        try:
+            manifest = compile_one(m, out, quick=args.quick)
+        except (ToolchainError, TypeError) as e:  # refused before any artifact (data, shapes, options)
+            rows.append([name, ",".join(m.engines), "all", f"refused: {type(e).__name__}: {str(e)[:150]}",
+                         "-", "-", "-", "-", "-", "-"])
+            manifests[name] = {"artifacts": [{"id": f"{name}-int8", "precision": "int8", "status": "failed",
+                                              "error": f"{type(e).__name__}: {e}"}]}
+            continue
         manifests[name] = manifest
         cells = bench_build(out / name, run=run)
         rows += rows_for(m, manifest, cells)
