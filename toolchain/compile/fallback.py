@@ -71,6 +71,14 @@ class FidelityBudget:
         n = self.samples if limit is None else min(limit, self.samples)
         return [{k: v[i:min(n, i + step)] for k, v in self.validation.items()} for i in range(0, n, step)]
 
+    def collect(self, run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]], *,
+                batched: bool = True) -> dict[str, np.ndarray]:
+        """Every validation sample through ``run`` (one call's feeds -> outputs), outputs by
+        name with samples along axis 0: in calls of :attr:`batch` samples when ``batched``
+        (as verification runs a model with a dynamic batch), else one sample per call."""
+        rows = [run(f) for f in self.feeds(batch=None if batched else 1)]
+        return {n: np.concatenate([np.asarray(r[n]) for r in rows]) for n in self.output_names}
+
     def judge(self, outputs: Mapping[str, np.ndarray]) -> Judgement:
         """``outputs`` (stacked like the reference) against the gates."""
         res = compare(reference=self.reference, candidate=outputs, output_names=list(self.output_names),
@@ -245,7 +253,7 @@ class EngineAdapter:
     """What the loop needs from one engine (each converter builds one)."""
 
     quantize: Callable[[Sequence[str]], Any]  # excluded layers -> an int8 model
-    outputs: Callable[[Any, list[dict[str, np.ndarray]]], dict[str, np.ndarray]]  # model, feeds -> stacked
+    runner: Callable[[Any], Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]]  # model -> run(feeds)
     localise: Callable[[Any, list[dict[str, np.ndarray]]], list[tuple[str, float]]]  # int8 model -> ranking
     size_bytes: Callable[[Any], int] | None = None
     latency_ms: Callable[[Any, dict[str, np.ndarray]], float] | None = None
@@ -253,11 +261,11 @@ class EngineAdapter:
 
 def accuracy_aware(adapter: EngineAdapter, budget: FidelityBudget | None, *, enabled: bool,
                    say: Callable[[str], None] = lambda m: None, label: str = "int8",
-                   batch: int | None = None) -> tuple[Any, FallbackReport]:
+                   batched: bool = True) -> tuple[Any, FallbackReport]:
     """Quantize, and when the result misses ``budget``, keep the fewest culprit layers in float.
 
     Returns ``(model, report)``. With no budget (nothing to judge against) or ``enabled``
-    off, the fully quantized model is returned as is. ``batch`` overrides the samples per
+    off, the fully quantized model is returned as is. ``batched`` False runs one sample per
     call (a static batch-1 model). Converter errors propagate.
     """
     t0 = time.perf_counter()
@@ -265,8 +273,7 @@ def accuracy_aware(adapter: EngineAdapter, budget: FidelityBudget | None, *, ena
     report = FallbackReport(enabled=enabled)
     if budget is None or not enabled:
         return model, report
-    feeds = budget.feeds(batch=batch)
-    report.initial = budget.judge(adapter.outputs(model, feeds))
+    report.initial = budget.judge(budget.collect(adapter.runner(model), batched=batched))
     if report.initial.passed:
         report.final = report.initial
         report.seconds = time.perf_counter() - t0
@@ -286,7 +293,7 @@ def accuracy_aware(adapter: EngineAdapter, budget: FidelityBudget | None, *, ena
     def trial(excluded: Sequence[str]) -> Judgement:
         m = adapter.quantize(excluded)
         models[tuple(excluded)] = m
-        j = budget.judge(adapter.outputs(m, feeds))
+        j = budget.judge(budget.collect(adapter.runner(m), batched=batched))
         say(f"{label}: {len(excluded)} layer(s) in float -> {j.headline} ({'pass' if j.passed else 'miss'})")
         return j
 

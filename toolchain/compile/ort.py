@@ -111,7 +111,7 @@ def build_int8(ctx: BuildContext, *, precision: str, work: Path, external: bool)
                        "activations": "quantized per call at run time"})
     adapter = EngineAdapter(
         quantize=lambda excluded: oq.quantize(plan, excluded),
-        outputs=oq.run_outputs,
+        runner=oq.runner,
         localise=lambda qpath, feeds: oq.localise(pre_model, pre, qpath, feeds, mode=mode, op_types=plan.op_types),
         size_bytes=oq.file_bytes,
         latency_ms=oq.latency_ms,

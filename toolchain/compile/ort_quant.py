@@ -238,12 +238,11 @@ def _session(model: Any, threads: int = 1) -> Any:
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
-def run_outputs(model: Any, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Stacked graph outputs of ``model`` (a path or ModelProto) on batch-1 ``feeds``."""
+def runner(model: Any) -> Any:
+    """``run(feeds) -> {output name: array}`` on an ORT session of ``model`` (all cores)."""
     sess = _session(model, threads=os.cpu_count() or 1)
     names = [o.name for o in sess.get_outputs()]
-    rows = [sess.run(names, f) for f in feeds]
-    return {n: np.concatenate([r[i] for r in rows]) for i, n in enumerate(names)}
+    return lambda feeds: dict(zip(names, sess.run(names, feeds)))
 
 
 def file_bytes(path: Path) -> int:

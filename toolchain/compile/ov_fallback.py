@@ -45,7 +45,7 @@ def accuracy_aware_int8(model: Any, *, ctx: BuildContext, calibration: SampleSet
                                         transformer=transformer, ignored=key, bias_correction=(info["bias_correction"],))
         return models[key]
 
-    adapter = EngineAdapter(quantize=quantize, outputs=run_outputs, localise=lambda q, feeds: localise(model, q, feeds),
+    adapter = EngineAdapter(quantize=quantize, runner=runner, localise=lambda q, feeds: localise(model, q, feeds),
                             size_bytes=constant_bytes, latency_ms=latency_ms)
     say = ctx.progress or (lambda m: None)
     chosen, report = accuracy_aware(adapter, ctx.budget, enabled=ctx.quant.fallback, say=say, label="int8")
@@ -88,12 +88,17 @@ def _compile(model: Any, *, f32: bool, threads: int | None = None) -> Any:
     return ov.Core().compile_model(model, "CPU", cfg)
 
 
-def run_outputs(model: Any, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Stacked outputs of an int8 IR, compiled as verification compiles it (no hint)."""
+def runner(model: Any) -> Any:
+    """``run(feeds) -> {output name: array}`` on the int8 IR compiled as verification compiles it."""
     compiled = _compile(model, f32=False)
     names = [p.get_any_name() for p in model.outputs]
-    rows = [compiled(f) for f in feeds]
-    return {n: np.concatenate([np.asarray(r[compiled.output(n)]) for r in rows]) for n in names}
+    ports = [compiled.output(n) for n in names]
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        r = compiled(feeds)
+        return {n: np.asarray(r[p]) for n, p in zip(names, ports)}
+
+    return run
 
 
 def constant_bytes(model: Any) -> int:

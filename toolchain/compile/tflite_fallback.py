@@ -50,9 +50,9 @@ def accuracy_aware_pt2e(module: Any, *, ctx: BuildContext, examples: dict[str, A
         graphs[tuple(excluded)] = gm
         return gm
 
-    adapter = EngineAdapter(quantize=quantize, outputs=_outputs, localise=lambda q, feeds: localise(program, q, feeds))
+    adapter = EngineAdapter(quantize=quantize, runner=_runner, localise=lambda q, feeds: localise(program, q, feeds))
     say = ctx.progress or (lambda m: None)
-    converted, report = accuracy_aware(adapter, ctx.budget, enabled=ctx.quant.fallback, say=say, label="int8", batch=1)
+    converted, report = accuracy_aware(adapter, ctx.budget, enabled=ctx.quant.fallback, say=say, label="int8", batched=False)
     write(converted, QuantConfig(pt2e_quantizer=quantizers[tuple(report.layers)]), out)
     if report.used:
         base = out.with_name("all-int8.tflite")
@@ -137,15 +137,16 @@ def _quantize(program: Any, calibration: SampleSet, quant: QuantOptions, float_m
     return converted, quantizer
 
 
-def _outputs(gm: Any, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def _runner(gm: Any) -> Any:
+    """``run(feeds) -> {output name: array}`` of the PT2E graph in PyTorch."""
     import torch
 
-    rows = []
-    with torch.no_grad():
-        for f in feeds:
-            out = gm(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in f.items()})
-            rows.append({k: v.detach().numpy() for k, v in out.items()})
-    return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            out = gm(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()})
+        return {k: v.detach().numpy() for k, v in out.items()}
+
+    return run
 
 
 def _is_qdq(node: Any) -> bool:
