@@ -37,7 +37,8 @@ DYNAMIC_OP_TYPES = ("MatMul", "Attention", "LSTM", "Gather")
 
 
 def dynamic_op_types(p: onnxgraph.GraphProfile) -> tuple[str, ...]:
-    return DYNAMIC_OP_TYPES + (("Conv",) if p.conv_params >= p.matmul_params else ())
+    """Conv only for a conv net without attention (one asked for int8-dynamic by name)."""
+    return DYNAMIC_OP_TYPES + (("Conv",) if not p.attention and p.conv_params >= p.matmul_params else ())
 
 profile = onnxgraph.profile
 choose = onnxgraph.int8_recipe
