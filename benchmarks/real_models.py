@@ -136,7 +136,7 @@ def rows_for(m: corpus.CorpusModel, manifest: dict, cells: dict[str, dict[int, d
     for aid, a in arts.items():
         c = cells.get(aid, {})
         fp32 = cells.get(f"{a['engine']}-fp32", {})
-        status = a["status"] if a["status"] == "ok" else f"{a['status']}: {(a.get('error') or '')[:110]}"
+        status = a["status"] if a["status"] == "ok" else f"{a['status']}: {(a.get('error') or '')[:100]}"
         fb = (a.get("recipe") or {}).get("fallback") or {}
         if fb.get("count"):
             status += f" (fallback: {fb['count']} layer(s) float)"
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             manifest = compile_one(m, out, quick=args.quick)
         except (ToolchainError, TypeError) as e:  # refused before any artifact (data, shapes, options)
-            rows.append([name, ",".join(m.engines), "all", f"refused: {type(e).__name__}: {str(e)[:150]}",
+            rows.append([name, ",".join(m.engines), "all", f"refused: {type(e).__name__}: {str(e)[:100]}",
                          "-", "-", "-", "-", "-", "-"])
             manifests[name] = {"artifacts": [{"id": f"{name}-int8", "precision": "int8", "status": "failed",
                                               "error": f"{type(e).__name__}: {e}"}]}
