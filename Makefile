@@ -15,14 +15,16 @@ $(PY):
 # torch goes in first, pinned: a range would let the resolver fetch a multi-GB CUDA build.
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[toolchain,agent,openvino,tflite,dev]'
+	$(PIP) install -q -e '.[toolchain,agent,openvino,tflite,dev,models]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 # The corpus of real pretrained models (toolchain/models/corpus.py) that tests and
-# benchmarks/real_models.py run: pinned, --no-deps (only their model files are used;
-# facenet-pytorch would pull a CUDA torchvision, mediapipe a protobuf downgrade).
+# benchmarks/real_models.py run. The `models` extra (in the venv above) brings the wheels whose
+# dependencies are harmless; this adds every pin of the corpus with --no-deps (facenet-pytorch
+# would pull torch 2.2 and a CUDA torchvision, mediapipe a protobuf downgrade; only their files
+# are used).
 CORPUS_STAMP := $(VENV)/.corpus-installed
 $(CORPUS_STAMP): $(STAMP) toolchain/models/corpus.py
 	$(PIP) install -q --no-deps $$($(PY) -m toolchain.models.corpus pins)

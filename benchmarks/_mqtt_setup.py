@@ -43,7 +43,7 @@ def bench_device(prefix: str, *, topic: str, client_id: str | None = None, **mqt
     started against the broker; everything is stopped and the work dir removed on exit."""
     logging.basicConfig(level=logging.ERROR)  # the expected disconnect warnings would clutter the figures
 
-    from device_agent.telemetry import MqttConfig, start
+    from device_agent.mqtt import MqttConfig, start
     from toolchain.fleet.localbroker import Broker, Recorder
 
     work = workdir(prefix)

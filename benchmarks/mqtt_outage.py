@@ -40,7 +40,7 @@ def main() -> int:  # noqa: PLR0915 - one linear measurement script
     ap.add_argument("--replay-per-s", type=float, default=500.0, help="[mqtt] replay_max_per_s")
     args = ap.parse_args()
     from _mqtt_setup import bench_device
-    from device_agent.telemetry.payloads import Severity
+    from runtime.contracts.mqtt.payloads import Severity
     from toolchain.fleet.localbroker import record_enqueued
 
     with bench_device("edgeship-bench-outage-", topic="edgeship/v1/bench/dev1/#", client_id="outage-consumer",

@@ -25,8 +25,8 @@ def main() -> int:
     ap.add_argument("--inflight", type=int, default=100, help="[mqtt] max_inflight")
     args = ap.parse_args()
     from _mqtt_setup import bench_device
-    from device_agent.telemetry.payloads import Kind, Severity
-    from device_agent.telemetry.queue import MessageClass
+    from runtime.contracts.mqtt.payloads import Kind, Severity
+    from device_agent.mqtt.queue import MessageClass
 
     with bench_device("edgeship-bench-tput-", topic="edgeship/v1/bench/dev1/events",
                       max_inflight=args.inflight) as (_, _, _, rec, svc):

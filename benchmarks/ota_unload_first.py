@@ -29,10 +29,10 @@ from ota_update_latency import Load, make_bundle, parse_args, serve_first_releas
 def one_run(tmp: Path, *, pad: int, rate: float, policy: str, tight: bool) -> dict:
     from device_agent.agent import Agent
     from device_agent.config import AgentConfig
-    from device_agent.update import Updater
-    from device_agent.update.config import MemoryPolicy, UpdateSection
-    from device_agent.update.gate import model_file_bytes
-    from runtime.bundle import read_bundle_info
+    from device_agent.ota import Updater
+    from device_agent.ota.config import MemoryPolicy, UpdateSection
+    from device_agent.ota.gate import model_file_bytes
+    from runtime.contracts.bundle import read_bundle_info
     from toolchain.ota.publish import publish
 
     b1 = make_bundle(tmp / "b", release=1, pad_bytes=pad, budget_ms=50.0)

@@ -47,7 +47,7 @@ def _model(variant: int) -> bytes:
 
 
 def make_bundle(out: Path, *, release: int, pad_bytes: int, budget_ms: float) -> Path:
-    from runtime.bundle import BundleInfo, FileEntry, Precision, Requirements, Source, Tolerances
+    from runtime.contracts.bundle import BundleInfo, FileEntry, Precision, Requirements, Source, Tolerances
     from runtime.fsutil import sha256_bytes
     from runtime.spec import Engine, TensorSpec
 
@@ -158,8 +158,8 @@ def serve_first_release(tmp: Path, b1: Path) -> Rig:
 def one_run(tmp: Path, *, pad: int, rate: float) -> dict:
     from device_agent.agent import Agent
     from device_agent.config import AgentConfig
-    from device_agent.update import State, Updater
-    from device_agent.update.config import UpdateSection
+    from device_agent.ota import State, Updater
+    from device_agent.ota.config import UpdateSection
     from toolchain.ota.publish import publish
 
     keys, repo, state, store, srv, url = serve_first_release(

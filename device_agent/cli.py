@@ -7,13 +7,15 @@ import sys
 from runtime import cliutil
 from runtime.errors import EdgeshipRuntimeError
 
+from .errors import DeviceAgentError
+
 #: subcommand -> "module:add_parser"; add_parser(subparsers) registers it and sets func(args)->int
 COMMANDS: dict[str, str] = {
     "install": "device_agent.install:add_parser",
     "run": "device_agent.commands:add_run",
     "status": "device_agent.commands:add_status",
     "rollback": "device_agent.commands:add_rollback",
-    "update": "device_agent.update.cli:add_parser",
+    "update": "device_agent.ota.cli:add_parser",
 }
 
 
@@ -26,9 +28,8 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .store import StoreError  # a damaged store is reported in one line, not a traceback
-
-    return cliutil.run(build_parser(), argv, user_errors=(EdgeshipRuntimeError, StoreError))
+    # every error of the agent, the runtime and the OS is reported in one line with its exit code
+    return cliutil.run(build_parser(), argv, errors=(DeviceAgentError, EdgeshipRuntimeError, OSError))
 
 
 if __name__ == "__main__":

@@ -1,33 +1,26 @@
 """`edgeship-agent status | rollback | run` (install is in device_agent.install).
 
 ``status`` and ``rollback`` work on a stopped agent by reading/switching the store's pointers,
-and on a running one through its local control endpoint, so the running server switches
-sessions too (it finds the agent by the flock on ``<state_dir>/agent.lock``).
+and on a running one through its local control endpoint (:mod:`device_agent.agent.client`),
+so the running server switches sessions too (it finds the agent by the flock on
+``<state_dir>/agent.lock``). Errors are raised, not printed: ``runtime.cliutil.run`` reports
+them and exits with their code.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
+from runtime.contracts.statedir import StateDir
 
-
-def load_config_or_report(path: str | Path, *, command: str) -> AgentConfig | None:
-    """The config at ``path``, or None after printing ``edgeship-agent <command>: <error>``
-    to stderr (a config error is the caller's exit code 2)."""
-    try:
-        return load_config(path)
-    except ConfigError as e:
-        print(f"edgeship-agent {command}: {e}", file=sys.stderr)
-        return None
+from .config import DEFAULT_CONFIG_PATH, load_config
+from .errors import StateDirNotFoundError
 
 
 def _state_dir(args) -> Path:
+    """The state dir of --state-dir or the config. Raises ConfigError."""
     if getattr(args, "state_dir", None):
         return Path(args.state_dir)
     return load_config(args.config).state_dir
@@ -39,26 +32,6 @@ def _common(p) -> None:
     p.add_argument("--state-dir", default=None, metavar="DIR", help="use this state dir instead of the config's")
 
 
-def _control(agent, method: str, path: str, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Call a running agent's control endpoint. Raises RuntimeError with its message."""
-    if agent.token is None:
-        raise RuntimeError("the agent is running but its control.token is not readable by this user "
-                           "(run as the agent's user or root)")
-    req = urllib.request.Request(agent.url + path, method=method, data=b"" if method == "POST" else None,
-                                 headers={"X-Edgeship-Token": agent.token})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            return json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        try:
-            msg = json.loads(e.read()).get("error", "")
-        except ValueError:
-            msg = ""
-        raise RuntimeError(f"agent answered {e.code}: {msg}") from e
-    except urllib.error.URLError as e:
-        raise RuntimeError(f"cannot reach the agent at {agent.url}: {e.reason}") from e
-
-
 # --------------------------------------------------------------------------- status
 def add_status(sub) -> None:
     p = sub.add_parser("status", help="show the active and previous model (and the running agent)")
@@ -68,19 +41,15 @@ def add_status(sub) -> None:
 
 
 def cmd_status(args) -> int:
-    from .serving.server import running_agent
-    from .store import Store, StoreError
+    from .agent.client import ControlClient
+    from .agent.errors import ControlAPIError
+    from .agent.process import running_agent
+    from .store import Store
 
-    try:
-        root = _state_dir(args)
-        store = Store(root) if root.exists() else None
-    except (ConfigError, StoreError, OSError) as e:
-        print(f"edgeship-agent status: {e}", file=sys.stderr)
-        return 2
-    if store is None:
-        print(f"edgeship-agent status: state dir {root} does not exist (run `edgeship-agent install`)",
-              file=sys.stderr)
-        return 2
+    root = _state_dir(args)
+    if not root.exists():
+        raise StateDirNotFoundError(f"state dir {root} does not exist (run `edgeship-agent install`)")
+    store = Store(root)
     running = running_agent(root)
     out: dict[str, Any] = {
         "state_dir": str(root),
@@ -92,36 +61,41 @@ def cmd_status(args) -> int:
     }
     if running is not None and running.token is not None:
         try:
-            live = _control(running, "GET", "/edgeship/v1/status", timeout_s=5)
+            live = ControlClient(running).status(timeout_s=5)
             out["serving"], out["ready"], out["metrics"] = live.get("serving"), live.get("ready"), live.get("metrics")
-        except RuntimeError as e:
+        except ControlAPIError as e:
             out["control_error"] = str(e)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"state dir  {root}")
-    print("agent      " + (f"running (pid {running.pid}, {running.url})" if running else "not running"))
+    print(_status_text(out, running))
+    return 0
+
+
+def _status_text(out: dict[str, Any], running) -> str:
+    lines = [f"state dir  {out['state_dir']}",
+             "agent      " + (f"running (pid {running.pid}, {running.url})" if running else "not running")]
     for key in ("active", "previous"):
-        print(f"{key:<10} {_ref_line(out[key])}")
+        lines.append(f"{key:<10} {_ref_line(out[key])}")
     if "serving" in out and out["serving"] and out["active"] and out["serving"]["sha256"] != out["active"]["sha256"]:
-        print(f"serving    {_ref_line(out['serving'])}  (differs from the active pointer)")
+        lines.append(f"serving    {_ref_line(out['serving'])}  (differs from the active pointer)")
     if out.get("metrics"):
         m = out["metrics"]
-        print(f"requests   {m['requests']} in the last {m['window_s']:.0f} s, {m['errors']} errors, "
-              f"p50 {m['latency_ms_p50'] or 0:.2f} ms")
-    print(f"models     {len(out['models'])} in the store")
+        lines.append(f"requests   {m['requests']} in the last {m['window_s']:.0f} s, {m['errors']} errors, "
+                     f"p50 {m['latency_ms_p50'] or 0:.2f} ms")
+    lines.append(f"models     {len(out['models'])} in the store")
     u = out["update"]
     if u is not None:
-        print("update     " + (u["error"] if "error" in u else
-                              f"{u['model']} release {u['release'] or '?'}: {u['state']}"
-                              + (f" ({u['reason']})" if u["reason"] else "") + f" at {u['updated_utc']}"
-                              + (f"  {u['detail']}" if u["detail"] else "")))
-    return 0
+        lines.append("update     " + (u["error"] if "error" in u else
+                                      f"{u['model']} release {u['release'] or '?'}: {u['state']}"
+                                      + (f" ({u['reason']})" if u["reason"] else "") + f" at {u['updated_utc']}"
+                                      + (f"  {u['detail']}" if u["detail"] else "")))
+    return "\n".join(lines)
 
 
 def _last_update(root: Path) -> dict[str, Any] | None:
     """The last (or running) OTA update from ``<state_dir>/update/journal.json``, or None."""
-    path = root / "update" / "journal.json"
+    path = StateDir(root).journal
     try:
         j = json.loads(path.read_text())
         return {k: j.get(k) for k in ("deployment_id", "model", "release", "state", "reason", "detail",
@@ -148,29 +122,22 @@ def add_rollback(sub) -> None:
 
 
 def cmd_rollback(args) -> int:
-    from .serving.server import running_agent
-    from .store import NoPreviousModelError, Store, StoreError
+    from .agent.client import ControlClient
+    from .agent.process import running_agent
+    from .store import Store
 
-    try:
-        root = _state_dir(args)
-    except ConfigError as e:
-        print(f"edgeship-agent rollback: {e}", file=sys.stderr)
-        return 2
+    root = _state_dir(args)
     running = running_agent(root)
-    try:
-        if running is not None:
-            answer = _control(running, "POST", "/edgeship/v1/rollback")
-            ref = answer["active"]
-            how = f"running agent pid {running.pid} switched sessions in {answer['switch_s']:.3f} s"
-        else:
-            ref = Store(root).rollback().to_json()
-            how = "agent not running; pointers switched"
-    except (RuntimeError, NoPreviousModelError, StoreError, OSError) as e:
-        print(f"edgeship-agent rollback: {e}", file=sys.stderr)
-        return 1
+    switch_s = None
+    if running is not None:
+        answer = ControlClient(running).rollback()
+        ref, switch_s = answer["active"], answer["switch_s"]
+        how = f"running agent pid {running.pid} switched sessions in {switch_s:.3f} s"
+    else:
+        ref = Store(root).rollback().to_json()
+        how = "agent not running; pointers switched"
     if args.json:
-        print(json.dumps({"active": ref, "how": how,
-                          "switch_s": answer["switch_s"] if running is not None else None}, indent=2))
+        print(json.dumps({"active": ref, "how": how, "switch_s": switch_s}, indent=2))
     else:
         print(f"active     {_ref_line(ref)}\n           ({how})")
     return 0
@@ -188,15 +155,9 @@ def add_run(sub) -> None:
 def cmd_run(args) -> int:
     import dataclasses
 
-    from .serving.server import AlreadyRunningError, run
+    from .serving.server import run
 
-    cfg = load_config_or_report(args.config, command="run")
-    if cfg is None:
-        return 2
+    cfg = load_config(args.config)
     if args.port is not None:
         cfg = dataclasses.replace(cfg, serving=dataclasses.replace(cfg.serving, port=args.port))
-    try:
-        return run(cfg)
-    except (AlreadyRunningError, OSError) as e:
-        print(f"edgeship-agent run: {e}", file=sys.stderr)
-        return 1
+    return run(cfg)

@@ -3,7 +3,8 @@
 Every setting is a dataclass field with a unit in its name where it has one and a ``doc``
 in its metadata; :func:`dumps` writes that doc as a comment above each key, so the file
 ``edgeship-agent install`` writes documents itself. Unknown keys and wrong types are
-refused with the key and the file named.
+refused with the key and the file named (one loader for every section:
+:mod:`device_agent.configfile`).
 
 Sections owned by other parts of the agent (``[update]``, ``[mqtt]``) are registered in
 :data:`SECTIONS` as ``"module:Class"`` (a frozen dataclass with defaults) and imported only
@@ -12,35 +13,23 @@ when needed; read them with ``config.section("update")``.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import importlib
-import math
 import os
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .configfile import ConfigError, doc, dump_table, load_table
+
 #: extra top-level sections: name -> "module:FrozenDataclass" (imported lazily)
 SECTIONS: dict[str, str] = {
-    "update": "device_agent.update.config:UpdateSection",
-    "mqtt": "device_agent.telemetry.config:MqttConfig",
+    "update": "device_agent.ota.config:UpdateSection",
+    "mqtt": "device_agent.mqtt.config:MqttConfig",
 }
 
 DEFAULT_CONFIG_PATH = "/etc/edgeship/agent.toml"
-
-
-class ConfigError(ValueError):
-    """The config file is missing, not TOML, or has an unknown key or a wrong value."""
-
-
-def doc(text: str, default: Any = dataclasses.MISSING, **kw) -> Any:
-    """A dataclass field with its documentation (written as a comment by :func:`dumps`)."""
-    if default is dataclasses.MISSING:
-        return field(metadata={"doc": text}, **kw)
-    return field(default=default, metadata={"doc": text}, **kw)
 
 
 class LogLevel(str, enum.Enum):
@@ -142,10 +131,10 @@ def parse_config(data: Mapping[str, Any], *, where: str = "<config>") -> AgentCo
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {unknown}; known: {sorted(known)}")
-    ext = {name: _load(_section_class(name), data[name], f"{where}: [{name}]")
+    ext = {name: load_table(_section_class(name), data[name], f"{where}: [{name}]")
            for name in SECTIONS if name in data}
-    cfg = AgentConfig(agent=_load(AgentSection, data.get("agent", {}), f"{where}: [agent]"),
-                      serving=_load(ServingSection, data.get("serving", {}), f"{where}: [serving]"),
+    cfg = AgentConfig(agent=load_table(AgentSection, data.get("agent", {}), f"{where}: [agent]"),
+                      serving=load_table(ServingSection, data.get("serving", {}), f"{where}: [serving]"),
                       extensions=ext, source=where)
     _check(cfg, where)
     return cfg
@@ -176,68 +165,6 @@ def _section_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def _load(cls, data: Any, where: str):
-    """Strictly build dataclass ``cls`` from a TOML table."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a table, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        kwargs[key] = _coerce(hints[key], value, f"{where} {key}")
-    try:
-        return cls(**kwargs)
-    except TypeError as e:  # a required key with no default
-        raise ConfigError(f"{where}: {e}") from e
-    except ConfigError as e:  # the section's own checks name the key ("[mqtt] fleet ..."): add the file
-        raise type(e)(f"{where.split(': [', 1)[0]}: {e}") from e
-
-
-def _coerce(tp: Any, v: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _load(tp, v, where)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(v)
-        except ValueError:
-            raise ConfigError(f"{where}: {v!r} is not one of {[e.value for e in tp]}") from None
-    if tp is bool:
-        if not isinstance(v, bool):
-            raise ConfigError(f"{where}: expected true or false, got {v!r}")
-        return v
-    if tp is int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(f"{where}: expected an integer, got {v!r}")
-        return v
-    if tp is float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ConfigError(f"{where}: expected a number, got {v!r}")
-        return float(v)
-    if tp is str:
-        if not isinstance(v, str):
-            raise ConfigError(f"{where}: expected a string, got {v!r}")
-        return v
-    if origin in (tuple, list):
-        (inner, *_rest) = typing.get_args(tp) or (Any,)
-        if not isinstance(v, list):
-            raise ConfigError(f"{where}: expected a list, got {v!r}")
-        return tuple(_coerce(inner, x, f"{where}[{i}]") for i, x in enumerate(v))
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        errors = []
-        for a in args:
-            try:
-                return _coerce(a, v, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {v!r}")
-    return v
-
-
 # --------------------------------------------------------------------------- writing
 def dumps(cfg: AgentConfig | None = None, *, header: str = "", commented_defaults: bool = False) -> str:
     """The config as TOML, every key preceded by its documentation as a comment.
@@ -250,7 +177,7 @@ def dumps(cfg: AgentConfig | None = None, *, header: str = "", commented_default
     sections: list[tuple[str, Any]] = [("agent", cfg.agent), ("serving", cfg.serving)]
     sections += sorted(cfg.extensions.items())
     for name, obj in sections:
-        _dump_table(lines, name, obj)
+        dump_table(lines, name, obj)
     if commented_defaults:
         for name in sorted(set(SECTIONS) - set(cfg.extensions)):
             try:
@@ -258,44 +185,6 @@ def dumps(cfg: AgentConfig | None = None, *, header: str = "", commented_default
             except (ImportError, AttributeError, ConfigError):
                 continue
             sub: list[str] = []
-            _dump_table(sub, name, obj, f"[{name}] is not set: the defaults below apply. Uncomment to change.")
+            dump_table(sub, name, obj, f"[{name}] is not set: the defaults below apply. Uncomment to change.")
             lines += [ln if (not ln or ln.startswith("#")) else f"#{ln}" for ln in sub]
     return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def _dump_table(lines: list[str], name: str, obj: Any, comment: str = "") -> None:
-    lines.append("")
-    lines += [f"# {ln}" for ln in _wrap(comment)]
-    lines.append(f"[{name}]")
-    nested = []
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            nested.append((f"{name}.{f.name}", value, f.metadata.get("doc", "")))
-            continue
-        lines += [f"# {ln}" for ln in _wrap(f.metadata.get("doc", ""))]
-        lines.append(f"{f.name} = {_toml_value(value)}")
-    for sub, value, d in nested:
-        _dump_table(lines, sub, value, d)
-
-
-def _wrap(text: str, width: int = 88) -> list[str]:
-    import textwrap
-
-    return textwrap.wrap(text, width) if text else []
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, enum.Enum):
-        v = v.value
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if v is None:
-        raise ConfigError("TOML has no null; give the setting a value")
-    raise ConfigError(f"cannot write {type(v).__name__} to TOML")

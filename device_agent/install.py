@@ -19,31 +19,26 @@ import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.contracts.statedir import InstallLayout, StateDir
+from runtime.errors import ExitCode
 from runtime.fsutil import atomic_write_bytes
 
 from .config import AgentConfig, AgentSection, ServingSection, dumps
-
-UNIT_NAME = "edgeship-agent.service"
-
-
-@dataclass(frozen=True)
-class InstallPaths:
-    config: Path
-    state_dir: Path
-    unit: Path
-
-    @classmethod
-    def under(cls, prefix: str | os.PathLike | None) -> "InstallPaths":
-        base = Path(prefix).resolve() if prefix else Path("/")
-        return cls(config=base / "etc/edgeship/agent.toml", state_dir=base / "var/lib/edgeship",
-                   unit=base / "etc/systemd/system" / UNIT_NAME)
+from .errors import DeviceAgentError
 
 
-class InstallError(Exception):
-    """Install refused (existing config without --force, a bad bundle)."""
+class InstallError(DeviceAgentError):
+    """Install refused (an existing config without --force, a bad root.json, a running agent)."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class InstallWriteError(InstallError):
+    """A directory or file of the install cannot be written (without --prefix: not root?)."""
+
+    exit_code = ExitCode.FAILED
 
 
 def systemd_unit(*, config_path: Path, state_dir: Path, user: str | None = None,
@@ -77,7 +72,10 @@ def systemd_unit(*, config_path: Path, state_dir: Path, user: str | None = None,
 
 def _trust_root(path: str | os.PathLike) -> bytes:
     """The bytes of a TUF root.json, after a shape check. Raises InstallError."""
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise InstallError(f"--trust-root {path}: cannot read it: {e.strerror or e}") from e
     try:
         doc = json.loads(data)
         ok = doc["signed"]["_type"] == "root" and isinstance(doc["signatures"], list)
@@ -89,7 +87,7 @@ def _trust_root(path: str | os.PathLike) -> bytes:
 
 
 def _check_bundle(bundle: str | os.PathLike) -> None:
-    from runtime.bundle import BundleError, read_bundle_info
+    from runtime.contracts.bundle import BundleError, read_bundle_info
 
     try:
         read_bundle_info(bundle)
@@ -125,15 +123,16 @@ def install(*, bundle: str | os.PathLike, prefix: str | os.PathLike | None = Non
         BundleRejectedError: the bundle failed the store's checks (nothing else was written).
         OSError: a directory cannot be created or written (e.g. no root without --prefix).
     """
-    from .serving.server import AlreadyRunningError, instance_lock
+    from .agent.errors import AlreadyRunningError
+    from .agent.process import instance_lock
     from .store import Store
 
-    paths = InstallPaths.under(prefix)
+    paths = InstallLayout.under(prefix)
     if paths.config.exists() and not force:
         raise InstallError(f"{paths.config} exists; pass --force to overwrite it (the store is kept)")
     _check_bundle(bundle)  # before any directory is created
     root_bytes = _trust_root(trust_root) if trust_root else None
-    trust_path = paths.state_dir / "trust" / "root.json"
+    trust_path = StateDir(paths.state_dir).trust_root
     if repository and root_bytes is None and not trust_path.exists():
         raise InstallError("signed updates need the repository's trusted root.json: pass --trust-root "
                            "keys/root.json (from `edgeship keys init`)")
@@ -180,19 +179,12 @@ def add_parser(sub) -> None:
 
 
 def _cmd(args) -> int:
-    from .config import ConfigError
-    from .store import StoreError
-
     try:
         res = install(bundle=args.bundle, prefix=args.prefix, port=args.port, host=args.host,
                       user=args.user, force=args.force, trust_root=args.trust_root,
                       repository=args.repository, mqtt_host=args.mqtt_host, fleet=args.fleet)
-    except (InstallError, StoreError, ConfigError) as e:
-        print(f"edgeship-agent install: {e}", file=sys.stderr)
-        return 2
     except OSError as e:
-        print(f"edgeship-agent install: {e} (without --prefix this needs root)", file=sys.stderr)
-        return 1
+        raise InstallWriteError(f"{e} (without --prefix this needs root)") from e
     if args.json:
         print(json.dumps(res, indent=2))
         return 0

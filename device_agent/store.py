@@ -1,6 +1,6 @@
 """The on-device model store: content-addressed bundles and atomically switched pointers.
 
-Layout under ``state_dir``::
+Layout under ``state_dir`` (named in ``runtime.contracts.statedir.StateDir``)::
 
     models/<bundle_sha256>/{model.json, model/..., golden.npz}   # complete, read-only files
     pointers.json   # {"schema_version": 1, "active": ModelRef|null, "previous": ModelRef|null}
@@ -41,24 +41,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from runtime.bundle import (
+from runtime.contracts.bundle import (
     MAX_MODEL_JSON_BYTES, MODEL_JSON, BundleError, BundleInfo, check_members,
 )
+from runtime.contracts.statedir import StateDir
+from runtime.errors import ExitCode
 from runtime.fsutil import atomic_write_json, fsync_dir, sha256_file
 
-POINTERS = "pointers.json"
+from .errors import DeviceAgentError
+
 #: test hook: set to a checkpoint name and the process SIGKILLs itself there
 KILL_ENV = "EDGESHIP_TEST_KILL_AT"
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 
 
-class StoreError(Exception):
+class StoreError(DeviceAgentError):
     """Base class of every store error."""
 
 
 class BundleRejectedError(StoreError):
     """A bundle file failed a check (hash, tar members, model.json, a file's hash)."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 class BundleHashMismatchError(BundleRejectedError):
@@ -120,9 +125,10 @@ class Store:
 
     def __init__(self, state_dir: str | os.PathLike, *, max_bundle_bytes: int = 4 << 30) -> None:
         self.root = Path(state_dir)
-        self.models_dir = self.root / "models"
-        self.tmp_dir = self.root / "tmp"
-        self.update_dir = self.root / "update"
+        self.paths = StateDir(self.root)
+        self.models_dir = self.paths.models
+        self.tmp_dir = self.paths.tmp
+        self.update_dir = self.paths.update
         self.max_bundle_bytes = max_bundle_bytes
         for d in (self.root, self.models_dir, self.tmp_dir, self.update_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -272,7 +278,7 @@ class Store:
     # ----------------------------------------------------------------- internals
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        fd = os.open(self.root / "store.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.paths.store_lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -284,7 +290,7 @@ class Store:
             _rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
 
     def _pointers(self) -> tuple[ModelRef | None, ModelRef | None]:
-        p = self.root / POINTERS
+        p = self.paths.pointers
         try:
             d = json.loads(p.read_text())
         except FileNotFoundError:
@@ -296,7 +302,7 @@ class Store:
         return tuple(None if d[k] is None else ModelRef.from_json(d[k]) for k in ("active", "previous"))  # type: ignore[return-value]
 
     def _write_pointers(self, active: ModelRef | None, previous: ModelRef | None) -> None:
-        atomic_write_json(self.root / POINTERS, {
+        atomic_write_json(self.paths.pointers, {
             "schema_version": 1,
             "active": active.to_json() if active else None,
             "previous": previous.to_json() if previous else None,

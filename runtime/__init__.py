@@ -1,6 +1,9 @@
 """edgeship runtime: one small interface over ONNX Runtime, OpenVINO and TFLite/LiteRT.
 
 Importing this package imports no engine; a backend is imported when a model is opened.
+The shared base of host and device also holds ``runtime.contracts`` (every format that
+crosses between them), ``runtime.bench`` (the measuring loop), and small shared helpers
+(``fsutil``, ``percentile``, ``cliutil``, ``errors``).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import ClassVar, Mapping
 import numpy as np
 
 from .errors import EdgeshipRuntimeError, InferenceError, InputMismatchError, ModelLoadError
-from .spec import Engine, TensorSpec
+from .spec import Engine, TensorSpec, contiguous
 
 
 class Session(abc.ABC):
@@ -146,7 +146,7 @@ class Session(abc.ABC):
                     f"{self.path.name}: input {s.name!r} has shape {list(a.shape)}, "
                     f"model expects {list(s.shape)}"
                 )
-            out[s.name] = np.ascontiguousarray(a)
+            out[s.name] = contiguous(a)
         return out
 
     def describe(self) -> dict:

@@ -3,6 +3,15 @@
 Each program keeps a table ``{"name": "module:add_parser"}``; ``add_parser(subparsers)`` adds
 its subcommand and sets ``func(args) -> int``. Subcommand modules import nothing heavy at
 module level, so ``--help`` stays fast.
+
+One error path: a command returns its exit code when it ran to the end (0 ok, 1 failed,
+3 partial) and *raises* otherwise; :func:`run` is the only place that turns an error into
+a message and an exit code. Every edgeship error carries its code (``exit_code``, a
+:class:`runtime.errors.ExitCode`): 2 when what the user gave is wrong, 1 when the work
+failed. The message is one line, ``<prog> <command>: error: <what went wrong>``, followed
+by `` [<reason_code>]`` for an error that carries a stable machine-readable code (an OTA
+update's ``security.bad_signature``, say); errors are written to name the file, flag, key or
+device they are about.
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ import importlib
 import os
 import sys
 from typing import Mapping
+
+from .errors import ExitCode
 
 
 def build_parser(*, prog: str, description: str, version: str,
@@ -25,19 +36,26 @@ def build_parser(*, prog: str, description: str, version: str,
     return p
 
 
+def exit_code_of(e: BaseException) -> int:
+    """The exit code an error ends a command with (1 for an error that does not say)."""
+    return int(getattr(e, "exit_code", ExitCode.FAILED))
+
+
 def run(parser: argparse.ArgumentParser, argv: list[str] | None,
-        user_errors: tuple[type[BaseException], ...] = ()) -> int:
-    """Parse and dispatch. ``user_errors`` escaping a command are printed as one line
-    (``prog: error: ...``, exit 1) instead of a traceback: they already say what to do."""
+        errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Parse and dispatch; the one handler of the errors a command raises.
+
+    ``errors``: the program's error roots (and OSError, whose message names the file). One
+    escaping a command is printed as one line, ``<prog> <command>: error: ...``, and the
+    command exits with its ``exit_code``. Anything else is a bug and keeps its traceback.
+    A usage error of the parser itself exits 2 (argparse).
+    """
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return ExitCode.BAD_INPUT
     try:
         return int(args.func(args) or 0)
-    except user_errors as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
@@ -45,3 +63,8 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None,
         # the reader went away (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except errors as e:
+        where = f"{parser.prog} {args.command}" if getattr(args, "command", None) else parser.prog
+        code = getattr(e, "reason_code", None)
+        print(f"{where}: error: {e}" + (f" [{code}]" if isinstance(code, str) else ""), file=sys.stderr)
+        return exit_code_of(e)

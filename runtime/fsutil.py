@@ -2,6 +2,8 @@
 
 Atomic replace: write a temp file in the same directory, fsync it, ``os.replace`` it over
 the target, fsync the directory. A reader sees the old file or the new one, never a mix.
+:class:`AtomicFile` is the one implementation; :func:`atomic_write_bytes` and
+:func:`atomic_write_json` are its short forms.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 _CHUNK = 1 << 20
 
@@ -28,7 +30,7 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process umask, read without changing it (os.umask would race other threads)."""
     try:
         with open("/proc/self/status") as f:
@@ -48,30 +50,62 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None = None) -> None:
-    """Replace ``path`` with ``data`` atomically and durably.
+class AtomicFile:
+    """A file that appears complete or not at all: written to a temp file in ``directory``,
+    then :meth:`commit` fsyncs it, renames it to its final path (in the same directory) and
+    fsyncs the directory. Leaving the ``with`` block without a commit deletes the temp file.
 
     ``mode``: the file's permission bits (default 0o666 less the umask). A secret passes
     0o600, so the file is never readable by others, not even between the write and a chmod.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes 0600; without a mode give the file ordinary permissions
-        os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+
+    def __init__(self, directory: str | os.PathLike, *, mode: int | None = None, prefix: str = ".tmp.") -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=self.directory)
+        self.temp_path = Path(tmp)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(path.parent)
+            # mkstemp makes 0600; without a mode give the file ordinary permissions
+            os.fchmod(fd, 0o666 & ~current_umask() if mode is None else mode)
+            self.file: BinaryIO = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            self.temp_path.unlink(missing_ok=True)
+            raise
+        self.committed: Path | None = None
+
+    def sync(self) -> None:
+        """Flush and fsync what was written so far (e.g. before hashing :attr:`temp_path`)."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def commit(self, path: str | os.PathLike) -> Path:
+        """Make the file ``path`` (which must be in :attr:`directory`), durably."""
+        path = Path(path)
+        if path.parent.resolve() != self.directory.resolve():
+            raise ValueError(f"{path}: an atomic rename stays in {self.directory}")
+        self.sync()
+        self.file.close()
+        os.replace(self.temp_path, path)
+        self.committed = path
+        fsync_dir(self.directory)
+        return path
+
+    def __enter__(self) -> "AtomicFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.committed is None:
+            self.file.close()
+            self.temp_path.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (see :class:`AtomicFile`)."""
+    path = Path(path)
+    with AtomicFile(path.parent, mode=mode, prefix=f".{path.name}.") as f:
+        f.file.write(data)
+        f.commit(path)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

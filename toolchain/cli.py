@@ -31,7 +31,8 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cliutil.run(build_parser(), argv, user_errors=(ToolchainError, EdgeshipRuntimeError))
+    # every error of the toolchain, the runtime and the OS is reported in one line with its exit code
+    return cliutil.run(build_parser(), argv, errors=(ToolchainError, EdgeshipRuntimeError, OSError))
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def classify_export_error(exc: BaseException) -> dict[str, str | None]:
 
     Returns ``{"stage", "op", "where", "summary"}`` (values may be None).
     """
-    text = _strip_ansi(str(exc))
+    text = strip_ansi(str(exc))
     stage = None
     m = re.search(r"step (\d)/3", text)
     if m:
@@ -106,7 +106,7 @@ def classify_export_error(exc: BaseException) -> dict[str, str | None]:
     return {"stage": stage, "op": op, "where": where, "summary": summary}
 
 
-def _strip_ansi(s: str) -> str:
+def strip_ansi(s: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", s)
 
 
@@ -208,6 +208,64 @@ def program_as_module(ep: Any) -> Any:
             return self.program(*args)
 
     return ProgramModule().eval()
+
+
+class LogCapture:
+    """Where third-party output went (``path``) and the console edgeship still writes to."""
+
+    def __init__(self, path: Any, console: Any) -> None:
+        self.path = path
+        self.console = console
+
+
+@contextlib.contextmanager
+def capture_native_logs(path: Any, *, enabled: bool = True) -> Iterator[LogCapture]:
+    """Send everything third-party code writes, Python or native, to the file ``path``.
+
+    Native libraries (oneDNN, absl, TensorFlow Lite, torchao's ``.so`` loader) write to file
+    descriptors 1 and 2 directly, Python ones (warnings, tqdm weight-loading bars, print)
+    to ``sys.stdout``/``sys.stderr``; both are redirected. Edgeship's own progress goes to
+    ``capture.console`` (a duplicate of the original stderr). Disabled, it changes nothing
+    (``--verbose``).
+    """
+    import os
+    import sys
+    from pathlib import Path
+
+    if not enabled:
+        yield LogCapture(None, sys.stderr)
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    # a stderr replaced by the caller (a test's capture, a redirect) stays the console as is;
+    # the process's own stderr becomes a duplicate of fd 2 taken before the redirect
+    own = _fileno(sys.stderr) == 2
+    console = os.fdopen(os.dup(saved[2]), "w", buffering=1) if own else sys.stderr
+    log = open(path, "w", buffering=1)
+    py_saved = (sys.stdout, sys.stderr)
+    try:
+        for fd in (1, 2):
+            os.dup2(log.fileno(), fd)
+        sys.stdout, sys.stderr = log, log
+        yield LogCapture(path, console)
+    finally:
+        sys.stdout, sys.stderr = py_saved
+        for fd, orig in saved.items():
+            os.dup2(orig, fd)
+            os.close(orig)
+        log.close()
+        if own:
+            console.close()
+
+
+def _fileno(stream: Any) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def pt2e_keep_float(quantizer: Any, stack_key: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.contracts.statedir import InstallLayout, StateDir
 from runtime.fsutil import file_entry, sha256_file
 
 
@@ -104,7 +105,7 @@ def make_bad_bundle(work: Path, *, release: int, name: str = "tiny") -> Path:
 
     import onnx
 
-    from runtime.bundle import BundleInfo
+    from runtime.contracts.bundle import BundleInfo
     from runtime.fsutil import sha256_bytes
     from toolchain.package import _write_tar
 
@@ -250,10 +251,11 @@ def story(work: Path) -> int:  # noqa: PLR0915 - a linear script is the clearest
         prefix = work / "device"
         d.run("install", "--bundle", str(r1.path), "--prefix", str(prefix), "--port", str(http_port),
               tool="device_agent.cli")
-        state = prefix / "var" / "lib" / "edgeship"
-        (state / "trust").mkdir(parents=True, exist_ok=True)
-        shutil.copy(keys / "root.json", state / "trust" / "root.json")
-        config = prefix / "etc" / "edgeship" / "agent.toml"
+        layout = InstallLayout.under(prefix)
+        trust_root = StateDir(layout.state_dir).trust_root
+        trust_root.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(keys / "root.json", trust_root)
+        config = layout.config
         with open(config, "a") as f:
             f.write(f'\n[update]\nrepository_url = "{repo_url}"\ntrial_requests = 30\ntrial_duration_s = 3.0\n'
                     f'trial_probe_interval_s = 0.05\n'

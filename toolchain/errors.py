@@ -1,16 +1,32 @@
-"""One error hierarchy for the toolchain; each error says what to do about it."""
+"""One error hierarchy for the toolchain; each error says what to do about it.
+
+Every error carries ``exit_code`` (``runtime.errors.ExitCode``): what an ``edgeship``
+command ends with when the error ends it (``runtime.cliutil.run`` prints it). Errors about
+what the user gave (a flag, a source, data, a missing extra) are 2; a failed step is 1.
+"""
 
 from __future__ import annotations
 
 import traceback
 from pathlib import Path
+from typing import ClassVar
+
+from runtime.errors import ExitCode
 
 
 class ToolchainError(Exception):
     """Base class of every toolchain error."""
 
+    exit_code: ClassVar[ExitCode] = ExitCode.FAILED
 
-class MissingExtraError(ToolchainError):
+
+class BadInputError(ToolchainError):
+    """A flag, file or value the user gave cannot be used as given (exit code 2)."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class MissingExtraError(BadInputError):
     """A Python package the step needs is missing; names the pip extra."""
 
     def __init__(self, package: str, extra: str = "toolchain") -> None:
@@ -19,7 +35,7 @@ class MissingExtraError(ToolchainError):
         super().__init__(f"{package} is not installed: pip install 'edgeship[{extra}]'")
 
 
-class SourceError(ToolchainError):
+class SourceError(BadInputError):
     """The model source (factory file, .pt2, .onnx) cannot be loaded."""
 
 
@@ -27,7 +43,7 @@ class ExportError(ToolchainError):
     """torch.onnx.export failed; the message names the module/op and the exporter stage."""
 
 
-class DataError(ToolchainError):
+class DataError(BadInputError):
     """Calibration/validation data does not match the model (names, shapes, dtypes)."""
 
 
@@ -39,7 +55,7 @@ class VerificationError(ToolchainError):
     """An artifact breached a user-set gate (tolerance or accuracy drop)."""
 
 
-class ManifestError(ToolchainError):
+class ManifestError(BadInputError):
     """A build directory's manifest.json is missing, unreadable or of an unknown schema version."""
 
 

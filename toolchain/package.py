@@ -15,12 +15,10 @@ place only when complete.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
 import tarfile
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from runtime.bundle import (
-    GOLDEN_NPZ, MODEL_DIR, MODEL_JSON, Arch, BundleError, BundleInfo, FileEntry, Precision,
-    Requirements, Source, TensorStats, Tolerances, parse_version,
+from runtime.contracts.bundle import (
+    GOLDEN_NPZ, MODEL_DIR, MODEL_JSON, Arch, BundleInfo, FileEntry, Precision,
+    Requirements, Source, TensorStats, parse_version,
 )
-from runtime.fsutil import fsync_dir, sha256_bytes, sha256_file
+from runtime.fsutil import AtomicFile, current_umask, sha256_bytes, sha256_file
 from runtime.spec import Engine, TensorSpec, deploy_precision_hint
 
-from .errors import ToolchainError
+from .errors import BadInputError
 
 #: how many validation samples the baseline output statistics are taken over
 STATS_SAMPLES = 256
@@ -47,8 +45,8 @@ DEFAULT_ARCH = {
 }
 
 
-class PackageError(ToolchainError):
-    """The build or artifact cannot be packaged; the message says which file and why."""
+class PackageError(BadInputError):
+    """The build or artifact cannot be packaged; the message says which file and why (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -281,30 +279,19 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
 
 
 def _write_tar(out_dir: Path, info: BundleInfo, members: dict[str, bytes | Path]) -> tuple[Path, str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bundle.", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with tarfile.open(fileobj=f, mode="w:", format=tarfile.PAX_FORMAT) as tf:
-                for name in sorted(members):
-                    src = members[name]
-                    if isinstance(src, bytes):
-                        tf.addfile(_tarinfo(name, len(src)), io.BytesIO(src))
-                    else:
-                        with open(src, "rb") as fh:
-                            tf.addfile(_tarinfo(name, src.stat().st_size), fh)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o644 & ~umask)  # mkstemp makes 0600; a bundle is meant to be copied around
-        sha = sha256_file(tmp)
-        final = out_dir / f"{info.name}-{info.release}-{sha[:12]}.tar"
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(out_dir)
+    # 0644 less the umask: a bundle is meant to be copied around
+    with AtomicFile(out_dir, mode=0o644 & ~current_umask(), prefix=".bundle.") as out:
+        with tarfile.open(fileobj=out.file, mode="w:", format=tarfile.PAX_FORMAT) as tf:
+            for name in sorted(members):
+                src = members[name]
+                if isinstance(src, bytes):
+                    tf.addfile(_tarinfo(name, len(src)), io.BytesIO(src))
+                else:
+                    with open(src, "rb") as fh:
+                        tf.addfile(_tarinfo(name, src.stat().st_size), fh)
+        out.sync()
+        sha = sha256_file(out.temp_path)
+        final = out.commit(out_dir / f"{info.name}-{info.release}-{sha[:12]}.tar")
     return final, sha
 
 
@@ -331,23 +318,13 @@ def add_parser(sub) -> None:
 
 
 def _cmd(args) -> int:
-    import sys
-
-    from runtime.errors import EdgeshipRuntimeError
-
-    try:
-        res = package_build(args.build_dir, artifact_id=args.artifact, version=args.version,
-                            release=args.release, out_dir=args.out,
-                            latency_budget_ms=args.latency_budget_ms,
-                            golden_samples=args.golden_samples,
-                            arch=tuple(args.arch) if args.arch else None,
-                            min_engine_version=args.min_engine_version)
-    except (ToolchainError, BundleError) as e:
-        print(f"edgeship package: {e}", file=sys.stderr)
-        return 2
-    except EdgeshipRuntimeError as e:
-        print(f"edgeship package: {e}", file=sys.stderr)
-        return 1
+    """Raises PackageError, BundleError (exit 2), EngineNotInstalledError (2), other runtime errors (1)."""
+    res = package_build(args.build_dir, artifact_id=args.artifact, version=args.version,
+                        release=args.release, out_dir=args.out,
+                        latency_budget_ms=args.latency_budget_ms,
+                        golden_samples=args.golden_samples,
+                        arch=tuple(args.arch) if args.arch else None,
+                        min_engine_version=args.min_engine_version)
     if args.json:
         print(json.dumps({"path": str(res.path), "sha256": res.sha256, "model": res.info.to_json()},
                          indent=2))

@@ -19,10 +19,7 @@ no longer than parsing a request does.
 from __future__ import annotations
 
 import hmac
-import json
-import math
 import time
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -31,25 +28,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from runtime.contracts import control
+
 from .. import __version__
-from ..agent import Agent, ModelNotFoundError, NotReadyError
-from ..logs import get_logger
-from ..store import NoPreviousModelError, StoreError
+from ..agent.core import Agent
+from ..store import NoPreviousModelError
+from .responses import error_response, http_exception, json_response, map_error
 from .v2 import PLATFORM, V2Error, infer_response, parse_infer_request, tensor_metadata
-from runtime.errors import EdgeshipRuntimeError, InputMismatchError
-
-log = get_logger("http")
-TOKEN_HEADER = "x-edgeship-token"
-
-
-def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    # allow_nan: a model may legitimately output NaN/Inf; Python/JS clients read the tokens
-    return Response(json.dumps(obj, separators=(",", ":")), status_code=status, media_type="application/json",
-                    headers=headers)
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return _json({"error": message}, status, headers)
 
 
 class _V2Handlers:
@@ -60,13 +45,13 @@ class _V2Handlers:
         self.inline_below_s = agent.config.serving.inline_below_ms / 1e3
 
     async def server_meta(self, request: Request) -> Response:
-        return _json({"name": "edgeship-agent", "version": __version__, "extensions": []})
+        return json_response({"name": "edgeship-agent", "version": __version__, "extensions": []})
 
     async def live(self, request: Request) -> Response:
-        return _json({"live": True})
+        return json_response({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        return _json({"ready": self.agent.ready}, 200 if self.agent.ready else 503)
+        return json_response({"ready": self.agent.ready}, 200 if self.agent.ready else 503)
 
     def current(self, request: Request):
         """The loaded model if it is the one the path names. Raises V2Error 404/503."""
@@ -82,7 +67,7 @@ class _V2Handlers:
 
     async def model_meta(self, request: Request) -> Response:
         cur = self.current(request)
-        return _json({"name": cur.ref.name, "versions": [cur.ref.version],
+        return json_response({"name": cur.ref.name, "versions": [cur.ref.version],
                       "platform": PLATFORM.get(cur.ref.engine, cur.ref.engine),
                       "inputs": tensor_metadata(cur.session.inputs),
                       "outputs": tensor_metadata(cur.session.outputs),
@@ -91,7 +76,7 @@ class _V2Handlers:
 
     async def model_ready(self, request: Request) -> Response:
         self.current(request)
-        return _json({"name": request.path_params["name"], "ready": True})
+        return json_response({"name": request.path_params["name"], "ready": True})
 
     async def infer(self, request: Request) -> Response:
         cur = self.current(request)
@@ -104,29 +89,30 @@ class _V2Handlers:
             out, ref = self.agent.infer_traced(feeds, name)  # a fast model: skip the thread hop
         else:
             out, ref = await run_in_threadpool(self.agent.infer_traced, feeds, name)
-        return _json(infer_response(model_name=ref.name, model_version=ref.version, outputs=out,
+        return json_response(infer_response(model_name=ref.name, model_version=ref.version, outputs=out,
                                     requested=requested, request_id=rid))
 
     async def ctl_status(self, request: Request) -> Response:
-        return _json({**self.agent.status(), "metrics": self.agent.metrics_snapshot()})
+        return json_response({**self.agent.status(), "metrics": self.agent.metrics_snapshot()})
 
     async def ctl_rollback(self, request: Request) -> Response:
         t0 = time.perf_counter()
         try:
             ref = await run_in_threadpool(self.agent.rollback)
         except NoPreviousModelError as e:
-            return _error(409, str(e))
-        return _json({"active": ref.to_json(), "switch_s": round(time.perf_counter() - t0, 6)})
+            return error_response(409, str(e))
+        return json_response({"active": ref.to_json(), "switch_s": round(time.perf_counter() - t0, 6)})
 
     async def ctl_reload(self, request: Request) -> Response:
         ref = await run_in_threadpool(self.agent.reload_pointers)
-        return _json({"active": ref.to_json() if ref else None})
+        return json_response({"active": ref.to_json() if ref else None})
 
     def guarded(self, fn):
         async def handler(request: Request) -> Response:
-            got = request.headers.get(TOKEN_HEADER, "")
+            got = request.headers.get(control.TOKEN_HEADER, "")
             if not self.token or not hmac.compare_digest(got.encode(), self.token.encode()):
-                return _error(403, f"missing or wrong {TOKEN_HEADER} header (see <state_dir>/control.token)")
+                return error_response(403, f"missing or wrong {control.TOKEN_HEADER.lower()} header "
+                                   f"(see <state_dir>/control.token)")
             return await fn(request)
         return handler
 
@@ -136,7 +122,7 @@ def _endpoint(fn):
         try:
             return await fn(request)
         except Exception as e:  # every failure becomes one JSON answer; the server keeps going
-            return _map_error(request, e)
+            return map_error(request, e)
     return handler
 
 
@@ -154,40 +140,14 @@ def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token
         routes += [Route(base, _endpoint(h.model_meta)), Route(base + "/ready", _endpoint(h.model_ready)),
                    Route(base + "/infer", _endpoint(h.infer), methods=["POST"])]
     if control_token:
-        routes += [Route("/edgeship/v1/status", _endpoint(h.guarded(h.ctl_status))),
-                   Route("/edgeship/v1/rollback", _endpoint(h.guarded(h.ctl_rollback)), methods=["POST"]),
-                   Route("/edgeship/v1/reload", _endpoint(h.guarded(h.ctl_reload)), methods=["POST"])]
+        routes += [Route(control.STATUS, _endpoint(h.guarded(h.ctl_status))),
+                   Route(control.ROLLBACK, _endpoint(h.guarded(h.ctl_rollback)), methods=["POST"]),
+                   Route(control.RELOAD, _endpoint(h.guarded(h.ctl_reload)), methods=["POST"])]
         if updates is not None:
             from .update_route import update_endpoint
 
-            routes.append(Route("/edgeship/v1/update", _endpoint(h.guarded(update_endpoint(updates))),
-                                methods=["POST"]))
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_exc})
-
-
-def _map_error(request: Request, e: Exception) -> Response:
-    """The HTTP answer for an exception raised while handling ``request``."""
-    if isinstance(e, V2Error):
-        status, msg = e.status, e.message
-    elif isinstance(e, ModelNotFoundError):
-        status, msg = 404, str(e)
-    elif isinstance(e, NotReadyError):
-        if e.retry_after_s is not None:  # unloaded on purpose for a moment (an update's memory policy)
-            return _error(503, str(e), {"Retry-After": str(max(1, math.ceil(e.retry_after_s)))})
-        status, msg = 503, str(e)
-    elif isinstance(e, InputMismatchError):
-        status, msg = 400, str(e)
-    elif isinstance(e, StoreError):
-        status, msg = 409, str(e)
-    elif isinstance(e, EdgeshipRuntimeError):
-        status, msg = 500, f"inference failed: {e}"
-        log.error("http.inference_failed", path=request.url.path, error=str(e))
-    else:
-        status, msg = 500, f"internal error: {type(e).__name__}: {e}"
-        log.error("http.unexpected", path=request.url.path, error=repr(e), exc_info=e)
-    if status < 500:
-        log.debug("http.rejected", status=status, path=request.url.path, error=msg)
-    return _error(status, msg)
+            routes.append(Route(control.UPDATE, _endpoint(h.guarded(update_endpoint(updates))), methods=["POST"]))
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_exception})
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -205,7 +165,3 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise V2Error(413, f"request body is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _http_exc(request: Request, exc: HTTPException) -> Response:
-    return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")

@@ -1,11 +1,9 @@
 """Run the agent in the foreground: uvicorn serving the v2 app, one agent per state dir.
 
-While running, the process holds an exclusive flock on ``<state_dir>/agent.lock`` (released
-by the kernel however it dies) and has written ``<state_dir>/agent.json`` ``{pid, host,
-port}`` and a fresh random ``<state_dir>/control.token`` (mode 0600). Tools find the
-running agent through these (see :func:`running_agent`).
+While running, the process holds ``<state_dir>/agent.lock`` and advertises itself in
+``agent.json`` and ``control.token`` (:mod:`device_agent.agent.process`).
 
-OTA updates (``device_agent.update``) and MQTT telemetry (``device_agent.telemetry``) are
+OTA updates (``device_agent.ota``) and MQTT telemetry (``device_agent.mqtt``) are
 started after the agent when configured (see :func:`_start_extensions`) and stopped first.
 
 Signals: SIGTERM / SIGINT stop accepting, let requests in flight finish (uvicorn's graceful
@@ -15,91 +13,18 @@ offline ``edgeship-agent rollback`` or another tool switched them).
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import secrets
 import signal
 import socket
 import threading
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
 
-from runtime.fsutil import atomic_write_bytes, atomic_write_json
+from runtime.contracts.statedir import StateDir
 
+from ..agent.process import advertise, instance_lock, new_control_token, withdraw
 from ..config import AgentConfig
 from ..logs import configure, get_logger
 
 log = get_logger("server")
-LOCK_FILE = "agent.lock"
-INFO_FILE = "agent.json"
-TOKEN_FILE = "control.token"
-
-
-class AlreadyRunningError(RuntimeError):
-    """Another agent process serves this state dir."""
-
-
-@dataclass(frozen=True)
-class RunningAgent:
-    pid: int
-    host: str
-    port: int
-    token: str | None
-
-    @property
-    def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else ("[::1]" if self.host == "::" else self.host)
-        return f"http://{host}:{self.port}"
-
-
-def running_agent(state_dir: str | os.PathLike) -> RunningAgent | None:
-    """The agent serving ``state_dir``, or None when none holds its lock."""
-    root = Path(state_dir)
-    lock = root / LOCK_FILE
-    if not lock.exists():
-        return None
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pass  # held: an agent is running
-        else:
-            return None
-    finally:
-        os.close(fd)
-    try:
-        info = json.loads((root / INFO_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None  # starting up: the lock is held but agent.json is not written yet
-    try:
-        token = (root / TOKEN_FILE).read_text().strip()
-    except OSError:  # no permission to read it (another user) or control disabled
-        token = None
-    return RunningAgent(pid=info["pid"], host=info["host"], port=info["port"], token=token)
-
-
-@contextmanager
-def instance_lock(root: Path) -> Iterator[None]:
-    """Hold ``<root>/agent.lock`` exclusively (an agent, or a local ``edgeship-agent update``).
-
-    Raises:
-        AlreadyRunningError: another process holds it.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AlreadyRunningError(f"{root}: another edgeship-agent is already running on this state dir "
-                                      f"(an agent, or a local `edgeship-agent update`)") from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -126,12 +51,13 @@ def run(config: AgentConfig) -> int:
     """
     import uvicorn
 
-    from ..agent import Agent
+    from ..agent.core import Agent
     from .http import create_app
     from .update_route import UpdateHost
 
     configure(level=config.agent.log_level.value, file=config.agent.log_file or None)
     root = config.state_dir
+    paths = StateDir(root)
     with instance_lock(root):
         s = config.serving
         try:
@@ -139,10 +65,7 @@ def run(config: AgentConfig) -> int:
         except OSError as e:
             raise OSError(e.errno, f"cannot listen on {s.host}:{s.port}: {e.strerror}") from e
         port = sock.getsockname()[1]
-        token = None
-        if s.control_enabled:
-            token = secrets.token_urlsafe(24)
-            atomic_write_bytes(root / TOKEN_FILE, token.encode(), mode=0o600)  # 0600 from the start
+        token = new_control_token(paths) if s.control_enabled else None
         agent = Agent(config)
         updates = UpdateHost(config, agent)
         app = create_app(agent, control_token=token, updates=updates)
@@ -158,7 +81,7 @@ def run(config: AgentConfig) -> int:
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
             target=_reload, args=(agent,), daemon=True).start())
         stoppers = [updates.cancel, *_start_extensions(config, agent, updates)]
-        atomic_write_json(root / INFO_FILE, {"pid": os.getpid(), "host": s.host, "port": port})
+        advertise(paths, host=s.host, port=port)
         log.info("agent.started", host=s.host, port=port, pid=os.getpid(), ready=agent.ready,
                  model=(agent.current().ref.name if agent.current() else None))
         try:
@@ -170,8 +93,7 @@ def run(config: AgentConfig) -> int:
                 _quietly(stop_fn, "extension.stop_failed")
             agent.close()
             sock.close()
-            for name in (INFO_FILE, TOKEN_FILE):
-                (root / name).unlink(missing_ok=True)
+            withdraw(paths)
             log.info("agent.stopped", pid=os.getpid(), signal=stop_signals[0] if stop_signals else None)
     return 0
 
@@ -210,10 +132,9 @@ def _start_extensions(config: AgentConfig, agent, updates=None) -> list:
     """
     stoppers: list = []
     updater = None
-    journal = config.state_dir / "update" / "journal.json"
-    if "update" in config.extensions or journal.exists():
+    if "update" in config.extensions or StateDir(config.state_dir).journal.exists():
         try:
-            from ..update.poll import start_updates
+            from ..ota.poll import start_updates
 
             poller = start_updates(config, agent)
             updater = poller.updater
@@ -224,9 +145,9 @@ def _start_extensions(config: AgentConfig, agent, updates=None) -> list:
             log.error("update.start_failed", error=f"{type(e).__name__}: {e}")
     if "mqtt" in config.extensions:
         try:
-            from .. import telemetry
+            from .. import mqtt
 
-            svc = telemetry.start(config, agent, updater)
+            svc = mqtt.start(config, agent, updater)
             stoppers.append(svc.stop)
         except Exception as e:
             log.error("telemetry.start_failed", error=f"{type(e).__name__}: {e}")

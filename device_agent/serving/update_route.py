@@ -12,10 +12,10 @@ for this update only: an offline mirror, say).
 Answers:
 
 - 200 with an NDJSON stream (``application/x-ndjson``): one ``{"event": {...}}`` line per
-  state the update enters (an :class:`~device_agent.update.UpdateEvent`), an empty line
+  state the update enters (an :class:`~device_agent.ota.UpdateEvent`), an empty line
   every :data:`HEARTBEAT_S` seconds while a state lasts (so a client can use a short read
   timeout), and a last line ``{"result": {...}}`` (an
-  :class:`~device_agent.update.UpdateResult`) or ``{"error": "...", "reason": "..."}``.
+  :class:`~device_agent.ota.UpdateResult`) or ``{"error": "...", "reason": "..."}``.
 - 409 ``{"error": ...}``: another update is running in this agent (the control route,
   polling, MQTT or the start-up recovery: they share one :class:`Updater`).
 - 400: a malformed body. 500: the update could not start (e.g. an unreadable journal).
@@ -29,22 +29,22 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from runtime.contracts.control import HEARTBEAT_S, UpdateRequest
+
 from ..logs import get_logger
+from .responses import error_response
 
 log = get_logger("http.update")
-HEARTBEAT_S = 5.0
-MAX_BODY_BYTES = 4096
 
 
 class UpdateHost:
-    """The one :class:`~device_agent.update.Updater` of a running agent, created on first use
+    """The one :class:`~device_agent.ota.Updater` of a running agent, created on first use
     when ``_start_extensions`` did not create one (no ``[update]`` section and no journal)."""
 
     def __init__(self, config, agent) -> None:
@@ -75,49 +75,15 @@ class UpdateHost:
     def updater(self):
         with self._lock:
             if self._updater is None:
-                from ..update.updater import Updater
+                from ..ota.updater import Updater
 
                 self._updater = Updater(self.config, self.agent.store, self.agent)
             return self._updater
 
 
-@dataclass(frozen=True)
-class UpdateRequest:
-    model: str
-    release: int | None = None
-    deployment_id: str | None = None
-    repository_url: str | None = None
-
-
-def parse_update_request(body: bytes) -> UpdateRequest:
-    """The request in ``body``. Raises ValueError naming the bad field."""
-    if len(body) > MAX_BODY_BYTES:
-        raise ValueError(f"body of {len(body)} bytes is over {MAX_BODY_BYTES}")
-    try:
-        data = json.loads(body or b"{}")
-    except (ValueError, RecursionError) as e:
-        raise ValueError(f"body is not JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError("body must be a JSON object")
-    unknown = set(data) - {"model", "release", "deployment_id", "repository_url"}
-    if unknown:
-        raise ValueError(f"unknown field(s) {sorted(unknown)}")
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise ValueError("'model' (a model name) is required")
-    release = data.get("release")
-    if release is not None and (not isinstance(release, int) or isinstance(release, bool) or release < 1):
-        raise ValueError(f"'release' must be a positive integer, not {release!r}")
-    for key in ("deployment_id", "repository_url"):
-        if data.get(key) is not None and not isinstance(data[key], str):
-            raise ValueError(f"{key!r} must be a string")
-    return UpdateRequest(model=model, release=release, deployment_id=data.get("deployment_id"),
-                         repository_url=data.get("repository_url") or None)
-
-
 def _run(updater, req: UpdateRequest, q: "queue.Queue[tuple[str, Any]]") -> None:
     """Thread body: run the update, put ("event"|"result"|"busy"|"error", payload) items on ``q``."""
-    from ..update.errors import UpdateBusyError, UpdateError
+    from ..ota.errors import UpdateBusyError, UpdateError
 
     try:
         res = updater.update(req.model, release=req.release, deployment_id=req.deployment_id,
@@ -158,19 +124,17 @@ def _lines(first: tuple[str, Any], q: "queue.Queue[tuple[str, Any]]"):
 
 def update_endpoint(host: UpdateHost):
     async def handler(request: Request) -> Response:
-        from .http import _error
-
         try:
-            req = parse_update_request(await request.body())
+            req = UpdateRequest.parse(await request.body())
         except ValueError as e:
-            return _error(400, f"POST /edgeship/v1/update: {e}")
+            return error_response(400, f"POST /edgeship/v1/update: {e}")
         q: queue.Queue = queue.Queue()
         updater = host.updater()
         threading.Thread(target=_run, args=(updater, req, q), name="edgeship-update-http", daemon=True).start()
         first = await run_in_threadpool(q.get)  # the first state is persisted at once, or it is refused
         if first[0] == "busy":
-            return _error(409, f"an update is already running in this agent: {first[1]}")
+            return error_response(409, f"an update is already running in this agent: {first[1]}")
         if first[0] == "error":
-            return _error(500, f"the update did not start: {first[1]['error']}")
+            return error_response(500, f"the update did not start: {first[1]['error']}")
         return StreamingResponse(_lines(first, q), media_type="application/x-ndjson")
     return handler

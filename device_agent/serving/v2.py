@@ -15,6 +15,8 @@ import numpy as np
 
 from runtime.spec import TensorSpec
 
+from ..errors import DeviceAgentError
+
 #: v2 datatype -> numpy dtype name (BYTES is not supported by edgeship's engines)
 V2_TO_NP = {
     "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
@@ -27,7 +29,7 @@ _REQUEST_KEYS = {"id", "parameters", "inputs", "outputs"}
 _INPUT_KEYS = {"name", "shape", "datatype", "data", "parameters"}
 
 
-class V2Error(Exception):
+class V2Error(DeviceAgentError):
     """A request the protocol layer refuses, with the HTTP status to answer."""
 
     def __init__(self, status: int, message: str) -> None:

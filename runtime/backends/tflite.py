@@ -14,8 +14,9 @@ Invariants:
   runner does this itself). Static dims are enforced by the base class: a litert-torch
   model bakes its batch into reshapes, so resizing a static model fails in the delegate.
 - ``executed_precision``: ``int8`` when any tensor is int8/uint8 with quantization
-  parameters (full int8 and dynamic-range models), ``fp16`` when the model stores float16
-  weights, else ``fp32``.
+  parameters (full int8 and dynamic-range models), else ``fp32``: float16 weights are
+  dequantized at load and computed in fp32 on the CPU; ``weight_precision`` (in
+  ``describe()``) says ``fp16`` for them.
 - An interpreter is not thread-safe: one lock serializes every call on a session.
 """
 
@@ -156,7 +157,9 @@ class TfliteSession(Session):
         self._out_quant = {n: _quant_of(d) for n, d in out_details.items()}
         self.inputs = [_caller_spec(s, self._in_quant[s.name]) for s in self.raw_inputs]
         self.outputs = [_caller_spec(s, self._out_quant[s.name]) for s in self.raw_outputs]
-        self.executed_precision = _model_precision(self._it.get_tensor_details())
+        details = self._it.get_tensor_details()
+        self.executed_precision = _model_precision(details)
+        self.weight_precision = _weight_precision(details)
         self._lock = threading.Lock()
 
     def _run_raw(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -177,6 +180,7 @@ class TfliteSession(Session):
     def describe(self) -> dict:
         out = super().describe()
         out["signature"] = self.signature
+        out["weight_precision"] = self.weight_precision
         return out
 
     def _close(self) -> None:
@@ -189,11 +193,22 @@ def _caller_spec(raw: TensorSpec, quant: _Quant | None) -> TensorSpec:
 
 
 def _model_precision(tensor_details: list[dict]) -> str:
-    """int8 when any tensor is quantized int8/uint8, fp16 for float16 weights, else fp32."""
-    has_fp16 = False
+    """What the CPU executes: int8 when any tensor is quantized int8/uint8, else fp32.
+
+    float16 weights (TFLite's fp16 post-training quantization, MediaPipe models) are stored
+    as fp16 and dequantized to fp32 when the model loads: XNNPACK and the reference kernels
+    compute in fp32 on the CPU (fp16 arithmetic needs the GPU delegate, which this backend
+    does not use). :func:`_weight_precision` tells the storage apart.
+    """
     for d in tensor_details:
-        dtype = np.dtype(d["dtype"]).name
-        if dtype in ("int8", "uint8") and _quant_of(d) is not None:
+        if np.dtype(d["dtype"]).name in ("int8", "uint8") and _quant_of(d) is not None:
             return "int8"
-        has_fp16 = has_fp16 or dtype == "float16"
-    return "fp16" if has_fp16 else "fp32"
+    return "fp32"
+
+
+def _weight_precision(tensor_details: list[dict]) -> str:
+    """How the weights are stored: ``int8``, ``fp16`` (dequantized at load) or ``fp32``."""
+    dtypes = {np.dtype(d["dtype"]).name for d in tensor_details}
+    if any(np.dtype(d["dtype"]).name in ("int8", "uint8") and _quant_of(d) is not None for d in tensor_details):
+        return "int8"
+    return "fp16" if "float16" in dtypes else "fp32"

@@ -114,7 +114,13 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
         pool = inputs.feed_pool(arrays, session.inputs, batch=spec.batch, pool=spec.input_pool)
         del arrays
         rss_loaded = _proc_status()
-        first_s = loop.time_first_call(session.run, pool[0])
+        try:
+            first_s = loop.time_first_call(session.run, pool[0])
+        except Exception as e:  # a dynamic dim that breaks at this size is named, not a traceback
+            err = inputs.explain_failure(e, pool[0], session.inputs)
+            if err is e:
+                raise
+            raise err from e
         if spec.streams == 1:
             m = loop.single_stream(session.run, pool, spec.run_length)
         else:

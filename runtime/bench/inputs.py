@@ -2,43 +2,67 @@
 
 Feeds are built once, before timing, and cycled in a fixed order (MLPerf's preloaded
 ``performance_sample_count``): input generation is never inside the timed region.
+
+Samples are stored as a build's ``data/validation.npz`` holds them: **samples along axis 0**,
+an input's batch axis moved to the front (``state [2, B, 128]`` is stored ``[N, 2, 128]``);
+an input without a batch axis (a scalar such as Silero's ``sr``, an axis-0 dim that is fixed
+and not 1) is stored ``[N, *shape]`` and fed whole, the same tensor for every row of a batch.
+Batch axes come from the manifest (``io.inputs[].batch_axis``) where the caller has it, else
+from the dims (:func:`runtime.spec.find_batch_axis`).
 """
 
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..spec import TensorSpec
+from ..spec import TensorSpec, batch_axes as find_batch_axes, contiguous, is_dynamic
 from .errors import BatchShapeError, InputDataError
 
 Feeds = dict[str, np.ndarray]
+BatchAxes = Mapping[str, "int | None"]
 
 
-def check_batch(specs: Sequence[TensorSpec], batch: int) -> None:
-    """Raise BatchShapeError when an input's fixed leading dim cannot take ``batch``."""
+class DynamicDimError(InputDataError):
+    """The model fails at the sizes its dynamic dims were given (names the dims and sizes)."""
+
+
+def _axes(specs: Sequence[TensorSpec], batch_axes: BatchAxes | None) -> dict[str, int | None]:
+    return find_batch_axes(specs, batch_axes)
+
+
+def check_batch(specs: Sequence[TensorSpec], batch: int, batch_axes: BatchAxes | None = None) -> None:
+    """Raise BatchShapeError when an input's batch axis is fixed at another size than ``batch``.
+
+    Inputs without a batch axis are fed whole and never block a batch size.
+    """
     for s in specs:
-        if not s.shape:
+        b = _axes(specs, batch_axes)[s.name]
+        if b is None:
             continue
-        d0 = s.shape[0]
-        if isinstance(d0, int) and d0 >= 0 and d0 != batch:
+        d = s.shape[b]
+        if not is_dynamic(d) and d != batch:
             raise BatchShapeError(
-                f"input {s.name!r} has a fixed shape {list(s.shape)}: batch {batch} does not fit; "
-                f"benchmark batch {d0} or export the model with a dynamic batch axis"
+                f"input {s.name!r} has a fixed shape {list(s.shape)} (batch axis {b} is {d}): batch {batch} "
+                f"does not fit; benchmark batch {d} or export the model with a dynamic batch axis"
             )
 
 
-def load_validation(path: str | Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
-    """Per-sample arrays ``[N, *sample_shape]`` by input name from a validation .npz.
+def stored_shape(s: TensorSpec, b: int | None) -> tuple:
+    return tuple(s.shape) if b is None else tuple(d for i, d in enumerate(s.shape) if i != b)
 
-    Accepts arrays stacked along the batch axis (``[N, ...]`` with the model's rank) or one
-    batch-1 sample per row (``[N, 1, ...]``).
+
+def load_validation(path: str | Path, specs: Sequence[TensorSpec],
+                    batch_axes: BatchAxes | None = None) -> dict[str, np.ndarray]:
+    """Per-sample arrays ``[N, *stored shape]`` by input name from a validation .npz.
+
+    Also accepts one batch-1 sample per row (``[N, 1, ...]``) for inputs batched on axis 0.
 
     Raises:
-        InputDataError: file missing/corrupt, an input missing, or a rank/dtype mismatch.
+        InputDataError: file missing/corrupt, an input missing, or a rank mismatch.
     """
     p = Path(path)
     try:
@@ -48,17 +72,19 @@ def load_validation(path: str | Path, specs: Sequence[TensorSpec]) -> dict[str, 
         raise InputDataError(f"{p}: validation inputs file not found") from e
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise InputDataError(f"{p}: cannot read validation inputs ({e})") from e
+    axes = _axes(specs, batch_axes)
     out: dict[str, np.ndarray] = {}
     n = None
     for s in specs:
         if s.name not in data:
             raise InputDataError(f"{p}: no array for input {s.name!r} (has {sorted(data)})")
         a = data[s.name]
-        rank = len(s.shape)
-        if a.ndim == rank + 1 and a.shape[1] == 1:
+        rank = len(stored_shape(s, axes[s.name])) + 1
+        if axes[s.name] == 0 and a.ndim == rank + 1 and a.shape[1] == 1:
             a = a[:, 0]
         if a.ndim != rank:
-            raise InputDataError(f"{p}: input {s.name!r} has shape {list(a.shape)}, model rank is {rank}")
+            raise InputDataError(f"{p}: input {s.name!r} has shape {list(a.shape)}; samples of the model's "
+                                 f"{s.describe()} are stored with rank {rank} (samples along axis 0)")
         if a.dtype != np.dtype(s.dtype):
             a = a.astype(s.dtype)
         out[s.name] = a
@@ -68,12 +94,23 @@ def load_validation(path: str | Path, specs: Sequence[TensorSpec]) -> dict[str, 
     return {k: v[:n] for k, v in out.items()}
 
 
-def random_sample_arrays(specs: Sequence[TensorSpec], *, count: int, seed: int) -> dict[str, np.ndarray]:
-    """Seeded random per-sample arrays ``[count, *sample_shape]`` matching the IO spec."""
+def random_sample_arrays(specs: Sequence[TensorSpec], *, count: int, seed: int,
+                         batch_axes: BatchAxes | None = None,
+                         shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+    """Seeded random per-sample arrays ``[count, *stored shape]`` matching the IO spec.
+
+    A dynamic dim other than the batch takes its size from ``shapes`` (an example shape per
+    input); there is no generic default, since a size the model cannot take (16x16 into a
+    network that pools 32x) would only fail inside the engine.
+
+    Raises:
+        InputDataError: a dynamic dim with no size (names it), or a dtype random data cannot fill.
+    """
     rng = np.random.default_rng(seed)
+    axes = _axes(specs, batch_axes)
     out = {}
     for s in specs:
-        shape = (count,) + tuple(s.concrete_shape(batch=1)[1:]) if s.shape else (count,)
+        shape = (count,) + _sample_shape(s, axes[s.name], (shapes or {}).get(s.name))
         dt = np.dtype(s.dtype)
         if dt.kind == "f":
             out[s.name] = rng.standard_normal(shape).astype(dt)
@@ -91,14 +128,60 @@ def random_sample_arrays(specs: Sequence[TensorSpec], *, count: int, seed: int) 
     return out
 
 
+def _sample_shape(s: TensorSpec, b: int | None, example: Sequence[int] | None) -> tuple[int, ...]:
+    dims, unknown = [], []
+    for axis, d in enumerate(s.shape):
+        if axis == b:
+            continue
+        if not is_dynamic(d):
+            dims.append(int(d))
+        elif example is not None and len(example) == len(s.shape):
+            dims.append(int(example[axis]))
+        else:
+            unknown.append(f"{axis} ({'?' if d is None or isinstance(d, int) else d})")
+    if unknown:
+        raise InputDataError(
+            f"input {s.name!r} {s.describe()}: no size is known for dynamic dim(s) {', '.join(unknown)}, and a "
+            "guessed one may not fit the model; benchmark a build instead (its validation data has the sizes; "
+            f"`edgeship compile MODEL --input-shape {s.name}=...` gives them to a model without data)")
+    return tuple(dims)
+
+
 def feed_pool(samples: dict[str, np.ndarray], specs: Sequence[TensorSpec], *, batch: int,
-              pool: int) -> list[Feeds]:
-    """``pool`` batches of ``batch`` consecutive samples (wrapping), contiguous, ready to run."""
-    check_batch(specs, batch)
+              pool: int, batch_axes: BatchAxes | None = None) -> list[Feeds]:
+    """``pool`` batches of ``batch`` consecutive samples (wrapping), contiguous, ready to run.
+
+    An input without a batch axis is fed whole: the first sample of each batch.
+    """
+    check_batch(specs, batch, batch_axes)
+    axes = _axes(specs, batch_axes)
     n = min(len(v) for v in samples.values())
     distinct = max(1, min(pool, n // batch))  # no two batches repeat the same samples
     feeds = []
     for i in range(distinct):
         idx = [(i * batch + j) % n for j in range(batch)]
-        feeds.append({s.name: np.ascontiguousarray(samples[s.name][idx]) for s in specs})
+        feed = {}
+        for s in specs:
+            b = axes[s.name]
+            a = samples[s.name]
+            feed[s.name] = contiguous(a[idx[0]] if b is None else np.moveaxis(a[idx], 0, b))
+        feeds.append(feed)
     return feeds
+
+
+def explain_failure(e: BaseException, feed: Feeds, specs: Sequence[TensorSpec]) -> BaseException:
+    """The error to raise when the first run of ``feed`` failed with ``e``: for a model with
+    dynamic dims, a :class:`DynamicDimError` naming them and the sizes they were given (not a
+    cell with the engine's traceback); else ``e`` itself."""
+    from ..errors import InferenceError
+
+    if not isinstance(e, InferenceError):
+        return e
+    sized = [f"{s.name}:{axis} ({d if isinstance(d, str) else '?'})={np.shape(feed[s.name])[axis]}"
+             for s in specs for axis, d in enumerate(s.shape) if is_dynamic(d) and s.name in feed]
+    if not sized:
+        return e
+    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return DynamicDimError(
+        f"the model declares dynamic dims but fails at {', '.join(sized)}: {first[:300]}; benchmark it at "
+        "sizes it takes (a build's validation data, or another --batch)")

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..percentile import percentile
+
 #: percentiles every summary carries (p50 is the primary figure)
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 #: confidence used for sample sufficiency (LoadGen uses 0.99)
@@ -165,7 +167,7 @@ def summarize(samples_s: Sequence[float] | np.ndarray, *, wall_s: float | None =
     wall = float(wall_s) if wall_s is not None else float(s.sum())
     pct: dict[int, float | None] = {}
     for q in PERCENTILES:
-        pct[q] = float(np.percentile(s, q)) if n >= MIN_SAMPLES[q] else None
+        pct[q] = percentile(s, q) if n >= MIN_SAMPLES[q] else None
     ci = {q: (quantile_ci(s, q) if pct[q] is not None else None) for q in (50, 90)}
     return LatencySummary(
         count=n, duration_s=wall, mean_s=mean, std_s=std, cv=(std / mean if mean > 0 else 0.0),

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from device_agent.agent import Agent, ModelNotFoundError, NotReadyError, SwitchError
+from device_agent.agent import Agent, ModelNotFoundError, ModelSwitchError, NotReadyError
 from device_agent.config import AgentConfig, BatchingSection
 from device_agent.store import NoPreviousModelError, Store
 from runtime.errors import InferenceError, InputMismatchError
@@ -172,7 +172,7 @@ def test_gc_after_switch_keeps_recent_models_and_drops_old_ones(tmp_path, bundle
 def test_a_switch_that_fails_changes_nothing(tmp_path, bundles):
     agent, (r1,) = _agent(tmp_path, bundles, "v1")
     bad = agent.store.install_bundle(_unloadable_bundle(tmp_path, bundles["v1"].path))
-    with pytest.raises(SwitchError, match="did not load"):
+    with pytest.raises(ModelSwitchError, match="did not load"):
         agent.switch_to(bad.sha256)
     assert agent.store.active() == r1 and agent.store.previous() is None
     assert agent.current().ref == r1 and agent.infer({"x": X})["y"].shape == (2, 3)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from device_agent.store import BundleRejectedError, Store
-from runtime.bundle import (
+from runtime.contracts.bundle import (
     BundleError, BundleInfo, Requirements, Tolerances, compare_outputs, compatibility_problems,
     golden_calls, read_bundle_info,
 )

@@ -168,17 +168,11 @@ def test_cell_entry_point_bad_spec_and_unknown_engine(tmp_path, tiny_onnx):
 
 
 def _main(argv):
-    """The `edgeship bench` subcommand through argparse, as toolchain.cli wires it."""
-    import argparse
-
-    from toolchain.bench.cli import add_parser
-    from toolchain.cli import COMMANDS
+    """The `edgeship bench` subcommand through toolchain.cli (its one error handler gives the exit code)."""
+    from toolchain.cli import COMMANDS, main
 
     assert COMMANDS["bench"] == "toolchain.bench.cli:add_parser"
-    p = argparse.ArgumentParser(prog="edgeship")
-    add_parser(p.add_subparsers(dest="command"))
-    args = p.parse_args(argv)
-    return args.func(args)
+    return main(argv)
 
 
 def test_cli_on_a_model_file_and_bad_paths(tiny_onnx, tmp_path, capsys):

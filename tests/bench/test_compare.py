@@ -68,15 +68,7 @@ def test_improvement_and_broken_and_missing():
 
 
 def test_cli_exit_codes(tmp_path, capsys):
-    import argparse
-
-    from toolchain.bench.cli import add_parser
-
-    def main(argv):
-        p = argparse.ArgumentParser()
-        add_parser(p.add_subparsers())
-        a = p.parse_args(argv)
-        return a.func(a)
+    from toolchain.cli import main  # the one error handler turns bad input into exit code 2
 
     old = _result([_cell("a", _samples(10e-3))])
     slow = _result([_cell("a", _samples(13e-3, seed=1))])

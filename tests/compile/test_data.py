@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from runtime.spec import TensorSpec
-from toolchain.data import check_arrays, load_arrays, load_sample_set, random_sample_set
+from toolchain.compile.data import check_arrays, load_arrays, load_sample_set, random_sample_set
+from toolchain.compile.samples import Layout
 from toolchain.errors import DataError
 
 INPUTS = (TensorSpec("image", "float32", ("batch", 1, 8, 8)),)
@@ -42,8 +43,8 @@ def test_npz_npy_dir_and_callable(tmp_path: Path, write) -> None:
 
 @pytest.mark.parametrize("arrays, needle", [
     ({"img": np.zeros((2, 1, 8, 8), np.float32)}, "missing ['image']; unexpected ['img']"),
-    ({"image": np.zeros((2, 1, 8, 8), np.float64)}, "float64[2, 1, 8, 8], the model expects float32['N', 1, 8, 8]"),
-    ({"image": np.zeros((2, 8, 8), np.float32)}, "float32[2, 8, 8], the model expects float32['N', 1, 8, 8]"),
+    ({"image": np.zeros((2, 1, 8, 8), np.float64)}, "float64[2, 1, 8, 8], the model expects float32[N, 1, 8, 8] (N samples along axis 0)"),
+    ({"image": np.zeros((2, 8, 8), np.float32)}, "float32[2, 8, 8], the model expects float32[N, 1, 8, 8]"),
     ({"image": np.zeros((2, 1, 8, 8), np.float32), "__labels__": np.zeros(3, np.int64)}, "labels must be 2 integers"),
 ])
 def test_mismatches_say_what_was_expected(arrays, needle) -> None:
@@ -63,7 +64,7 @@ def test_symbolic_seq_accepts_any_length_and_npy_needs_single_input() -> None:
     with pytest.raises(DataError, match=r"dim 'seq' is 4 in input 'input_ids' but 6 in input 'attention_mask'"):
         check_arrays({"input_ids": np.zeros((2, 4), np.int64), "attention_mask": np.ones((2, 6), np.float32)},
                      SEQ_INPUTS, role="validation", source="s.npz")
-    r = random_sample_set(SEQ_INPUTS, n=3, dim_defaults={"seq": 5})
+    r = random_sample_set(SEQ_INPUTS, n=3, example_shapes={"input_ids": (1, 5), "attention_mask": (1, 5)})
     assert r.random and r.samples[0]["input_ids"].dtype == np.int64
     assert r.samples[0]["input_ids"].shape == (1, 5) and len(r) == 3
 
@@ -80,7 +81,7 @@ def test_cli_refuses_mismatched_calibration_before_any_work(tiny_factory: Path, 
     r = run_cli(["compile", f"{tiny_factory}:build", "--out", str(out), "--targets", "onnxruntime",
                  "--calibration", str(tmp_path / "calib.npz")])
     assert r.returncode == 2, r.stderr
-    assert "input 'pixels' is float32[4, 3, 9, 9], the model expects float32['N', 3, 8, 8]" in r.stderr
+    assert "input 'pixels' is float32[4, 3, 9, 9], the model expects float32[N, 3, 8, 8]" in r.stderr
     assert "exporting" not in r.stderr  # refused before the export started
     assert not out.exists()
 
@@ -109,8 +110,10 @@ def test_random_data_takes_symbolic_dims_from_the_example_inputs() -> None:
                           example_inputs=(np.zeros((1, 12), np.int64), np.zeros((1, 12), np.float32)))
     opts = SimpleNamespace(validation=None, labels=None, max_validation_samples=None, calibration=None,
                            random_calibration=True, quant=SimpleNamespace(calibration_samples=8))
-    val = pipeline._validation(opts, src, SEQ_INPUTS, None, lambda _msg: None)
-    cal = pipeline._calibration(opts, src, SEQ_INPUTS, (), lambda _msg: None)
+    layout = Layout.of(SEQ_INPUTS)
+    shapes = {"input_ids": (1, 12), "attention_mask": (1, 12)}
+    val = pipeline._validation(opts, src, SEQ_INPUTS, layout, shapes, None, lambda _msg: None)
+    cal = pipeline._calibration(opts, src, SEQ_INPUTS, layout, shapes, (), lambda _msg: None)
     for ss in (val, cal):
         assert ss.random and ss.samples[0]["input_ids"].shape == (1, 12)
         assert ss.samples[0]["attention_mask"].shape == (1, 12)
@@ -137,10 +140,12 @@ def test_reference_run_failure_on_the_data_is_one_line_naming_the_user_line() ->
     src = SimpleNamespace(spec="m.py:build", kind=SourceKind.FACTORY, module=Emb().eval(), is_torch=True)
     ins = (TensorSpec("ids", "int64", ("batch", "seq")),)
     outs = (TensorSpec("y", "float32", ("batch", 4)),)
-    ok = export.reference_outputs(src, Path("unused.onnx"), ins, outs, {"ids": np.ones((3, 5), np.int64)})
+    layout = Layout.of(ins)
+    ok = export.reference_outputs(src, Path("unused.onnx"), ins, outs, {"ids": np.ones((3, 5), np.int64)}, layout=layout)
     assert ok["y"].shape == (3, 4)
     with pytest.raises(DataError) as ei:
-        export.reference_outputs(src, Path("unused.onnx"), ins, outs, {"ids": np.full((3, 5), 50, np.int64)})
+        export.reference_outputs(src, Path("unused.onnx"), ins, outs, {"ids": np.full((3, 5), 50, np.int64)},
+                                 layout=layout)
     msg = str(ei.value)
     assert "m.py:build" in msg and "samples 0..2" in msg and "IndexError" in msg
     assert "test_data.py" in msg and "in forward" in msg and "\n" not in msg

@@ -16,6 +16,7 @@ def test_demo_quick_resnet(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
     assert "calibrating int8 on RANDOM data" in out.err  # the demo's random-init models say so
+    assert "random weights: latency only" in out.out and "top1_agreement" not in out.out
     for aid in ("onnxruntime-int8-static", "openvino-int8", "tflite-int8", "tflite-fp32", "openvino-fp16"):
         assert aid in out.out
     assert (tmp_path / "resnet18" / "manifest.json").is_file()

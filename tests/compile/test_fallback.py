@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from toolchain.compile.fallback import FidelityBudget, Judgement, rank_layers, relative_error, search
-from toolchain.compile.verify import Tolerances
 
 PLANTED = '''
 import numpy as np
@@ -103,11 +102,30 @@ def test_search_bounded_when_nothing_passes() -> None:
     assert not judged.passed and trials == 5 and len(layers) == 16
 
 
-def test_budget_feeds_batch_like_verification() -> None:
-    budget = FidelityBudget(validation={"x": np.arange(10.0)[:, None]}, reference={"y": np.zeros((10, 1))},
-                            output_names=("y",), tolerances=Tolerances(atol=None, min_cosine=0.9), batch=4)
-    assert [f["x"].shape[0] for f in budget.feeds()] == [4, 4, 2]
-    assert [f["x"].shape[0] for f in budget.feeds(batch=1, limit=3)] == [1, 1, 1]
+def test_budget_runs_samples_as_verification_does() -> None:
+    from toolchain.compile.artifacts import Checks
+    from toolchain.compile.fidelity import Task
+    from toolchain.compile.samples import Layout
+    from toolchain.compile.verify import Precision, UserGates
+
+    x = np.arange(10.0, dtype=np.float32)[:, None]
+    checks = Checks(validation={"x": x}, labels=None, reference={"y": 2 * x}, reference_accuracy=None,
+                    task=Task.REGRESS, gates=UserGates(), layout=Layout.LEADING)
+    budget = FidelityBudget(checks=checks, precision=Precision.INT8, output_names=("y",))
+    calls = []
+
+    def run(feeds):
+        calls.append(len(feeds["x"]))
+        return {"y": 2 * feeds["x"]}
+
+    out = budget.collect(run)
+    assert calls == [10] and np.array_equal(out["y"], 2 * x)  # one chunk, as verification batches
+    calls.clear()
+    budget.collect(run, batched=False)
+    assert calls == [1] * 10
+    assert budget.judge(out).passed
+    assert not budget.judge({"y": 2 * x + 5}).passed
+    assert [f["x"].shape for f in budget.feeds(limit=3)] == [(1, 1)] * 3
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from toolchain.compile import manifest as mf
-from toolchain.compile.verify import Precision, Tolerances, UserGates, compare, tolerances_for
+from toolchain.compile.fidelity import Task
+from toolchain.compile.verify import Precision, UserGates, compare
 
 
 def test_figures_against_numpy() -> None:
@@ -20,7 +21,7 @@ def test_figures_against_numpy() -> None:
     labels = ref["logits"].argmax(1)
     labels[:5] = (labels[:5] + 1) % 10  # reference accuracy 90%
     v = compare(reference=ref, candidate=cand, output_names=["logits"], labels=labels,
-                reference_accuracy=0.9, tolerances=Tolerances(atol=1.0, min_cosine=0.99))
+                reference_accuracy=0.9, task=None, precision=Precision.INT8, gates=UserGates(atol=1.0, min_cosine=0.99))
     r, c = ref["logits"].astype(np.float64), cand["logits"].astype(np.float64)
     cos = (r * c).sum(1) / np.linalg.norm(r, axis=1) / np.linalg.norm(c, axis=1)
     assert v["max_abs_error"] == pytest.approx(np.abs(noise).max(), rel=1e-6)
@@ -28,25 +29,29 @@ def test_figures_against_numpy() -> None:
     assert v["top1_agreement"] == pytest.approx((r.argmax(1) == c.argmax(1)).mean())
     assert v["accuracy"] == pytest.approx((c.argmax(1) == labels).mean())
     assert v["passed"] and v["failures"] == []
+    assert v["task"] == "classify" and v["fidelity"]["metric"] == "accuracy_drop_pts"
+    assert v["fidelity"]["per_output"]["logits"]["value"] == pytest.approx(v["top1_agreement"])
 
 
 def test_gate_messages_name_the_figure_and_limit() -> None:
     ref = {"y": np.ones((4, 3), np.float32)}
-    cand = {"y": np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1], [3, 0, 0]], np.float32)}
-    t = tolerances_for(Precision.INT8, UserGates(atol=0.5, max_accuracy_drop_pts=10.0))
-    v = compare(reference=ref, candidate=cand, output_names=["y"], labels=np.array([1, 1, 1, 1]),
-                reference_accuracy=1.0, tolerances=t)
+    cand = {"y": np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1], [0, 3, 0]], np.float32)}
+    v = compare(reference=ref, candidate=cand, output_names=["y"], labels=np.array([0, 0, 0, 0]),
+                reference_accuracy=1.0, task=Task.CLASSIFY, precision=Precision.INT8,
+                gates=UserGates(atol=0.5, min_cosine=0.85, max_accuracy_drop_pts=10.0))
     assert not v["passed"]
     assert any(f.startswith("max_abs_error 2 > atol 0.5") for f in v["failures"])
     assert any(f.startswith("cosine_min") and "< min_cosine 0.85" in f for f in v["failures"])
-    assert any(f.startswith("accuracy_drop_pts 100.00 > max_accuracy_drop 10") for f in v["failures"])
+    assert any(f.startswith("accuracy_drop_pts 25.00 > max_accuracy_drop 10") for f in v["failures"])
+    assert any(f.startswith("y: top1_agreement 0.75 < budget 0.9") for f in v["failures"])
 
 
 def test_non_classifier_outputs_have_no_top1() -> None:
     ref = {"h": np.zeros((3, 4, 5), np.float32)}
     v = compare(reference=ref, candidate=ref, output_names=["h"], labels=None, reference_accuracy=None,
-                tolerances=Tolerances(atol=0.0, min_cosine=1.0))
+                task=None, precision=Precision.FP32, gates=UserGates(atol=0.0, min_cosine=1.0))
     assert v["top1_agreement"] is None and v["accuracy"] is None and v["cosine_min"] == 1.0 and v["passed"]
+    assert v["task"] == "embed" and v["fidelity"]["value"] == 1.0  # all-zero output, exact artifact
 
 
 def test_status_and_exit_codes() -> None:

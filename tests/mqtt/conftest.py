@@ -35,7 +35,7 @@ def operator(broker):
 @pytest.fixture
 def make_device(tmp_path, broker):
     """Start the telemetry service for an agent/updater; stopped at teardown."""
-    from device_agent.telemetry import MqttConfig, start
+    from device_agent.mqtt import MqttConfig, start
 
     started = []
 

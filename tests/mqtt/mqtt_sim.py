@@ -1,7 +1,7 @@
 """Simulators of the agent and the updater implementing the interfaces of docs/design.md
 (Agent.status/rollback/add_request_observer/infer; Updater.update/cancel with UpdateEvents),
 for control-plane tests that do not need a real model. Tests that need the real thing use
-device_agent.agent.Agent / device_agent.update.Updater."""
+device_agent.agent.Agent / device_agent.ota.Updater."""
 
 from __future__ import annotations
 

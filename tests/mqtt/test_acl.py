@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mqtt_helpers import wait_for
-from device_agent.telemetry.payloads import Desired
+from runtime.contracts.mqtt.payloads import Desired
 from mqtt_sim import SimAgent, SimUpdater
 from toolchain.fleet.localbroker import MOSQUITTO, Broker
 
@@ -55,7 +55,7 @@ def _raw_client(port, user, secret):
 
 
 def test_sample_acl_confines_devices(acl_broker, tmp_path):
-    from device_agent.telemetry import MqttConfig, start
+    from device_agent.mqtt import MqttConfig, start
     from toolchain.fleet.client import BrokerSettings, FleetClient
 
     (tmp_path / "d1.pw").write_text(USERS["f1/d1"])

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 
-from mqtt_helpers import wait_for
-from device_agent.telemetry.payloads import Desired
-from device_agent.telemetry.topics import device_topics
+from mqtt_helpers import LogCapture, wait_for
+from runtime.contracts.mqtt.payloads import Desired
+from runtime.contracts.mqtt.topics import device_topics
 from mqtt_sim import SimAgent, SimUpdater
 import pytest
 
@@ -56,10 +55,12 @@ def test_desired_converges_ignores_duplicates_and_older_versions(make_device, op
     msgs = collect(operator, lambda g: "commit" in deploy_states(g, "dep-a"))
     assert deploy_states(msgs, "dep-a") == ["accepted", "fetch", "verify", "stage", "gate", "switch", "trial", "commit"]
     assert agent.active["release"] == 2
-    # duplicate (same version) and an older version with another release: both ignored
-    operator.publish_desired("f1", "d1", desired(5, "dep-a", 2))
-    operator.publish_desired("f1", "d1", desired(4, "dep-old", 3))
-    time.sleep(1.0)
+    # duplicate (same version) and an older version with another release: both read and ignored
+    with LogCapture() as log:
+        operator.publish_desired("f1", "d1", desired(5, "dep-a", 2))
+        operator.publish_desired("f1", "d1", desired(4, "dep-old", 3))
+        wait_for(lambda: {"desired version 5 ignored", "desired version 4 ignored"}
+                 <= {m.split(" (")[0] for m in log.messages()})
     assert [c[2] for c in up.calls] == ["dep-a"] and agent.active["release"] == 2
     wait_for(lambda: svc.state.last_deployment["state"] == "commit")
     assert svc.state.applied_version == 5
@@ -76,8 +77,10 @@ def test_desired_converges_ignores_duplicates_and_older_versions(make_device, op
     # and a restart with the same retained desired does not redeploy
     svc2.stop(timeout_s=1)
     up3 = SimUpdater(agent)
-    svc3 = make_device(agent, up3, queue_dir=svc.config.queue_dir)
-    time.sleep(1.0)
+    with LogCapture() as log:
+        svc3 = make_device(agent, up3, queue_dir=svc.config.queue_dir)
+        # the broker hands the retained desired v6 to the new session: read, and ignored as applied
+        wait_for(lambda: any(m.startswith("desired version 6 ignored") for m in log.messages()))
     assert up3.calls == [] and svc3.state.applied_version == 6
 
 

@@ -6,11 +6,13 @@ import json
 
 import pytest
 
-from device_agent.telemetry import payloads
-from device_agent.telemetry.errors import PayloadRejected, TelemetryConfigError
-from device_agent.telemetry.config import MqttConfig
-from device_agent.telemetry.queue import Budgets, DurableQueue, MessageClass
-from device_agent.telemetry.topics import device_topics, split_device_topic
+from device_agent.mqtt.config import MqttConfig
+from device_agent.mqtt.errors import TelemetryConfigError
+from device_agent.mqtt.queue import Budgets, DurableQueue, MessageClass
+from runtime.contracts.errors import PayloadRejected
+from runtime.contracts.mqtt import payloads
+from runtime.contracts.mqtt.messages import MESSAGES, Kind, Sender
+from runtime.contracts.mqtt.topics import device_topics, split_device_topic
 
 BIG = Budgets(events_bytes=1 << 20, deploy_bytes=1 << 20, metrics_bytes=1 << 20, total_bytes=1 << 22)
 
@@ -100,24 +102,70 @@ def test_topics_and_config_validation():
             device_topics(fleet="f", device=bad)
     with pytest.raises(TelemetryConfigError, match="unknown key"):
         MqttConfig.from_mapping({"fleet": "f", "prot": 1})
-    with pytest.raises(TelemetryConfigError, match="port must be int"):
+    with pytest.raises(TelemetryConfigError, match=r"\[mqtt\] port: expected an integer"):
         MqttConfig.from_mapping({"fleet": "f", "port": "1883"})
     cfg = MqttConfig.from_mapping({"fleet": "f", "device_id": "d", "groups": ["lab"]}, state_dir="/s")
     assert cfg.queue_dir == "/s/telemetry" and cfg.groups == ("lab",)
 
 
-def test_metrics_window_percentiles_and_counts():
-    from device_agent.telemetry.metrics import RequestWindow, percentile, read_temperature_c
+def test_metrics_payload_from_the_agents_request_window():
+    import numpy as np
 
-    assert percentile([], 50) is None
-    values = [i / 1000 for i in range(1, 101)]                     # 1..100 ms
-    assert percentile(values, 50) == 0.05 and percentile(values, 99) == 0.099 and percentile(values, 100) == 0.1
-    w = RequestWindow()
+    from device_agent.agent.metrics import RequestWindow
+    from device_agent.mqtt.system import read_temperature_c
+
+    now = [0.0]
+    w = RequestWindow(clock=lambda: now[0])
+    values = [i / 1000 for i in range(1, 101)]                     # 1..100 ms, every 10th fails
     for i, v in enumerate(values):
         w.observe("sha", i % 10 != 0, v)
-    s = w.cut()
-    assert (s["requests"], s["errors"]) == (100, 10)
-    assert s["latency_ms"] == {"p50": 50.0, "p95": 95.0, "p99": 99.0} and s["throughput_rps"] > 0
-    assert w.cut()["requests"] == 0                                   # a new window starts empty
+    now[0] = 10.0
+    s = w.roll()
+    body = payloads.metrics(window_s=s.window_s, requests=s.requests, errors=s.errors,
+                            latency_ms={"p50": s.latency_ms_p50, "p95": s.latency_ms_p95, "p99": s.latency_ms_p99},
+                            system={"cpu_percent": 1.0}, active_model=None, queue={"depth": 0})
+    ok_ms = [v * 1000 for i, v in enumerate(values) if i % 10 != 0]  # percentiles of the successful ones
+    assert (body["requests"], body["errors"], body["window_s"], body["throughput_rps"]) == (100, 10, 10.0, 10.0)
+    assert body["latency_ms"] == {f"p{q}": round(float(np.percentile(ok_ms, q)), 3) for q in (50, 95, 99)}
+    assert list(body) == ["window_s", "requests", "errors", "latency_ms", "throughput_rps", "cpu_percent",
+                          "active_model", "queue"]                    # the wire order of docs/mqtt.md
+    assert w.roll().requests == 0                                     # a new window starts empty
     t = read_temperature_c()
     assert t is None or -40 < t < 150
+
+
+def _matches(filt: str, topic: str) -> bool:
+    """MQTT topic filter matching (``+`` one level, ``#`` the rest)."""
+    f, t = filt.split("/"), topic.split("/")
+    for i, level in enumerate(f):
+        if level == "#":
+            return True
+        if i >= len(t) or (level != "+" and level != t[i]):
+            return False
+    return len(f) == len(t)
+
+
+def test_the_broker_acl_lets_a_device_write_exactly_what_the_catalogue_says_it_sends():
+    """docs/mosquitto/acl against runtime.contracts.mqtt.messages: a new message kind whose
+    sender or topic the ACL does not allow fails here, not on a production broker."""
+    from pathlib import Path
+
+    acl = (Path(__file__).resolve().parents[2] / "docs" / "mosquitto" / "acl").read_text().splitlines()
+    pats = [ln.split() for ln in acl if ln.startswith("pattern ")]
+    writes = [p[2].replace("%u", "f1/d1") for p in pats if p[1] == "write"]
+    reads = [p[2].replace("%u", "f1/d1") for p in pats if p[1] == "read"]
+    t = device_topics(fleet="f1", device="d1")
+    assert set(MESSAGES) == set(Kind)
+    for kind, spec in MESSAGES.items():
+        topic = t.of(kind, **{k: "x1" for k in ("id", "name") if "{" + k + "}" in spec.leaf})
+        may_write = any(_matches(w, topic) for w in writes)
+        may_read = any(_matches(r, topic) for r in reads)
+        if spec.sender is Sender.DEVICE:
+            assert may_write and not may_read, (kind, topic)
+        else:
+            assert may_read and not may_write, (kind, topic)
+    assert t.cmd_filter in reads and all(t.of(k).startswith(t.base + "/") for k in (Kind.STATUS, Kind.EVENT))
+    with pytest.raises(ValueError, match="needs level"):
+        t.of(Kind.DEPLOY)
+    with pytest.raises(ValueError, match="deployment id"):
+        t.deploy("+")

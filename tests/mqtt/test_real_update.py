@@ -19,7 +19,7 @@ pytestmark = pytest.mark.mqtt
 def real_device(tmp_path, broker, make_device, agent_state, tiny_bundles):
     from device_agent.agent import Agent
     from device_agent.config import AgentConfig
-    from device_agent.update import UpdateSection, Updater
+    from device_agent.ota import UpdateSection, Updater
     from toolchain.demo_ota import make_bad_bundle
 
     keys, repo = tmp_path / "keys", tmp_path / "repo"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.bundle import (
+from runtime.contracts.bundle import (
     BundleInfo, FileEntry, Precision, Requirements, Source, Tolerances,
 )
 from runtime.fsutil import sha256_bytes
 from runtime.spec import Engine, TensorSpec
 
 REPO = Path(__file__).resolve().parents[2]
-PY = str(REPO / ".venv" / "bin" / "python")
+PY = sys.executable  # the interpreter running the tests (a worktree has no .venv of its own)
 
 GOLDEN_X = np.array([[[0.5, 1.0, 2.0, 3.0]], [[-1.0, 0.0, 4.0, 5.0]], [[0.1, 0.2, 0.3, 0.4]]], np.float32)
 
@@ -178,7 +179,7 @@ class Env:
         return make_bundle(self.tmp / "bundles", **kw)
 
     def update_cfg(self, **kw):
-        from device_agent.update.config import UpdateSection
+        from device_agent.ota.config import UpdateSection
 
         base = dict(repository_url=self.url, trial_requests=6, trial_duration_s=3.0,
                     trial_probe_interval_s=0.02, trial_min_requests=3, download_timeout_s=5.0)
@@ -190,7 +191,7 @@ class Env:
         from device_agent.agent import Agent
         from device_agent.config import AgentConfig
         from device_agent.store import Store
-        from device_agent.update import Updater
+        from device_agent.ota import Updater
 
         cfg = AgentConfig.for_state_dir(self.state)
         store = Store(self.state)

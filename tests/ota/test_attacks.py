@@ -11,12 +11,12 @@ from datetime import timedelta
 
 import pytest
 
-from device_agent.update import State
-from device_agent.update.errors import (
+from device_agent.ota import State
+from device_agent.ota.errors import (
     BadSignatureError, EndlessDataError, ExpiredMetadataError, MetadataRollbackError,
     MixAndMatchError, ReleaseRollbackError, TamperedTargetError, WrongTargetError,
 )
-from device_agent.update.trust import utcnow
+from device_agent.ota.trust import utcnow
 from toolchain.ota.keys import RolePolicy
 
 from .conftest import build_env
@@ -219,16 +219,27 @@ def test_bundle_made_by_edgeship_package_goes_through(env):
     agent.close()
 
 
-def test_signed_facts_must_match_the_bundle(env):
-    """A publisher that signs facts the bundle does not have (mix-and-match) is caught."""
-    from toolchain.ota.repository import CUSTOM_KEY, Repository
+@pytest.mark.parametrize("field,value", [
+    ("precision", "fp16"),
+    # io and schema_version were signed but not compared before issue 10
+    ("io", {"inputs": [{"name": "renamed", "dtype": "float32", "shape": [1, 4]}],
+            "outputs": [{"name": "y", "dtype": "float32", "shape": [1, 4]}]}),
+    ("schema_version", 2),
+])
+def test_signed_facts_must_match_the_bundle(env, field, value):
+    """A publisher that signs facts the bundle does not have (mix-and-match) is caught, for
+    every signed fact (runtime.contracts.release.FACT_FIELDS)."""
+    from runtime.contracts.release import CUSTOM_KEY, FACT_FIELDS
+    from toolchain.ota.repository import Repository
 
+    assert field in FACT_FIELDS
     pub = env.publish(env.bundle(release=2, kind="good2"))
     repo = Repository(env.repo, keys_dir=env.keys)
     with repo.lock():
         targets = repo.targets()
         facts = targets.signed.targets[pub.target_path].unrecognized_fields["custom"][CUSTOM_KEY]
-        facts["precision"] = "fp16"  # signed, but not what the bundle's model.json says
+        assert facts[field] != value
+        facts[field] = value  # signed, but not what the bundle's model.json says
         repo.commit(targets=targets, root=repo.root().signed, expires_days=30, timestamp_expires_days=7)
     res, up = _attempt(env, MixAndMatchError)
-    assert "precision" in str(up.last_error)
+    assert f"['{field}']" in str(up.last_error)

@@ -7,9 +7,9 @@ import signal
 
 import pytest
 
-from device_agent.update import errors
-from device_agent.update.config import UpdateSection
-from device_agent.update.gate_child import check_in_child, verdict_from
+from device_agent.ota import errors
+from device_agent.ota.config import UpdateSection
+from device_agent.ota.gate_child import check_in_child, verdict_from
 
 
 def _v(returncode=0, stdout="", stderr=""):

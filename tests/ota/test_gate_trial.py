@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from device_agent.update import Reason, State
-from device_agent.update.errors import (
+from device_agent.ota import Reason, State
+from device_agent.ota.errors import (
     GateFallbackError, GateLatencyError, GateMemoryError, GateNaNError, GateSchemaError,
 )
 
@@ -39,7 +39,7 @@ def test_gate_refuses_before_switch(env, kind, bundle_kw, device_kw, err):
 
 def test_gate_refuses_precision_fallback(env, monkeypatch):
     """The bundle says int8-static but the engine runs fp32: a silent fallback is refused."""
-    from runtime.bundle import Precision
+    from runtime.contracts.bundle import Precision
 
     import tests.ota.conftest as c
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from device_agent.update import Reason, State
+from device_agent.ota import Reason, State
 
 from .conftest import GOLDEN_X
 
@@ -29,7 +29,7 @@ def test_update_commits_and_serves_new_release(env):
 
 
 def test_polling_hook_finds_and_installs_a_new_release(env):
-    from device_agent.update.poll import Poller
+    from device_agent.ota.poll import Poller
 
     store, agent, up = env.device()
     poller = Poller(up, interval_s=0.1).start()

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from device_agent.agent import NotReadyError
-from device_agent.update import Reason, State
-from device_agent.update.config import MemoryPolicy
-from device_agent.update.errors import GateMemoryError
-from device_agent.update.gate import MemoryPlan, memory_plan, model_file_bytes
+from device_agent.ota import Reason, State
+from device_agent.ota.config import MemoryPolicy
+from device_agent.ota.errors import GateMemoryError
+from device_agent.ota.gate import MemoryPlan, memory_plan, model_file_bytes
 
 from .conftest import GOLDEN_X
 
@@ -40,9 +40,9 @@ def _device(env, policy: MemoryPolicy, kind: str, slack: int, bundle_kw=None, **
     from device_agent.agent import Agent
     from device_agent.config import AgentConfig
     from device_agent.store import Store
-    from device_agent.update import Updater
+    from device_agent.ota import Updater
 
-    from runtime.bundle import read_bundle_info
+    from runtime.contracts.bundle import read_bundle_info
 
     bundle = env.bundle(release=2, kind=kind, **(bundle_kw or {}))
     pub = env.publish(bundle)
@@ -57,7 +57,7 @@ def _device(env, policy: MemoryPolicy, kind: str, slack: int, bundle_kw=None, **
 
 
 def test_plan_is_pure_and_follows_the_policy(env):
-    from device_agent.update.config import UpdateSection
+    from device_agent.ota.config import UpdateSection
 
     refuse = UpdateSection(memory_reserve_bytes=100, memory_load_factor=2.0)
     unload = UpdateSection(memory_reserve_bytes=100, memory_load_factor=2.0, memory_policy=MemoryPolicy.UNLOAD_FIRST)

@@ -3,7 +3,7 @@ integer division by zero but not INT64_MIN / -1, which traps on x86-64 (SIGFPE).
 loads fine; it dies only when run on an input below its threshold (conftest.CRASH_BELOW).
 
 - crash_gate: the golden set crashes the gate's child process (python -m
-  device_agent.update.gate_child); the real `edgeship-agent run` process stays up and keeps
+  device_agent.ota.gate_child); the real `edgeship-agent run` process stays up and keeps
   serving the old model with no restart, and the update ends failed (gate.crashed).
 - crash_trial: the golden set passes, so the gate and the switch pass; a client request the
   model cannot take kills the agent in the trial; the crash is counted across restarts and at

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-from device_agent.update import State
-from device_agent.update.errors import FetchError
+from device_agent.ota import State
+from device_agent.ota.errors import FetchError
 
 from .conftest import PY, REPO, build_env
 
@@ -120,8 +120,8 @@ def test_publish_cli_and_repo_server(tmp_path):
 
 
 def test_update_modules_import_no_toolchain_or_heavy_packages():
-    code = ("import sys, device_agent.update, device_agent.update.cli, device_agent.update.poll, "
-            "device_agent.update.gate, device_agent.update.trust;"
+    code = ("import sys, device_agent.ota, device_agent.ota.cli, device_agent.ota.poll, "
+            "device_agent.ota.gate, device_agent.ota.trust;"
             "bad=[m for m in ('torch','onnx','openvino','toolchain','tensorflow') if m in sys.modules];"
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)

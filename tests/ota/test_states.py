@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from device_agent.update import states as sm
-from device_agent.update.errors import Reason, UpdateStateError
-from device_agent.update.states import Action, RecoveryPolicy, State, TrialStats, Verdict
+from device_agent.ota import states as sm
+from device_agent.ota.errors import Reason, UpdateStateError
+from device_agent.ota.states import Action, RecoveryPolicy, State, TrialStats, Verdict
 
 NOW = "2026-11-26T17:00:00.000+00:00"
 
@@ -64,11 +64,11 @@ def test_recovery_plan(state, entries, crashes, active, policy, action, reason):
 def test_trial_judge():
     kw = dict(window_requests=10, window_s=5.0, max_error_rate=0.1, min_requests_for_rate=5,
               max_p95_latency_ms=10.0)
-    assert sm.judge_trial(TrialStats(3, 3, (0.001,) * 3), elapsed_s=0.1, **kw)[0] is Verdict.CONTINUE
-    v, r, _ = sm.judge_trial(TrialStats(5, 2, (0.001,) * 5), elapsed_s=0.1, **kw)
+    assert sm.judge_trial(TrialStats(3, 3, 1.0), elapsed_s=0.1, **kw)[0] is Verdict.CONTINUE
+    v, r, _ = sm.judge_trial(TrialStats(5, 2, 1.0), elapsed_s=0.1, **kw)
     assert (v, r) == (Verdict.FAIL, Reason.TRIAL_ERROR_RATE)
-    v, r, _ = sm.judge_trial(TrialStats(10, 0, (0.05,) * 10), elapsed_s=0.1, **kw)
+    v, r, _ = sm.judge_trial(TrialStats(10, 0, 50.0), elapsed_s=0.1, **kw)
     assert (v, r) == (Verdict.FAIL, Reason.TRIAL_LATENCY)
-    v, r, _ = sm.judge_trial(TrialStats(10, 1, (0.001,) * 10), elapsed_s=0.1, **kw)
+    v, r, _ = sm.judge_trial(TrialStats(10, 1, 1.0), elapsed_s=0.1, **kw)
     assert (v, r) == (Verdict.PASS, Reason.OK)
     assert sm.judge_trial(TrialStats(), elapsed_s=6.0, **kw)[0] is Verdict.PASS

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from device_agent.serving import update_route as ur
+from runtime.contracts.control import UpdateRequest
 
 
 @pytest.mark.parametrize("body,error", [
@@ -23,12 +24,13 @@ from device_agent.serving import update_route as ur
 ])
 def test_bad_requests_are_refused_naming_the_field(body, error):
     with pytest.raises(ValueError, match=error):
-        ur.parse_update_request(body)
+        UpdateRequest.parse(body)
 
 
 def test_good_request():
-    r = ur.parse_update_request(b'{"model": "m", "release": 3, "repository_url": "/media/usb/repo"}')
-    assert r == ur.UpdateRequest(model="m", release=3, repository_url="/media/usb/repo")
+    r = UpdateRequest.parse(b'{"model": "m", "release": 3, "repository_url": "/media/usb/repo"}')
+    assert r == UpdateRequest(model="m", release=3, repository_url="/media/usb/repo")
+    assert UpdateRequest.parse(json.dumps(r.to_json()).encode()) == r
 
 
 def test_stream_sends_heartbeats_then_events_then_the_result(monkeypatch):

@@ -19,3 +19,28 @@ def test_mode_is_set_before_the_file_appears_and_default_follows_umask(tmp_path)
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and secret.read_bytes() == b"s3cret"
     assert stat.S_IMODE(plain.stat().st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.json", "control.token"]  # no temp left
+
+
+def test_atomic_file_appears_whole_or_not_at_all(tmp_path):
+    import pytest
+
+    from runtime.fsutil import AtomicFile
+
+    target = tmp_path / "bundle.tar"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with AtomicFile(tmp_path, mode=0o644) as f:
+            f.file.write(b"half of the new")
+            raise RuntimeError("the writer died")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["bundle.tar"]
+    with AtomicFile(tmp_path, mode=0o640) as f:
+        f.file.write(b"new")
+        f.sync()
+        assert f.temp_path.read_bytes() == b"new" and target.read_bytes() == b"old"  # named only on commit
+        assert f.commit(target) == target
+    assert target.read_bytes() == b"new" and stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.tar"]
+    with pytest.raises(ValueError, match="stays in"):
+        with AtomicFile(tmp_path) as f:
+            f.commit(tmp_path / "elsewhere" / "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.tar"]

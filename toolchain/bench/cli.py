@@ -77,9 +77,10 @@ def _length(args):
 def run(args) -> int:
     if args.target[0] == "compare":
         return _compare(args)
+    from ..errors import BadInputError
+
     if len(args.target) != 1:
-        print("edgeship bench: give one BUILD_DIR or MODEL_FILE (or: compare OLD.json NEW.json)", file=sys.stderr)
-        return 2
+        raise BadInputError("give one BUILD_DIR or MODEL_FILE (or: compare OLD.json NEW.json)")
     from pathlib import Path
 
     from runtime.bench.errors import CellSpecError
@@ -99,9 +100,8 @@ def run(args) -> int:
                            engine=(args.engine[0] if single_file and args.engine else None),
                            progress=None if args.quiet else sys.stderr)
         paths = api.write_reports(result, out)
-    except (BenchInputError, CellSpecError) as e:
-        print(f"edgeship bench: {e}", file=sys.stderr)
-        return 2
+    except (BenchInputError, CellSpecError) as e:  # bad input (exit 2), reported by runtime.cliutil.run
+        raise BadInputError(str(e)) from e
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
@@ -116,21 +116,20 @@ def run(args) -> int:
 
 
 def _compare(args) -> int:
+    from ..errors import BadInputError
+
     if len(args.target) != 3:
-        print("usage: edgeship bench compare OLD.json NEW.json", file=sys.stderr)
-        return 2
+        raise BadInputError("usage: edgeship bench compare OLD.json NEW.json")
     if args.threshold is not None and not (math.isfinite(args.threshold) and args.threshold > 0):
-        print(f"edgeship bench compare: --threshold {args.threshold:g} must be a relative p50 change above 0 "
-              "(e.g. 0.05 for 5%; the default is 0.05)", file=sys.stderr)
-        return 2
+        raise BadInputError(f"compare: --threshold {args.threshold:g} must be a relative p50 change above 0 "
+                            "(e.g. 0.05 for 5%; the default is 0.05)")
     from . import compare, result
     from .errors import ResultFormatError
 
     try:
         old, new = result.load(args.target[1]), result.load(args.target[2])
     except ResultFormatError as e:
-        print(f"edgeship bench compare: {e}", file=sys.stderr)
-        return 2
+        raise BadInputError(f"compare: {e}") from e
     kw: dict[str, Any] = {} if args.threshold is None else {"min_rel": args.threshold}
     cmp = compare.compare(old, new, **kw)
     print(json.dumps(cmp, indent=2, sort_keys=True) if args.json else compare.format_comparison(cmp))

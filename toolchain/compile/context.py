@@ -9,6 +9,7 @@ which marks that artifact failed while the others still build.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -16,19 +17,22 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from runtime.spec import Engine, TensorSpec
+from toolchain.compile.samples import Layout
 
 Feeds = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
 class SampleSet:
-    """In-memory samples: one ``Feeds`` dict per sample (batch 1), optional int labels."""
+    """In-memory samples: one ``Feeds`` dict per sample (model-ready: the batch axis, where
+    the input has one, of size 1), optional int labels, and the layout that stores them."""
 
     samples: Sequence[Feeds]
     labels: np.ndarray | None = None
     source: str = ""
     sha256: str = ""
     random: bool = False
+    layout: Layout | None = None  # None: every input batched on axis 0
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -37,16 +41,50 @@ class SampleSet:
         return iter(self.samples)
 
 
+class CalibrationMethod(str, enum.Enum):
+    """How int8 activation ranges are estimated. Values round-trip through CLI and JSON; a
+    member formats and compares as its value, so tables keyed by ``"minmax"`` take it."""
+
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+    @classmethod
+    def parse(cls, value: "str | CalibrationMethod") -> "CalibrationMethod":
+        """Raises ValueError naming the choices."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"unknown calibration method {value!r}; choose one of {[m.value for m in cls]}") from None
+
+
 @dataclass(frozen=True)
 class QuantOptions:
-    """Quantization recipe (typed; round-trips to the manifest's ``recipe``)."""
+    """Quantization recipe (typed; round-trips to the manifest's ``recipe``).
 
-    calibration_method: str = "minmax"  # minmax | entropy | percentile
+    ``calibration_method`` is parsed once here (a string is accepted and converted).
+
+    Raises:
+        ValueError: an unknown calibration method, or ``calibration_samples`` below 1.
+    """
+
+    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
     per_channel: bool = True
     calibration_samples: int = 128
     #: accuracy-aware int8 (toolchain.compile.fallback): keep the fewest culprit layers in float
     #: when an int8 artifact misses its fidelity budget (``--no-fallback`` turns it off)
     fallback: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "calibration_method", CalibrationMethod.parse(self.calibration_method))
+        if isinstance(self.calibration_samples, bool) or int(self.calibration_samples) < 1:
+            raise ValueError(f"calibration_samples must be >= 1, got {self.calibration_samples!r}")
 
 
 @dataclass(frozen=True)
@@ -63,6 +101,7 @@ class BuildContext:
     example_inputs: tuple[Any, ...] | None = None
     dynamic_dims: dict[str, dict[int, str]] = field(default_factory=dict)  # input -> {axis: name}
     work_dir: Path | None = None  # scratch space owned by the pipeline
+    layout: Layout | None = None  # batch axis of each input (None: axis 0 for every input)
     # what the artifact must reach (a toolchain.compile.fallback.FidelityBudget), set per artifact
     budget: Any | None = None
     progress: Callable[[str], None] | None = None  # converters' progress lines on long steps

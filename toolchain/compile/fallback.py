@@ -26,7 +26,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from toolchain.compile.verify import Tolerances, compare
+from toolchain.compile.samples import count, run_samples
+from toolchain.compile.verify import compare
 
 #: validation samples the per-layer error is measured on (localising needs few)
 LOCALISE_SAMPLES = 8
@@ -37,52 +38,53 @@ MAX_TRIALS = 12
 @dataclass(frozen=True)
 class Judgement:
     passed: bool
-    figures: dict[str, Any]  # verify.compare's figures (cosine_min, top1_agreement, ...)
+    figures: dict[str, Any]  # verify.compare's figures (fidelity block, cosine_min, top1_agreement, ...)
     failures: tuple[str, ...]
 
     @property
     def headline(self) -> str:
         f = self.figures
-        return f"cos-min {f['cosine_min']:.5f}" + (
-            f", top1 {100 * f['top1_agreement']:.2f}%" if f.get("top1_agreement") is not None else "")
+        fid = f.get("fidelity") or {}
+        if fid.get("value") is not None and fid.get("metric") != "cosine_min":
+            return f"{fid['metric']} {fid['value']:.5g}, cos-min {f['cosine_min']:.5f}"
+        return f"cos-min {f['cosine_min']:.5f}"
 
 
 @dataclass(frozen=True)
 class FidelityBudget:
-    """What an artifact must reach: validation inputs, the reference outputs, its gates."""
+    """What an artifact must reach: verification's checks (validation inputs in their stored
+    layout, reference outputs, task, gates) for this artifact's precision."""
 
-    validation: Mapping[str, np.ndarray]  # stacked, samples along axis 0
-    reference: Mapping[str, np.ndarray]
+    checks: Any  # toolchain.compile.artifacts.Checks
+    precision: Any  # toolchain.compile.verify.Precision
     output_names: tuple[str, ...]
-    tolerances: Tolerances
-    labels: np.ndarray | None = None
-    reference_accuracy: float | None = None
-    #: samples per call, as verification feeds them (64 with a dynamic batch dim, else 1):
-    #: dynamic int8 picks its activation scales per call, so the batching changes the figures
-    batch: int = 1
+    #: several samples per call, as verification runs a model whose inputs and outputs all
+    #: have a dynamic batch (dynamic int8 picks its activation scales per call, so it matters)
+    batchable: bool = True
 
     @property
     def samples(self) -> int:
-        return len(next(iter(self.validation.values())))
+        return count(self.checks.validation)
 
-    def feeds(self, *, batch: int | None = None, limit: int | None = None) -> list[dict[str, np.ndarray]]:
-        """The validation inputs in calls of ``batch`` samples (default: as verification does)."""
-        step = batch or self.batch
+    def feeds(self, *, limit: int | None = None) -> list[dict[str, np.ndarray]]:
+        """Model feeds of single samples (the first ``limit``)."""
         n = self.samples if limit is None else min(limit, self.samples)
-        return [{k: v[i:min(n, i + step)] for k, v in self.validation.items()} for i in range(0, n, step)]
+        return [self.checks.layout.feeds(self.checks.validation, i, i + 1) for i in range(n)]
 
     def collect(self, run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]], *,
                 batched: bool = True) -> dict[str, np.ndarray]:
-        """Every validation sample through ``run`` (one call's feeds -> outputs), outputs by
-        name with samples along axis 0: in calls of :attr:`batch` samples when ``batched``
-        (as verification runs a model with a dynamic batch), else one sample per call."""
-        rows = [run(f) for f in self.feeds(batch=None if batched else 1)]
-        return {n: np.concatenate([np.asarray(r[n]) for r in rows]) for n in self.output_names}
+        """Every validation sample through ``run`` (one call's feeds -> outputs), outputs by name
+        with samples along axis 0, batched as verification batches them (``batched`` False:
+        one sample per call, for a static batch-1 model)."""
+        return run_samples(run, self.checks.validation, layout=self.checks.layout, names=list(self.output_names),
+                           batched=batched and self.batchable)
 
     def judge(self, outputs: Mapping[str, np.ndarray]) -> Judgement:
-        """``outputs`` (stacked like the reference) against the gates."""
-        res = compare(reference=self.reference, candidate=outputs, output_names=list(self.output_names),
-                      labels=self.labels, reference_accuracy=self.reference_accuracy, tolerances=self.tolerances)
+        """``outputs`` against the artifact's gates: the task's fidelity budget and the user's."""
+        c = self.checks
+        res = compare(reference=c.reference, candidate=outputs, output_names=list(self.output_names),
+                      labels=c.labels, reference_accuracy=c.reference_accuracy, task=c.task,
+                      precision=self.precision, gates=c.gates)
         return Judgement(passed=res["passed"], figures=res, failures=tuple(res["failures"]))
 
 
@@ -111,7 +113,9 @@ class FallbackReport:
             if x is None:
                 return None
             keep = ("cosine_min", "cosine_mean", "max_abs_error", "top1_agreement", "accuracy_drop_pts")
-            return {"passed": x.passed, **{k: x.figures.get(k) for k in keep}, "failures": list(x.failures)}
+            fid = x.figures.get("fidelity") or {}
+            return {"passed": x.passed, "fidelity": {"metric": fid.get("metric"), "value": fid.get("value")},
+                    **{k: x.figures.get(k) for k in keep}, "failures": list(x.failures)}
 
         out = {"enabled": self.enabled, "layers": list(self.layers), "count": len(self.layers),
                "candidates": self.candidates, "trials": self.trials, "initial": j(self.initial),
@@ -279,7 +283,7 @@ def accuracy_aware(adapter: EngineAdapter, budget: FidelityBudget | None, *, ena
         report.seconds = time.perf_counter() - t0
         return model, report
     say(f"{label}: misses the budget ({'; '.join(report.initial.failures)}); localising the layers that cause it")
-    ranking = adapter.localise(model, budget.feeds(batch=1, limit=LOCALISE_SAMPLES))
+    ranking = adapter.localise(model, budget.feeds(limit=LOCALISE_SAMPLES))
     report.candidates = len(ranking)
     report.ranking = ranking[:10]
     ranked = [name for name, _ in ranking]
@@ -310,7 +314,7 @@ def accuracy_aware(adapter: EngineAdapter, budget: FidelityBudget | None, *, ena
     if adapter.size_bytes:
         report.size_bytes = (adapter.size_bytes(model), adapter.size_bytes(fallback_model))
     if adapter.latency_ms:
-        one = budget.feeds(batch=1, limit=1)[0]
+        one = budget.feeds(limit=1)[0]
         report.latency_ms = (adapter.latency_ms(model, one), adapter.latency_ms(fallback_model, one))
     if final is not None and not final.passed:
         report.note = f"the budget is out of reach with {len(layers)} of {len(ranked)} layers in float"

@@ -4,12 +4,14 @@
   when they are large (the protobuf limit is 2 GiB), and returns every file written, so that
   "every file the model needs travels with it" is checkable.
 - :func:`io_specs` reads input/output :class:`runtime.TensorSpec` from a graph.
+- :func:`rename_io` gives the graph the user's input/output names (an internal value that
+  collides with one is renamed, never the user's).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from runtime.spec import TensorSpec
 
@@ -98,3 +100,76 @@ def set_metadata(model: Any, props: dict[str, str]) -> None:
         model.metadata_props.add(key=p.key, value=p.value)
     for k, v in props.items():
         model.metadata_props.add(key=k, value=str(v))
+
+
+def _graphs(graph: Any) -> Iterator[Any]:
+    """``graph`` and every subgraph (If/Loop/Scan bodies), depth first."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _graphs(attr.g)
+            for g in attr.graphs:
+                yield from _graphs(g)
+
+
+def value_names(model: Any) -> set[str]:
+    """Every value name defined anywhere in the model (inputs, initializers, node outputs)."""
+    names: set[str] = set()
+    for g in _graphs(model.graph):
+        names.update(i.name for i in g.input)
+        names.update(i.name for i in g.initializer)
+        for n in g.node:
+            names.update(o for o in n.output if o)
+    return names
+
+
+def rename_io(model: Any, *, inputs: dict[str, str], outputs: dict[str, str]) -> None:
+    """Give graph inputs/outputs the user's names, in place (``{current: wanted}``).
+
+    The user's names always win: an internal value that already carries a wanted name (a
+    node called ``embedding``) is renamed to ``<name>__internal`` (``__internal2``... if taken).
+    """
+    wanted = {old: new for old, new in {**inputs, **outputs}.items() if old != new}
+    if not wanted:
+        return
+    taken = value_names(model)
+    mapping = dict(wanted)
+    final = set(wanted.values())
+    for new in final:
+        if new in taken and new not in wanted:  # an internal value squats on a user's name
+            k, alt = 1, f"{new}__internal"
+            while alt in taken or alt in final:
+                k += 1
+                alt = f"{new}__internal{k}"
+            mapping[new] = alt
+            taken.add(alt)
+    for g in _graphs(model.graph):
+        for coll in (g.input, g.output, g.value_info, g.initializer):
+            for v in coll:
+                v.name = mapping.get(v.name, v.name)
+        for n in g.node:
+            n.input[:] = [mapping.get(x, x) for x in n.input]
+            n.output[:] = [mapping.get(x, x) for x in n.output]
+
+
+def set_input_dims(model: Any, dims: dict[str, dict[int, Any]]) -> None:
+    """Set input dims in place: an int fixes the size, a str names it, None leaves it unnamed."""
+    for vi in model.graph.input:
+        for axis, d in dims.get(vi.name, {}).items():
+            _set_dim(vi.type.tensor_type.shape.dim[axis], d)
+
+
+def set_output_dims(model: Any, dims: dict[str, dict[int, Any]]) -> None:
+    for vi in model.graph.output:
+        for axis, d in dims.get(vi.name, {}).items():
+            _set_dim(vi.type.tensor_type.shape.dim[axis], d)
+
+
+def _set_dim(dim: Any, d: Any) -> None:
+    if isinstance(d, int):
+        dim.dim_value = d
+    elif isinstance(d, str):
+        dim.dim_param = d
+    else:
+        dim.Clear()

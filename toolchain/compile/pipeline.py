@@ -2,37 +2,40 @@
 
 Order (each step may raise and stop the whole build; per-target failures never do):
 
-1. load the source; derive the expected model inputs from it (names, dtypes, symbolic dims);
+1. load the source; derive the expected model inputs from it (names, dtypes, dims, batch
+   axes) and refuse a fixed-batch export before any work (:mod:`toolchain.compile.model_inputs`);
 2. load calibration/validation data and check them against those inputs -- before any work;
-3. export the reference fp32 ONNX (``reference/``) and confirm its inputs match;
-4. reference outputs on the validation inputs (PyTorch, or ORT on a source ONNX);
-5. one artifact per (engine, precision), each converted and verified on its own runtime;
+3. the reference (:mod:`toolchain.compile.reference`): fp32 ONNX (``reference/``), its outputs
+   on the validation samples, and the proof that its dynamic dims take other sizes;
+4. the task (``--task``, the factory's ``metadata["task"]``, else inferred from the outputs)
+   that picks each output's fidelity metric;
+5. one artifact per (engine, precision), each converted and verified on its own runtime,
+   at the validation sizes and, where it keeps dynamic dims, at the probe sizes;
 6. ``data/validation.npz``, then ``manifest.json`` last, then the staging dir is swapped in.
 """
 
 from __future__ import annotations
 
-import inspect
 import shutil
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from runtime.fsutil import atomic_write_bytes, sha256_bytes
-from runtime.spec import TensorSpec
-from toolchain import data as data_mod
+from toolchain.compile import data as data_mod
 from toolchain.compile import manifest as mf
-from toolchain.compile.artifacts import artifact_id, build_artifact
+from toolchain.compile import model_inputs as mi
+from toolchain.compile.artifacts import Checks, build_artifact
 from toolchain.compile.context import BuildContext, SampleSet
-from toolchain.compile.export import export_reference, reference_outputs
-from toolchain.compile.options import CALIBRATION_METHODS, CompileOptions, UsageError
+from toolchain.compile.fidelity import Task, infer_task
+from toolchain.compile.options import CompileOptions, UsageError
+from toolchain.compile.reference import Reference, build_reference
 from toolchain.compile.registry import resolve_precision
+from toolchain.compile.samples import Layout
 from toolchain.compile.source import LoadedSource, SourceKind, load_source
-from toolchain.compile.verify import accuracy, tolerances_for
-from toolchain.errors import DataError, ExportError
+from toolchain.compile.verify import Precision, accuracy
+from toolchain.errors import DataError
 
 #: validation inputs when the user gives none and the source has none (parity only)
 RANDOM_VALIDATION_SAMPLES = 32
@@ -48,59 +51,72 @@ class CompileResult:
 def compile_model(opts: CompileOptions, *, progress: Callable[[str], None] | None = None,
                   warn: Callable[[str], None] | None = None) -> CompileResult:
     """Run a build. Raises SourceError, DataError, ExportError, UsageError (nothing written then)."""
-    if opts.quant.calibration_method not in CALIBRATION_METHODS:
-        raise UsageError(f"unknown calibration method {opts.quant.calibration_method!r}; choose one of {list(CALIBRATION_METHODS)}")
     plan = _plan(opts)
     say = progress or (lambda m: None)
     warn = warn or (lambda m: print(f"WARNING: {m}", file=sys.stderr))
     say(f"loading source {opts.source}")
-    src = _with_cli_axes(load_source(opts.source, factory_kwargs=opts.factory_kwargs), opts)
+    src = mi.with_cli_axes(load_source(opts.source, factory_kwargs=opts.factory_kwargs), opts)
     name = opts.name or src.name
     _check_name(name)
-    expected = expected_inputs(src)
-    calib = _calibration(opts, src, expected, plan, warn)
-    val = _validation(opts, src, expected, calib, warn)
+    expected = mi.expected_inputs(src)
+    layout = mi.layout_of(src, expected)
+    mi.check_fixed_batch(src, expected, layout)
+    shapes = mi.example_shapes(src, expected, opts)
+    calib = _calibration(opts, src, expected, layout, shapes, plan, warn)
+    val = _validation(opts, src, expected, layout, shapes, calib, warn)
     out_dir = Path(opts.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mf.clean_leftovers(out_dir, name)
     staging = mf.staging_dir(out_dir, name)
     staging.mkdir()
     try:
-        return _build(opts, src, name, plan, calib, val, expected, staging, out_dir / name, say)
+        return _build(opts, src, name, plan, calib, val, expected, layout, staging, out_dir / name, say)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone after a successful swap; a failed build leaves nothing
 
 
-def _build(opts, src, name, plan, calib, val, expected, staging, final, say) -> CompileResult:
+def _build(opts, src, name, plan, calib, val, expected, layout, staging, final, say) -> CompileResult:
     say("exporting reference ONNX" + (" (copying source ONNX)" if src.kind is SourceKind.ONNX else " with torch.onnx.export(dynamo=True)"))
-    ref = export_reference(src, out_dir=staging / "reference", external=opts.external_data)
-    _confirm_inputs(src, expected, ref.inputs)
     val_arrays = data_mod.stack(val)
-    say(f"reference outputs on {len(val)} validation samples")
-    ref_out = reference_outputs(src, ref.model_path, ref.inputs, ref.outputs, val_arrays)
-    ref_acc = accuracy(ref_out, ref.outputs[0].name, val.labels)
+    ref = build_reference(src, expected=expected, out_dir=staging / "reference", layout=layout, stored=val_arrays,
+                          allow_static=opts.allow_static, external=opts.external_data, say=say)
+    say(f"reference outputs on {len(val)} validation samples"
+        + (f"; dynamic dims also verified at {ref.probe.describe()}" if ref.probe else ""))
+    ex = ref.export
+    ref_acc = accuracy(ref.outputs, ex.outputs[0].name, val.labels)
+    task = _task(opts, ref.src, ref.outputs, val.labels)
     work = staging / ".work"
     work.mkdir()
     ctx = BuildContext(
-        model_name=name, reference_onnx=ref.model_path, inputs=ref.inputs, outputs=ref.outputs,
-        calibration=calib, quant=opts.quant, torch_module=_torch_module(src),
-        example_inputs=src.example_inputs, dynamic_dims={k: dict(v) for k, v in src.dynamic_axes.items()},
-        work_dir=work,
+        model_name=name, reference_onnx=ex.model_path, inputs=ex.inputs, outputs=ex.outputs,
+        calibration=calib, quant=opts.quant, torch_module=_torch_module(ref.src),
+        example_inputs=ref.src.example_inputs, dynamic_dims={k: dict(v) for k, v in ref.src.dynamic_axes.items()},
+        work_dir=work, layout=layout,
     )
-    artifacts = []
-    for engine, precision in plan:
-        artifacts.append(build_artifact(
-            ctx=ctx, engine=engine, precision=precision, staging=staging, validation=val_arrays,
-            labels=val.labels, reference=ref_out, reference_accuracy=ref_acc,
-            tolerances=tolerances_for(precision, opts.gates), progress=say,
-        ))
+    checks = Checks(validation=val_arrays, labels=val.labels, reference=ref.outputs, reference_accuracy=ref_acc,
+                    task=task, gates=opts.gates, layout=layout, probe=ref.probe, probe_reference=ref.probe_outputs)
+    artifacts = [build_artifact(ctx=ctx, engine=engine, precision=precision, staging=staging, checks=checks,
+                                progress=say) for engine, precision in plan]
     shutil.rmtree(work, ignore_errors=True)
     npz = data_mod.npz_bytes(val_arrays, val.labels)
     atomic_write_bytes(staging / "data" / "validation.npz", npz)
-    manifest = _manifest(opts, src, name, ref, calib, val, npz, ref_acc, artifacts, staging)
+    manifest = _manifest(opts, ref, name, calib, val, npz, ref_acc, artifacts, staging, task, layout)
     mf.finalize(staging, final, manifest)
     say(f"wrote {final}/manifest.json ({manifest['status']})")
     return CompileResult(manifest=manifest, build_dir=final, exit_code=mf.exit_code(manifest["status"]))
+
+
+def _task(opts: CompileOptions, src: LoadedSource, ref_out: dict, labels) -> Task:
+    """``--task``, else the factory's ``metadata["task"]``, else inferred from the outputs."""
+    if opts.task is not None:
+        return opts.task
+    declared = (src.metadata or {}).get("task")
+    if declared is not None:
+        try:
+            return Task.parse(declared)
+        except ValueError as e:
+            raise UsageError(f"{src.spec}: metadata['task']: {e}") from None
+    return infer_task(ref_out, labels=labels is not None)
 
 
 def _torch_module(src: LoadedSource) -> Any:
@@ -112,20 +128,25 @@ def _torch_module(src: LoadedSource) -> Any:
     return src.module if src.is_torch else None
 
 
-def _manifest(opts, src, name, ref, calib, val, npz, ref_acc, artifacts, staging) -> dict:
+def _manifest(opts, ref: Reference, name, calib, val, npz, ref_acc, artifacts, staging, task: Task, layout: Layout) -> dict:
     from toolchain import compat
 
+    src, ex = ref.src, ref.export
+    inputs = [s.to_json() | {"batch_axis": layout.axis(s.name)} for s in ex.inputs]
     return {
         "schema_version": mf.SCHEMA_VERSION,
         "model": {"name": name, "source": src.spec, "source_kind": src.kind.value, "source_sha256": src.sha256,
-                  "opset": ref.opset, "metadata": dict(src.metadata)},
-        "io": {"inputs": [s.to_json() for s in ref.inputs], "outputs": [s.to_json() for s in ref.outputs]},
-        "reference": {"dir": "reference", "model_file": "model.onnx", "files": mf.files_of(staging / "reference")},
+                  "opset": ex.opset, "metadata": {**dict(src.metadata), "task": task.value},
+                  "static_dims": list(ref.static_dims)},
+        "io": {"inputs": inputs, "outputs": [s.to_json() for s in ex.outputs]},
+        "reference": {"dir": "reference", "model_file": "model.onnx", "files": mf.files_of(staging / "reference"),
+                      "verified_sizes": None if ref.probe is None else {
+                          k: [ref.probe.base[k], v] for k, v in ref.probe.sizes.items()}},
         "calibration": None if calib is None else {
             "sha256": calib.sha256, "samples": len(calib), "source": calib.source, "random": calib.random},
         "validation": {"file": "data/validation.npz", "sha256": sha256_bytes(npz), "samples": len(val),
                        "labels": val.labels is not None, "source": val.source, "random": val.random,
-                       "reference_accuracy": ref_acc},
+                       "reference_accuracy": ref_acc, "layout": "samples along axis 0; batch axis moved to the front"},
         "toolchain": compat.tool_versions(),
         "created_utc": mf.utc_now(),
         "status": mf.build_status(artifacts),
@@ -151,82 +172,21 @@ def _check_name(name: str) -> None:
         raise UsageError(f"invalid model name {name!r}: use letters, digits, '-', '_' (pass --name)")
 
 
-def _with_cli_axes(src: LoadedSource, opts: CompileOptions) -> LoadedSource:
-    if not opts.dynamic_axes:
-        return src
-    if src.kind is not SourceKind.FACTORY:
-        raise UsageError(f"--dynamic-axis applies to Python factories only; a {src.kind.value} source has its shapes baked in")
-    axes = {k: dict(v) for k, v in src.dynamic_axes.items()}
-    for inp, dims in opts.dynamic_axes.items():
-        axes.setdefault(inp, {}).update(dims)
-    names = src.input_names or tuple(_forward_names(src))
-    for inp, dims in axes.items():
-        if inp not in names:
-            raise UsageError(f"--dynamic-axis: unknown input {inp!r}; inputs are {list(names)}")
-        rank = src.example_inputs[names.index(inp)].dim()
-        for axis in dims:
-            if not 0 <= axis < rank:
-                raise UsageError(f"--dynamic-axis {inp}:{axis}: axis out of range for a rank-{rank} input")
-    return replace(src, dynamic_axes=axes, input_names=names)
-
-
-def _forward_names(src: LoadedSource) -> list[str]:
-    params = list(inspect.signature(src.module.forward).parameters.values())
-    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return names[: len(src.example_inputs)]
-
-
-def expected_inputs(src: LoadedSource) -> tuple[TensorSpec, ...]:
-    """The model inputs as the source declares them, known before exporting."""
-    if src.kind is SourceKind.ONNX:
-        import onnx
-
-        from toolchain.compile.onnxio import io_specs
-
-        return io_specs(onnx.load(str(src.onnx_path), load_external_data=False))[0]
-    names = list(src.input_names) if src.input_names else _forward_names(src)
-    specs = []
-    for i, (n, t) in enumerate(zip(names, src.example_inputs)):
-        axes = src.dynamic_axes.get(n, {})
-        shape = tuple(axes.get(a, d) if src.kind is SourceKind.FACTORY else _pt2_dim(src, i, a, d)
-                      for a, d in enumerate(t.shape))
-        specs.append(TensorSpec(n, str(t.detach().cpu().numpy().dtype), shape))
-    return tuple(specs)
-
-
-def _pt2_dim(src: LoadedSource, i: int, axis: int, size: int) -> Any:
-    import torch
-
-    try:
-        nodes = [n for n in src.module.graph.nodes if n.op == "placeholder" and n.name in src.module.graph_signature.user_inputs]
-        d = nodes[i].meta["val"].shape[axis]
-        return str(d) if isinstance(d, torch.SymInt) else int(d)
-    except (IndexError, KeyError, AttributeError):
-        return int(size)
-
-
-def _confirm_inputs(src, expected, exported) -> None:
-    if [(s.name, s.dtype) for s in expected] != [(s.name, s.dtype) for s in exported]:
-        raise ExportError(f"{src.spec}: exported inputs {[(s.name, s.dtype) for s in exported]} differ from the "
-                          f"source's {[(s.name, s.dtype) for s in expected]}")
-
-
 def _needs_calibration(plan) -> bool:
-    from toolchain.compile.verify import Precision
-
     return any(p in (Precision.INT8_STATIC, Precision.INT8) for _e, p in plan)
 
 
-def _calibration(opts, src, expected, plan, warn) -> SampleSet | None:
+def _calibration(opts, src, expected, layout, shapes, plan, warn) -> SampleSet | None:
     n = opts.quant.calibration_samples
+    load = dict(inputs=expected, role="calibration", layout=layout, limit=n)
     if opts.calibration:
-        return data_mod.load_sample_set(opts.calibration, inputs=expected, role="calibration", limit=n)
+        return data_mod.load_sample_set(opts.calibration, **load)
     if src.calibration is not None:
-        return data_mod.load_sample_set(src.calibration, inputs=expected, role="calibration", limit=n)
+        return data_mod.load_sample_set(src.calibration, **load)
     if opts.random_calibration:
         warn("calibrating int8 on RANDOM data (--random-calibration): int8 scales will not match real inputs; "
              "accuracy figures of int8 artifacts are not meaningful")
-        return data_mod.random_sample_set(expected, n=min(n, 32), dim_defaults=_example_dims(src, expected))
+        return data_mod.random_sample_set(expected, n=min(n, 32), layout=layout, example_shapes=shapes)
     if _needs_calibration(plan):
         raise DataError("int8 static quantization needs calibration data: pass --calibration PATH "
                         "(.npz/.npy/dir/file.py:fn), or --random-calibration to calibrate on random data, "
@@ -234,31 +194,18 @@ def _calibration(opts, src, expected, plan, warn) -> SampleSet | None:
     return None
 
 
-def _validation(opts, src, expected, calib, warn) -> SampleSet:
+def _validation(opts, src, expected, layout, shapes, calib, warn) -> SampleSet:
     lim = opts.max_validation_samples
     if opts.validation:
-        return data_mod.load_sample_set(opts.validation, inputs=expected, role="validation", labels=opts.labels, limit=lim)
+        return data_mod.load_sample_set(opts.validation, inputs=expected, role="validation", layout=layout,
+                                        labels=opts.labels, limit=lim)
     if opts.labels:
         raise UsageError("--labels needs --validation (labels belong to the validation inputs)")
     if src.validation is not None:
-        return data_mod.load_sample_set(src.validation, inputs=expected, role="validation", limit=lim)
+        return data_mod.load_sample_set(src.validation, inputs=expected, role="validation", layout=layout, limit=lim)
     if calib is not None and not calib.random:
         warn("no --validation data: verifying parity on the calibration inputs (no accuracy figures)")
         return calib
     warn(f"no --validation data: verifying parity on {RANDOM_VALIDATION_SAMPLES} random inputs (no accuracy figures)")
-    return data_mod.random_sample_set(expected, n=RANDOM_VALIDATION_SAMPLES, seed=1,
-                                      dim_defaults=_example_dims(src, expected))
-
-
-def _example_dims(src, expected) -> dict[str, int]:
-    """Sizes of the symbolic non-batch dims (e.g. ``seq``) in the source's example inputs.
-
-    Random data uses them so that it fits artifacts converted at the example's shapes (TFLite).
-    """
-    out: dict[str, int] = {}
-    for spec, ex in zip(expected, src.example_inputs or ()):
-        shape = tuple(getattr(ex, "shape", ()))
-        for axis, d in enumerate(spec.shape[1:], start=1):
-            if not isinstance(d, int) and axis < len(shape):
-                out.setdefault(str(d), int(shape[axis]))
-    return out
+    return data_mod.random_sample_set(expected, n=RANDOM_VALIDATION_SAMPLES, layout=layout, seed=1,
+                                      example_shapes=shapes)

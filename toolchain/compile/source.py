@@ -11,8 +11,12 @@ Factory contract (``path/to/file.py:fn`` or a built-in ``ref:<name>``)
 ``example_inputs`` is a tuple of tensors in ``forward`` order (one tensor is accepted too).
 ``input_names``/``output_names`` name the ONNX inputs/outputs (they survive into every
 artifact); ``dynamic_axes`` maps an input name to ``{axis: symbolic_name}`` (the same name on
-two inputs means the same size, e.g. ``seq``). ``calibration``/``validation`` are optional
-zero-argument data callables (see :mod:`toolchain.data`) used when the CLI gives no data.
+two inputs means the same size, e.g. ``seq``). ``batch_axes`` maps an input name to its batch
+axis, or None for an input without one (found from the dim names otherwise, see
+:func:`runtime.spec.find_batch_axis`). ``calibration``/``validation`` are optional zero-argument
+data callables (see :mod:`toolchain.compile.data`) used when the CLI gives no data.
+``metadata`` is free-form and lands in the manifest; ``metadata["task"]`` names the task
+(``classify``, ``embed``, ...) that picks the fidelity metric when ``--task`` is not given.
 
 The module is put in eval mode. Nothing here imports torch at module level.
 """
@@ -33,7 +37,8 @@ from toolchain.errors import SourceError
 from runtime.fsutil import sha256_file
 
 FACTORY_OPTION_KEYS = frozenset(
-    {"input_names", "output_names", "dynamic_axes", "dynamic_shapes", "calibration", "validation", "metadata"}
+    {"input_names", "output_names", "dynamic_axes", "dynamic_shapes", "batch_axes", "calibration", "validation",
+     "metadata"}
 )
 
 
@@ -50,6 +55,7 @@ class _ModelOptions:
     input_names: tuple[str, ...] | None = None
     output_names: tuple[str, ...] | None = None
     dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+    batch_axes: Mapping[str, int | None] = field(default_factory=dict)
     calibration: Callable[[], Any] | None = None
     validation: Callable[[], Any] | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
@@ -143,7 +149,8 @@ def _import_file(path: Path) -> Any:
         spec.loader.exec_module(module)
     except Exception as e:
         sys.modules.pop(mod_name, None)
-        raise SourceError(f"{path}: importing the factory file failed: {type(e).__name__}: {e}") from e
+        raise SourceError(f"{path}: importing the factory file failed: {type(e).__name__}: {e}"
+                          f"{user_traceback(e)}") from e
     finally:
         sys.path.remove(str(path.resolve().parent))
     return module
@@ -157,7 +164,7 @@ def _load_factory(spec: str, path: Path, fn: str, kwargs: dict, *, default_name:
     try:
         res = factory(**kwargs)
     except Exception as e:
-        raise SourceError(f"{spec}: the factory raised {type(e).__name__}: {e}") from e
+        raise SourceError(f"{spec}: the factory raised {type(e).__name__}: {e}{user_traceback(e)}") from e
     fr = _coerce_result(spec, res)
     _check_factory_result(spec, fr)
     fr.module.eval()
@@ -165,9 +172,32 @@ def _load_factory(spec: str, path: Path, fn: str, kwargs: dict, *, default_name:
         kind=SourceKind.FACTORY, spec=spec, name=default_name,
         sha256=_factory_sha(path, fn, kwargs, fr.module), module=fr.module,
         example_inputs=fr.example_inputs, input_names=fr.input_names, output_names=fr.output_names,
-        dynamic_axes={k: dict(v) for k, v in fr.dynamic_axes.items()}, calibration=fr.calibration,
+        dynamic_axes={k: dict(v) for k, v in fr.dynamic_axes.items()}, batch_axes=dict(fr.batch_axes),
+        calibration=fr.calibration,
         validation=fr.validation, metadata=dict(fr.metadata),
     )
+
+
+def user_traceback(e: BaseException) -> str:
+    """The frames of ``e``'s traceback that are the user's code (not edgeship, not installed
+    packages), formatted as Python prints them; empty when there are none.
+
+    ``--verbose`` prints the whole chain instead (see ``toolchain.compile.cli``).
+    """
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if _is_user_file(f.filename)]
+    if not frames:
+        return ""
+    return "\nTraceback (the factory's frames; --verbose shows all):\n" + "".join(traceback.format_list(frames)).rstrip()
+
+
+def _is_user_file(filename: str) -> bool:
+    here = Path(__file__).resolve().parents[2]  # the edgeship checkout / install root
+    p = Path(filename)
+    return not ("site-packages" in p.parts or "dist-packages" in p.parts or filename.startswith("<")
+                or (p.is_absolute() and here in p.resolve().parents and p.resolve().parts[len(here.parts)] in
+                    ("toolchain", "runtime", "device_agent")))
 
 
 def _coerce_result(spec: str, res: Any) -> FactoryResult:
@@ -188,7 +218,7 @@ def _coerce_result(spec: str, res: Any) -> FactoryResult:
     return FactoryResult(
         module=module, example_inputs=example if isinstance(example, tuple) else (example,),
         input_names=_names(opts.get("input_names")), output_names=_names(opts.get("output_names")),
-        dynamic_axes=axes, calibration=opts.get("calibration"), validation=opts.get("validation"),
+        dynamic_axes=axes, batch_axes=opts.get("batch_axes") or {}, calibration=opts.get("calibration"), validation=opts.get("validation"),
         metadata=opts.get("metadata") or {},
     )
 

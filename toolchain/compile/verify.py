@@ -1,60 +1,53 @@
-"""Parity and accuracy figures for one artifact against the reference (pure numpy, no I/O).
+"""Verification figures and the gate of one artifact against the reference (pure numpy, no I/O).
 
-Default tolerances are declared per precision (like Optimum's ``ATOL_FOR_VALIDATION``); user
-gates (``--atol``, ``--min-cosine``, ``--max-accuracy-drop``) replace them for every artifact.
-``atol`` of ``None`` means "not gated": fp16 and int8 error in absolute units grows with the
-output scale (logits of 20 lose ~0.01 in fp16), so they are judged by cosine similarity and
-task accuracy instead; fp32 must match to ``1e-3`` absolute.
+The gate is the task's fidelity metric (:mod:`toolchain.compile.fidelity`): each output is
+judged by the metric its task calls for, against a budget declared per metric and precision
+(like Optimum's ``ATOL_FOR_VALIDATION``). User gates (``--atol``, ``--min-cosine``,
+``--max-accuracy-drop``) are applied on top, as asked, to every output.
+
+Figures recorded for every artifact (the manifest's ``verification``): ``max_abs_error``,
+``mean_abs_error``, ``cosine_min``/``cosine_mean`` (raw, per sample over all outputs),
+``top1_agreement`` and ``accuracy`` (first output, when classifier-shaped), the ``task`` and
+the ``fidelity`` block that bench and reports read.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 
-from runtime.bundle import Precision  # the one Precision enum (re-exported for toolchain.compile)
+from runtime.contracts.bundle import Precision  # the one Precision enum (re-exported for toolchain.compile)
+from toolchain.compile import fidelity as fid
 
-
-@dataclass(frozen=True)
-class Tolerances:
-    atol: float | None
-    min_cosine: float | None
-    max_accuracy_drop_pts: float | None = None
-
-    def to_json(self) -> dict:
-        return {"atol": self.atol, "min_cosine": self.min_cosine, "max_accuracy_drop_pts": self.max_accuracy_drop_pts}
-
-
-#: declared default tolerances per precision (breaching one fails the artifact's verification)
-DEFAULT_TOLERANCES: dict[Precision, Tolerances] = {
-    Precision.FP32: Tolerances(atol=1e-3, min_cosine=0.9999),
-    Precision.FP16: Tolerances(atol=None, min_cosine=0.995),
-    Precision.INT8_STATIC: Tolerances(atol=None, min_cosine=0.85),
-    Precision.INT8_DYNAMIC: Tolerances(atol=None, min_cosine=0.85),
-    Precision.INT8: Tolerances(atol=None, min_cosine=0.85),
-}
+__all__ = ["Precision", "UserGates", "compare", "accuracy", "gate_failures"]
 
 
 @dataclass(frozen=True)
 class UserGates:
-    """Gates set on the command line; a set field overrides the precision default."""
+    """Gates set on the command line (None: not set)."""
 
     atol: float | None = None
     min_cosine: float | None = None
     max_accuracy_drop_pts: float | None = None
+    fidelity_budget: float | None = None  # replaces the default budget of the task's metric
 
+    def to_json(self) -> dict:
+        return {"atol": self.atol, "min_cosine": self.min_cosine, "max_accuracy_drop_pts": self.max_accuracy_drop_pts,
+                "fidelity_budget": self.fidelity_budget}
 
-def tolerances_for(precision: Precision, gates: UserGates) -> Tolerances:
-    t = DEFAULT_TOLERANCES[precision]
-    if gates.atol is not None:
-        t = replace(t, atol=gates.atol)
-    if gates.min_cosine is not None:
-        t = replace(t, min_cosine=gates.min_cosine)
-    if gates.max_accuracy_drop_pts is not None:
-        t = replace(t, max_accuracy_drop_pts=gates.max_accuracy_drop_pts)
-    return t
+    def budgets(self, task: fid.Task | None) -> fid.Budgets:
+        out: dict = {}
+        if self.max_accuracy_drop_pts is not None:
+            out[fid.Metric.ACCURACY_DROP_PTS] = self.max_accuracy_drop_pts
+        if self.fidelity_budget is not None and task is not None:
+            out[fid.TASK_METRIC[task]] = self.fidelity_budget
+        return fid.Budgets(out)
+
+    def for_probe(self) -> "UserGates":
+        """The gates at a probe size: no labels there, so no accuracy gate."""
+        return UserGates(atol=self.atol, min_cosine=self.min_cosine, fidelity_budget=self.fidelity_budget)
 
 
 def _per_sample_matrix(outs: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray:
@@ -77,8 +70,15 @@ def accuracy(outs: Mapping[str, np.ndarray], first: str, labels: np.ndarray | No
 
 
 def compare(*, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], output_names: list[str],
-            labels: np.ndarray | None, reference_accuracy: float | None, tolerances: Tolerances) -> dict:
-    """Figures and gate outcome (JSON-ready, the manifest's ``verification``)."""
+            labels: np.ndarray | None, reference_accuracy: float | None, task: fid.Task | None,
+            precision: Any, gates: UserGates, probe_slack: bool = False) -> dict:
+    """Figures and gate outcome (JSON-ready, the manifest's ``verification``).
+
+    ``probe_slack``: the few samples of a probe size may disagree on one top-1 decision.
+
+    Raises:
+        ValueError: the artifact's outputs differ in shape from the reference's.
+    """
     ref = _per_sample_matrix(reference, output_names)
     cand = _per_sample_matrix(candidate, output_names)
     if ref.shape != cand.shape:
@@ -100,24 +100,32 @@ def compare(*, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.n
         "accuracy": acc,
         "reference_accuracy": reference_accuracy,
         "accuracy_drop_pts": None if acc is None or reference_accuracy is None else round((reference_accuracy - acc) * 100, 4),
-        "tolerances": tolerances.to_json(),
+        "tolerances": gates.to_json(),
     }
-    res["failures"] = gate_failures(res, tolerances)
+    ordered_ref = {n: np.asarray(reference[n]) for n in output_names}
+    ordered_cand = {n: np.asarray(candidate[n]) for n in output_names}
+    sc = fid.score(task, ordered_ref, ordered_cand, labels=labels)
+    passed, failures, budget = fid.judge(sc, precision=precision, budgets=gates.budgets(sc.task),
+                                         samples_slack=probe_slack)
+    res["task"] = sc.task.value
+    res["fidelity"] = fid.fidelity_json(sc, passed=passed, budget=budget)
+    res["failures"] = failures + gate_failures(res, gates, accuracy_gated=sc.metric is fid.Metric.ACCURACY_DROP_PTS)
     res["passed"] = not res["failures"]
+    res["fidelity"]["passed"] = res["passed"]
     return res
 
 
-def gate_failures(fig: dict, t: Tolerances) -> list[str]:
-    """Human-readable breaches, each naming the figure, its value and the limit."""
+def gate_failures(fig: dict, gates: UserGates, *, accuracy_gated: bool = False) -> list[str]:
+    """Breaches of the user's gates, each naming the figure, its value and the limit."""
     out = []
-    if t.atol is not None and fig["max_abs_error"] > t.atol:
-        out.append(f"max_abs_error {fig['max_abs_error']:.3g} > atol {t.atol:g}")
-    if t.min_cosine is not None and fig["cosine_min"] < t.min_cosine:
-        out.append(f"cosine_min {fig['cosine_min']:.6f} < min_cosine {t.min_cosine:g}")
-    if t.max_accuracy_drop_pts is not None:
+    if gates.atol is not None and fig["max_abs_error"] > gates.atol:
+        out.append(f"max_abs_error {fig['max_abs_error']:.3g} > atol {gates.atol:g}")
+    if gates.min_cosine is not None and fig["cosine_min"] < gates.min_cosine:
+        out.append(f"cosine_min {fig['cosine_min']:.6f} < min_cosine {gates.min_cosine:g}")
+    if gates.max_accuracy_drop_pts is not None and not accuracy_gated:
         drop = fig["accuracy_drop_pts"]
         if drop is None:
             out.append("accuracy drop gate set but no labels/accuracy available")
-        elif drop > t.max_accuracy_drop_pts:
-            out.append(f"accuracy_drop_pts {drop:.2f} > max_accuracy_drop {t.max_accuracy_drop_pts:g}")
+        elif drop > gates.max_accuracy_drop_pts:
+            out.append(f"accuracy_drop_pts {drop:.2f} > max_accuracy_drop {gates.max_accuracy_drop_pts:g}")
     return out

@@ -1,4 +1,8 @@
-"""`edgeship push` and `edgeship fleet {status,watch,command,forget}` (docs/mqtt.md)."""
+"""`edgeship push` and `edgeship fleet {status,watch,command,forget}` (docs/mqtt.md).
+
+Errors are raised (``runtime.cliutil.run`` reports them): a bad flag, fleet or device name
+is a BadInputError (exit 2), a broker, repository or fleet problem a FleetError (exit 1).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ import json
 import sys
 import time
 
-from device_agent.telemetry.topics import DEFAULT_PREFIX, device_topics, fleet_filter, split_device_topic
+from runtime.contracts.mqtt.topics import DEFAULT_PREFIX, DeviceTopics, device_topics, fleet_filter, split_device_topic
 
+from ..errors import BadInputError
 from .errors import FleetError
 
 
@@ -25,12 +30,25 @@ def _broker_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--password-file", help="file holding the MQTT password")
 
 
+def _topics(args, device: str) -> DeviceTopics:
+    """The topics of ``device`` of ``--fleet``. Raises BadInputError on a name that is no topic level."""
+    try:
+        return device_topics(fleet=args.fleet, device=device, prefix=args.prefix)
+    except ValueError as e:
+        raise BadInputError(str(e)) from e
+
+
+def _check_fleet(args) -> None:
+    """Refuse a --fleet that is no single topic level (BadInputError) before connecting."""
+    _topics(args, "any-device")
+
+
 def _settings(args):
     from .client import BrokerSettings
 
     host, _, port = args.broker.rpartition(":")
     if not host or not port.isdigit():
-        raise FleetError(f"--broker {args.broker!r}: expected HOST:PORT")
+        raise BadInputError(f"--broker {args.broker!r}: expected HOST:PORT")
     password = None
     if args.password_file:
         with open(args.password_file, encoding="utf-8") as f:
@@ -94,12 +112,9 @@ def add_fleet_parser(sub) -> None:
 def _command(args) -> int:
     from .client import FleetClient
 
-    try:
-        with FleetClient(_settings(args)) as fc:
-            resp = fc.command(args.fleet, args.device, args.name, {}, timeout_s=args.timeout,
-                              expiry_s=args.expiry)
-    except (FleetError, ValueError) as e:
-        return _fail(e)
+    _topics(args, args.device)
+    with FleetClient(_settings(args)) as fc:
+        resp = fc.command(args.fleet, args.device, args.name, {}, timeout_s=args.timeout, expiry_s=args.expiry)
     if args.json:
         print(json.dumps(resp, indent=2))
     else:
@@ -113,80 +128,58 @@ def _command(args) -> int:
 def _forget(args) -> int:
     from .client import FleetClient
 
-    try:
-        t = device_topics(fleet=args.fleet, device=args.device, prefix=args.prefix)
-    except ValueError as e:
-        return _fail(e, 2)
-    try:
-        with FleetClient(_settings(args)) as fc:
-            found = fc.retained(args.fleet, args.device)
-            status = found[t.status].json() if t.status in found else None
-            if not found:
-                return _fail(FleetError(f"nothing retained for device {args.device!r} of fleet {args.fleet!r} "
-                                        f"on {args.broker} (check the spelling: `edgeship fleet status --fleet "
-                                        f"{args.fleet}` lists the devices)"))
-            topics = sorted(found)
-            if isinstance(status, dict) and status.get("online") and not args.force:
-                return _fail(FleetError(f"{args.fleet}/{args.device} reports itself online: its agent republishes "
-                                        "status and reported on every connect and heartbeat. Stop the agent "
-                                        "first, or pass --force"))
-            if not args.yes:
-                print(f"would clear {len(topics)} retained topic(s):\n  " + "\n  ".join(topics))
-                return _fail(FleetError("refusing without --yes (nothing was changed)"), 2)
-            fc.clear_retained(topics)
-    except FleetError as e:
-        return _fail(e)
+    t = _topics(args, args.device)
+    with FleetClient(_settings(args)) as fc:
+        found = fc.retained(args.fleet, args.device)
+        status = found[t.status].json() if t.status in found else None
+        if not found:
+            raise FleetError(f"nothing retained for device {args.device!r} of fleet {args.fleet!r} on "
+                             f"{args.broker} (check the spelling: `edgeship fleet status --fleet {args.fleet}` "
+                             f"lists the devices)")
+        topics = sorted(found)
+        if isinstance(status, dict) and status.get("online") and not args.force:
+            raise FleetError(f"{args.fleet}/{args.device} reports itself online: its agent republishes status "
+                             "and reported on every connect and heartbeat. Stop the agent first, or pass --force")
+        if not args.yes:
+            print(f"would clear {len(topics)} retained topic(s):\n  " + "\n  ".join(topics))
+            raise BadInputError("refusing without --yes (nothing was changed)")
+        fc.clear_retained(topics)
     print(f"cleared {len(topics)} retained topic(s) of {args.fleet}/{args.device}:\n  " + "\n  ".join(topics))
     return 0
-
-
-def _fail(e: Exception, code: int = 1) -> int:
-    print(f"error: {e}", file=sys.stderr)
-    return code
 
 
 def _push(args) -> int:
     from . import plan
     from .client import FleetClient
-    from .errors import NoTargetsError, ReleaseNotFoundError
     from .releases import find_release
 
-    try:
-        device_topics(fleet=args.fleet, device=args.device or "x", prefix=args.prefix)
-        rel = find_release(args.repo, model=args.model, release=args.release, root_file=args.root)
-    except ValueError as e:
-        return _fail(e, 2)
-    except ReleaseNotFoundError as e:
-        return _fail(e, 1)
-    except FleetError as e:
-        return _fail(e, 1)
-    try:
-        with FleetClient(_settings(args)) as fc:
-            views = fc.snapshot(args.fleet)
-            devices = plan.select_devices(views, device=args.device, group=args.group)
-            dep = plan.new_deployment_id()
-            wait = plan.WaitState.start(dep, devices)
-            if args.wait:
-                tops = [device_topics(fleet=args.fleet, device=d, prefix=args.prefix) for d in devices]
-                fc.subscribe(*(t.deploy(dep) for t in tops), *(t.reported for t in tops))
-            issued_by = f"{getpass.getuser()}@edgeship-push"
-            for d in devices:
-                desired = plan.desired_for(views.get(d), deployment_id=dep, model=args.model,
-                                           release=args.release, issued_by=issued_by)
-                fc.publish_desired(args.fleet, d, desired.to_json())
-                if not args.json:
-                    seen = "" if d in views else " (device not seen yet; it converges when it connects)"
-                    print(f"{d}: desired v{desired.version} -> {args.model} r{args.release} "
-                          f"({rel.target_path}, sha256 {rel.sha256[:12]}) deployment {dep}{seen}")
-            if not args.wait:
-                if args.json:
-                    print(json.dumps({"deployment_id": dep, "devices": devices, "waited": False}))
-                return 0
-            _follow(fc, args, wait)
-    except NoTargetsError as e:
-        return _fail(e, 1)
-    except FleetError as e:
-        return _fail(e, 1)
+    if args.device:
+        _topics(args, args.device)
+    else:
+        _check_fleet(args)
+    rel = find_release(args.repo, model=args.model, release=args.release, root_file=args.root)
+    with FleetClient(_settings(args)) as fc:
+        views = fc.snapshot(args.fleet)
+        devices = plan.select_devices(views, device=args.device, group=args.group)
+        dep = plan.new_deployment_id()
+        wait = plan.WaitState.start(dep, devices)
+        if args.wait:
+            tops = [device_topics(fleet=args.fleet, device=d, prefix=args.prefix) for d in devices]
+            fc.subscribe(*(t.deploy(dep) for t in tops), *(t.reported for t in tops))
+        issued_by = f"{getpass.getuser()}@edgeship-push"
+        for d in devices:
+            desired = plan.desired_for(views.get(d), deployment_id=dep, model=args.model,
+                                       release=args.release, issued_by=issued_by)
+            fc.publish_desired(args.fleet, d, desired.to_json())
+            if not args.json:
+                seen = "" if d in views else " (device not seen yet; it converges when it connects)"
+                print(f"{d}: desired v{desired.version} -> {args.model} r{args.release} "
+                      f"({rel.target_path}, sha256 {rel.sha256[:12]}) deployment {dep}{seen}")
+        if not args.wait:
+            if args.json:
+                print(json.dumps({"deployment_id": dep, "devices": devices, "waited": False}))
+            return 0
+        _follow(fc, args, wait)
     if args.json:
         print(json.dumps({"deployment_id": dep, "devices": devices, "waited": True,
                           "succeeded": wait.succeeded, "outcome": wait.outcome}, indent=2))
@@ -217,11 +210,9 @@ def _status(args) -> int:
     from . import plan
     from .client import FleetClient
 
-    try:
-        with FleetClient(_settings(args)) as fc:
-            views = fc.snapshot(args.fleet)
-    except (FleetError, ValueError) as e:
-        return _fail(e)
+    _check_fleet(args)
+    with FleetClient(_settings(args)) as fc:
+        views = fc.snapshot(args.fleet)
     rows = plan.status_rows(views)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -258,21 +249,19 @@ def _watch(args) -> int:
 
     signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly under a supervisor too
 
-    try:
-        with FleetClient(_settings(args)) as fc:
-            fc.subscribe(*(fleet_filter(fleet=args.fleet, leaf=leaf, prefix=args.prefix)
-                           for leaf in ("deploy/+", "events", "status")))
-            timeout = args.timeout if args.timeout is not None else float("inf")
-            try:
-                for msg in fc.messages(timeout_s=timeout):
-                    parts = split_device_topic(msg.topic, prefix=args.prefix)
-                    doc = msg.json()
-                    if parts is None or not isinstance(doc, dict) or (parts[2] == "status" and msg.retain):
-                        continue
-                    print(json.dumps({"topic": msg.topic, **doc}) if args.json
-                          else format_watch_line(parts[1], parts[2], doc), flush=True)
-            except KeyboardInterrupt:
-                pass
-    except (FleetError, ValueError) as e:
-        return _fail(e)
+    _check_fleet(args)
+    with FleetClient(_settings(args)) as fc:
+        fc.subscribe(*(fleet_filter(fleet=args.fleet, leaf=leaf, prefix=args.prefix)
+                       for leaf in ("deploy/+", "events", "status")))
+        timeout = args.timeout if args.timeout is not None else float("inf")
+        try:
+            for msg in fc.messages(timeout_s=timeout):
+                parts = split_device_topic(msg.topic, prefix=args.prefix)
+                doc = msg.json()
+                if parts is None or not isinstance(doc, dict) or (parts[2] == "status" and msg.retain):
+                    continue
+                print(json.dumps({"topic": msg.topic, **doc}) if args.json
+                      else format_watch_line(parts[1], parts[2], doc), flush=True)
+        except KeyboardInterrupt:
+            pass
     return 0

@@ -15,7 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from device_agent.telemetry.topics import DEFAULT_PREFIX, device_topics, fleet_filter, split_device_topic
+from runtime.contracts.mqtt.messages import Kind, retained
+from runtime.contracts.mqtt.topics import DEFAULT_PREFIX, device_topics, fleet_filter, split_device_topic
 
 from .errors import BrokerUnavailableError, FleetError
 
@@ -176,7 +177,7 @@ class FleetClient:
 
     def publish_desired(self, fleet: str, device: str, doc: dict) -> None:
         t = device_topics(fleet=fleet, device=device, prefix=self.settings.prefix)
-        self.publish(t.desired, json.dumps(doc).encode(), retain=True)
+        self.publish(t.desired, json.dumps(doc).encode(), retain=retained(Kind.DESIRED))
 
     def command(self, fleet: str, device: str, name: str, body: dict | None = None, *,
                 timeout_s: float = 10.0, expiry_s: int = 60) -> dict:
@@ -198,7 +199,7 @@ class FleetClient:
         props.CorrelationData = token.encode()
         props.MessageExpiryInterval = expiry_s
         raw = json.dumps(body or {}).encode() if not isinstance(body, bytes) else body
-        self.publish(t.cmd(name), raw, retain=False, properties=props)
+        self.publish(t.cmd(name), raw, retain=retained(Kind.CMD), properties=props)
         others = []
         try:
             for msg in self.messages(timeout_s=timeout_s):

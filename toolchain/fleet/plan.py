@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from device_agent.telemetry.payloads import Desired
+from runtime.contracts.mqtt.payloads import Desired
 
 from ..console import format_table
 

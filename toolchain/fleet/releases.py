@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ReleaseNotFoundError, RepositoryError
+from runtime.contracts.release import ReleaseFacts
 
-CUSTOM_KEY = "edgeship"  # same key as toolchain.ota.repository.CUSTOM_KEY
+from .errors import ReleaseNotFoundError, RepositoryError
 
 
 @dataclass(frozen=True)
@@ -89,11 +89,10 @@ def list_releases(repo: str, *, root_file: str | None = None) -> list[Release]:
             raise RepositoryError(f"{repo}: TUF metadata does not verify or cannot be fetched: {type(e).__name__}: {e}") from e
     out = []
     for path, tf in targets.signed.targets.items():
-        info = tf.unrecognized_fields.get("custom", {}).get(CUSTOM_KEY, {})
-        if "name" in info and "release" in info:
-            out.append(Release(model=info["name"], release=int(info["release"]), target_path=path,
-                               sha256=tf.hashes.get("sha256", ""), length=tf.length,
-                               version=info.get("version")))
+        facts = ReleaseFacts.from_target(tf.unrecognized_fields)
+        if facts is not None and "release" in facts.fields:
+            out.append(Release(model=facts.name, release=facts.release, target_path=path,
+                               sha256=tf.hashes.get("sha256", ""), length=tf.length, version=facts.version))
     return sorted(out, key=lambda r: (r.model, r.release))
 
 

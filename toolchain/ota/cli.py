@@ -1,9 +1,13 @@
-"""CLI: `edgeship keys {init,rotate}`, `edgeship publish`, `edgeship repo {serve,refresh,list}`."""
+"""CLI: `edgeship keys {init,rotate}`, `edgeship publish`, `edgeship repo {serve,refresh,list}`.
+
+Errors (OtaPublishError and its kinds, exit code 2) are raised; ``runtime.cliutil.run`` reports them.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
+
+from ..errors import BadInputError
 
 
 def _role_ints(values: list[str] | None, flag: str) -> dict[str, int]:
@@ -11,14 +15,9 @@ def _role_ints(values: list[str] | None, flag: str) -> dict[str, int]:
     for v in values or []:
         role, _, n = v.partition("=")
         if not n.isdigit():
-            raise SystemExit(f"{flag} expects ROLE=N (e.g. root=2), got {v!r}")
+            raise BadInputError(f"{flag} expects ROLE=N (e.g. root=2), got {v!r}")
         out[role] = int(n)
     return out
-
-
-def _err(e: Exception) -> int:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
 
 
 def add_keys_parser(sub) -> None:
@@ -41,18 +40,14 @@ def add_keys_parser(sub) -> None:
 
 
 def _keys_init(args) -> int:
-    from .errors import OtaPublishError
     from .keys import ROLES, RolePolicy, init_keys
 
     n, k = _role_ints(args.keys, "--keys"), _role_ints(args.threshold, "--threshold")
     unknown = sorted((set(n) | set(k)) - set(ROLES))
     if unknown:
-        return _err(ValueError(f"unknown role(s) {unknown}; roles are {list(ROLES)}"))
-    try:
-        pol = {r: RolePolicy(keys=n.get(r, max(1, k.get(r, 1))), threshold=k.get(r, 1)) for r in ROLES}
-        root = init_keys(keys_dir=args.dir, policies=pol, root_expires_days=args.root_expires_days)
-    except OtaPublishError as e:
-        return _err(e)
+        raise BadInputError(f"unknown role(s) {unknown}; roles are {list(ROLES)}")
+    pol = {r: RolePolicy(keys=n.get(r, max(1, k.get(r, 1))), threshold=k.get(r, 1)) for r in ROLES}
+    root = init_keys(keys_dir=args.dir, policies=pol, root_expires_days=args.root_expires_days)
     res = {"root": str(root), "roles": {r: {"keys": p.keys, "threshold": p.threshold} for r, p in pol.items()}}
     print(json.dumps(res) if args.json else
           f"keys in {args.dir} (offline: root, targets; online: snapshot, timestamp)\n"
@@ -61,13 +56,9 @@ def _keys_init(args) -> int:
 
 
 def _keys_rotate(args) -> int:
-    from .errors import OtaPublishError
     from .publish import rotate_key
 
-    try:
-        old, new = rotate_key(role=args.role, repo_dir=args.repo, keys_dir=args.dir, keyid=args.keyid)
-    except OtaPublishError as e:
-        return _err(e)
+    old, new = rotate_key(role=args.role, repo_dir=args.repo, keys_dir=args.dir, keyid=args.keyid)
     print(json.dumps({"role": args.role, "old": old, "new": new}) if args.json
           else f"{args.role}: key {old[:12]} replaced by {new[:12]}; root re-signed")
     return 0
@@ -85,14 +76,10 @@ def add_publish_parser(sub) -> None:
 
 
 def _publish(args) -> int:
-    from .errors import OtaPublishError
     from .publish import publish
 
-    try:
-        res = publish(bundle=args.bundle, repo_dir=args.repo, keys_dir=args.keys,
-                      expires_days=args.expires_days, timestamp_expires_days=args.timestamp_expires_days)
-    except OtaPublishError as e:
-        return _err(e)
+    res = publish(bundle=args.bundle, repo_dir=args.repo, keys_dir=args.keys,
+                  expires_days=args.expires_days, timestamp_expires_days=args.timestamp_expires_days)
     print(json.dumps(res.__dict__) if args.json else
           f"published {res.target_path} release {res.release} ({res.length} bytes, sha256 {res.sha256[:12]}); "
           f"targets v{res.targets_version}, timestamp v{res.timestamp_version}")
@@ -138,26 +125,18 @@ def _repo_serve(args) -> int:
 
 
 def _repo_refresh(args) -> int:
-    from .errors import OtaPublishError
     from .publish import refresh
 
-    try:
-        v = refresh(repo_dir=args.dir, keys_dir=args.keys, timestamp_expires_days=args.timestamp_expires_days,
-                    expires_days=args.expires_days)
-    except OtaPublishError as e:
-        return _err(e)
+    v = refresh(repo_dir=args.dir, keys_dir=args.keys, timestamp_expires_days=args.timestamp_expires_days,
+                expires_days=args.expires_days)
     print(f"timestamp v{v}" + ("" if args.expires_days is None else " (targets and snapshot re-signed)"))
     return 0
 
 
 def _repo_list(args) -> int:
-    from .errors import OtaPublishError
     from .publish import list_targets
 
-    try:
-        rows = list_targets(repo_dir=args.dir)
-    except OtaPublishError as e:
-        return _err(e)
+    rows = list_targets(repo_dir=args.dir)
     print(json.dumps(rows, indent=2) if args.json else format_targets(rows))
     return 0
 

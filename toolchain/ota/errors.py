@@ -1,11 +1,12 @@
-"""Errors of the publishing side (part of the toolchain hierarchy)."""
+"""Errors of the publishing side (part of the toolchain hierarchy). All are exit code 2:
+they are about the key directory, repository or bundle the user named."""
 
 from __future__ import annotations
 
-from ..errors import ToolchainError
+from ..errors import BadInputError
 
 
-class OtaPublishError(ToolchainError):
+class OtaPublishError(BadInputError):
     """Base class of key, publish and repository errors."""
 
 
@@ -17,5 +18,5 @@ class RepositoryStateError(OtaPublishError):
     """A TUF repository directory is missing metadata, inconsistent, or locked."""
 
 
-class BundleRejectedError(OtaPublishError):
+class PublishRefusedError(OtaPublishError):
     """A bundle cannot be published (unreadable, no model.json, release not newer)."""

@@ -10,15 +10,10 @@ from runtime.fsutil import sha256_file
 
 from . import keys as keystore
 from .keys import check_expiry, utc_in
-from .errors import BundleRejectedError, KeyStoreError, RepositoryStateError
-from .repository import CUSTOM_KEY, Repository, check_release_is_new
+from runtime.contracts.release import ReleaseFacts
 
-#: model.json fields copied into the signed target's custom metadata (what a device
-#: decides on *before* downloading: identity, release counter, compatibility). TUF signs
-#: canonical JSON, which has no floats, so float fields (latency budget, tolerances) stay
-#: in model.json only; the bundle's hash, signed here, binds them.
-FACT_FIELDS = ("name", "version", "release", "engine", "precision", "requirements", "io",
-               "schema_version")
+from .errors import PublishRefusedError, KeyStoreError, RepositoryStateError
+from .repository import Repository, check_release_is_new
 
 
 @dataclass(frozen=True)
@@ -31,20 +26,21 @@ class Published:
     timestamp_version: int
 
 
-def read_bundle_facts(bundle: str | os.PathLike) -> dict:
-    """The model.json facts of a bundle .tar (strictly checked by ``runtime.bundle``).
+def read_bundle_facts(bundle: str | os.PathLike) -> ReleaseFacts:
+    """The facts of a bundle .tar that its target will carry (runtime.contracts.release),
+    from its model.json (strictly checked by ``runtime.contracts.bundle``).
 
     Raises:
-        BundleRejectedError: not a bundle, or an invalid model.json (names the key).
+        PublishRefusedError: not a bundle, or an invalid model.json (names the key).
     """
-    from runtime.bundle import BundleError, read_bundle_info
+    from runtime.contracts.bundle import BundleError, read_bundle_info
 
     try:
-        doc = read_bundle_info(bundle).to_json()
+        info = read_bundle_info(bundle)
     except (BundleError, OSError) as e:
-        raise BundleRejectedError(
+        raise PublishRefusedError(
             f"{bundle}: not a valid edgeship bundle (make one with `edgeship package`): {e}") from e
-    return {k: doc[k] for k in FACT_FIELDS if k in doc}
+    return ReleaseFacts.of(info)
 
 
 def publish(
@@ -60,7 +56,7 @@ def publish(
     Creates the repository from ``KEYS/root.json`` when ``repo_dir`` holds none yet.
 
     Raises:
-        BundleRejectedError, KeyStoreError, RepositoryStateError.
+        PublishRefusedError, KeyStoreError, RepositoryStateError.
     """
     from tuf.api.metadata import TargetFile
 
@@ -75,12 +71,12 @@ def publish(
         targets = repo.targets()
         sha = sha256_file(bundle)
         check_release_is_new(targets, facts, sha)
-        target_path = f"{facts['name']}/{bundle.name}"
+        target_path = f"{facts.name}/{bundle.name}"
         was_stored = repo.target_file(target_path=target_path, sha256=sha).exists()
         stored = repo.store_target(bundle=bundle, target_path=target_path, sha256=sha)
         try:
             tf = TargetFile.from_file(target_path, str(stored), ["sha256"])
-            tf.unrecognized_fields["custom"] = {CUSTOM_KEY: facts}
+            tf.unrecognized_fields["custom"] = facts.custom_metadata()
             targets.signed.targets[target_path] = tf
             repo.commit(targets=targets, root=root, expires_days=expires_days,
                         timestamp_expires_days=timestamp_expires_days)
@@ -89,7 +85,7 @@ def publish(
                 stored.unlink(missing_ok=True)
             raise
         return Published(target_path=target_path, sha256=sha, length=tf.length,
-                         release=int(facts["release"]), targets_version=targets.signed.version,
+                         release=facts.release, targets_version=targets.signed.version,
                          timestamp_version=repo.timestamp().signed.version)
 
 
@@ -171,9 +167,9 @@ def list_targets(*, repo_dir: str | os.PathLike) -> list[dict]:
     repo = Repository(repo_dir, keys_dir=".")
     out = []
     for path, tf in sorted(repo.targets().signed.targets.items()):
-        facts = tf.unrecognized_fields.get("custom", {}).get(CUSTOM_KEY, {})
+        facts = ReleaseFacts.from_target(tf.unrecognized_fields)
+        f = facts.fields if facts is not None else {}
         out.append({"target": path, "sha256": tf.hashes.get("sha256"), "bytes": tf.length,
-                    "name": facts.get("name"), "release": facts.get("release"),
-                    "version": facts.get("version"), "engine": facts.get("engine"),
-                    "precision": facts.get("precision")})
+                    "name": f.get("name"), "release": f.get("release"), "version": f.get("version"),
+                    "engine": f.get("engine"), "precision": f.get("precision")})
     return out

@@ -12,19 +12,16 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from runtime.fsutil import atomic_write_bytes, fsync_dir, sha256_file
+from runtime.contracts.release import ReleaseFacts
+from runtime.fsutil import AtomicFile, atomic_write_bytes, sha256_file
 
 from . import keys as keystore
 from .keys import utc_in
-from .errors import BundleRejectedError, KeyStoreError, RepositoryStateError
-
-#: custom-metadata key holding a target's model.json facts
-CUSTOM_KEY = "edgeship"
+from .errors import PublishRefusedError, KeyStoreError, RepositoryStateError
 
 
 def _ser():
@@ -172,38 +169,27 @@ class Repository:
         dst = self.target_file(target_path=target_path, sha256=sha256)
         if dst.exists():
             return dst
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".part.", dir=dst.parent)
-        try:
-            # mkstemp makes 0600: a static server running as another user could not read it
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "wb") as out, open(bundle, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dst)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(dst.parent)
-        return dst
+        # 0644: a static server running as another user must read it
+        with AtomicFile(dst.parent, mode=0o644, prefix=".part.") as out, open(bundle, "rb") as src:
+            shutil.copyfileobj(src, out.file, 1 << 20)
+            return out.commit(dst)
 
 
-def check_release_is_new(targets, facts: dict, sha256: str) -> None:
+def check_release_is_new(targets, facts: ReleaseFacts, sha256: str) -> None:
     """Refuse a release counter at or below one already published for the model (pure).
 
     Raises:
-        BundleRejectedError: same bundle already published, or release not above the latest.
+        PublishRefusedError: same bundle already published, or release not above the latest.
     """
     latest = 0
     for path, tf in targets.signed.targets.items():
-        info = tf.unrecognized_fields.get("custom", {}).get(CUSTOM_KEY, {})
+        signed = ReleaseFacts.from_target(tf.unrecognized_fields)
         if tf.hashes.get("sha256") == sha256:
-            raise BundleRejectedError(f"bundle {sha256[:12]} is already published as {path}")
-        if info.get("name") == facts["name"]:
-            latest = max(latest, int(info.get("release", 0)))
-    if int(facts["release"]) <= latest:
-        raise BundleRejectedError(
-            f"{facts['name']}: release {facts['release']} is not above the latest published release "
+            raise PublishRefusedError(f"bundle {sha256[:12]} is already published as {path}")
+        if signed is not None and signed.name == facts.name:
+            latest = max(latest, signed.release)
+    if facts.release <= latest:
+        raise PublishRefusedError(
+            f"{facts.name}: release {facts.release} is not above the latest published release "
             f"{latest}; package it with a higher --release (an intended rollback is a new release)"
         )

@@ -1,0 +1,58 @@
+"""MQTT telemetry and control plane of the agent (issue 6; topics and payloads in docs/mqtt.md).
+
+MQTT carries intent and measurements only: a desired-state document names a model and a
+release; the bytes always come through the agent's TUF-verified update path.
+
+Modules: ``topics`` and ``payloads`` (pure builders/parsers), ``queue`` (durable SQLite WAL
+outbox), ``link`` (paho-mqtt client + sender), ``control`` (desired-state decisions and
+persisted state), ``commands``, ``metrics``, ``service`` (the I/O shell binding them).
+paho-mqtt is imported only when the service starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from .config import MqttConfig
+from .errors import QueueError, TelemetryConfigError, TelemetryError
+
+__all__ = ["start", "MqttConfig", "TelemetryError", "TelemetryConfigError", "QueueError"]
+
+
+def start(config: Any, agent: Any, updater: Any = None):
+    """Start telemetry and control for ``agent`` (and ``updater``, may be None); returns the
+    running :class:`~device_agent.mqtt.service.TelemetryService` (call ``.stop()``).
+
+    ``config`` is an :class:`MqttConfig`, or the agent config with an ``mqtt`` attribute/key
+    (a mapping or an MqttConfig) and a ``state_dir`` (the queue goes to ``<state_dir>/telemetry``).
+
+    Raises:
+        TelemetryConfigError: the [mqtt] settings are invalid or missing.
+        QueueError: the durable queue cannot be opened.
+    """
+    from .service import TelemetryService
+
+    return TelemetryService(_mqtt_config(config), agent, updater).start()
+
+
+def _mqtt_config(config: Any) -> MqttConfig:
+    if isinstance(config, MqttConfig):
+        if not config.queue_dir:
+            raise TelemetryConfigError("[mqtt] queue_dir is empty and no state_dir was given")
+        return config
+    if isinstance(config, Mapping):
+        section, state_dir = config.get("mqtt"), config.get("state_dir")
+    else:  # device_agent.config.AgentConfig (mqtt registered in SECTIONS) or a similar object
+        ext = getattr(config, "extensions", None) or {}
+        section = ext.get("mqtt") if "mqtt" in ext else getattr(config, "mqtt", None)
+        state_dir = getattr(config, "state_dir", None)
+    if section is None:
+        raise TelemetryConfigError("the agent config has no [mqtt] section")
+    if not isinstance(section, MqttConfig):
+        section = MqttConfig.from_mapping(section)
+    if state_dir is not None:
+        section = section.with_state_dir(state_dir)
+    if not section.queue_dir:
+        raise TelemetryConfigError("[mqtt] queue_dir is empty and the config has no state_dir")
+    return section

@@ -1,0 +1,9 @@
+"""The MQTT contract between the operator (``toolchain.fleet``) and the agent (``device_agent.mqtt``).
+
+- :mod:`.messages` — the catalogue: every message kind, its topic leaf, sender, retain flag.
+- :mod:`.topics` — topic names under ``edgeship/v1/<fleet>/<device>/`` (pure functions).
+- :mod:`.payloads` — the versioned JSON payloads: envelope, builders, strict inbound parsers.
+
+docs/mqtt.md describes the wire format; docs/mosquitto/acl confines each device to the
+topics this catalogue says it sends.
+"""

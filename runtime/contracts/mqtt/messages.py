@@ -1,0 +1,62 @@
+"""The catalogue of MQTT messages: every kind, its topic under a device, who sends it, retained or not.
+
+This table is the one place a message type is added: give it a :class:`Kind` (its payload
+schema is ``edgeship.<kind>/1``), a row in :data:`MESSAGES` (topic leaf, sender, retained),
+then its builder or parser in :mod:`.payloads`. :class:`~.topics.DeviceTopics` builds topic
+names from this table, the agent and the operator client take the retain flag from it, and
+tests check docs/mosquitto/acl against it (a device may write exactly what it sends).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+
+
+class Kind(str, enum.Enum):
+    STATUS = "status"
+    REPORTED = "reported"
+    DESIRED = "desired"
+    DEPLOY = "deploy"
+    METRICS = "metrics"
+    EVENT = "event"
+    CMD = "cmd"
+    CMD_RESPONSE = "cmd_response"
+
+    @property
+    def schema(self) -> str:
+        """The payload's ``schema`` field, e.g. ``edgeship.status/1``."""
+        return f"edgeship.{self.value}/{SCHEMA_VERSION}"
+
+
+class Sender(str, enum.Enum):
+    DEVICE = "device"        # the agent publishes it (the broker ACL lets it write the topic)
+    OPERATOR = "operator"    # `edgeship push` / `edgeship fleet` publish it; the device reads it
+
+
+@dataclass(frozen=True)
+class MessageSpec:
+    kind: Kind
+    #: topic under ``{prefix}/{fleet}/{device}/``; ``{id}`` and ``{name}`` are one topic level each
+    leaf: str
+    sender: Sender
+    retained: bool
+
+
+MESSAGES: dict[Kind, MessageSpec] = {m.kind: m for m in (
+    MessageSpec(Kind.STATUS, "status", Sender.DEVICE, retained=True),          # birth, Will, death
+    MessageSpec(Kind.REPORTED, "reported", Sender.DEVICE, retained=True),      # the device's own word
+    MessageSpec(Kind.DESIRED, "desired", Sender.OPERATOR, retained=True),      # versioned goal state
+    MessageSpec(Kind.DEPLOY, "deploy/{id}", Sender.DEVICE, retained=False),    # progress of one deployment
+    MessageSpec(Kind.METRICS, "telemetry/metrics", Sender.DEVICE, retained=False),
+    MessageSpec(Kind.EVENT, "events", Sender.DEVICE, retained=False),          # alarms, rejections
+    MessageSpec(Kind.CMD, "cmd/{name}", Sender.OPERATOR, retained=False),      # rollback, rebirth, cancel
+    MessageSpec(Kind.CMD_RESPONSE, "cmd/{name}/resp", Sender.DEVICE, retained=False),
+)}
+
+
+def retained(kind: Kind) -> bool:
+    """Whether ``kind`` is published retained."""
+    return MESSAGES[kind].retained
