@@ -79,13 +79,31 @@ class FidelityBudget:
         return run_samples(run, self.checks.validation, layout=self.checks.layout, names=list(self.output_names),
                            batched=batched and self.batchable)
 
-    def judge(self, outputs: Mapping[str, np.ndarray]) -> Judgement:
-        """``outputs`` against the artifact's gates: the task's fidelity budget and the user's."""
+    def judge(self, outputs: Mapping[str, np.ndarray],
+              probe_outputs: Mapping[str, np.ndarray] | None = None) -> Judgement:
+        """``outputs`` against the artifact's gates (the task's fidelity budget and the user's),
+        and ``probe_outputs`` (at the second size of the dynamic dims) as verification judges them."""
         c = self.checks
         res = compare(reference=c.reference, candidate=outputs, output_names=list(self.output_names),
                       labels=c.labels, reference_accuracy=c.reference_accuracy, task=c.task,
                       precision=self.precision, gates=c.gates)
-        return Judgement(passed=res["passed"], figures=res, failures=tuple(res["failures"]))
+        failures = list(res["failures"])
+        if probe_outputs is not None:
+            v = compare(reference=c.probe_reference, candidate=probe_outputs, output_names=list(self.output_names),
+                        labels=None, reference_accuracy=None, task=c.task, precision=self.precision,
+                        gates=c.gates.for_probe(), probe_slack=True)
+            failures += [f"at {c.probe.describe()}: {f}" for f in v["failures"]]
+        return Judgement(passed=not failures, figures=res, failures=tuple(failures))
+
+    def evaluate(self, run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]], *,
+                 batched: bool = True) -> Judgement:
+        """Run and judge a candidate. A model that keeps the dynamic dims (``batched``) is also
+        judged at the probe size, as verification will judge it."""
+        probe = None
+        if batched and self.checks.probe is not None and self.checks.probe_reference is not None:
+            probe = run_samples(run, self.checks.probe.arrays, layout=self.checks.layout,
+                                names=list(self.output_names), batched=self.batchable)
+        return self.judge(self.collect(run, batched=batched), probe)
 
 
 @dataclass
@@ -277,7 +295,7 @@ def accuracy_aware(adapter: EngineAdapter, budget: FidelityBudget | None, *, ena
     report = FallbackReport(enabled=enabled)
     if budget is None or not enabled:
         return model, report
-    report.initial = budget.judge(budget.collect(adapter.runner(model), batched=batched))
+    report.initial = budget.evaluate(adapter.runner(model), batched=batched)
     if report.initial.passed:
         report.final = report.initial
         report.seconds = time.perf_counter() - t0
@@ -297,7 +315,7 @@ def accuracy_aware(adapter: EngineAdapter, budget: FidelityBudget | None, *, ena
     def trial(excluded: Sequence[str]) -> Judgement:
         m = adapter.quantize(excluded)
         models[tuple(excluded)] = m
-        j = budget.judge(budget.collect(adapter.runner(m), batched=batched))
+        j = budget.evaluate(adapter.runner(m), batched=batched)
         say(f"{label}: {len(excluded)} layer(s) in float -> {j.headline} ({'pass' if j.passed else 'miss'})")
         return j
 
