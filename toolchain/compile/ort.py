@@ -119,9 +119,15 @@ def build_int8(ctx: BuildContext, *, precision: str, work: Path, external: bool)
     say = ctx.progress or (lambda m: None)
     qpath, report = accuracy_aware(adapter, ctx.budget, enabled=ctx.quant.fallback, say=say, label=precision)
     recipe["nodes_to_exclude"] = oq.with_producers(pre, report.layers) if mode == "static" else list(report.layers)
+    quantized = oq.load(qpath)
+    if oq.quantized_op_count(quantized) == 0:
+        raise ConversionError(
+            f"onnxruntime {precision}: the {mode} quantizer quantized nothing in {ctx.model_name} (no "
+            f"{'Q/DQ' if mode == 'static' else 'MatMulInteger/ConvInteger'} op in the result; ops "
+            f"{oq.op_summary(pre_model)}): an int8 artifact would be the float model")
     recipe["fallback"] = report.to_json()
     recipe["summary"] = [f"recipe {mode} ({why})", report.summary()]
-    return oq.load(qpath), recipe
+    return quantized, recipe
 
 
 def _static_samples(ctx: BuildContext) -> SampleSet:

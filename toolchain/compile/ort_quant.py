@@ -193,6 +193,33 @@ def quantize(plan: QuantPlan, excluded: Sequence[str]) -> Path:
     return out
 
 
+_QUANT_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv",
+              "QLinearMatMul", "DequantizeLinear"}
+
+
+def _nodes(graph: Any) -> Iterator[Any]:
+    """Every node of ``graph`` and of its subgraphs (If/Loop branches)."""
+    for n in graph.node:
+        yield n
+        for a in n.attribute:
+            if a.HasField("g"):
+                yield from _nodes(a.g)
+
+
+def quantized_op_count(model: Any) -> int:
+    return sum(n.op_type in _QUANT_OPS for n in _nodes(model.graph))
+
+
+def op_summary(model: Any, top: int = 6) -> str:
+    """``"Conv x6, If x1 (subgraph ops: ...)"``: what a graph holds, for error messages."""
+    from collections import Counter
+
+    main = Counter(n.op_type for n in model.graph.node)
+    sub = Counter(n.op_type for n in _nodes(model.graph)) - main
+    text = ", ".join(f"{k} x{v}" for k, v in main.most_common(top))
+    return text + (f"; inside subgraphs: {', '.join(f'{k} x{v}' for k, v in sub.most_common(top))}" if sub else "")
+
+
 def with_producers(model_path: Path, layers: Sequence[str]) -> list[str]:
     """``layers`` plus the nodes that produce their activation inputs.
 

@@ -102,8 +102,11 @@ CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
     CorpusModel("ppocr-rec", "rapidocr-onnxruntime", "rapidocr_onnxruntime",
                 "models/ch_PP-OCRv4_rec_infer.onnx", "classify", "ppocr_rec", _ONNX_ONLY,
                 "PP-OCRv4 text recognition (CTC), rendered text lines"),
-    CorpusModel("silero-vad", "silero-vad", "silero_vad", "data/silero_vad.onnx", "classify",
-                "silero_vad", _ONNX_ONLY, "Silero VAD, espeak-ng speech", batch_axes=(("state", 1),)),
+    # the 16 kHz opset-15 export: the same network as silero_vad.onnx without its If branches
+    # (quantizers and OpenVINO's frontend work on the main graph; the If-wrapped one has no op
+    # outside them to quantize)
+    CorpusModel("silero-vad", "silero-vad", "silero_vad", "data/silero_vad_16k_op15.onnx", "classify",
+                "silero_vad", _ONNX_ONLY, "Silero VAD 16 kHz, espeak-ng speech", batch_axes=(("state", 1),)),
     CorpusModel("mp-face-detection", "mediapipe", "mediapipe",
                 "modules/face_detection/face_detection_short_range.tflite", "detect", None, ("tflite",),
                 "MediaPipe BlazeFace (bench input only)"),
