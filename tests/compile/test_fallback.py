@@ -192,3 +192,27 @@ def test_bare_assertion_is_described_with_its_source_line() -> None:
         text = describe(e)
     assert text.startswith("AssertionError with no message (at ") and "test_fallback.py" in text and "raise AssertionError" in text
     assert describe(ValueError("bad\nmore")) == "ValueError: bad"
+
+
+@pytest.mark.slow
+def test_int8_that_quantized_nothing_fails_naming_the_ops(tmp_path: Path) -> None:
+    """A graph ORT's quantizer has nothing to quantize in (here: Abs, Exp) is no int8 artifact."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from toolchain.compile.options import CompileOptions
+    from toolchain.compile.pipeline import compile_model
+    from toolchain.compile.verify import Precision
+
+    g = helper.make_graph([helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Exp", ["a"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "absexp.onnx"))
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32))
+    res = compile_model(CompileOptions(source=str(tmp_path / "absexp.onnx"), out_dir=tmp_path / "b",
+                                       targets=(__import__("runtime.spec", fromlist=["Engine"]).Engine.ONNXRUNTIME,),
+                                       precisions=(Precision.INT8_STATIC,), calibration=str(tmp_path / "d.npz"),
+                                       validation=str(tmp_path / "d.npz")))
+    a = res.manifest["artifacts"][0]
+    assert a["status"] == "failed"
+    assert "quantized nothing" in a["error"] and "Abs x1" in a["error"] and "Exp x1" in a["error"]
