@@ -30,24 +30,20 @@ torch, litert_torch and ai_edge_litert are imported inside functions only.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from runtime.spec import Engine, TensorSpec
 from toolchain.compile.calibration import checked_calibration
-from toolchain.compile.context import BuildContext, QuantOptions, SampleSet
+from toolchain.compile.context import BuildContext, SampleSet
 from toolchain.compile.staging import publish, staging
+from toolchain.compile.tflite_fallback import ACTIVATION_OBSERVERS
 from toolchain.errors import ConversionError, DataError, MissingExtraError, describe
 
 MODEL_FILE = "model.tflite"
 SIGNATURE = "serving_default"
 
-#: QuantOptions.calibration_method -> torchao PT2E activation observer. Weights always use
-#: (per-channel) min/max. There is no KL ("entropy") or percentile observer in PT2E; those
-#: methods are refused rather than silently replaced.
-_ACTIVATION_OBSERVERS = {"minmax": "MinMaxObserver"}
 _X64 = ("int64", "float64")
 
 
@@ -57,7 +53,7 @@ class TfliteConverter:
     engine = Engine.TFLITE
     precisions = ("fp32", "int8")
     #: calibration methods the int8 variant honours (others are refused by :meth:`build`)
-    calibration_methods = tuple(_ACTIVATION_OBSERVERS)
+    calibration_methods = tuple(ACTIVATION_OBSERVERS)
 
     def __init__(self) -> None:
         self._recipes: dict[str, dict] = {}
@@ -178,17 +174,6 @@ def _batch_is_symbolic(spec: TensorSpec, dyn: dict[int, str]) -> bool:
     return 0 in dyn or (len(spec.shape) > 0 and not isinstance(spec.shape[0], int))
 
 
-def quantization_config(quant: QuantOptions) -> Any:
-    """litert-torch's symmetric int8 config, with the activation observer ``quant`` asks for."""
-    from litert_torch.quantize import pt2e_quantizer
-    from torchao.quantization.pt2e import observer
-
-    cfg = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=quant.per_channel)
-    ctor = getattr(observer, _ACTIVATION_OBSERVERS[quant.calibration_method]).with_args(eps=2**-12)
-    act = dataclasses.replace(cfg.input_activation, observer_or_fake_quant_ctr=ctor)
-    return dataclasses.replace(cfg, input_activation=act, output_activation=act)
-
-
 def _int8_calibration(ctx: BuildContext, examples: dict[str, Any]) -> SampleSet:
     """The calibration set for int8, checked against the static shapes and the recipe."""
     want = {name: (tuple(x.shape), str(x.dtype).removeprefix("torch.")) for name, x in examples.items()}
@@ -202,7 +187,7 @@ def _int8_calibration(ctx: BuildContext, examples: dict[str, Any]) -> SampleSet:
                     f"model is static and converted at {dtype}{list(shape)} (the example input, batch 1)"
                 )
 
-    return checked_calibration(ctx, what="tflite int8", methods=_ACTIVATION_OBSERVERS, library="with PT2E",
+    return checked_calibration(ctx, what="tflite int8", methods=ACTIVATION_OBSERVERS, library="with PT2E",
                                scheme="full-integer post-training quantization", expected=want,
                                check_sample=check_static)
 

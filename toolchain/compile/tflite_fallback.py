@@ -19,6 +19,7 @@ The chosen graph's ``.tflite`` is verified next in the pipeline. torch, torchao 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,6 +28,23 @@ import numpy as np
 from toolchain import compat
 from toolchain.compile.context import BuildContext, QuantOptions, SampleSet
 from toolchain.compile.fallback import EngineAdapter, accuracy_aware, p50_ms, rank_layers
+
+
+#: QuantOptions.calibration_method -> torchao PT2E activation observer. Weights always use
+#: (per-channel) min/max. There is no KL ("entropy") or percentile observer in PT2E; those
+#: methods are refused rather than silently replaced.
+ACTIVATION_OBSERVERS = {"minmax": "MinMaxObserver"}
+
+
+def quantization_config(quant: QuantOptions) -> Any:
+    """litert-torch's symmetric int8 config, with the activation observer ``quant`` asks for."""
+    from litert_torch.quantize import pt2e_quantizer
+    from torchao.quantization.pt2e import observer
+
+    cfg = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=quant.per_channel)
+    ctor = getattr(observer, ACTIVATION_OBSERVERS[quant.calibration_method]).with_args(eps=2**-12)
+    act = dataclasses.replace(cfg.input_activation, observer_or_fake_quant_ctr=ctor)
+    return dataclasses.replace(cfg, input_activation=act, output_activation=act)
 
 
 def accuracy_aware_pt2e(module: Any, *, ctx: BuildContext, examples: dict[str, Any], calibration: SampleSet,
@@ -120,8 +138,6 @@ def _quantize(program: Any, calibration: SampleSet, quant: QuantOptions, float_m
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    from toolchain.compile.tflite import quantization_config
 
     quantizer = PT2EQuantizer().set_global(quantization_config(quant))
     for key in float_modules:

@@ -28,13 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from toolchain.errors import DataError
+
 SENTENCES_FILE = Path(__file__).with_name("data") / "sentences.txt"
 REC_SHAPE, CLS_SHAPE = (48, 320), (48, 192)
 DET_SIZE = (320, 320)
 VAD_RATE, VAD_CHUNK = 16000, 512
 
 
-class RealDataError(RuntimeError):
+class RealDataError(DataError):
     """A real-data generator cannot run here (a tool such as espeak-ng is missing)."""
 
 
