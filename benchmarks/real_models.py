@@ -43,7 +43,7 @@ DEFAULT_MODELS = ("minilm", "mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet", "ppocr-det
                   "silero-vad", "mp-face-detection", "mp-selfie-segmentation", "mp-hand-landmark")
 
 
-def compile_one(m: corpus.CorpusModel, out: Path, *, quick: bool) -> dict:
+def compile_one(m: corpus.CorpusModel, out: Path, *, quick: bool, engines: tuple[str, ...]) -> dict:
     """Compile fp32 + int8 of ``m`` on every engine it can take; returns the manifest."""
     from runtime.spec import Engine
     from toolchain.compile.context import QuantOptions
@@ -56,7 +56,7 @@ def compile_one(m: corpus.CorpusModel, out: Path, *, quick: bool) -> dict:
     extra = {"batch_axes": dict(m.batch_axes)} if m.batch_axes else {}
     opts = CompileOptions(
         source=str(m.path()) if not m.is_factory else m.source, name=m.name, out_dir=out,
-        targets=tuple(Engine(e) for e in m.engines), precisions=(Precision.FP32, Precision.INT8),
+        targets=tuple(Engine(e) for e in m.engines if e in engines), precisions=(Precision.FP32, Precision.INT8),
         calibration=m.calibration_spec, validation=m.validation_spec, factory_kwargs=kwargs,
         gates=UserGates(min_cosine=MINILM_MIN_COSINE) if m.name == "minilm" else UserGates(),
         quant=QuantOptions(calibration_samples=16 if quick else 128),
@@ -130,7 +130,8 @@ def _speedup(fp32: dict | None, int8: dict | None) -> tuple[float | None, tuple[
     return a / b, bounds
 
 
-def rows_for(m: corpus.CorpusModel, manifest: dict, cells: dict[str, dict[int, dict]]) -> list[list]:
+def rows_for(m: corpus.CorpusModel, manifest: dict, cells: dict[str, dict[int, dict]],
+             engines: tuple[str, ...]) -> list[list]:
     rows = []
     arts = {a["id"]: a for a in manifest["artifacts"]}
     for aid, a in arts.items():
@@ -147,7 +148,11 @@ def rows_for(m: corpus.CorpusModel, manifest: dict, cells: dict[str, dict[int, d
     for engine in ("onnxruntime", "openvino", "tflite"):
         if engine not in m.engines:
             why = "no PyTorch source: litert-torch converts from torch.export, not ONNX" if engine == "tflite" else "n/a"
-            rows.append([m.name, engine, "int8", f"not built: {why}", "-", "-", "-", "-", "-", "-"])
+        elif engine not in engines:
+            why = "not asked for (--engines)"
+        else:
+            continue
+        rows.append([m.name, engine, "int8", f"not built: {why}", "-", "-", "-", "-", "-", "-"])
     return rows
 
 
@@ -210,9 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS))
     ap.add_argument("--quick", action="store_true", help="short sentences, few samples, short bench cells")
     ap.add_argument("--out", type=Path, help="build root (default: a temporary directory)")
+    ap.add_argument("--engines", default="onnxruntime,openvino,tflite",
+                    help="engines to build (the others are reported as not built)")
     args = ap.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="edgeship-real-models-"))
     run = QUICK_RUN if args.quick else RUN
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
     rows, manifests, verdicts, missing = [], {}, [], []
     for name in [n.strip() for n in args.models.split(",") if n.strip()]:
         m = corpus.get(name)
@@ -226,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                          human_bytes(m.path().stat().st_size), _ms(p50_ms(cells.get(1))), _ms(p50_ms(cells.get(2))), "-", "-"])
             continue
         try:
-            manifest = compile_one(m, out, quick=args.quick)
+            manifest = compile_one(m, out, quick=args.quick, engines=engines)
         except (ToolchainError, TypeError) as e:  # refused before any artifact (data, shapes, options)
             rows.append([name, ",".join(m.engines), "all", f"refused: {type(e).__name__}: {str(e)[:100]}",
                          "-", "-", "-", "-", "-", "-"])
@@ -235,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         manifests[name] = manifest
         cells = bench_build(out / name, run=run)
-        rows += rows_for(m, manifest, cells)
+        rows += rows_for(m, manifest, cells, engines)
         if name == "minilm":
             verdicts += minilm_verdicts(manifest, cells)
     print()
