@@ -234,3 +234,23 @@ def test_bench_fidelity():
     inproc = row | {"reference": "openvino-inprocess"}  # one process: load only adds to edgeship's side
     assert m.verdicts([inproc | {"edgeship_s": ref * 1.04, "tool_s": ref}], load=BUSY).exit_code() == 0
     assert m.verdicts([inproc | {"edgeship_s": ref * 1.2, "tool_s": ref}], load=BUSY).exit_code() == 3
+
+
+def test_oip_overhead():
+    m = script("oip_overhead")
+
+    def rows(binary_added):
+        return {("image", "HTTP JSON"): [(0.31, 0.30)] * 3, ("image", "HTTP binary"): [(0.01, a) for a in binary_added]}
+    assert m.verdicts(rows([0.007, 0.006, 0.008]), load=IDLE).exit_code() == 0
+    assert m.verdicts(rows([0.2, 0.21, 0.22]), load=IDLE).exit_code() == 1  # binary as slow as JSON
+    assert m.verdicts(rows([0.05, 0.09, 0.2]), load=IDLE).exit_code() == 3  # the rounds disagree
+    assert m.verdicts({}, load=IDLE).exit_code() == 3  # not measured is never PASS
+
+
+def test_agent_slowloris():
+    m = script("agent_slowloris")
+    good = [(0.5e-3, 0.45e-3, 0, 2000, 0)] * 3
+    assert m.verdicts(good, load=IDLE).exit_code() == 0
+    assert m.verdicts([(0.5e-3, 0.45e-3, 3, 2000, 0)] + good[1:], load=IDLE).exit_code() == 1
+    slow = [(0.5e-3, 2.0e-3, 0, 2000, 0)] * 3
+    assert m.verdicts(slow, load=IDLE).exit_code() == 1 and m.verdicts(slow, load=BUSY).exit_code() == 3
