@@ -37,10 +37,12 @@ class BenchDevice(NamedTuple):
 
 
 @contextlib.contextmanager
-def bench_device(prefix: str, *, topic: str, client_id: str | None = None, **mqtt: Any) -> Iterator[BenchDevice]:
-    """A local broker, a real agent, a recorder on ``topic`` and the agent's telemetry
-    (fleet ``bench``, device ``dev1``, metrics every 1 s, ``mqtt`` overriding MqttConfig fields)
-    started against the broker; everything is stopped and the work dir removed on exit."""
+def bench_device(prefix: str, *, topic: str | None, client_id: str | None = None,
+                 **mqtt: Any) -> Iterator[BenchDevice]:
+    """A local broker, a real agent, a recorder on ``topic`` (none when None: the script has
+    its own consumer) and the agent's telemetry (fleet ``bench``, device ``dev1``, metrics
+    every 1 s, ``mqtt`` overriding MqttConfig fields) started against the broker; everything
+    is stopped and the work dir removed on exit."""
     logging.basicConfig(level=logging.ERROR)  # the expected disconnect warnings would clutter the figures
 
     from device_agent.mqtt import MqttConfig, start
@@ -51,7 +53,7 @@ def bench_device(prefix: str, *, topic: str, client_id: str | None = None, **mqt
     agent = rec = svc = None
     try:
         agent = real_agent(work)
-        rec = Recorder(broker.port, topic, client_id=client_id)
+        rec = Recorder(broker.port, topic, client_id=client_id) if topic is not None else None
         svc = start(MqttConfig(fleet="bench", device_id="dev1", port=broker.port, queue_dir=str(work / "q"),
                                **{"metrics_interval_s": 1.0, **mqtt}), agent, None)
         yield BenchDevice(work, broker, agent, rec, svc)
