@@ -1,14 +1,19 @@
-"""Group commit: many callers, one write per batch, nobody returns before their batch is written.
+"""Group commit: many callers, one write per batch, and a clear answer to "is it written yet".
 
-A caller stages its items under :attr:`GroupCommit.lock` and waits. Whichever waiting caller
-finds no write running becomes the leader: it takes *everything* staged so far (its own items
-and those of every caller that staged meanwhile), releases the lock, writes the batch, and
-wakes the others. While one batch is written the next one accumulates, so under concurrency
-the batch grows with the load, and a lone caller pays one write per call with no added delay
-(nothing waits for company).
+Items are *staged* under :attr:`GroupCommit.lock`, in order, and written in that order, one
+batch at a time, by whoever leads: a caller of :meth:`commit` or :meth:`flush` that finds no
+write running takes *everything* staged so far (its own items and everyone else's), releases
+the lock, writes the batch and wakes the others. So:
 
-Order: batches are written one at a time in staging order, so items staged in some order under
-the lock (e.g. with ids taken in the same hold) are written in that order.
+- :meth:`commit` returns once the write holding its items succeeded (a lone caller pays one
+  write per call with no added delay; concurrent callers share writes);
+- :meth:`stage` returns at once (the items are accepted, not written); they are written by the
+  next leader, and :meth:`stage` leads itself once ``max_staged`` items are waiting, so the
+  staging area is bounded;
+- :meth:`flush` writes what is staged and returns once everything staged before the call is
+  written.
+
+Every method must be called with :attr:`lock` held; it is released while waiting and writing.
 """
 
 from __future__ import annotations
@@ -29,40 +34,68 @@ class _Staged(Generic[T]):
 
 
 class GroupCommit(Generic[T]):
-    """Batches the items of concurrent callers into calls of ``write(items)``."""
+    """Batches staged items into calls of ``write(items)`` (all or nothing per call)."""
 
-    def __init__(self, write: Callable[[list[T]], None]) -> None:
+    def __init__(self, write: Callable[[list[T]], None], *, max_staged: int = 1024) -> None:
         self.lock = threading.Condition(threading.Lock())
+        self.max_staged = max_staged
         self._write = write
         self._staged: list[_Staged[T]] = []
-        self._writing = False
-        self.batches = 0   # writes that succeeded
-        self.items = 0     # items they held
+        self._writing: _Staged[T] | None = None   # last item of the batch being written
+        self.batches = 0        # writes that succeeded
+        self.items = 0          # items they held
+        self.failed_items = 0   # items of writes that failed (never written)
 
     def commit(self, items: Sequence[T]) -> None:
-        """Stage ``items`` and return once the write that holds them succeeded. Call with
-        :attr:`lock` held; it is released while waiting and while writing.
+        """Stage ``items`` and return once the write that holds them succeeded.
 
         Raises:
-            whatever ``write`` raised for the batch that held ``items`` (none of it written,
-            if ``write`` is all or nothing).
+            whatever ``write`` raised for the batch that held ``items`` (none of it written).
         """
-        if not items:
-            return
-        entries = [_Staged(i) for i in items]
-        self._staged.extend(entries)
-        last = entries[-1]
+        if items:
+            entries = [_Staged(i) for i in items]
+            self._staged.extend(entries)
+            self._wait(entries[-1])
+
+    def stage(self, items: Sequence[T]) -> None:
+        """Stage ``items`` for the next write and return; writes them now (and waits) when
+        ``max_staged`` items are waiting.
+
+        Raises:
+            whatever ``write`` raised, when this call had to write the batch.
+        """
+        self._staged.extend(_Staged(i) for i in items)
+        if len(self._staged) >= self.max_staged:
+            self._wait(self._staged[-1])
+
+    def flush(self) -> None:
+        """Write everything staged; return once every item staged before the call is written.
+
+        Raises:
+            whatever ``write`` raised for the batch holding the newest of those items (earlier
+            failed batches are counted in :attr:`failed_items`).
+        """
+        last = self._staged[-1] if self._staged else self._writing
+        if last is not None:
+            self._wait(last)
+
+    @property
+    def staged(self) -> int:
+        """Items accepted and not yet handed to a write."""
+        return len(self._staged)
+
+    def _wait(self, last: _Staged[T]) -> None:
         while not last.done:
-            if self._writing:
+            if self._writing is not None:
                 self.lock.wait()
             else:
                 self._lead()
-        if last.error is not None:  # one batch holds all of a call's items
+        if last.error is not None:  # a call's items are staged together: one batch holds them
             raise last.error
 
     def _lead(self) -> None:
         batch, self._staged = self._staged, []
-        self._writing = True
+        self._writing = batch[-1]
         self.lock.release()
         error: BaseException | None = None
         try:
@@ -71,10 +104,12 @@ class GroupCommit(Generic[T]):
             error = e
         finally:
             self.lock.acquire()
-            self._writing = False
+            self._writing = None
             if error is None:
                 self.batches += 1
                 self.items += len(batch)
+            else:
+                self.failed_items += len(batch)
             for e in batch:
                 e.error, e.done = error, True
             self.lock.notify_all()

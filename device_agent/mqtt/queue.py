@@ -1,18 +1,22 @@
 """Durable outbound queue in SQLite (WAL mode): telemetry and events survive broker outages
 and agent restarts.
 
-The guarantee (docs/mqtt.md, "What queued means"): a message is *queued* when
-:meth:`DurableQueue.append` / :meth:`~DurableQueue.append_many` / :meth:`~DurableQueue.put`
-returns, and not before: its row is then in a committed SQLite transaction (WAL,
-``synchronous=NORMAL``). A kill -9 of the process after that point loses nothing: the
-committed WAL frames are in the OS page cache and SQLite recovers them at the next open.
-A power loss or kernel crash may roll back the newest commits (NORMAL does not fsync every
-commit) but never corrupts the file. A message whose call has not returned when the process
-dies is either in a transaction that committed (then it is delivered) or absent entirely: a
-batch is all or nothing, and its callers were never told it was queued.
+The guarantee (docs/mqtt.md, "What queued means"): a message is *queued* once the SQLite
+transaction holding its row has committed (WAL, ``synchronous=NORMAL``). A kill -9 of the
+process after that point loses nothing: the committed WAL frames are in the OS page cache and
+SQLite recovers them at the next open. A power loss or kernel crash may roll back the newest
+commits (NORMAL does not fsync every commit) but never corrupts the file. A message whose
+commit had not ended when the process died is either in a transaction that committed (then it
+is delivered) or absent entirely: a batch is all or nothing.
 
-Batching (:mod:`.groupcommit`): concurrent producers share transactions, ``append_many`` writes
-a whole list in one, and every caller returns only after the commit that holds its row.
+When a caller knows (:mod:`.groupcommit` batches the transactions):
+- :meth:`DurableQueue.append`, :meth:`~DurableQueue.append_many`, :meth:`~DurableQueue.put`
+  return once their rows are queued (concurrent callers share a transaction);
+- :meth:`~DurableQueue.stage` returns at once: the row is *accepted*, not queued. It is
+  queued by the next commit (the next ``append``/``flush`` of any thread: staging order is
+  commit order), and ``stage`` commits itself once ``max_staged`` rows are waiting. So a
+  kill -9 loses at most the staged rows no commit has covered yet (fewer than ``max_staged``);
+  :meth:`~DurableQueue.flush` returning says every row staged before it is queued.
 
 Invariants:
 - ``msg_id`` values are monotonic across restarts (reserved in blocks in ``meta``, the
@@ -108,9 +112,11 @@ class QueueStats:
     depth: int
     bytes: int
     dropped: dict[str, int]
-    commits: int = 0          # write transactions of appended rows since open
+    commits: int = 0          # insert transactions since open
     rows_committed: int = 0   # rows they held (rows_committed / commits = mean batch)
     ack_commits: int = 0      # delete transactions of acknowledged rows since open
+    staged: int = 0           # rows accepted by stage() and not yet in a commit
+    lost_unqueued: int = 0    # rows whose commit failed since open (never queued)
 
 
 #: builds the row for a freshly allocated msg_id (the envelope carries the id, so the
@@ -131,10 +137,11 @@ class DurableQueue:
     per-class budgets."""
 
     def __init__(self, path: str | Path, *, budgets: Budgets, boot_id: str | None = None,
-                 tail_rows: int = 4096, tail_bytes: int = 2 << 20) -> None:
+                 max_staged: int = 1024, tail_rows: int = 4096, tail_bytes: int = 2 << 20) -> None:
         """Open (create) the queue at ``path``. ``boot_id`` (default: this kernel's) dates the
-        rows for :meth:`oldest_age_s`; ``tail_rows``/``tail_bytes`` bound the in-memory copy
-        of the newest committed rows.
+        rows for :meth:`oldest_age_s`; ``max_staged`` bounds the rows :meth:`stage` leaves
+        uncommitted; ``tail_rows``/``tail_bytes`` bound the in-memory copy of the newest
+        committed rows.
 
         Raises:
             QueueError: the file cannot be opened or is not a queue database.
@@ -143,7 +150,7 @@ class DurableQueue:
         self.budgets = budgets
         self.boot_id = boot_id or read_boot_id()
         self._db_lock = threading.Lock()
-        self._group: GroupCommit[QueuedMessage] = GroupCommit(self._write_batch)
+        self._group: GroupCommit[QueuedMessage] = GroupCommit(self._write_batch, max_staged=max_staged)
         self._stage = self._group.lock
         self._tail: CommittedTail[QueuedMessage] = CommittedTail(max_rows=tail_rows, max_bytes=tail_bytes)
         self._ack_commits = 0
@@ -204,8 +211,8 @@ class DurableQueue:
 
     # ------------------------------------------------------------ write (group commit)
     def append(self, build: Builder) -> QueuedMessage:
-        """Allocate the next msg_id, build the row with it and store it durably. Returns the
-        row once it is committed (queued, see the module docstring).
+        """Allocate the next msg_id, build the row with it (``build(msg_id)``) and return it
+        once it is queued (committed; see the module docstring).
 
         Raises:
             QueueError: the database cannot be written (disk full, I/O error); nothing of
@@ -224,10 +231,33 @@ class DurableQueue:
             self._group.commit(rows)
         return rows
 
+    def stage(self, build: Builder) -> QueuedMessage:
+        """:meth:`append` without waiting: returns the row *accepted*, not yet queued. The next
+        commit queues it (any thread's append or flush; this call commits itself when
+        ``max_staged`` rows are waiting).
+
+        Raises:
+            QueueError: this call had to commit and the commit failed (the row is not queued).
+        """
+        with self._stage:
+            row = build(self._take_id())
+            self._group.stage([row])
+        return row
+
+    def flush(self) -> None:
+        """Commit what is staged; returns once every row staged before the call is queued.
+
+        Raises:
+            QueueError: the commit holding the newest of those rows failed (rows of earlier
+                failed commits are counted in ``stats().lost_unqueued``).
+        """
+        with self._stage:
+            self._group.flush()
+
     def put(self, *, cls: MessageClass, topic: str, body: str, boot_id: str, mono_ms: int,
             msg_id: int) -> None:
         """Store one message whose id the caller took from :meth:`next_msg_id`; returns once it
-        is committed. Concurrent callers must insert in id order themselves (use
+        is queued. Concurrent callers must insert in id order themselves (use
         :meth:`append`, which does).
 
         Raises:
@@ -390,9 +420,10 @@ class DurableQueue:
     def stats(self) -> QueueStats:
         with self._db_lock:
             dropped = {c.value: self._meta(f"dropped.{c.value}") for c in MessageClass}
+            g = self._group
             return QueueStats(depth=self._rows, bytes=sum(self._bytes.values()), dropped=dropped,
-                              commits=self._group.batches, rows_committed=self._group.items,
-                              ack_commits=self._ack_commits)
+                              commits=g.batches, rows_committed=g.items, ack_commits=self._ack_commits,
+                              staged=g.staged, lost_unqueued=g.failed_items)
 
     def close(self) -> None:
         with self._db_lock:
