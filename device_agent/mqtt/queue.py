@@ -29,8 +29,9 @@ Invariants:
   budget loses its own oldest rows; over the total budget, rows are dropped oldest-first from
   the lowest-priority class first (metrics, then deploy, then events), so alarms outlive
   measurements. Enforced in the transaction that inserts the batch.
-- The newest committed rows are also kept in memory (:class:`~.tail.CommittedTail`) so the
-  sender publishes them without reading them back; the disk stays the source of truth.
+- The sender reads through a bounded window (:class:`~.tail.CommittedTail`) that the commits
+  feed directly, so a batch is published without reading it back; a backlog is read ahead
+  from disk in chunks. The disk stays the source of truth.
 
 Thread safety: one connection, used only under ``_db_lock``; staging under ``_stage``.
 Lock order: ``_stage`` before ``_db_lock``; a committing caller holds only ``_db_lock``.
@@ -54,6 +55,7 @@ from .groupcommit import GroupCommit
 from .tail import CommittedTail
 
 _ID_BLOCK = 1000
+_READ_AHEAD = 512   # rows read from disk at a time when the sender's window runs dry
 
 #: crash-test checkpoints (``EDGESHIP_TEST_KILL_AT``, see device_agent.store.checkpoint)
 KILL_BEFORE_COMMIT = "queue.before_commit"   # the batch is inserted, COMMIT not yet run
@@ -284,7 +286,7 @@ class DurableQueue:
                 raise QueueError(f"telemetry queue {self.path}: cannot store {len(rows)} message(s): {e}") from e
             checkpoint(KILL_AFTER_COMMIT)
             if dropped:
-                self._tail.invalidate()  # dropped rows may be in it; read the disk until caught up
+                self._tail.clear()  # dropped rows may be in it: read them from disk again
             else:
                 self._tail.extend(rows)
 
@@ -295,7 +297,7 @@ class DurableQueue:
             self._load_accounting()  # undo the in-memory counts of the failed batch
         except sqlite3.Error:
             pass  # the error that brought us here is the one reported
-        self._tail.invalidate()
+        self._tail.clear()
 
     def _enforce(self, touched: set[MessageClass]) -> int:
         """Drop oldest-first until every budget holds; returns how many rows were dropped."""
@@ -344,8 +346,8 @@ class DurableQueue:
         return [QueuedMessage(r[0], MessageClass(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
 
     def next_batch(self, *, after_id: int, limit: int) -> list[QueuedMessage]:
-        """What :meth:`peek` returns, served from the in-memory copy of the newest commits
-        when it covers ``after_id`` (the sender's steady state), else from disk.
+        """What :meth:`peek` returns, served from the sender's window (:mod:`.tail`): the
+        newest commits straight from memory, a backlog read ahead from disk in chunks.
 
         Raises:
             QueueError: the database cannot be read.
@@ -354,13 +356,14 @@ class DurableQueue:
             rows = self._tail.take(after_id=after_id, limit=limit)
             if rows is not None:
                 return rows
+            chunk = max(limit, _READ_AHEAD)
             try:
-                rows = self._select(after_id, limit)
+                disk = self._select(after_id, chunk)
             except sqlite3.Error as e:
                 raise QueueError(f"telemetry queue {self.path}: cannot read messages: {e}") from e
-            if len(rows) < limit:  # caught up with the disk; commits (under this lock) go to the tail
-                self._tail.restart(after_id=rows[-1].msg_id if rows else after_id)
-            return rows
+            # under the lock no commit can slip between this read and the window following commits
+            self._tail.load(after_id=after_id, rows=disk, complete=len(disk) < chunk)
+            return self._tail.take(after_id=after_id, limit=limit) or []
 
     def ack(self, msg_ids: list[int]) -> None:
         """Delete messages the broker acknowledged, in one transaction (unknown ids, e.g.
