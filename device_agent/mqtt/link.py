@@ -11,8 +11,9 @@ un-acknowledged QoS 1 messages itself after a reconnect, and after an agent rest
 sender starts over from the oldest row, so a message may arrive twice (deduplicate by
 ``msg_id``) but is never lost while it is within its class budget.
 
-The sender publishes each committed batch from memory (the queue's committed tail) and reads
-SQLite only for what it has not seen committed: the backlog after an outage or a restart.
+The sender publishes each committed batch from memory (the queue's window on its newest
+commits, tail.py) and reads SQLite only for a backlog (after an outage or a restart), ahead
+in chunks.
 
 Messages created before the current connection came up are *historical*: they are stamped
 ``hist: true`` and replayed at most ``replay_max_per_s`` per second, so a long outage does not
@@ -39,7 +40,8 @@ from runtime.contracts.mqtt.topics import DeviceTopics, device_topics
 
 from .config import MqttConfig
 from .errors import QueueError
-from .queue import DurableQueue, MessageClass, QueuedMessage, read_boot_id
+from .outbox import MessageClass, QueuedMessage, read_boot_id
+from .queue import DurableQueue
 
 log = logging.getLogger("edgeship.telemetry")
 
@@ -375,16 +377,17 @@ class MqttLink:
             log.exception("telemetry queue commit failed; staged messages lost")
 
     def _publish_batch(self, batch: list[QueuedMessage], cursor: int, bucket: _TokenBucket) -> int:
-        """Hand ``batch`` to paho in order; returns the new cursor (the last id handed over)."""
-        for m in batch:
+        """Hand ``batch`` to paho in order; returns the new cursor (the last id handed over).
+        What it does not hand over goes back to the queue for the next round."""
+        for i, m in enumerate(batch):
             hist = m.boot_id != self.boot_id or m.mono_ms < self._connected_since_ms
-            if hist and not bucket.take():
-                # replay budget spent; the 50 ms wait refills it. The rest of the batch is read
-                # again from disk (the tail no longer covers the cursor).
+            if hist and not bucket.take():  # replay budget spent; the 50 ms wait refills it
+                self.queue.unread(batch[i:], after_id=cursor)
                 break
             info = self._client.publish(m.topic, payloads.stamp(m.body, seq=self._next_seq(), hist=hist), qos=1)
-            if info.rc not in _ACCEPTED:  # not kept by paho (packet id clash): sent again from disk
+            if info.rc not in _ACCEPTED:  # not kept by paho (packet id clash): sent again
                 log.warning("message %d not accepted by the client (rc %s); re-sending", m.msg_id, info.rc)
+                self.queue.unread(batch[i:], after_id=cursor)
                 break
             self._inflight[info.mid] = m.msg_id
             self.counters.published += 1

@@ -39,19 +39,19 @@ Lock order: ``_stage`` before ``_db_lock``; a committing caller holds only ``_db
 
 from __future__ import annotations
 
-import enum
 import json
 import sqlite3
 import threading
 import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from ..store import checkpoint
 from .errors import QueueError
 from .groupcommit import GroupCommit
+from .outbox import (  # noqa: F401  (the queue's values, importable from here as before)
+    DROP_ORDER, Budgets, Builder, MessageClass, QueuedMessage, QueueStats, read_boot_id,
+)
 from .tail import CommittedTail
 
 _ID_BLOCK = 1000
@@ -61,69 +61,6 @@ _READ_AHEAD = 512   # rows read from disk at a time when the sender's window run
 KILL_BEFORE_COMMIT = "queue.before_commit"   # the batch is inserted, COMMIT not yet run
 KILL_AFTER_COMMIT = "queue.after_commit"     # committed, its callers not yet told
 
-
-def read_boot_id() -> str:
-    """The kernel's boot id (pairs with CLOCK_MONOTONIC); a random one where it is not exposed."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return uuid.uuid4().hex
-
-
-class MessageClass(str, enum.Enum):
-    """Queued message classes, in the order they are dropped under the total budget."""
-
-    METRICS = "metrics"
-    DEPLOY = "deploy"
-    EVENTS = "events"
-
-
-DROP_ORDER = (MessageClass.METRICS, MessageClass.DEPLOY, MessageClass.EVENTS)
-
-
-@dataclass(frozen=True)
-class Budgets:
-    events_bytes: int
-    deploy_bytes: int
-    metrics_bytes: int
-    total_bytes: int
-
-    def for_class(self, cls: MessageClass) -> int:
-        return {MessageClass.EVENTS: self.events_bytes, MessageClass.DEPLOY: self.deploy_bytes,
-                MessageClass.METRICS: self.metrics_bytes}[cls]
-
-
-@dataclass(frozen=True)
-class QueuedMessage:
-    msg_id: int
-    cls: MessageClass
-    topic: str
-    body: str          # encoded JSON object without seq/hist (see payloads.stamp)
-    boot_id: str
-    mono_ms: int
-
-    @property
-    def size(self) -> int:
-        """What the budgets count: payload and topic characters."""
-        return len(self.body) + len(self.topic)
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    depth: int
-    bytes: int
-    dropped: dict[str, int]
-    commits: int = 0          # insert transactions since open
-    rows_committed: int = 0   # rows they held (rows_committed / commits = mean batch)
-    ack_commits: int = 0      # delete transactions of acknowledged rows since open
-    staged: int = 0           # rows accepted by stage() and not yet in a commit
-    lost_unqueued: int = 0    # rows whose commit failed since open (never queued)
-
-
-#: builds the row for a freshly allocated msg_id (the envelope carries the id, so the
-#: caller encodes only once it is known)
-Builder = Callable[[int], QueuedMessage]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -364,6 +301,12 @@ class DurableQueue:
             # under the lock no commit can slip between this read and the window following commits
             self._tail.load(after_id=after_id, rows=disk, complete=len(disk) < chunk)
             return self._tail.take(after_id=after_id, limit=limit) or []
+
+    def unread(self, rows: list[QueuedMessage], *, after_id: int) -> None:
+        """Give back the last rows :meth:`next_batch` returned that the caller did not send
+        (``after_id``: the last one it did), so the next call returns them without a disk read."""
+        with self._db_lock:
+            self._tail.unread(rows, after_id=after_id)
 
     def ack(self, msg_ids: list[int]) -> None:
         """Delete messages the broker acknowledged, in one transaction (unknown ids, e.g.

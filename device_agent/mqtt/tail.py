@@ -91,3 +91,12 @@ class CommittedTail(Generic[R]):
             out.append(m)
         self._after = out[-1].msg_id if out else max(self._after, after_id)
         return out
+
+    def unread(self, rows: list[R], *, after_id: int) -> None:
+        """Put back the newest rows :meth:`take` returned, unused (``after_id``: the last row
+        the reader did use). Ignored when the window was cleared since."""
+        if not self._known or not rows or after_id > self._after:
+            return
+        self._rows.extendleft(reversed(rows))
+        self._bytes += sum(m.size for m in rows)
+        self._after = after_id
