@@ -291,16 +291,18 @@ class DurableQueue:
         """
         with self._db_lock:
             rows = self._tail.take(after_id=after_id, limit=limit)
-            if rows is not None:
+            if rows is not None and (len(rows) == limit or self._tail.current):
                 return rows
+            rows = rows or []  # the window ran dry (or knows nothing): read ahead from disk
+            start = rows[-1].msg_id if rows else after_id
             chunk = max(limit, _READ_AHEAD)
             try:
-                disk = self._select(after_id, chunk)
+                disk = self._select(start, chunk)
             except sqlite3.Error as e:
                 raise QueueError(f"telemetry queue {self.path}: cannot read messages: {e}") from e
             # under the lock no commit can slip between this read and the window following commits
-            self._tail.load(after_id=after_id, rows=disk, complete=len(disk) < chunk)
-            return self._tail.take(after_id=after_id, limit=limit) or []
+            self._tail.load(after_id=start, rows=disk, complete=len(disk) < chunk)
+            return rows + (self._tail.take(after_id=start, limit=limit - len(rows)) or [])
 
     def unread(self, rows: list[QueuedMessage], *, after_id: int) -> None:
         """Give back the last rows :meth:`next_batch` returned that the caller did not send
