@@ -11,17 +11,23 @@ from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
 
-def real_agent(work: Path):
-    """A device_agent Agent serving release 1 of the demo's tiny model."""
-    from device_agent.agent import Agent
-    from device_agent.config import AgentConfig
+def install_tiny(work: Path) -> Path:
+    """A state dir ``work/state`` with release 1 of the demo's tiny model active."""
     from device_agent.store import Store
     from toolchain.demo_ota import make_tiny_bundle
 
     bundle = make_tiny_bundle(work / "bundles", release=1)
     store = Store(work / "state")
     store.activate(store.install_bundle(bundle.path).sha256)
-    return Agent(AgentConfig.for_state_dir(work / "state"))
+    return work / "state"
+
+
+def real_agent(work: Path):
+    """A device_agent Agent serving release 1 of the demo's tiny model."""
+    from device_agent.agent import Agent
+    from device_agent.config import AgentConfig
+
+    return Agent(AgentConfig.for_state_dir(install_tiny(work)))
 
 
 def workdir(prefix: str) -> Path:
