@@ -66,16 +66,19 @@ def judge(f: OutageFigures) -> list[Row]:
         judge_exact(TARGETS["lost_at_kill"], f.lost_at_kill),
         judge_exact(TARGETS["missing"], f.missing),
         judge_exact(TARGETS["failed"], f.failed),
-        info("messages queued: killed agent / restarted agent", (f.queued_first, f.queued_second), fmt=",.0f"),
+        info("messages queued by the killed agent", f.queued_first, fmt=",.0f"),
+        info("messages queued by the restarted agent", f.queued_second, fmt=",.0f"),
         info("rows on disk right after the kill", f.on_disk_at_kill, fmt=",.0f"),
         info("queued on disk when the broker came back", f.depth_at_broker_start, fmt=",.0f"),
         info("at the consumer (de-duplicated by msg_id)", f.at_consumer, fmt=",.0f"),
         info("duplicates received, removed by msg_id", f.duplicates, fmt=",.0f"),
         info("replayed messages flagged hist=true", f.hist, fmt=",.0f"),
-        info("inference requests ok / of them with no broker", (f.served, f.served_offline), fmt=",.0f"),
+        info("inference requests ok", f.served, fmt=",.0f"),
+        info("of them while the agent had no broker", f.served_offline, fmt=",.0f"),
         info("reconnect after broker start", f.reconnect_s, unit="s", fmt=".2f"),
         info("backlog drained in", f.drain_s, unit="s", fmt=".2f"),
-        info("1-minute load average, start / end", f.loadavg, fmt=".2f"),
+        info("1-minute load average at the start", f.loadavg[0], fmt=".2f"),
+        info("1-minute load average at the end", f.loadavg[1], fmt=".2f"),
     ]
 
 
