@@ -103,7 +103,6 @@ class MqttLink:
         self._conn = 0
         self._connected = threading.Event()
         self._connected_since_ms = 0
-        self._sub_mid = -1
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._pubacks: deque[tuple[int, bool]] = deque()   # (mid, rejected) from paho's thread
@@ -139,7 +138,6 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
-        client.on_subscribe = self._handle_subscribe
         return client
 
     def origin(self) -> Origin:
@@ -208,7 +206,6 @@ class MqttLink:
         return self._conn
 
     def wait_connected(self, timeout_s: float) -> bool:
-        """Wait until connected and subscribed to desired state and commands."""
         return self._connected.wait(timeout_s)
 
     def _next_seq(self) -> int:
@@ -297,23 +294,13 @@ class MqttLink:
         self.counters.connects += 1
         self._connect_failures = 0
         self._connected_since_ms = int(time.monotonic() * 1000)
-        # `connected` is set on the SUBACK: from then on, desired state and commands reach us
-        self._sub_mid = client.subscribe([(self.topics.desired, 1), (self.topics.cmd_filter, 1)])[1]
+        client.subscribe([(self.topics.desired, 1), (self.topics.cmd_filter, 1)])
+        self._connected.set()
         log.info("mqtt connected to %s:%s (connection %d)", self.config.host, self.config.port, conn)
         try:
             self._on_connected(conn)
         except Exception:  # a failing birth must not kill paho's network thread
             log.exception("publishing the birth message failed")
-        self._wake.set()
-
-    def _handle_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        if mid != self._sub_mid:
-            return
-        refused = [str(rc) for rc in reason_codes if rc.is_failure]
-        if refused:
-            log.warning("mqtt subscription to desired/cmd refused by the broker (%s): check its ACL",
-                        ", ".join(refused))
-        self._connected.set()
         self._wake.set()
 
     def _handle_connect_fail(self, client, userdata) -> None:
