@@ -39,9 +39,9 @@ from runtime.contracts.mqtt.payloads import Origin
 from runtime.contracts.mqtt.topics import DeviceTopics, device_topics
 
 from .config import MqttConfig
+from .queue import DurableQueue, MessageClass
 from .errors import QueueError
-from .outbox import MessageClass, QueuedMessage, read_boot_id
-from .queue import DurableQueue
+from .outbox import QueuedMessage, read_boot_id
 
 log = logging.getLogger("edgeship.telemetry")
 
@@ -94,6 +94,7 @@ class MqttLink:
         self.topics: DeviceTopics = device_topics(fleet=config.fleet, device=config.device_id,
                                                   prefix=config.topic_prefix)
         self.boot_id = queue.boot_id
+        self._encoder = payloads.EnvelopeEncoder(fleet=config.fleet, device=config.device_id, boot_id=self.boot_id)
         self.counters = LinkCounters()
         self._on_connected = on_connected
         self._on_message = on_message
@@ -272,14 +273,12 @@ class MqttLink:
 
     def _builder(self, cls: MessageClass, topic: str, kind: Kind,
                  body: Mapping[str, Any]) -> Callable[[int], QueuedMessage]:
-        fleet, device, boot_id = self.config.fleet, self.config.device_id, self.boot_id
+        encode, boot_id = self._encoder.encode, self.boot_id
 
         def build(msg_id: int) -> QueuedMessage:  # encoded once, with the id the queue allocated
             mono_ms = int(time.monotonic() * 1000)
-            origin = Origin(fleet=fleet, device=device, boot_id=boot_id, msg_id=msg_id,
-                            ts_ms=int(time.time() * 1000), mono_ms=mono_ms)
-            encoded = payloads.encode(payloads.envelope(kind, origin, body))
-            return QueuedMessage(msg_id, cls, topic, encoded, boot_id, mono_ms)
+            text = encode(kind, msg_id=msg_id, ts_ms=int(time.time() * 1000), mono_ms=mono_ms, body=body)
+            return QueuedMessage(msg_id, cls, topic, text, boot_id, mono_ms)
         return build
 
     # ------------------------------------------------------------ paho callbacks (network thread)

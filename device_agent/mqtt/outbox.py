@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 
 def read_boot_id() -> str:
@@ -41,8 +41,7 @@ class Budgets:
                 MessageClass.METRICS: self.metrics_bytes}[cls]
 
 
-@dataclass(frozen=True)
-class QueuedMessage:
+class QueuedMessage(NamedTuple):  # a tuple: made for every message, so cheap to make
     msg_id: int
     cls: MessageClass
     topic: str

@@ -240,3 +240,19 @@ def test_window_unit_rules():
     t.unread(got[1:], after_id=4)
     assert [r.msg_id for r in t.take(after_id=4, limit=5)] == [5]
     assert t.take(after_id=1, limit=5) is None            # before its start (a rewind): disk
+
+
+# ------------------------------------------------------------------ encode once, fast
+@pytest.mark.parametrize("body", [{}, {"k": 1}, {"detail": "é ✓ \"q\"", "context": {"a": [1, 2.5, None, True]}},
+                                  {"requests": 10, "latency_ms": {"p50": 0.41}, "active_model": None}])
+def test_envelope_encoder_gives_the_text_of_envelope_then_encode(body):
+    from runtime.contracts.mqtt import payloads
+    from runtime.contracts.mqtt.messages import Kind
+
+    enc = payloads.EnvelopeEncoder(fleet="plant-a", device="cam-1", boot_id="403c8ea1")
+    for kind in (Kind.EVENT, Kind.METRICS, Kind.DEPLOY):
+        origin = payloads.Origin("plant-a", "cam-1", "403c8ea1", 1532, 1795712700065, 518759)
+        want = payloads.encode(payloads.envelope(kind, origin, body))
+        assert enc.encode(kind, msg_id=1532, ts_ms=1795712700065, mono_ms=518759, body=body) == want
+    with pytest.raises(ValueError, match="msg_id"):
+        enc.encode(Kind.EVENT, msg_id=1, ts_ms=1, mono_ms=1, body={"msg_id": 2})
