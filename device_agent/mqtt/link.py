@@ -346,7 +346,11 @@ class MqttLink:
         if self._to_delete and (flush or len(self._to_delete) >= _ACK_BATCH
                                 or time.monotonic() >= self._delete_due):
             done, self._to_delete = self._to_delete, []
-            self.queue.ack(done)
+            try:
+                self.queue.ack(done)
+            except QueueError:
+                self._to_delete = done + self._to_delete  # tried again next round (after a pause)
+                raise
             self.counters.acked += len(done)
 
     def _send_loop(self) -> None:
