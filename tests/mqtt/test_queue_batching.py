@@ -256,3 +256,79 @@ def test_envelope_encoder_gives_the_text_of_envelope_then_encode(body):
         assert enc.encode(kind, msg_id=1532, ts_ms=1795712700065, mono_ms=518759, body=body) == want
     with pytest.raises(ValueError, match="msg_id"):
         enc.encode(Kind.EVENT, msg_id=1, ts_ms=1, mono_ms=1, body={"msg_id": 2})
+
+
+# ------------------------------------------------------------------ the link: acks and write-ahead
+def _link(tmp_path, port=1):
+    from device_agent.mqtt.config import MqttConfig
+    from device_agent.mqtt.link import MqttLink
+
+    q = DurableQueue(tmp_path / "q.sqlite", budgets=BIG)
+    config = MqttConfig(fleet="f1", device_id="d1", port=port, queue_dir=str(tmp_path))
+    return MqttLink(config=config, queue=q, on_connected=lambda conn: None, on_message=lambda m: None,
+                    will_body=lambda conn: {"online": False})
+
+
+class _RC:
+    def __init__(self, failure: bool) -> None:
+        self.is_failure = failure
+
+
+def test_pubacks_are_deleted_in_one_transaction_when_due(tmp_path):
+    """paho's on_publish for each packet id -> the row of that id is deleted, in batches; a
+    broker refusal is counted (and deleted); PUBACKs of direct publishes are ignored."""
+    from device_agent.mqtt import link as link_mod
+
+    link = _link(tmp_path)
+    rows = link.queue.append_many([row() for _ in range(10)])
+    link._inflight.update({100 + i: r.msg_id for i, r in enumerate(rows)})      # as the sender records them
+    for i in range(10):
+        link._handle_publish(None, None, 100 + i, _RC(i == 3), None)
+    link._handle_publish(None, None, 7, _RC(False), None)                       # a status message
+    link._settle()
+    assert link.queue.depth() == 10 and link.queue.stats().ack_commits == 0     # not due yet: batched
+    link._delete_due = 0.0                                                      # _ACK_DELAY_S passed
+    link._settle()
+    assert link.queue.depth() == 0 and link.queue.stats().ack_commits == 1 and link.counters.acked == 10
+    assert link.counters.broker_rejected == 1 and link._inflight == {}
+    more = link.queue.append_many([row() for _ in range(link_mod._ACK_BATCH)])
+    link._inflight.update({1000 + i: r.msg_id for i, r in enumerate(more)})
+    for i in range(len(more)):
+        link._handle_publish(None, None, 1000 + i, _RC(False), None)
+    link._settle()                                                              # a full batch is due at once
+    assert link.queue.depth() == 0 and link.queue.stats().ack_commits == 2
+
+
+@pytest.mark.mqtt
+def test_the_sender_publishes_only_committed_rows_and_every_one_arrives(broker, make_device):
+    import json
+
+    from mqtt_sim import SimAgent
+    from mqtt_helpers import wait_for
+    from runtime.contracts.mqtt.messages import Kind
+    from toolchain.fleet.localbroker import Recorder
+
+    rec = Recorder(broker.port, "edgeship/v1/f1/d1/events")
+    svc = make_device(SimAgent())
+    link, topic = svc.link, svc.topics.events
+    db = sqlite3.connect(str(svc.queue.path), check_same_thread=False)   # sees committed rows only
+    publish, uncommitted = link._client.publish, []
+
+    def spy(t, payload=None, qos=0, retain=False, properties=None):
+        if t == topic:
+            mid = json.loads(payload)["msg_id"]
+            if db.execute("SELECT 1 FROM outbox WHERE msg_id=?", (mid,)).fetchone() is None:
+                uncommitted.append(mid)
+        return publish(t, payload, qos=qos, retain=retain, properties=properties)
+
+    link._client.publish = spy
+    ids = [link.stage(MessageClass.EVENTS, topic, Kind.EVENT, {"i": i}) for i in range(300)]
+    ids += link.enqueue_many([(MessageClass.EVENTS, topic, Kind.EVENT, {"i": i}) for i in range(100)])
+    ids += [link.enqueue(MessageClass.EVENTS, topic, Kind.EVENT, {"i": i}) for i in range(100)]
+    wait_for(lambda: set(ids) <= rec.ids() and svc.queue.depth() == 0, timeout_s=60)
+    assert uncommitted == []
+    docs = sorted((d for d in rec.by_id.values() if d["msg_id"] in set(ids)), key=lambda d: d["msg_id"])
+    assert [d["msg_id"] for d in docs] == sorted(ids) and not any(d["hist"] for d in docs)
+    assert svc.queue.stats().ack_commits < len(ids) / 4          # deleted in batches, not one by one
+    db.close()
+    rec.close()
