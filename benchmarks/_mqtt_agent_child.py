@@ -4,12 +4,13 @@ does) emitting a steady stream of events plus its metrics windows, until it is k
 to stop. It reports on stdout, one JSON object per line, each written with one ``os.write``
 after the call it reports returned:
 
-  {"q": msg_id}          enqueue() returned: the message is queued (events and metrics windows)
+  {"q": msg_id}          the message is queued: enqueue() returned (events, metrics windows), or
+                         flush() returned after it was staged (a batch staged every 0.1 s)
   {"status": {...}}      every 0.5 s: served, served_offline, failed, depth, connected
   {"final": {...}}       after "stop" on stdin: the last status, after a clean stop
 
 usage (by the parent, see AgentProcess): python benchmarks/_mqtt_agent_child.py STATE_DIR QUEUE_DIR
-       PORT RPS EVENTS_PER_S REPLAY_PER_S
+       PORT RPS EVENTS_PER_S STAGED_PER_S REPLAY_PER_S
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def _steady(period_s: float, stop: threading.Event, fn) -> None:
         time.sleep(max(0.0, nxt - time.monotonic()))
 
 
-def _run(state: str, queue_dir: str, port: int, rps: float, events_per_s: float, replay_per_s: float) -> int:
+def _run(state: str, queue_dir: str, port: int, rps: float, events_per_s: float, staged_per_s: float,
+         replay_per_s: float) -> int:
     import logging
 
     import numpy as np
@@ -46,6 +48,8 @@ def _run(state: str, queue_dir: str, port: int, rps: float, events_per_s: float,
     from device_agent.agent import Agent
     from device_agent.config import AgentConfig
     from device_agent.mqtt import MqttConfig, start
+    from device_agent.mqtt.queue import MessageClass
+    from runtime.contracts.mqtt.messages import Kind
     from runtime.contracts.mqtt.payloads import Severity
 
     logging.basicConfig(level=logging.ERROR)  # the expected disconnect warnings would clutter stderr
@@ -75,12 +79,22 @@ def _run(state: str, queue_dir: str, port: int, rps: float, events_per_s: float,
     def emit() -> None:
         svc.emit_event(category="bench", severity=Severity.INFO, reason_code="tick", detail="steady")
 
+    per_batch = max(1, round(staged_per_s / 10))
+
+    def stage_batch() -> None:  # high-rate telemetry: staged, then one flush says "queued"
+        body = {"category": "bench", "severity": "info", "reason_code": "staged", "detail": "batch"}
+        ids = [svc.link.stage(MessageClass.EVENTS, svc.topics.events, Kind.EVENT, body) for _ in range(per_batch)]
+        svc.link.flush()
+        for mid in ids:
+            _say({"q": mid})
+
     def status() -> dict:
         return {**counts, "depth": svc.queue.depth(), "connected": svc.link.connected}
 
     stop = threading.Event()
     threads = [threading.Thread(target=_steady, args=(1.0 / rps, stop, serve), daemon=True),
                threading.Thread(target=_steady, args=(1.0 / events_per_s, stop, emit), daemon=True),
+               threading.Thread(target=_steady, args=(0.1, stop, stage_batch), daemon=True),
                threading.Thread(target=_steady, args=(0.5, stop, lambda: _say({"status": status()})), daemon=True)]
     for t in threads:
         t.start()
@@ -98,14 +112,15 @@ class AgentProcess:
     """The parent's handle on one agent process: its reports, collected by a reader thread."""
 
     def __init__(self, *, state: Path, queue_dir: Path, port: int, rps: float, events_per_s: float,
-                 replay_per_s: float) -> None:
+                 staged_per_s: float, replay_per_s: float) -> None:
         self.queued: set[int] = set()
         self.status: dict = {}
         self.final: dict | None = None
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), str(state), str(queue_dir), str(port), str(rps),
-             str(events_per_s), str(replay_per_s)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             str(events_per_s), str(staged_per_s), str(replay_per_s)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -146,4 +161,4 @@ class AgentProcess:
 
 if __name__ == "__main__":
     a = sys.argv[1:]
-    sys.exit(_run(a[0], a[1], int(a[2]), float(a[3]), float(a[4]), float(a[5])))
+    sys.exit(_run(a[0], a[1], int(a[2]), float(a[3]), float(a[4]), float(a[5]), float(a[6])))

@@ -2,8 +2,9 @@
 
 A real agent process (benchmarks/_mqtt_agent_child.py: the Agent serving the tiny ONNX model
 at --rps and its telemetry service, as ``edgeship-agent run`` starts it) emits a steady
-stream of events plus its metrics windows and reports every message it was told is queued
-(``enqueue`` returned). The broker is stopped for --outage-s seconds (30); --kill-at-s into
+stream of events (``enqueue``) plus its metrics windows, and stages --staged-per-s more in a
+batch every 0.1 s (``stage``, then ``flush``); it reports every message it was told is
+queued (``enqueue`` or the batch's ``flush`` returned). The broker is stopped for --outage-s seconds (30); --kill-at-s into
 the outage the agent is killed with SIGKILL while its backlog is on disk only, and a new
 agent process starts on the same state directory (the broker still away). When the broker
 returns, the new agent replays both backlogs (rate-limited, flagged hist) and goes on live.
@@ -13,7 +14,8 @@ Judged: every message either process was told is queued is on disk right after t
 no inference request fails. Counts are exact, so load cannot change them; it is printed.
 
 usage: python benchmarks/mqtt_outage.py [--outage-s 30] [--kill-at-s 15] [--rps 100]
-                                        [--events-per-s 50] [--replay-per-s 500] [--json]
+                                        [--events-per-s 50] [--staged-per-s 200]
+                                        [--replay-per-s 500] [--json]
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ def run(args) -> OutageFigures:  # noqa: PLR0915 - one linear measurement script
 
         def agent() -> AgentProcess:
             agents.append(AgentProcess(state=state, queue_dir=qdir, port=broker.port, rps=args.rps,
-                                       events_per_s=args.events_per_s, replay_per_s=args.replay_per_s))
+                                       events_per_s=args.events_per_s, staged_per_s=args.staged_per_s,
+                                       replay_per_s=args.replay_per_s))
             return agents[-1]
 
         first = agent()
@@ -174,13 +177,17 @@ def main() -> int:
     ap.add_argument("--kill-at-s", type=float, default=15.0, help="when into the outage the agent is killed")
     ap.add_argument("--rps", type=float, default=100.0, help="steady inference requests per second")
     ap.add_argument("--events-per-s", type=float, default=50.0, help="steady event messages per second")
+    ap.add_argument("--staged-per-s", type=float, default=200.0,
+                    help="messages staged per second (stage() in batches every 0.1 s, each batch flush()ed)")
     ap.add_argument("--replay-per-s", type=float, default=500.0, help="[mqtt] replay_max_per_s")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = ap.parse_args()
-    if not 0 < args.kill_at_s < args.outage_s or min(args.rps, args.events_per_s, args.replay_per_s) <= 0:
+    if not 0 < args.kill_at_s < args.outage_s or min(args.rps, args.events_per_s, args.staged_per_s,
+                                                      args.replay_per_s) <= 0:
         ap.error("need 0 < --kill-at-s < --outage-s and positive rates")
     print(f"edgeship MQTT broker outage ({args.outage_s:.0f} s) and agent kill -9 ({args.kill_at_s:.0f} s into it) "
-          f"under {args.rps:.0f} inference req/s and {args.events_per_s:.0f} events/s", flush=True)
+          f"under {args.rps:.0f} inference req/s, {args.events_per_s:.0f} events/s enqueued and "
+          f"{args.staged_per_s:.0f}/s staged", flush=True)
     figures = run(args)
     rows = judge(figures)
     if args.json:
