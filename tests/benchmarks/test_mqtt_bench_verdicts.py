@@ -88,7 +88,7 @@ def test_a_rate_that_passes_under_load_stands_one_that_fails_does_not():
 
 GOOD = outage.OutageFigures(queued_first=900, queued_second=1000, on_disk_at_kill=700, lost_at_kill=0,
                             depth_at_broker_start=1400, at_consumer=1900, missing=0, duplicates=2, hist=1500,
-                            served=3000, served_offline=2900, failed=0, reconnect_s=1.2, drain_s=3.0,
+                            served=3000, served_offline=2900, failed=0, backlog=1400, reconnect_s=1.2, drain_s=3.0,
                             loadavg=(5.0, 6.0))
 
 
