@@ -6,10 +6,10 @@ when these scripts were): every figure is printed with its spread and the load i
 under; a figure that noise could have decided is "inconclusive", never PASS.
 
 Rules:
-- A ratio is measured in paired, interleaved rounds (round i of both sides back to back, the
-  order alternating). Its interval is the range of the per-pair ratios. PASS when the whole
+- A ratio is measured in interleaved rounds (in round i every side runs back to back, each
+  going first in turn). Its interval is the range of the per-round ratios. PASS when the whole
   interval meets the target, FAIL when the whole interval misses it; inconclusive when it
-  straddles the target, with fewer than MIN_ROUNDS pairs, when a sanity check refuses (the
+  straddles the target, with fewer than MIN_ROUNDS rounds, when a sanity check refuses (the
   data contradict themselves), or when other work used the machine: a ratio has no verdict
   under load, whichever way it went.
 - Load is what *other* processes used: the CPU time of the whole machine (/proc/stat) minus
@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-#: fewer paired rounds than this give no verdict
+#: fewer rounds than this give no verdict
 MIN_ROUNDS = 3
 #: other processes using more than this many cores during a round make it "under load"
 FOREIGN_CORES_MAX = 0.5
