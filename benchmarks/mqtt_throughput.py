@@ -51,7 +51,7 @@ TARGETS = {
     "lost": Target("messages lost by edgeship (both paths, all rounds)", "<=", 0, "", ",.0f"),
     "rate": Target("edgeship end-to-end rate, slower path (issue 6)", ">=", 1000, "msg/s", ",.0f"),
 }
-#: raw paho does a subset of edgeship's work: a pair where edgeship ran this much faster
+#: raw paho does a subset of edgeship's work: a round where edgeship ran this much faster
 #: says the round was disturbed, not that edgeship beat its bound
 SANITY_MAX_RATIO = 1.10
 RAW_ID_BASE = 1 << 40
