@@ -108,8 +108,8 @@ class MqttLink:
         self._stopping = threading.Event()
         self._pubacks: deque[tuple[int, bool]] = deque()   # (mid, rejected) from paho's thread
         self._puback_wake = max(1, config.max_inflight // 4)  # wake the sender for this many
-        self._inflight: dict[int, int] = {}          # paho mid -> msg_id, sender thread only
-        self._to_delete: list[int] = []              # acknowledged, not yet deleted (sender only)
+        self._inflight: dict[int, QueuedMessage] = {}   # paho mid -> row, sender thread only
+        self._to_delete: list[QueuedMessage] = []      # acknowledged, not yet deleted (sender only)
         self._delete_due = 0.0
         self._connect_failures = 0                   # failed connects since the last success (log once)
         self._client = self._make_client()
@@ -335,19 +335,19 @@ class MqttLink:
         """Take the PUBACKs paho reported; delete their rows in one batch when due."""
         while self._pubacks:
             mid, rejected = self._pubacks.popleft()
-            msg_id = self._inflight.pop(mid, None)
-            if msg_id is None:
+            m = self._inflight.pop(mid, None)
+            if m is None:
                 continue  # a direct publish (status, reported, a command response)
             if rejected:  # the broker refused it (e.g. ACL): deleted, counted, not re-sent
                 self.counters.broker_rejected += 1
             if not self._to_delete:
                 self._delete_due = time.monotonic() + _ACK_DELAY_S
-            self._to_delete.append(msg_id)
+            self._to_delete.append(m)
         if self._to_delete and (flush or len(self._to_delete) >= _ACK_BATCH
                                 or time.monotonic() >= self._delete_due):
             done, self._to_delete = self._to_delete, []
             try:
-                self.queue.ack(done)
+                self.queue.ack_rows(done)
             except QueueError:
                 self._to_delete = done + self._to_delete  # tried again next round (after a pause)
                 raise
@@ -392,7 +392,7 @@ class MqttLink:
                 log.warning("message %d not accepted by the client (rc %s); re-sending", m.msg_id, info.rc)
                 self.queue.unread(batch[i:], after_id=cursor)
                 break
-            self._inflight[info.mid] = m.msg_id
+            self._inflight[info.mid] = m
             self.counters.published += 1
             cursor = m.msg_id
         return cursor

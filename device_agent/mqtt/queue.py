@@ -317,25 +317,46 @@ class DurableQueue:
         Raises:
             QueueError: the rows cannot be deleted (they stay queued and are sent again).
         """
+        self._delete(list(msg_ids), None)
+
+    def ack_rows(self, rows: list[QueuedMessage]) -> None:
+        """:meth:`ack` for rows the caller holds (as the sender does): their sizes are known,
+        so the budget accounting needs no read back.
+
+        Raises:
+            QueueError: as :meth:`ack`.
+        """
+        self._delete([m.msg_id for m in rows], rows)
+
+    def _delete(self, msg_ids: list[int], rows: list[QueuedMessage] | None) -> None:
         if not msg_ids:
             return
         with self._db_lock:
             try:
                 self._db.execute("BEGIN")
+                deleted = 0
                 for chunk in range(0, len(msg_ids), 500):
                     ids = msg_ids[chunk:chunk + 500]
                     marks = ",".join("?" * len(ids))
-                    for cls, size, n in self._db.execute(
-                            f"SELECT cls, COALESCE(SUM(size),0), COUNT(*) FROM outbox WHERE msg_id IN ({marks}) "
-                            "GROUP BY cls", ids):
-                        self._bytes[MessageClass(cls)] -= size
-                        self._rows -= n
-                    self._db.execute(f"DELETE FROM outbox WHERE msg_id IN ({marks})", ids)
+                    if rows is None:
+                        for cls, size, n in self._db.execute(
+                                f"SELECT cls, COALESCE(SUM(size),0), COUNT(*) FROM outbox WHERE msg_id IN ({marks}) "
+                                "GROUP BY cls", ids):
+                            self._bytes[MessageClass(cls)] -= size
+                            self._rows -= n
+                    deleted += self._db.execute(f"DELETE FROM outbox WHERE msg_id IN ({marks})", ids).rowcount
                 self._db.execute("COMMIT")
                 self._ack_commits += 1
             except sqlite3.Error as e:
                 self._rollback()
                 raise QueueError(f"telemetry queue {self.path}: cannot delete acknowledged rows: {e}") from e
+            if rows is not None:
+                if deleted == len(rows):
+                    for m in rows:
+                        self._bytes[m.cls] -= m.size
+                    self._rows -= deleted
+                else:  # some were dropped by the budget meanwhile (and counted then): count again
+                    self._load_accounting()
 
     # ------------------------------------------------------------ figures
     def depth(self) -> int:

@@ -161,6 +161,20 @@ def test_ack_deletes_a_batch_in_one_transaction(tmp_path):
     assert on_disk(q.path) == ids[250:] and q.stats().ack_commits == 1 and q.depth() == 50
 
 
+def test_ack_rows_keeps_the_accounting_exact_when_the_budget_dropped_some(tmp_path):
+    body = '{"x":"' + "y" * 90 + '"}'
+    b = Budgets(events_bytes=10_000, deploy_bytes=10_000, metrics_bytes=700, total_bytes=100_000)
+    q = DurableQueue(tmp_path / "q.sqlite", budgets=b)
+    sent = q.append_many([row(MessageClass.METRICS, body) for _ in range(5)])     # handed to paho
+    q.append_many([row(MessageClass.METRICS, body) for _ in range(5)])             # drops the oldest
+    assert q.stats().dropped["metrics"] > 0
+    q.ack_rows(sent)                                   # PUBACKs for rows partly dropped meanwhile
+    db = sqlite3.connect(str(q.path))
+    depth, size = db.execute("SELECT COUNT(*), COALESCE(SUM(size),0) FROM outbox").fetchone()
+    db.close()
+    assert (q.depth(), q.stats().bytes) == (depth, size) and depth == len(on_disk(q.path))
+
+
 def test_depth_and_oldest_age(tmp_path):
     q = DurableQueue(tmp_path / "q.sqlite", budgets=BIG, boot_id="this-boot")
     assert q.depth() == 0 and q.oldest_age_s() is None
@@ -281,7 +295,7 @@ def test_pubacks_are_deleted_in_one_transaction_when_due(tmp_path):
 
     link = _link(tmp_path)
     rows = link.queue.append_many([row() for _ in range(10)])
-    link._inflight.update({100 + i: r.msg_id for i, r in enumerate(rows)})      # as the sender records them
+    link._inflight.update({100 + i: r for i, r in enumerate(rows)})             # as the sender records them
     for i in range(10):
         link._handle_publish(None, None, 100 + i, _RC(i == 3), None)
     link._handle_publish(None, None, 7, _RC(False), None)                       # a status message
@@ -292,7 +306,7 @@ def test_pubacks_are_deleted_in_one_transaction_when_due(tmp_path):
     assert link.queue.depth() == 0 and link.queue.stats().ack_commits == 1 and link.counters.acked == 10
     assert link.counters.broker_rejected == 1 and link._inflight == {}
     more = link.queue.append_many([row() for _ in range(link_mod._ACK_BATCH)])
-    link._inflight.update({1000 + i: r.msg_id for i, r in enumerate(more)})
+    link._inflight.update({1000 + i: r for i, r in enumerate(more)})
     for i in range(len(more)):
         link._handle_publish(None, None, 1000 + i, _RC(False), None)
     link._settle()                                                              # a full batch is due at once
