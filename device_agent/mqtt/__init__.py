@@ -3,9 +3,10 @@
 MQTT carries intent and measurements only: a desired-state document names a model and a
 release; the bytes always come through the agent's TUF-verified update path.
 
-Modules: ``topics`` and ``payloads`` (pure builders/parsers), ``queue`` (durable SQLite WAL
-outbox), ``link`` (paho-mqtt client + sender), ``control`` (desired-state decisions and
-persisted state), ``commands``, ``metrics``, ``service`` (the I/O shell binding them).
+Modules: ``queue`` (durable SQLite WAL outbox; its values in ``outbox``, its group commit in
+``groupcommit``, the sender's window on it in ``tail``), ``link`` (paho-mqtt client + sender),
+``control`` (desired-state decisions and persisted state), ``commands``, ``system``,
+``service`` (the I/O shell binding them). Topics and payloads: ``runtime.contracts.mqtt``.
 paho-mqtt is imported only when the service starts.
 """
 
