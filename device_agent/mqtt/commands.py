@@ -1,4 +1,7 @@
-"""Imperative commands on ``cmd/{name}``: ``rollback``, ``rebirth``, ``cancel``.
+"""Imperative commands on ``cmd/{name}``: ``rollback``, ``rebirth``, ``cancel``, ``retry``.
+
+A command reaches a handler only after :class:`~.inbound.ControlGate` admitted it (signed by
+the operator for this device, unexpired, not replayed); the handler gets its signed body.
 
 A command may carry an MQTT 5 Response Topic and Correlation Data; the response goes to that
 topic only if it is ``cmd/{name}/resp[/...]`` of this device (where the broker ACL lets the
@@ -38,7 +41,7 @@ class CommandHost(Protocol):
     def republish(self) -> None: ...
     def emit_event(self, *, category: str, severity: payloads.Severity, reason_code: str, detail: str,
                    context: dict | None = None) -> None: ...
-    def reject(self, what: str, e: PayloadRejected, context: dict | None = None) -> None: ...
+    def reject(self, what: str, e: PayloadRejected, context: dict | None = None) -> bool: ...
     def publish_response(self, topic: str, body: dict, properties: Any) -> None: ...
 
 
@@ -98,23 +101,27 @@ def _response_target(host: CommandHost, name: str, properties: Any) -> tuple[str
     return topic, props
 
 
-def run_command(host: CommandHost, name: str, raw: bytes, properties: Any) -> None:
-    """Execute one command and publish its response (never raises)."""
+def run_command(host: CommandHost, name: str, body: dict, properties: Any) -> None:
+    """Execute one admitted command and publish its response (never raises)."""
     if name not in HANDLERS:
         ok, code, detail, result = False, "cmd.unknown", f"unknown command {name!r}; known: {sorted(HANDLERS)}", {}
         host.emit_event(category="control", severity=payloads.Severity.WARNING, reason_code=code, detail=detail)
     else:
         try:
-            body = payloads.parse_command(raw, max_bytes=host.max_payload_bytes)
-        except PayloadRejected as e:
-            host.reject(f"command {name}", e, {"bytes": len(raw)})
-            ok, code, detail, result = False, e.reason_code, e.detail, {}
-        else:
-            try:
-                ok, code, detail, result = HANDLERS[name](host, body)
-            except Exception as e:
-                log.exception("command %s failed", name)
-                ok, code, detail, result = False, f"cmd.error.{type(e).__name__}", str(e), {}
+            ok, code, detail, result = HANDLERS[name](host, body)
+        except Exception as e:
+            log.exception("command %s failed", name)
+            ok, code, detail, result = False, f"cmd.error.{type(e).__name__}", str(e), {}
+    _answer(host, name, ok, code, detail, result, properties)
+
+
+def answer_refused(host: CommandHost, name: str, e: PayloadRejected, properties: Any) -> None:
+    """Answer a command the gate refused (``ok: false`` with the refusal's reason code)."""
+    _answer(host, name, False, e.reason_code, e.detail, {}, properties)
+
+
+def _answer(host: CommandHost, name: str, ok: bool, code: str | None, detail: str, result: dict,
+            properties: Any) -> None:
     topic, props = _response_target(host, name, properties)
     host.publish_response(topic, payloads.command_response(command=name, ok=ok, reason_code=code,
                                                            detail=detail, result=result), props)

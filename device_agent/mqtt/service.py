@@ -4,6 +4,9 @@ MQTT link. Started by :func:`device_agent.mqtt.start`.
 Threads: paho's network thread (callbacks), the link's sender, one metrics/heartbeat ticker,
 and one deployment worker (a single update at a time; a newer desired document cancels the
 running update if it has not switched yet and runs next).
+
+Inbound operator messages pass :class:`~.inbound.ControlGate` first (signature, addressee,
+expiry, replay); refusals are reported on ``events`` through a rate limiter.
 """
 
 from __future__ import annotations
@@ -18,17 +21,20 @@ from runtime.contracts.errors import PayloadRejected
 from runtime.contracts.mqtt import payloads
 from runtime.contracts.mqtt.messages import Kind
 from runtime.contracts.mqtt.payloads import Desired, Severity
+from runtime.contracts.mqtt.signing import Recipient
 from runtime.contracts.statedir import QueueDir
 
 from . import control
-from .commands import run_command
+from .commands import answer_refused, run_command
 from .config import MqttConfig
 from .control import ControlState, ControlStore, Decision
 from .errors import QueueError
 from ..agent.metrics import RequestWindow
+from .inbound import ControlGate, RefusalLimiter, ControlMessageRefused
 from .link import MqttLink
 from .queue import Budgets, DurableQueue, MessageClass
 from .system import ProcessSampler
+from .trust import OperatorTrust, ReplayStore
 
 log = logging.getLogger("edgeship.telemetry")
 
@@ -37,7 +43,7 @@ class TelemetryService:
     """Handle returned by :func:`device_agent.mqtt.start`; call :meth:`stop` on shutdown."""
 
     def __init__(self, config: MqttConfig, agent: control.AgentLike,
-                 updater: control.UpdaterLike | None) -> None:
+                 updater: control.UpdaterLike | None, *, trust: OperatorTrust) -> None:
         if not config.queue_dir:
             raise ValueError("MqttConfig.queue_dir is required (see MqttConfig.with_state_dir)")
         self.config = config
@@ -49,6 +55,12 @@ class TelemetryService:
             metrics_bytes=config.budget_metrics_bytes, total_bytes=config.budget_total_bytes))
         self.store = ControlStore(qdir.control_state)
         self.state: ControlState = self.store.load()
+        self.gate = ControlGate(recipient=Recipient(config.fleet, config.device_id, config.groups), trust=trust,
+                                replay=ReplayStore(qdir.control_replay), max_bytes=config.max_control_payload_bytes)
+        self.refusals = RefusalLimiter(per_min=config.refusal_events_per_min)
+        if not trust.keys().keys:
+            log.warning("no operator key in %s: every desired state and command will be refused (provision "
+                        "the device with a root.json from `edgeship keys init`)", [str(p) for p in trust.roots])
         self.window = RequestWindow(clock=time.monotonic)  # the agent's window definition, its own windows
         self.sampler = ProcessSampler()
         self.link = MqttLink(config=config, queue=self.queue, on_connected=self._on_connected,
@@ -165,25 +177,46 @@ class TelemetryService:
     # ------------------------------------------------------------ inbound
     def _on_message(self, message: Any) -> None:
         topic = message.topic
-        if topic == self.topics.desired:
-            self.handle_desired(message.payload)
-        elif topic.startswith(self.topics.base + "/cmd/"):
-            self.handle_command(topic.rsplit("/", 1)[1], message.payload, message.properties)
-
-    def reject(self, what: str, e: PayloadRejected, context: dict | None = None) -> None:
-        """Log a refused inbound document and report it on ``events``."""
-        log.warning("%s rejected: %s", what, e)
-        self.emit_event(category="control", severity=Severity.WARNING, reason_code=e.reason_code,
-                        detail=f"{what} rejected: {e.detail}", context=context)
-
-    def handle_desired(self, raw: bytes) -> None:
-        """Validate a desired document and queue it for the deployment worker."""
-        if not raw:  # an operator cleared the retained topic: nothing to do
+        if not topic.startswith(self.topics.base + "/"):
             return
+        leaf = topic[len(self.topics.base) + 1:]
+        if leaf == self.topics.desired[len(self.topics.base) + 1:] and not message.payload:
+            return  # an operator cleared the retained topic: nothing to do
         try:
-            desired = payloads.parse_desired(raw, max_bytes=self.config.max_control_payload_bytes)
+            msg = self.gate.admit(leaf, bytes(message.payload))
+        except ControlMessageRefused as e:
+            emitted = self.reject(leaf, e.error, {"bytes": len(message.payload), "topic": leaf})
+            if e.spec.kind is not Kind.DESIRED and emitted:
+                answer_refused(self, _command_name(leaf, e.levels), e.error, message.properties)
+            return
+        if msg is None:
+            return
+        if msg.spec.kind is Kind.DESIRED:
+            self._on_desired(msg.body)
+        elif msg.fresh:  # a command redelivered (same signed message) runs once
+            run_command(self, _command_name(leaf, msg.levels), msg.body, message.properties)
+        else:
+            log.info("command %s version %d already run, ignored", leaf, msg.verified.signed.version)
+
+    def reject(self, what: str, e: PayloadRejected, context: dict | None = None) -> bool:
+        """Log a refused inbound document and report it on ``events`` (rate limited: a flood
+        is counted, ``context.suppressed``, not queued). Returns whether it was reported."""
+        emit, held = self.refusals.allow()
+        if not emit:
+            log.debug("%s rejected (not reported: rate limit): %s", what, e)
+            return False
+        log.warning("%s rejected: %s", what, e)
+        self.emit_event(category="control", severity=Severity.WARNING if e.reason_code.startswith("payload.")
+                        else Severity.ALARM, reason_code=e.reason_code,
+                        detail=f"{what} rejected: {e.detail}", context={**(context or {}), "suppressed": held})
+        return True
+
+    def _on_desired(self, body: dict) -> None:
+        """Validate an admitted desired document and queue it for the deployment worker."""
+        try:
+            desired = payloads.desired_from(body)
         except PayloadRejected as e:
-            self.reject("desired state", e, {"bytes": len(raw)})
+            self.reject("desired state", e)
             return
         with self._lock:
             stale = desired.version <= self.state.applied_version or (
@@ -278,6 +311,8 @@ class TelemetryService:
         self._deploy_event(desired, state, code, detail, control.field_of(ev, "ts"))
         self._alarm_if_needed(desired, state, code, detail)
 
-    # ------------------------------------------------------------ commands
-    def handle_command(self, name: str, raw: bytes, properties: Any) -> None:
-        run_command(self, name, raw, properties)
+
+
+def _command_name(leaf: str, levels: dict) -> str:
+    """``rollback`` of ``cmd/rollback``; a fixed operator row's last level otherwise."""
+    return levels.get("name") or leaf.rsplit("/", 1)[-1]

@@ -145,6 +145,11 @@ class Updater:
                 return c
         return None
 
+    def refresh_trust(self) -> None:
+        """Refresh the TUF metadata now: a new root (a rotated operator key of the control
+        plane) lands in ``update/metadata/root.json``. Raises SecurityError, FetchError."""
+        self._new_repo().refresh()
+
     # ------------------------------------------------------------------ machine
     def _run(self, j: Journal) -> UpdateResult:
         handlers = {State.FETCH: self._fetch, State.VERIFY: self._verify, State.STAGE: self._stage,

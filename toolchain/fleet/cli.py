@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 import time
 
@@ -28,6 +29,22 @@ def _broker_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--key-file", help="key of --cert-file")
     g.add_argument("--username", help="MQTT username")
     g.add_argument("--password-file", help="file holding the MQTT password")
+
+
+def _keys_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keys", default=os.environ.get("EDGESHIP_KEYS"), metavar="DIR",
+                   help="key directory of `edgeship keys init`: its operator key signs what is sent "
+                        "(default $EDGESHIP_KEYS)")
+
+
+def signer_of(args):
+    """The operator signer of ``--keys``. Raises BadInputError without it, KeyStoreError on a bad dir."""
+    from .signer import OperatorSigner
+
+    if not args.keys:
+        raise BadInputError("desired state and commands are signed with the operator key: pass --keys DIR "
+                            "(the key directory of `edgeship keys init`) or set EDGESHIP_KEYS")
+    return OperatorSigner.from_keys_dir(args.keys)
 
 
 def _topics(args, device: str) -> DeviceTopics:
@@ -71,6 +88,7 @@ def add_push_parser(sub) -> None:
     p.add_argument("--wait", action="store_true", help="follow the deployment; exit 0 only if every device commits")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _keys_arg(p)
     _broker_args(p)
     p.set_defaults(func=_push)
 
@@ -90,12 +108,16 @@ def add_fleet_parser(sub) -> None:
     _broker_args(w)
     w.set_defaults(func=_watch)
     c = fs.add_parser("command", help="send rollback / rebirth / cancel to one device and print its answer")
-    c.add_argument("name", choices=["rollback", "rebirth", "cancel"])
+    c.add_argument("name", choices=["rollback", "rebirth", "cancel", "retry"])
     c.add_argument("--fleet", required=True)
     c.add_argument("--device", required=True)
     c.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
     c.add_argument("--expiry", type=int, default=60, help="MQTT message expiry of the command, seconds")
+    c.add_argument("--release", type=int, default=None,
+                   help="retry: the release to take out of the device's penalty box")
+    c.add_argument("--model", default=None, help="retry: the model of --release (default: the active one)")
     c.add_argument("--json", action="store_true")
+    _keys_arg(c)
     _broker_args(c)
     c.set_defaults(func=_command)
     f = fs.add_parser("forget", help="clear a device's retained topics (ghost rows of a misspelled push "
@@ -113,8 +135,14 @@ def _command(args) -> int:
     from .client import FleetClient
 
     _topics(args, args.device)
-    with FleetClient(_settings(args)) as fc:
-        resp = fc.command(args.fleet, args.device, args.name, {}, timeout_s=args.timeout, expiry_s=args.expiry)
+    body = {}
+    if args.name == "retry":
+        if args.release is None:
+            raise BadInputError("fleet command retry needs --release N (the release to take out of the penalty box)")
+        body = {"release": args.release, **({"model": args.model} if args.model else {})}
+    signer = signer_of(args)
+    with FleetClient(_settings(args), signer=signer) as fc:
+        resp = fc.command(args.fleet, args.device, args.name, body, timeout_s=args.timeout, expiry_s=args.expiry)
     if args.json:
         print(json.dumps(resp, indent=2))
     else:
@@ -157,10 +185,16 @@ def _push(args) -> int:
         _topics(args, args.device)
     else:
         _check_fleet(args)
+    signer = signer_of(args)
     rel = find_release(args.repo, model=args.model, release=args.release, root_file=args.root)
-    with FleetClient(_settings(args)) as fc:
+    with FleetClient(_settings(args), signer=signer) as fc:
         views = fc.snapshot(args.fleet)
         devices = plan.select_devices(views, device=args.device, group=args.group)
+        offline = plan.offline_devices(views, devices)
+        if offline:
+            print(f"warning: {len(offline)} of the {len(devices)} targeted device(s) report themselves offline "
+                  f"({', '.join(offline[:10])}{', ...' if len(offline) > 10 else ''}): they get this desired "
+                  f"state when they reconnect", file=sys.stderr)
         dep = plan.new_deployment_id()
         wait = plan.WaitState.start(dep, devices)
         if args.wait:
@@ -170,7 +204,7 @@ def _push(args) -> int:
         for d in devices:
             desired = plan.desired_for(views.get(d), deployment_id=dep, model=args.model,
                                        release=args.release, issued_by=issued_by)
-            fc.publish_desired(args.fleet, d, desired.to_json())
+            fc.publish_desired(args.fleet, d, desired)
             if not args.json:
                 seen = "" if d in views else " (device not seen yet; it converges when it connects)"
                 print(f"{d}: desired v{desired.version} -> {args.model} r{args.release} "

@@ -155,7 +155,12 @@ class Desired:
                 "issued_at_ms": self.issued_at_ms, "issued_by": self.issued_by}
 
 
-def _load_object(raw: bytes, *, max_bytes: int, what: str) -> dict[str, Any]:
+def load_object(raw: bytes, *, max_bytes: int, what: str) -> dict[str, Any]:
+    """Parse an inbound payload: at most ``max_bytes``, UTF-8 JSON, an object.
+
+    Raises:
+        PayloadRejected: ``payload.too_large``, ``payload.not_json``, ``payload.schema``.
+    """
     if len(raw) > max_bytes:
         raise PayloadRejected("payload.too_large", f"{what} is {len(raw)} bytes, limit {max_bytes}")
     try:
@@ -180,7 +185,15 @@ def parse_desired(raw: bytes, *, max_bytes: int) -> Desired:
     Raises:
         PayloadRejected: too large, not JSON, wrong schema, bad or missing fields.
     """
-    doc = _load_object(raw, max_bytes=max_bytes, what="desired state")
+    return desired_from(load_object(raw, max_bytes=max_bytes, what="desired state"))
+
+
+def desired_from(doc: Mapping[str, Any]) -> Desired:
+    """A desired-state document from its parsed JSON (the body of a signed message).
+
+    Raises:
+        PayloadRejected: wrong schema, bad or missing fields.
+    """
     schema = doc.get("schema")
     if schema != Kind.DESIRED.schema:
         raise PayloadRejected("payload.schema", f"desired state: schema {schema!r} is not {Kind.DESIRED.schema!r}")
@@ -206,4 +219,4 @@ def parse_command(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
     Raises:
         PayloadRejected: too large, not JSON, not an object.
     """
-    return _load_object(raw, max_bytes=max_bytes, what="command")
+    return load_object(raw, max_bytes=max_bytes, what="command")
