@@ -37,6 +37,7 @@ class CommandHost(Protocol):
     max_payload_bytes: int
 
     def running_deployment(self) -> Desired | None: ...
+    def rerun_desired(self, model: str, release: int) -> bool: ...
     def agent_status(self) -> dict: ...
     def republish(self) -> None: ...
     def emit_event(self, *, category: str, severity: payloads.Severity, reason_code: str, detail: str,
@@ -76,8 +77,27 @@ def _cancel(host: CommandHost, body: dict) -> Result:
         "deployment_id": running.deployment_id, "cancel_result": outcome if isinstance(outcome, (bool, str)) else None}
 
 
+def _retry(host: CommandHost, body: dict) -> Result:
+    """Take a release out of the penalty box (``{"release": N, "model"?: name}``); if the
+    current desired state names it, run that again."""
+    release, model = body.get("release"), body.get("model") or (host.agent_status().get("active") or {}).get("name")
+    if not isinstance(release, int) or isinstance(release, bool) or not isinstance(model, str):
+        return False, "payload.schema", "retry needs {'release': int, 'model'?: str} (model: the active one)", {}
+    releases = getattr(host.updater, "releases", None)
+    if releases is None:
+        return False, "update.unavailable", "this agent has no updater configured", {}
+    forgiven = releases.forgive(model, release)
+    if not forgiven:
+        return False, "retry.not_boxed", f"{model} release {release} is not in this device's penalty box", {}
+    rerun = host.rerun_desired(model, release)
+    host.republish()
+    return True, None, (f"{model} release {release} taken out of the penalty box"
+                        + ("; the current desired state runs it again" if rerun else "")), {
+        "forgiven": [p.sha256 for p in forgiven], "rerun": rerun}
+
+
 HANDLERS: dict[str, Callable[[CommandHost, dict], Result]] = {
-    "rollback": _rollback, "rebirth": _rebirth, "cancel": _cancel,
+    "rollback": _rollback, "rebirth": _rebirth, "cancel": _cancel, "retry": _retry,
 }
 
 

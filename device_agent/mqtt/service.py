@@ -35,6 +35,7 @@ from .link import MqttLink
 from .queue import Budgets, DurableQueue, MessageClass
 from .system import ProcessSampler
 from .trust import OperatorTrust, ReplayStore
+from ..ota.releases import Authority
 
 log = logging.getLogger("edgeship.telemetry")
 
@@ -68,6 +69,7 @@ class TelemetryService:
         self.topics = self.link.topics
         self._lock = threading.Lock()          # guards state, pending, busy
         self._pending: Desired | None = None
+        self._rerun = False                    # the pending document runs again (a signed retry)
         self._running: Desired | None = None
         self._last_event_state: str | None = None  # deploy worker thread only
         self._work = threading.Event()
@@ -131,8 +133,16 @@ class TelemetryService:
             st = self.state
         body = payloads.reported(applied_version=st.applied_version, desired=st.desired,
                                  agent_status=self.agent_status(), rejected=list(st.rejected),
-                                 last_deployment=st.last_deployment)
+                                 last_deployment=st.last_deployment, penalty_box=self._penalties())
         self.link.publish_direct(self.topics.reported, Kind.REPORTED, body)
+
+    def _penalties(self) -> list[dict]:
+        releases = getattr(self.updater, "releases", None)
+        try:
+            return releases.penalties() if releases is not None else []
+        except Exception:  # the reported state must go out even if the file is unreadable
+            log.exception("reading the penalty box failed")
+            return []
 
     def emit_event(self, *, category: str, severity: Severity, reason_code: str, detail: str,
                    context: dict | None = None) -> None:
@@ -237,12 +247,13 @@ class TelemetryService:
             self._work.clear()
             with self._lock:
                 desired, self._pending = self._pending, None
+                rerun, self._rerun = self._rerun, False
                 if desired is not None:
                     self._running = desired
             if desired is None:
                 continue
             try:
-                self._deploy(desired)
+                self._deploy(desired, rerun=rerun)
             finally:
                 with self._lock:
                     self._running = None
@@ -252,9 +263,20 @@ class TelemetryService:
             self.state = state
         self.store.save(state)
 
-    def _deploy(self, desired: Desired) -> None:
+    def rerun_desired(self, model: str, release: int) -> bool:
+        """Run the current desired document again if it names ``model`` ``release`` (after a
+        signed ``retry`` took that release out of the penalty box). False if it does not."""
+        with self._lock:
+            d = self.state.desired
+            if not d or d.get("model") != model or d.get("release") != release or self._running is not None:
+                return False
+            self._pending, self._rerun = payloads.desired_from(d), True
+        self._work.set()
+        return True
+
+    def _deploy(self, desired: Desired, *, rerun: bool = False) -> None:
         decision = control.decide(self.state, desired, self.agent_status().get("active"))
-        if decision is Decision.IGNORE_STALE:
+        if decision is Decision.IGNORE_STALE and not rerun:
             return
         self._save(control.accept(self.state, desired))
         if decision is Decision.ALREADY_ACTIVE:
@@ -269,7 +291,8 @@ class TelemetryService:
         try:
             result = self.updater.update(desired.model, release=desired.release,
                                          deployment_id=desired.deployment_id,
-                                         on_event=lambda ev: self._on_update_event(desired, ev))
+                                         on_event=lambda ev: self._on_update_event(desired, ev),
+                                         authority=Authority.OPERATOR)  # signed: may return to a release it ran
             state = str(control.plain(control.field_of(result, "state", "failed")))
             code = control.reason_of(result)
             detail = str(control.field_of(result, "detail", "") or "")
@@ -311,6 +334,36 @@ class TelemetryService:
         self._deploy_event(desired, state, code, detail, control.field_of(ev, "ts"))
         self._alarm_if_needed(desired, state, code, detail)
 
+
+    # ------------------------------------------------------------ updates the device runs itself
+    def report_update_event(self, ev: Any) -> None:
+        """An event of an update polling started (``poll-…`` deployment): on ``deploy/{id}``,
+        an alarm when it failed, and a failed release in ``rejected``."""
+        state = str(control.plain(control.field_of(ev, "state")))
+        dep, model, release = control.field_of(ev, "deployment_id"), control.field_of(ev, "model"), \
+            control.field_of(ev, "release")
+        code, detail = control.reason_of(ev), str(control.field_of(ev, "detail", "") or "")
+        self._enqueue(MessageClass.DEPLOY, self.topics.deploy(dep), Kind.DEPLOY, payloads.deploy_event(
+            deployment_id=dep, model=model, release=release, state=state, reason_code=code, detail=detail,
+            event_ts=control.field_of(ev, "ts")))
+        if state in control.REJECTING_STATES or state in ("commit", "aborted"):
+            category = control.event_category(state, code)
+            if category is not None:
+                self.emit_event(category=category, severity=Severity.ALARM if category == "security"
+                                else Severity.WARNING, reason_code=code or state, detail=detail,
+                                context={"deployment_id": dep, "model": model, "release": release, "state": state})
+            self._save(control.local_finish(self.state, deployment_id=dep, model=model, release=release,
+                                            final_state=state, reason_code=code, detail=detail))
+            self.publish_reported()
+
+    def report_skip(self, model: str, penalty: Any) -> None:
+        """Polling skipped a release in the penalty box (said once per release)."""
+        self.emit_event(category="update", severity=Severity.INFO, reason_code="penalty.skipped",
+                        detail=f"{model} release {penalty.release} skipped: it failed here before "
+                               f"({penalty.reason}); only a new release or a signed retry reaches it",
+                        context={"model": model, "release": penalty.release, "sha256": penalty.sha256,
+                                 "reason": penalty.reason})
+        self.publish_reported()
 
 
 def _command_name(leaf: str, levels: dict) -> str:

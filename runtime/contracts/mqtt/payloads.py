@@ -77,7 +77,7 @@ def status_online(*, agent_status: Mapping[str, Any], groups: tuple[str, ...], c
     return {
         "online": True, "conn": conn, "groups": list(groups),
         "agent_version": agent_status.get("agent_version"),
-        "engines": agent_status.get("engines", []),
+        "engines": agent_status.get("engines", []), "arch": agent_status.get("arch"),
         "active": agent_status.get("active"), "previous": agent_status.get("previous"),
         "ready": bool(agent_status.get("ready", False)),
     }
@@ -90,14 +90,17 @@ def status_offline(*, conn: int, groups: tuple[str, ...], reason: str) -> dict:
 
 def reported(*, applied_version: int, desired: Mapping[str, Any] | None,
              agent_status: Mapping[str, Any], rejected: list[Mapping[str, Any]],
-             last_deployment: Mapping[str, Any] | None) -> dict:
-    """The state the device really has; the device's own word, incl. self-decided rollbacks."""
+             last_deployment: Mapping[str, Any] | None,
+             penalty_box: list[Mapping[str, Any]] | None = None) -> dict:
+    """The state the device really has; the device's own word, incl. self-decided rollbacks
+    and the releases in its penalty box (``model, release, sha256, reason, failed_utc, skips``)."""
     return {
         "applied_version": applied_version,
         "desired": dict(desired) if desired else None,
         "active": agent_status.get("active"), "previous": agent_status.get("previous"),
         "rejected": [dict(r) for r in rejected],
         "last_deployment": dict(last_deployment) if last_deployment else None,
+        "penalty_box": [dict(p) for p in penalty_box or ()],
     }
 
 
