@@ -11,7 +11,9 @@ strings mean "not set" (TOML has no null).
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +25,21 @@ from ..configfile import doc, load_table
 from .errors import TelemetryConfigError
 
 _MIB = 1 << 20
+
+
+def check_secret_file(path: str | os.PathLike, what: str) -> None:
+    """Refuse a private key or password file that others than its owner may read.
+
+    Raises:
+        TelemetryConfigError: naming the file and its mode (and the chmod that fixes it).
+    """
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError as e:
+        raise TelemetryConfigError(f"{what} {path}: {e.strerror or e}") from e
+    if mode & 0o077:
+        raise TelemetryConfigError(f"{what} {path} has mode {mode:04o}: a secret must be readable by its owner "
+                                   f"only (chmod 600 {path})")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from runtime.contracts.mqtt.messages import Kind, operator_filters, retained
 from runtime.contracts.mqtt.payloads import Origin
 from runtime.contracts.mqtt.topics import DeviceTopics, device_topics
 
-from .config import MqttConfig
+from .config import MqttConfig, check_secret_file
 from .queue import DurableQueue, MessageClass
 
 log = logging.getLogger("edgeship.telemetry")
@@ -111,6 +111,9 @@ class MqttLink:
         from paho.mqtt.enums import CallbackAPIVersion
 
         c = self.config
+        for path, what in ((c.key_file, "[mqtt] key_file"), (c.password_file, "[mqtt] password_file")):
+            if path:
+                check_secret_file(path, what)
         client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                              client_id=f"edgeship-{c.fleet}-{c.device_id}", protocol=mqtt.MQTTv5)
         client.max_inflight_messages_set(c.max_inflight)
