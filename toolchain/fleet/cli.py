@@ -128,6 +128,9 @@ def add_fleet_parser(sub) -> None:
     f.add_argument("--force", action="store_true", help="clear even though the device reports itself online")
     _broker_args(f)
     f.set_defaults(func=_forget)
+    from .sim.cli import add_simulate_parser
+
+    add_simulate_parser(fs, _broker_args)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
