@@ -90,13 +90,13 @@ def trusted_keys(args):
 
 
 def _simulate(args) -> int:
-    from ..cli import _check_fleet, _settings
+    from ..cliargs import check_fleet, settings
     from .fleet import SimFleet
 
-    _check_fleet(args)
+    check_fleet(args)
     if args.devices < 1:
         raise BadInputError(f"--devices must be >= 1, got {args.devices}")
-    sim = SimFleet(n=args.devices, fleet=args.fleet, settings=_settings(args), keys=trusted_keys(args),
+    sim = SimFleet(n=args.devices, fleet=args.fleet, settings=settings(args), keys=trusted_keys(args),
                    model=args.model, release=args.release, behaviour=behaviour_of(args),
                    devices_per_connection=args.devices_per_connection)
     stop = []
