@@ -52,8 +52,13 @@ class OperatorSigner:
 
     def sign(self, *, kind: Kind, leaf: str, to: Addressee, body: Mapping[str, Any], expires_s: float) -> bytes:
         """The signed wire payload of one message of ``kind`` for topic ``leaf`` to ``to``."""
+        return self.sign_schema(schema=kind.schema, leaf=leaf, to=to, body=body, expires_s=expires_s)
+
+    def sign_schema(self, *, schema: str, leaf: str, to: Addressee, body: Mapping[str, Any],
+                    expires_s: float) -> bytes:
+        """Sign a message of any schema (e.g. a rollout's control message, not a device kind)."""
         now_ms = int(self._clock() * 1000)
-        signed = Signed(schema=kind.schema, leaf=leaf, to=to, version=self.next_version(),
+        signed = Signed(schema=schema, leaf=leaf, to=to, version=self.next_version(),
                         issued_at_ms=now_ms, expires_at_ms=now_ms + int(expires_s * 1000), body=dict(body))
         return sign(signed, private_key=self._key)
 

@@ -152,31 +152,36 @@ class OperatorKeys:
 # ---------------------------------------------------------------- the signed part
 @dataclass(frozen=True)
 class Addressee:
-    """Who a message is for: one device, or every member of a group, of one fleet."""
+    """Who a message is for: one device, every member of a group, or one rollout's
+    controller (``edgeship rollout pause|resume|abort``), of one fleet."""
 
     fleet: str
     device: str | None = None
     group: str | None = None
+    rollout: str | None = None
 
     def to_json(self) -> dict[str, str]:
-        return {"fleet": self.fleet, **({"device": self.device} if self.device else {}),
-                **({"group": self.group} if self.group else {})}
+        return {"fleet": self.fleet, **{k: v for k, v in (("device", self.device), ("group", self.group),
+                                                           ("rollout", self.rollout)) if v}}
 
 
 @dataclass(frozen=True)
 class Recipient:
-    """The device checking a message: its fleet, its id, its groups."""
+    """Who checks a message: a device (its fleet, id and groups) or a rollout controller."""
 
     fleet: str
-    device: str
+    device: str | None = None
     groups: tuple[str, ...] = ()
+    rollout: str | None = None
 
     def is_for_me(self, to: Mapping[str, Any]) -> bool:
         if to.get("fleet") != self.fleet or len(to) != 2:
             return False
         if "device" in to:
-            return to["device"] == self.device
-        return "group" in to and to["group"] in self.groups
+            return self.device is not None and to["device"] == self.device
+        if "rollout" in to:
+            return self.rollout is not None and to["rollout"] == self.rollout
+        return "group" in to and self.device is not None and to["group"] in self.groups
 
 
 @dataclass(frozen=True)
@@ -281,7 +286,8 @@ def _parse_signed(signed: dict) -> Signed:
     if not isinstance(to, dict) or not isinstance(body, dict) or not isinstance(schema, str) \
             or not isinstance(leaf, str) or not all(isinstance(v, str) for v in to.values()):
         raise UnsignedMessageError("signed needs schema, leaf (strings), to (object of strings), body (object)")
-    return Signed(schema=schema, leaf=leaf, to=Addressee(to.get("fleet", ""), to.get("device"), to.get("group")),
+    return Signed(schema=schema, leaf=leaf, to=Addressee(to.get("fleet", ""), to.get("device"), to.get("group"),
+                                                         to.get("rollout")),
                   version=_int(signed, "version"), issued_at_ms=_int(signed, "issued_at_ms"),
                   expires_at_ms=_int(signed, "expires_at_ms"), body=body)
 
