@@ -121,8 +121,10 @@ def outcome(st: RolloutState, device: str, view: FleetView, now_ms: int, timeout
             return {"state": "committed", "reason": None, "ms": now_ms}
         if last.get("state") in FAILED_STATES:
             return {"state": "failed", "reason": last.get("reason_code") or last.get("state"), "ms": now_ms}
-    dep = o.deploy or {}
-    if dep.get("deployment_id") == st.deployment_id and dep.get("state") in FAILED_STATES:
+    dep = o.deploy or {}  # the progress event arrives a moment before the reported state
+    if dep.get("deployment_id") == st.deployment_id and dep.get("state") in FAILED_STATES | {"commit"}:
+        if dep["state"] == "commit":
+            return {"state": "committed", "reason": None, "ms": now_ms}
         return {"state": "failed", "reason": dep.get("reason_code") or dep.get("state"), "ms": now_ms}
     active = o.active
     if (active.get("name"), active.get("release")) == (st.plan.model, st.plan.release) and \
