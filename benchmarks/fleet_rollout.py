@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     print(f"\nfleet rollout figures: {args.devices} simulated devices, 3 waves (1%/10%/rest), {BAKE_S:g} s bakes, "
           f"{args.rounds} round(s) (median [min..max]); max load average {max_load:.1f} on {__import__('os').cpu_count()} cores")
     report.judge(E2E, e2e, max_load=max_load)
-    print(f"  {'controller time beyond the bakes':<52} {sorted(overhead)[len(overhead) // 2]:8.3g} s    "
+    print(f"  {'installs + controller beyond the 3 bakes':<52} {sorted(overhead)[len(overhead) // 2]:8.3g} s    "
           f"[{min(overhead):.3g} .. {max(overhead):.3g}]")
     report.judge(MSGS, per_device, max_load=max_load)
     print(f"  {'metrics windows per device during the rollout':<52} "

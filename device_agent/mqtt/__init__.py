@@ -3,10 +3,13 @@
 MQTT carries intent and measurements only: a desired-state document names a model and a
 release; the bytes always come through the agent's TUF-verified update path.
 
-Modules: ``topics`` and ``payloads`` (pure builders/parsers), ``queue`` (durable SQLite WAL
-outbox), ``link`` (paho-mqtt client + sender), ``control`` (desired-state decisions and
-persisted state), ``commands``, ``metrics``, ``service`` (the I/O shell binding them).
-paho-mqtt is imported only when the service starts.
+Modules: ``queue`` (durable SQLite WAL outbox), ``link`` (paho-mqtt client + sender),
+``inbound`` (the door: every operator message signed, addressed, fresh; rate-limited
+refusals) with ``trust`` (operator keys from the TUF root, the persisted replay state),
+``control`` (desired-state decisions and persisted state), ``commands``, ``service`` (the
+I/O shell binding them), ``install`` (the ``[mqtt]`` flags of ``edgeship-agent install``).
+Topics and payloads are ``runtime.contracts.mqtt``. paho-mqtt is imported only when the
+service starts.
 """
 
 from __future__ import annotations
