@@ -280,14 +280,18 @@ def _roll_back(st: RolloutState, view: FleetView, now_ms: int) -> list:
         if d in st.cleared or a.from_release is None or a.from_release == st.plan.release:
             continue
         o = view.obs(d)
+        active = o.active
+        done = (active.get("name"), active.get("release")) == (a.from_model, a.from_release)
+        if done and st.results.get(d, {}).get("state") == "failed" and d not in st.rollback:
+            continue  # its update failed and it never left its release: nothing to undo
         if d not in st.rollback:
             st.rollback[d] = Assignment(version=max(o.next_version(), a.version + 1), ms=now_ms)
             out.append(Assign(d, Desired(version=st.rollback[d].version, deployment_id=st.rollback_id,
                                          model=a.from_model, release=a.from_release, issued_at_ms=now_ms,
                                          issued_by=f"edgeship-rollout/{st.plan.id}")))
-        active = o.active
-        done = (active.get("name"), active.get("release")) == (a.from_model, a.from_release)
-        last = (o.reported or {}).get("last_deployment") or {}
+        rep = o.reported or {}
+        last = rep.get("last_deployment") or {}
+        done = done and (rep.get("applied_version") or 0) >= st.rollback[d].version  # it took the rollback
         gave_up = last.get("deployment_id") == st.rollback_id and last.get("state") in FAILED_STATES
         if not (done or gave_up or now_ms - st.rollback[d].ms > st.plan.waves[-1].criteria.install_timeout_s * 1000):
             pending += 1
