@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo demo-ota bench clean system-deps corpus
+.PHONY: venv test demo demo-ota bench clean system-deps corpus dist grpc-stubs
 
 $(PY):
 	command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -15,7 +15,7 @@ $(PY):
 # torch goes in first, pinned: a range would let the resolver fetch a multi-GB CUDA build.
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[toolchain,agent,openvino,tflite,dev,models]'
+	$(PIP) install -q -e '.[toolchain,agent,grpc,openvino,tflite,dev,models]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -24,9 +24,10 @@ venv: $(STAMP)
 corpus: venv
 	$(PIP) install -q -e '.[models]'
 
-# The broker the MQTT tests start their own instance of.
+# The broker the MQTT tests start their own instance of; systemd-analyze for the unit check.
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null ) || echo "warning: could not install mosquitto; MQTT tests will be skipped"
+	@command -v systemd-analyze >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null ) || echo "warning: could not install systemd's tools; the unit check will be skipped"
 
 test: venv system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -37,5 +38,15 @@ demo: venv
 demo-ota: venv system-deps
 	$(PY) -m toolchain.demo_ota
 
+# The wheel and sdist a device installs from (README: "On the device"), in dist/.
+dist: venv
+	rm -rf dist build
+	$(PY) -m build --no-isolation --outdir dist .
+	rm -rf build *.egg-info
+
+# Regenerate the committed gRPC messages after editing the .proto (see the grpc extra).
+grpc-stubs: venv
+	cd device_agent/serving/oip_grpc && ../../../$(PY) -m grpc_tools.protoc -I. --python_out=. edgeship_oip.proto
+
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build dist .pytest_cache

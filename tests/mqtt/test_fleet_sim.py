@@ -34,7 +34,7 @@ def sim(broker, operator_keys):
 def test_push_to_simulated_devices_with_gate_failures(broker, sim, operator_keys, tiny_bundles, tmp_path, capsys):
     repo = tmp_path / "repo"
     for r in (1, 2):
-        assert edgeship(["publish", str(tiny_bundles[r].path), "--repo", str(repo), "--keys", str(operator_keys.dir)]) == 0
+        assert edgeship(["publish", str(tiny_bundles[r].path), "--repo", str(repo), "--keys", str(operator_keys.dir), "--init"]) == 0
     rc = edgeship(["push", "--fleet", "f1", "--group", "lab", "--model", "tiny", "--release", "2", "--repo", str(repo),
                    "--keys", str(operator_keys.dir), "--wait", "--timeout", "30", "--broker", f"127.0.0.1:{broker.port}"])
     err = capsys.readouterr().err

@@ -19,7 +19,7 @@ def repo(tmp_path_factory, tiny_bundles, operator_keys):
     d = tmp_path_factory.mktemp("tuf")
     for r in (1, 2):
         assert edgeship(["publish", str(tiny_bundles[r].path), "--repo", str(d / "repo"),
-                         "--keys", str(operator_keys.dir)]) == 0
+                         "--keys", str(operator_keys.dir), "--init"]) == 0
     return d / "repo"
 
 

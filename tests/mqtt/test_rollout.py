@@ -103,7 +103,7 @@ def real_agents(tmp_path, make_device, tiny_bundles, operator_keys):
     from toolchain.cli import main as edgeship
 
     for r in (1, 2):
-        assert edgeship(["publish", str(tiny_bundles[r].path), "--repo", str(repo), "--keys", str(operator_keys.dir)]) == 0
+        assert edgeship(["publish", str(tiny_bundles[r].path), "--repo", str(repo), "--keys", str(operator_keys.dir), "--init"]) == 0
     agents = {}
     for name in ("real-a", "real-b"):
         state = tmp_path / name

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def repo(tmp_path_factory, tiny_bundles, operator_keys):
     d = tmp_path_factory.mktemp("ro-repo") / "repo"
     for r in (1, 2):
-        assert edgeship(["publish", str(tiny_bundles[r].path), "--repo", str(d), "--keys", str(operator_keys.dir)]) == 0
+        assert edgeship(["publish", str(tiny_bundles[r].path), "--repo", str(d), "--keys", str(operator_keys.dir), "--init"]) == 0
     return d
 
 
