@@ -132,6 +132,18 @@ def ran_before(mm: ModelMemory, store_refs: Iterable[tuple[int, str]], release: 
     return mm.ran.get(release) == sha256 or (release, sha256) in set(store_refs)
 
 
+def newest_allowed(cands: list, *, mm: ModelMemory, top: int, fits) -> tuple[Any, list[Penalty]]:
+    """What polling may run: the newest candidate above the floor ``top`` that ``fits`` the
+    device and is not boxed, and the boxed ones it passed over (newest first)."""
+    skipped = []
+    for c in cands:
+        if c.release > top and fits(c):
+            if c.sha256 not in mm.boxed:
+                return c, skipped
+            skipped.append(mm.boxed[c.sha256])
+    return None, skipped
+
+
 def choose(cands: list, *, model: str, requested: int | None, mm: ModelMemory,
            store_refs: list[tuple[int, str]], authority: Authority):
     """The candidate (``trust.Candidate``, newest first) an update goes to, or None when the
@@ -195,11 +207,15 @@ class ReleaseMemoryFile:
         atomic_write_json(self.path, memory.to_json())
 
     def record(self, *, model: str, release: int, sha256: str, state: str, reason: str | None, detail: str,
-               utc: str) -> None:
-        """Remember how an update of ``release`` ended: committed joins ``ran``; a failed gate
-        or trial goes into the penalty box."""
+               utc: str, replaced: Any = None) -> None:
+        """Remember how an update of ``release`` ended: committed joins ``ran`` (and so does
+        ``replaced``, the model it replaced: a ``ModelRef``, e.g. the installed one); a failed
+        gate or trial goes into the penalty box."""
         if state == "commit":
-            self.save(self.load().ran(model, release, sha256))
+            mem = self.load().ran(model, release, sha256)
+            if replaced is not None:
+                mem = mem.ran(replaced.name, replaced.release, replaced.sha256)
+            self.save(mem)
         elif boxes(state, reason):
             self.save(self.load().box(model, Penalty(sha256=sha256, release=release, reason=reason or state,
                                                      detail=detail[:500], failed_utc=utc)))

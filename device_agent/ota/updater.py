@@ -10,9 +10,8 @@ so :meth:`Updater.recover` can finish or undo whatever a crash interrupted:
   per ``recovery_policy``; crashes with the new model active are counted across restarts;
 - after commit the new model stays.
 
-Which release an update may go to (the release-counter rule, the penalty box) is decided by
-the pure :func:`.releases.choose` on what ``update/releases.json`` remembers; the outcome of
-every update is recorded there (:meth:`Updater._remember`).
+Which release an update may go to is :func:`.releases.choose` (the release-counter rule,
+the penalty box) on ``update/releases.json``, where every outcome is recorded.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from .errors import (
 from .events import UpdateEvent, UpdateResult
 from .gate import available_memory_bytes, make_room, reload_after_unload, run_gate
 from .journal import JournalFile
-from .releases import Authority, Penalty, ReleaseMemoryFile, choose, floor
+from .releases import Authority, Penalty, ReleaseMemoryFile, choose, floor, newest_allowed
 from .states import Action, Journal, State
 from .trial import golden_feeds, run_trial
 from .trust import Candidate, TrustedRepo, TrustedTime, utcnow
@@ -144,27 +143,20 @@ class Updater:
         return self.journal.load()
 
     def check(self, model: str) -> Candidate | None:
-        """The newest signed, compatible release of ``model`` above the floor and not in the
-        penalty box, or None. Raises SecurityError, FetchError: the refresh failed."""
+        """The newest signed, compatible release above the floor and not boxed, or None."""
         return self.poll_check(model)[0]
 
     def poll_check(self, model: str) -> tuple[Candidate | None, list[Penalty]]:
-        """``(candidate, skipped)``: what :meth:`check` returns, and the boxed releases above
-        the floor it passed over (newest first)."""
+        """``(check's candidate, the boxed releases above the floor it passed over)``.
+        Raises SecurityError, FetchError: the refresh failed."""
         repo = self._new_repo()  # its own ngclient session: a refresh happens once per session
         repo.refresh()
-        mm, top = self.releases.load().of(model), self._installed_release(model)
-        skipped = []
-        for c in repo.candidates(model):
-            if c.release > top and not self._device_problems(c.facts.requirements):
-                if c.sha256 not in mm.boxed:
-                    return c, skipped
-                skipped.append(mm.boxed[c.sha256])
-        return None, skipped
+        return newest_allowed(repo.candidates(model), mm=self.releases.load().of(model),
+                              top=self._installed_release(model),
+                              fits=lambda c: not self._device_problems(c.facts.requirements))
 
     def refresh_trust(self) -> None:
-        """Refresh the TUF metadata now: a new root (a rotated operator key of the control
-        plane) lands in ``update/metadata/root.json``. Raises SecurityError, FetchError."""
+        """Refresh TUF now: a new root (a rotated operator key) lands in update/metadata/. Raises as check."""
         self._new_repo().refresh()
 
     # ------------------------------------------------------------------ machine
@@ -398,15 +390,13 @@ class Updater:
                 p.unlink(missing_ok=True)
 
     def _remember(self, j: Journal) -> None:
-        """A committed release joins ``ran``; one whose gate or trial failed, the penalty box."""
-        if j.state is State.COMMIT and j.previous_sha256 and (self.store.models_dir / j.previous_sha256).is_dir():
-            prev = self.store.ref(j.previous_sha256)  # it ran before the switch (e.g. the installed model)
-            self.releases.record(model=prev.name, release=prev.release, sha256=prev.sha256, state="commit",
-                                 reason=None, detail="", utc=j.updated_utc)
+        """A committed release joins ``ran`` (with the model it replaced); a failed gate or trial, the box."""
+        prev = self.store.ref(j.previous_sha256) if j.state is State.COMMIT and j.previous_sha256 and \
+            (self.store.models_dir / j.previous_sha256).is_dir() else None
         if j.target_sha256 is not None and j.release is not None:
             self.releases.record(model=j.model, release=j.release, sha256=j.target_sha256, state=j.state.value,
-                                 reason=j.reason.value if j.reason else None, detail=j.detail,
-                                 utc=j.updated_utc)
+                                 reason=j.reason.value if j.reason else None, detail=j.detail, utc=j.updated_utc,
+                                 replaced=prev)
 
     def _close_session(self) -> None:
         s, self._session = self._session, None
@@ -440,8 +430,7 @@ class Updater:
         return [(r.release, r.sha256) for r in (self.store.active(), self.store.previous())
                 if r is not None and r.name == model]
 
-    def _installed_release(self, model: str) -> int:
-        """The floor: the newest release of ``model`` this device ran (docs/ota.md)."""
+    def _installed_release(self, model: str) -> int:  # the floor: the newest release of model it ran
         return floor(self.releases.load().of(model), self._store_refs(model))
 
     def _new_active(self, j: Journal) -> bool:
