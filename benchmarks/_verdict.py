@@ -10,9 +10,11 @@ measures, then hands the figures to :meth:`Report.judge` and exits with
   interval of the median (``runtime.bench.stats.quantile_ci``) above that.
 - PASS when the whole interval meets the target; FAIL when the whole interval misses it;
   INCONCLUSIVE when the interval straddles the target ("spread"), when there are too few
-  rounds, when the load average went above the core count during the run and load could
-  explain the verdict (:attr:`Target.load`: a latency that passes under load stands, one that
-  fails does not; a ratio gets no verdict under load), or when a sanity check refuses a
+  rounds, when the machine was busy with other work during the run and load could explain
+  the verdict (:attr:`Target.load`: a latency that passes under load stands, one that fails
+  does not; a rate that passes under load stands too; a ratio gets no verdict under load;
+  "busy" is the load average above the core count, or, for a script that keeps every core
+  busy itself, other processes' CPU time: ``_load_monitor``), or when a sanity check refuses a
   verdict because the data contradict themselves (:func:`slower_with_more_threads`,
   :func:`baseline_exceeds_bound`). Exact figures (counts of failed requests) are judged
   on their value alone.
@@ -24,13 +26,13 @@ from __future__ import annotations
 
 import enum
 import math
-import os
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+
+from _load_monitor import AnyLoad, CpuLoad, CpuMonitor, Load, LoadMonitor, worst  # noqa: F401  (one import for the scripts)
 
 #: below this many rounds a noisy figure has no spread to judge by
 MIN_ROUNDS = 3
@@ -57,6 +59,7 @@ class Target:
     ``scale`` converts the measured unit into the printed one (1e3 for seconds shown in ms).
     ``load`` says what other work on the machine can do to the figure: ``"up"`` it can only
     raise it (a latency, a duration: a PASS measured under load stands, a FAIL does not),
+    ``"down"`` it can only lower it (a throughput, a rate: a PASS under load stands),
     ``"either"`` it can move it both ways (ratios, overheads, speedups: no verdict under load),
     ``"none"`` it cannot (memory, sizes, counts).
     """
@@ -72,8 +75,8 @@ class Target:
     def __post_init__(self) -> None:
         if self.op not in _OPS:
             raise ValueError(f"target {self.name!r}: op must be one of {sorted(_OPS)}, got {self.op!r}")
-        if self.load not in ("up", "either", "none"):
-            raise ValueError(f"target {self.name!r}: load must be up, either or none, got {self.load!r}")
+        if self.load not in ("up", "down", "either", "none"):
+            raise ValueError(f"target {self.name!r}: load must be up, down, either or none, got {self.load!r}")
 
     def met(self, value: float) -> bool:
         return _OPS[self.op](value, self.limit)
@@ -85,72 +88,6 @@ class Target:
 
     def text(self) -> str:
         return f"{self.op} {self.limit * self.scale:{self.fmt}}{(' ' + self.unit) if self.unit else ''}"
-
-
-@dataclass(frozen=True)
-class Load:
-    """1-minute load average seen while a figure was measured."""
-
-    mean: float | None
-    max: float | None
-    cores: int
-
-    @property
-    def over(self) -> bool:
-        return self.max is not None and self.max > self.cores
-
-    def text(self) -> str:
-        if self.max is None:
-            return "load n/a"
-        return f"load {self.mean:.2f} (max {self.max:.2f}) on {self.cores} cores"
-
-
-class LoadMonitor:
-    """Samples ``os.getloadavg()`` every ``interval_s`` in a daemon thread while in use.
-
-    ``with LoadMonitor() as mon: ...; mon.load()`` gives the load during the block.
-    """
-
-    def __init__(self, *, interval_s: float = 0.5, cores: int | None = None) -> None:
-        self.interval_s = interval_s
-        self.cores = cores or len(_allowed_cpus())
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> "LoadMonitor":
-        self._sample()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="load-monitor")
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._sample()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
-
-    def _sample(self) -> None:
-        try:
-            self.samples.append(os.getloadavg()[0])
-        except (AttributeError, OSError):
-            pass
-
-    def load(self) -> Load:
-        if not self.samples:
-            return Load(None, None, self.cores)
-        return Load(float(np.mean(self.samples)), float(max(self.samples)), self.cores)
-
-
-def _allowed_cpus() -> set[int]:
-    try:
-        return os.sched_getaffinity(0)
-    except (AttributeError, OSError):
-        return set(range(os.cpu_count() or 1))
 
 
 # ------------------------------------------------------------------ statistics (pure)
@@ -266,7 +203,7 @@ class Row:
     interval: tuple[float, float] | None
     verdict: Verdict | None
     reason: str | None
-    load: Load | None
+    load: AnyLoad | None
     note: str = ""
 
     @property
@@ -304,7 +241,7 @@ def _values(values) -> tuple[float, ...]:
 
 
 def judge(target: Target, values: Sequence[float] | float, *, interval: tuple[float, float] | None = None,
-          exact: bool = False, refuse: Sequence[str | None] = (), load: Load | None = None,
+          exact: bool = False, refuse: Sequence[str | None] = (), load: AnyLoad | None = None,
           min_rounds: int = MIN_ROUNDS, note: str = "") -> Row:
     """The verdict on one figure (pure). See the module docstring for the rules."""
     vals = _values(values)
@@ -325,7 +262,7 @@ def judge(target: Target, values: Sequence[float] | float, *, interval: tuple[fl
     verdict = Verdict.PASS if ok_lo else Verdict.FAIL
     busy = not exact and load is not None and load.over
     if busy and (reasons or _load_could_explain(target, verdict)):
-        reasons.append(f"load {load.max:.2f} above {load.cores} cores during the run")
+        reasons.append(load.why())
     if reasons:
         return Row(target, vals, iv, Verdict.INCONCLUSIVE, "; ".join(reasons), load, note)
     return Row(target, vals, iv, verdict, None, load, note)
@@ -337,9 +274,9 @@ def _load_could_explain(target: Target, verdict: Verdict) -> bool:
         return False
     if target.load == "either":
         return True
-    # "up": load only raises the figure, so it explains a verdict that a higher value gives
-    higher_is_worse = target.op in ("<", "<=")
-    return (verdict is Verdict.FAIL) == higher_is_worse
+    # "up"/"down": load moves the figure one way, so it explains the verdict that way gives
+    load_makes_worse = (target.load == "up") == (target.op in ("<", "<="))
+    return (verdict is Verdict.FAIL) == load_makes_worse
 
 
 @dataclass
@@ -354,12 +291,9 @@ class Report:
         self.rows.append(row)
         return row
 
-    def info(self, name: str, values, *, unit: str = "", fmt: str = ".3g", scale: float = 1.0,
-             interval: tuple[float, float] | None = None, load: Load | None = None, note: str = "") -> Row:
-        """A figure without a target: printed with its spread and load, never judged."""
-        vals = _values(values)
-        row = Row(Target(name, "<", math.inf, unit, fmt, scale), vals,
-                  interval if interval is not None else spread(vals), None, None, load, note)
+    def info(self, name: str, values, **kw) -> Row:
+        """A figure without a target (see :func:`info`), added to the report."""
+        row = info(name, values, **kw)
         self.rows.append(row)
         return row
 
@@ -374,6 +308,14 @@ class Report:
 
     def exit_code(self) -> int:
         return exit_code(self.rows)
+
+
+def info(name: str, values, *, unit: str = "", fmt: str = ".3g", scale: float = 1.0,
+         interval: tuple[float, float] | None = None, load: AnyLoad | None = None, note: str = "") -> Row:
+    """A figure without a target: printed with its spread and load, never judged (pure)."""
+    vals = _values(values)
+    return Row(Target(name, "<", math.inf, unit, fmt, scale), vals,
+               interval if interval is not None else spread(vals), None, None, load, note)
 
 
 def exit_code(rows: Sequence[Row]) -> int:
