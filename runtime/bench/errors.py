@@ -19,3 +19,9 @@ class BatchShapeError(BenchError, ValueError):
 
 class InputDataError(BenchError):
     """The validation inputs file is missing, corrupt or does not match the model's inputs."""
+
+
+class ModelInputError(InputDataError):
+    """The model's inputs cannot be made from what was given (a dynamic dim without a size or
+    that breaks at the size given, an ``--input-shape`` that does not fit): bad input for every
+    cell of the model, so ``edgeship bench`` stops (exit 2) instead of reporting failed cells."""

@@ -83,6 +83,8 @@ class Source:
     manifest_sha256: str | None = None
     task: str | None = None
     task_recorded: bool = False  # False: inferred from the IO spec (an older manifest)
+    #: batch axis per input as the manifest declares it (io.inputs[].batch_axis; None: no batch axis)
+    batch_axes: dict[str, int | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ class BenchConfig:
     cell_timeout_s: float | None = None
     engines: tuple[str, ...] | None = None  # only these engines
     artifacts: tuple[str, ...] | None = None  # only these artifact ids
+    #: a full example shape per input (--input-shape), for inputs generated at random
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """The one validation of the matrix (the CLI flags); a bad value is bad input.
@@ -136,7 +140,8 @@ class BenchConfig:
                 "ov_precision": self.ov_precision.value, "max_accuracy_drop_pts": self.max_accuracy_drop_pts,
                 "run_length": self.length.to_json(), "input_pool": self.input_pool,
                 "engines": list(self.engines) if self.engines else None,
-                "artifacts": list(self.artifacts) if self.artifacts else None}
+                "artifacts": list(self.artifacts) if self.artifacts else None,
+                "input_shapes": {k: list(v) for k, v in self.input_shapes.items()} or None}
 
 
 def read_source(path: str | Path, *, engine: str | None = None) -> Source:
@@ -187,7 +192,14 @@ def _read_build(d: Path) -> Source:
     vfile = d / val["file"] if val.get("file") else d / "data" / "validation.npz"
     return Source(kind="build", path=str(d), targets=tuple(targets), skipped=tuple(skipped),
                   validation_npz=str(vfile) if vfile.exists() else None, validation_random=bool(val.get("random")),
-                  model=man.get("model") or {}, manifest_sha256=sha256_bytes(raw), task=task, task_recorded=recorded)
+                  model=man.get("model") or {}, manifest_sha256=sha256_bytes(raw), task=task, task_recorded=recorded,
+                  batch_axes=_manifest_batch_axes(man))
+
+
+def _manifest_batch_axes(man: dict[str, Any]) -> dict[str, int | None]:
+    """``{input: batch axis}`` from the manifest's ``io.inputs`` (older manifests have none)."""
+    return {i["name"]: i["batch_axis"] for i in (man.get("io") or {}).get("inputs", [])
+            if isinstance(i, dict) and "name" in i and "batch_axis" in i}
 
 
 def _read_model_file(p: Path, engine: str | None) -> Source:
@@ -226,7 +238,13 @@ def plan_cells(source: Source, config: BenchConfig, *, work_dir: Path) -> list[C
 
     The configuration was validated when ``config`` was built; a cell's own problems (a
     missing file, a batch its model cannot take) show up when it runs.
+
+    Raises:
+        BenchInputError: ``--input-shape`` for a build whose validation data fixes the shapes.
     """
+    if config.input_shapes and source.validation_npz:
+        raise BenchInputError(f"--input-shape: {source.path} has validation data ({source.validation_npz}) and is "
+                              "benchmarked at its shapes; drop --input-shape (it sizes generated inputs)")
     cells: list[CellSpec] = []
     targets = [t for t in source.targets
                if (not config.engines or t.engine in config.engines)
@@ -257,5 +275,6 @@ def _cell(source, config, t, key, b, th, st, hint, trial, work_dir) -> CellSpec:
         inputs_npz=os.path.abspath(source.validation_npz) if source.validation_npz else None,
         input_seed=config.seed, input_pool=config.input_pool,
         samples_path=os.path.abspath(work_dir / "samples" / f"{cid}.npy"), trial=trial,
+        batch_axes=dict(source.batch_axes) or None, input_shapes=dict(config.input_shapes) or None,
         # opaque to the cell, echoed back: what groups trials into one result cell
         meta={"key": key, "artifact_id": t.id, "precision": t.precision})
