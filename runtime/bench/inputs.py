@@ -20,23 +20,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..spec import TensorSpec, batch_axes as find_batch_axes, contiguous, is_dynamic
-from .errors import BatchShapeError, InputDataError, ModelInputError
+from .errors import (
+    BatchShapeError, DynamicDimError, InputDataError, InputShapeError, UnsizedDimError,
+)
 
 Feeds = dict[str, np.ndarray]
 BatchAxes = Mapping[str, "int | None"]
-
-
-class DynamicDimError(ModelInputError):
-    """The model fails at the sizes its dynamic dims were given (names the dims and sizes)."""
-
-
-class UnsizedDimError(ModelInputError):
-    """A dynamic dim other than the batch has no size to generate random data at (names it)."""
-
-
-class InputShapeError(ModelInputError):
-    """An example shape (``--input-shape``) names no input of the model, has another rank, or
-    contradicts a fixed dim."""
 
 
 def resolve_batch_axes(specs: Sequence[TensorSpec], batch_axes: BatchAxes | None) -> dict[str, int | None]:
