@@ -1,5 +1,5 @@
-"""The verdict logic of benchmarks/fleet_rollout.py, fleet_breach.py and fleet_status.py on
-synthetic figures, by the shared rules (benchmarks/_verdict.py): a miss or a broken round
+"""The verdict logic of benchmarks/fleet_rollout.py, fleet_breach.py, fleet_status.py and
+compile_figures.py on synthetic figures, by the shared rules (benchmarks/_verdict.py): a miss or a broken round
 FAILs (exit 1), a FAIL under load or too few rounds is "inconclusive" (exit 3), a duration
 that passes under load stands. No broker, no timing."""
 
@@ -73,3 +73,14 @@ def test_status_lines_name_the_target_the_spread_and_the_load():
     assert rep.lines()[-1].endswith("(exit 0)")
     assert status.verdicts(times=[3.0] * 3, table_s=[3.2], short=0, load=IDLE).exit_code() == 1
     assert status.verdicts(times=[1.0] * 3, table_s=[1.2], short=1, load=IDLE).exit_code() == 1
+
+
+def test_compile_figures_are_exact_rows_and_a_missing_figure_is_a_miss():
+    figs = _load("compile_figures")
+    good = {"drop_onnxruntime": 0.2, "drop_openvino": 0.0, "drop_tflite": 0.4, "size_ratio": 3.9}
+    assert figs.verdicts(good).exit_code() == 0
+    assert figs.verdicts(good | {"drop_tflite": 1.3}).exit_code() == 1
+    assert figs.verdicts(good | {"size_ratio": 3.2}).exit_code() == 1
+    missing = figs.verdicts(good | {"drop_openvino": None})
+    assert missing.exit_code() == 1 and missing.rows[0].verdict is V.Verdict.FAIL
+    assert "pts" in missing.rows[1].line() and "target <= 1.00 pts" in missing.rows[1].line()
