@@ -84,3 +84,31 @@ def test_compile_figures_are_exact_rows_and_a_missing_figure_is_a_miss():
     missing = figs.verdicts(good | {"drop_openvino": None})
     assert missing.exit_code() == 1 and missing.rows[0].verdict is V.Verdict.FAIL
     assert "pts" in missing.rows[1].line() and "target <= 1.00 pts" in missing.rows[1].line()
+
+
+def _cell(p50_ms, lo_ms, hi_ms):
+    return {"status": "ok", "stats": {"percentiles_s": {"p50": p50_ms / 1e3}, "ci_s": {"p50": [lo_ms / 1e3, hi_ms / 1e3]}}}
+
+
+def _minilm(cos=0.995):
+    arts = [{"id": f"{e}-int8", "engine": e, "precision": "int8", "status": "ok",
+             "verification": {"cosine_min": cos}} for e in ("onnxruntime", "openvino")]
+    return {"artifacts": arts}
+
+
+def test_real_models_minilm_goals_by_the_shared_rules():
+    rm = _load("real_models")
+    fast = {f"{e}-{p}": {1: _cell(*v)} for e in ("onnxruntime", "openvino")
+            for p, v in (("fp32", (10.0, 9.8, 10.2)), ("int8", (4.0, 3.9, 4.1)))}
+    rows = rm.minilm_verdicts(_minilm(), fast, load=IDLE)
+    assert V.exit_code(rows) == 0 and len(rows) == 5
+    assert V.exit_code(rm.minilm_verdicts(_minilm(cos=0.98), fast, load=IDLE)) == 1
+    assert V.exit_code(rm.minilm_verdicts(_minilm(), fast, load=BUSY)) == 3       # a ratio under load
+    straddle = dict(fast, **{"openvino-int8": {1: _cell(5.9, 5.0, 7.0)}})        # CI [1.40 .. 2.04]
+    row = next(r for r in rm.minilm_verdicts(_minilm(), straddle, load=IDLE) if "openvino int8 speedup" in r.target.name)
+    assert row.verdict is V.Verdict.INCONCLUSIVE and "straddles" in row.reason
+    gone = {"artifacts": [{"id": "onnxruntime-int8", "status": "failed", "error": "QuantError: op X"}]}
+    assert V.exit_code(rm.minilm_verdicts(gone, {}, load=IDLE)) == 1
+    bare = rm.coverage_verdict({"m": {"artifacts": [{"id": "m-int8", "precision": "int8", "status": "failed",
+                                                      "error": "AssertionError"}]}})
+    assert bare.verdict is V.Verdict.FAIL and "bare reasons" in bare.line()
