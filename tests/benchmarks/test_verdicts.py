@@ -52,6 +52,18 @@ def test_load_above_the_cores_refuses_what_load_could_explain():
     assert V.judge(V.Target("failed", "<=", 0, load="none"), 1, exact=True, load=BUSY).verdict is V.Verdict.FAIL
 
 
+def test_a_rate_load_can_only_lower_and_the_cpu_share_load_measure():
+    rate = V.Target("msg/s", ">=", 1000, "msg/s", load="down")
+    assert V.judge(rate, [5000] * 3, load=BUSY).verdict is V.Verdict.PASS      # a PASS under load stands
+    row = V.judge(rate, [500] * 3, load=BUSY)
+    assert row.verdict is V.Verdict.INCONCLUSIVE and "load 4.20 above 2 cores" in row.reason
+    busy_cpu = V.CpuLoad(foreign_cores=0.9, loadavg=1.0, cores=2)              # loadavg low, other work high
+    row = V.judge(V.Target("ratio", ">=", 0.7), [0.9] * 3, load=busy_cpu)
+    assert row.verdict is V.Verdict.INCONCLUSIVE and "other processes used 0.90 cores" in row.reason
+    assert "other processes 0.90 cores" in row.line()
+    assert V.worst([IDLE, BUSY]).max == BUSY.max and V.worst([None]) is None
+
+
 def test_sanity_checks_refuse_contradicting_data():
     assert V.slower_with_more_threads({1: 15.75e-3, 2: 27.1e-3}) is not None  # bench_headline's bad cell
     assert V.slower_with_more_threads({1: 15.75e-3, 2: 9.0e-3}) is None
