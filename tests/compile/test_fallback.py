@@ -216,3 +216,21 @@ def test_int8_that_quantized_nothing_fails_naming_the_ops(tmp_path: Path) -> Non
     a = res.manifest["artifacts"][0]
     assert a["status"] == "failed"
     assert "quantized nothing" in a["error"] and "Abs x1" in a["error"] and "Exp x1" in a["error"]
+
+
+def test_a_fallback_that_keeps_every_layer_in_float_says_so():
+    """PP-OCR det: the loop met the budget only with every quantized layer back in float. The
+    error names that (and what to pass), not 'the quantizer quantized nothing'."""
+    from types import SimpleNamespace
+
+    from toolchain.compile.fallback import FallbackReport, Judgement
+    from toolchain.compile.ort import _nothing_quantized
+
+    first = Judgement(passed=False, figures={}, failures=("sigmoid_0.tmp_0: rel_max_abs 1 > budget 0.15 (segment)",))
+    rep = FallbackReport(enabled=True, initial=first, layers=[f"conv{i}" for i in range(257)], candidates=258)
+    msg = _nothing_quantized(SimpleNamespace(model_name="ppocr-det"), "int8", "static", rep, "Conv x62")
+    assert "257 of 258 layers in float" in msg and "rel_max_abs 1 > budget 0.15" in msg
+    assert "--no-fallback" in msg and "quantized nothing" not in msg
+    plain = _nothing_quantized(SimpleNamespace(model_name="m"), "int8", "static",
+                               FallbackReport(enabled=True), "Abs x1")
+    assert "quantized nothing" in plain and "Abs x1" in plain

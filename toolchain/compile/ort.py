@@ -121,13 +121,24 @@ def build_int8(ctx: BuildContext, *, precision: str, work: Path, external: bool)
     recipe["nodes_to_exclude"] = oq.with_producers(pre, report.layers) if mode == "static" else list(report.layers)
     quantized = oq.load(qpath)
     if oq.quantized_op_count(quantized) == 0:
-        raise ConversionError(
-            f"onnxruntime {precision}: the {mode} quantizer quantized nothing in {ctx.model_name} (no "
-            f"{'Q/DQ' if mode == 'static' else 'MatMulInteger/ConvInteger'} op in the result; ops "
-            f"{oq.op_summary(pre_model)}): an int8 artifact would be the float model")
+        raise ConversionError(_nothing_quantized(ctx, precision, mode, report, oq.op_summary(pre_model)))
     recipe["fallback"] = report.to_json()
     recipe["summary"] = [f"recipe {mode} ({why})", report.summary()]
     return quantized, recipe
+
+
+def _nothing_quantized(ctx: BuildContext, precision: str, mode: str, report: Any, ops: str) -> str:
+    """Why an int8 result holds no quantized op: the quantizer left it all, or the fallback did."""
+    head = f"onnxruntime {precision}: no usable int8 for {ctx.model_name}: "
+    if report.used:
+        first = "; ".join(report.initial.failures[:1]) if report.initial else ""
+        return (head + f"the accuracy-aware fallback met the budget only with {len(report.layers)} of "
+                f"{report.candidates} layers in float, which leaves no op quantized (fully quantized: "
+                f"{first or 'missed the budget'}). The int8 graph is the float model; to judge the quantized "
+                "graph as it is, pass --no-fallback, or widen --fidelity-budget")
+    return (head + f"the {mode} quantizer quantized nothing (no "
+            f"{'Q/DQ' if mode == 'static' else 'MatMulInteger/ConvInteger'} op in the result; ops {ops}): "
+            "an int8 artifact would be the float model")
 
 
 def _static_samples(ctx: BuildContext) -> SampleSet:
