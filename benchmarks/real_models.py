@@ -6,7 +6,7 @@ For every installed corpus model (``make corpus``; :mod:`toolchain.models.corpus
 compiles fp32 and the default int8 of every engine that can take it, on the model's real
 calibration/validation data, then benchmarks every artifact that verified at batch 1 with
 1 and 2 threads (each cell in its own process, all in this one run) and prints per row:
-status (the reason when failed), the fidelity figure the model's task calls for, size,
+status (the reason when failed, numbered below the table), the fidelity figure the model's task calls for, size,
 p50 at 1 and 2 threads, and the speedup against fp32 of the same engine.
 
 Verdicts by the shared rules (``benchmarks/_verdict.py``; exit 0 PASS, 1 FAIL, 3 inconclusive):
@@ -134,13 +134,19 @@ def _speedup(fp32: dict | None, int8: dict | None) -> tuple[float | None, tuple[
 
 
 def rows_for(m: corpus.CorpusModel, manifest: dict, cells: dict[str, dict[int, dict]],
-             engines: tuple[str, ...]) -> list[list]:
+             engines: tuple[str, ...], notes: list[str]) -> list[list]:
+    """Table rows of one model; a failure's full reason goes to ``notes``, the row says ``[n]``."""
     rows = []
+
+    def noted(artifact: str, status: str, why: str) -> str:
+        notes.append(f"[{len(notes) + 1}] {m.name} {artifact} {status}: {why}")
+        return f"{status} [{len(notes)}]"
+
     arts = {a["id"]: a for a in manifest["artifacts"]}
     for aid, a in arts.items():
         c = cells.get(aid, {})
         fp32 = cells.get(f"{a['engine']}-fp32", {})
-        status = a["status"] if a["status"] == "ok" else f"{a['status']}: {(a.get('error') or '')[:100]}"
+        status = a["status"] if a["status"] == "ok" else noted(a["id"], a["status"], a.get("error") or "")
         fb = (a.get("recipe") or {}).get("fallback") or {}
         if fb.get("count"):
             status += f" (fallback: {fb['count']} layer(s) float)"
@@ -155,7 +161,7 @@ def rows_for(m: corpus.CorpusModel, manifest: dict, cells: dict[str, dict[int, d
             why = "not asked for (--engines)"
         else:
             continue
-        rows.append([m.name, engine, "int8", f"not built: {why}", "-", "-", "-", "-", "-", "-"])
+        rows.append([m.name, engine, "int8", noted(f"{engine}-int8", "not built", why), "-", "-", "-", "-", "-", "-"])
     return rows
 
 
@@ -223,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="edgeship-real-models-"))
     run = QUICK_RUN if args.quick else RUN
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
-    rows, manifests, missing = [], {}, []
+    rows, manifests, missing, notes = [], {}, [], []
     minilm = None
     with LoadMonitor() as mon:  # the load over the whole run: the speedup's cells are spread across it
         for name in [n.strip() for n in args.models.split(",") if n.strip()]:
@@ -247,12 +253,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             manifests[name] = manifest
             cells = bench_build(out / name, run=run)
-            rows += rows_for(m, manifest, cells, engines)
+            rows += rows_for(m, manifest, cells, engines, notes)
             if name == "minilm":
                 minilm = (manifest, cells)
     print()
     print(format_table(["model", "engine", "precision", "status", "fidelity", "size", "p50 t1 ms", "p50 t2 ms",
                         "speedup t1", "speedup t2"], rows, align="llllllrrrr"))
+    if notes:
+        print("\n" + "\n".join(notes))
     if missing:
         print(f"\nnot installed (skipped): {', '.join(missing)}")
     report = Report()
