@@ -24,9 +24,11 @@ venv: $(STAMP)
 corpus: venv
 	$(PIP) install -q -e '.[models]'
 
-# The broker the MQTT tests start their own instance of.
+# The broker the MQTT tests start their own instance of, and the Prometheus server (+ promtool)
+# the monitoring tests start their own instance of.
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null ) || echo "warning: could not install mosquitto; MQTT tests will be skipped"
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null ) || echo "warning: could not install prometheus; Prometheus tests will be skipped"
 
 test: venv system-deps
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -73,6 +73,9 @@ class ServingSection:
                                  "Ignored while batching is on.", 1.0)
     control_enabled: bool = doc("Serve /edgeship/v1/* control endpoints (rollback, status) to local "
                                 "callers holding the token in <state_dir>/control.token.", True)
+    metrics_enabled: bool = doc("Serve GET /metrics (Prometheus text format) on this address and port. "
+                                "It needs no token: it shows counts and the served model's name and hash.",
+                                True)
     batching: BatchingSection = doc("Batching of concurrent requests (off by default).",
                                     default_factory=BatchingSection)
 

@@ -67,6 +67,9 @@ class QueueStats:
     depth: int
     bytes: int
     dropped: dict[str, int]
+    #: boot id and CLOCK_MONOTONIC ms of the oldest queued message (None when empty)
+    oldest_boot_id: str | None = None
+    oldest_mono_ms: int | None = None
 
 
 _SCHEMA = """
@@ -206,7 +209,10 @@ class DurableQueue:
         with self._lock:
             depth = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
             dropped = {c.value: self._meta(f"dropped.{c.value}") for c in MessageClass}
-            return QueueStats(depth=depth, bytes=sum(self._bytes.values()), dropped=dropped)
+            oldest = self._db.execute("SELECT boot_id, mono_ms FROM outbox ORDER BY msg_id LIMIT 1").fetchone()
+            return QueueStats(depth=depth, bytes=sum(self._bytes.values()), dropped=dropped,
+                              oldest_boot_id=oldest[0] if oldest else None,
+                              oldest_mono_ms=oldest[1] if oldest else None)
 
     def close(self) -> None:
         with self._lock:

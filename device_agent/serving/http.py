@@ -2,6 +2,7 @@
 
 Routes (v2):  GET /v2, /v2/health/live, /v2/health/ready, /v2/models/{name}[/versions/{v}],
               GET .../ready, POST .../infer
+Metrics:      GET /metrics (Prometheus; no token; :mod:`.metrics_route`)
 Control:      GET /edgeship/v1/status, POST /edgeship/v1/rollback, POST /edgeship/v1/reload,
               POST /edgeship/v1/update (runs a signed update inside this process; see
               :mod:`.update_route`) (only with a token; callers send it in ``X-Edgeship-Token``)
@@ -127,10 +128,11 @@ def _endpoint(fn):
 
 
 def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token: str | None = None,
-               updates=None) -> Starlette:
+               updates=None, metrics_registry=None) -> Starlette:
     """The ASGI app serving ``agent``. Control routes exist only when ``control_token`` is set.
 
-    ``updates`` (an :class:`~.update_route.UpdateHost`) serves POST /edgeship/v1/update.
+    ``updates`` (an :class:`~.update_route.UpdateHost`) serves POST /edgeship/v1/update;
+    ``metrics_registry`` (a prometheus_client registry) serves GET /metrics (:mod:`.metrics_route`).
     """
     h = _V2Handlers(agent, max_body_bytes if max_body_bytes is not None else agent.config.serving.max_body_bytes,
                     control_token)
@@ -139,6 +141,10 @@ def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token
     for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         routes += [Route(base, _endpoint(h.model_meta)), Route(base + "/ready", _endpoint(h.model_ready)),
                    Route(base + "/infer", _endpoint(h.infer), methods=["POST"])]
+    if metrics_registry is not None:
+        from .metrics_route import metrics_route
+
+        routes.append(metrics_route(metrics_registry))
     if control_token:
         routes += [Route(control.STATUS, _endpoint(h.guarded(h.ctl_status))),
                    Route(control.ROLLBACK, _endpoint(h.guarded(h.ctl_rollback)), methods=["POST"]),

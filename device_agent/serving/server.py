@@ -68,7 +68,8 @@ def run(config: AgentConfig) -> int:
         token = new_control_token(paths) if s.control_enabled else None
         agent = Agent(config)
         updates = UpdateHost(config, agent)
-        app = create_app(agent, control_token=token, updates=updates)
+        registry, collector = _metrics(config, agent)
+        app = create_app(agent, control_token=token, updates=updates, metrics_registry=registry)
         server = _Server(updates, uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", server_header=False,
             timeout_graceful_shutdown=max(1, int(s.drain_timeout_s)), timeout_keep_alive=30))
@@ -80,7 +81,7 @@ def run(config: AgentConfig) -> int:
         # cleanup below runs and the exit code is 0.
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
             target=_reload, args=(agent,), daemon=True).start())
-        stoppers = [updates.cancel, *_start_extensions(config, agent, updates)]
+        stoppers = [updates.cancel, *_start_extensions(config, agent, updates, collector)]
         advertise(paths, host=s.host, port=port)
         log.info("agent.started", host=s.host, port=port, pid=os.getpid(), ready=agent.ready,
                  model=(agent.current().ref.name if agent.current() else None))
@@ -121,7 +122,16 @@ def _Server(updates, config):  # noqa: N802 - a class made on first use (uvicorn
     return _server_class()(updates, config)
 
 
-def _start_extensions(config: AgentConfig, agent, updates=None) -> list:
+def _metrics(config: AgentConfig, agent):
+    """The Prometheus registry and collector, or (None, None) when /metrics is turned off."""
+    if not config.serving.metrics_enabled:
+        return None, None
+    from ..monitoring.collector import make_registry
+
+    return make_registry(agent)
+
+
+def _start_extensions(config: AgentConfig, agent, updates=None, collector=None) -> list:
     """Start OTA updates and MQTT telemetry when configured; return their stop callables.
 
     Updates start when ``[update]`` is in the config or an update journal exists (an update
@@ -149,6 +159,10 @@ def _start_extensions(config: AgentConfig, agent, updates=None) -> list:
 
             svc = mqtt.start(config, agent, updater)
             stoppers.append(svc.stop)
+            if collector is not None:
+                from ..monitoring.telemetry import telemetry_source
+
+                collector.add_source(telemetry_source(svc))
         except Exception as e:
             log.error("telemetry.start_failed", error=f"{type(e).__name__}: {e}")
     return stoppers
