@@ -69,6 +69,7 @@ def run(config: AgentConfig) -> int:
         agent = Agent(config)
         updates = UpdateHost(config, agent)
         registry, collector = _metrics(config, agent)
+        drift = _drift(config, agent, collector)
         app = create_app(agent, control_token=token, updates=updates, metrics_registry=registry)
         server = _Server(updates, uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", server_header=False,
@@ -81,7 +82,8 @@ def run(config: AgentConfig) -> int:
         # cleanup below runs and the exit code is 0.
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
             target=_reload, args=(agent,), daemon=True).start())
-        stoppers = [updates.cancel, *_start_extensions(config, agent, updates, collector)]
+        stoppers = [updates.cancel, *([drift.stop] if drift else []),
+                    *_start_extensions(config, agent, updates, collector, drift)]
         advertise(paths, host=s.host, port=port)
         log.info("agent.started", host=s.host, port=port, pid=os.getpid(), ready=agent.ready,
                  model=(agent.current().ref.name if agent.current() else None))
@@ -131,7 +133,22 @@ def _metrics(config: AgentConfig, agent):
     return make_registry(agent)
 
 
-def _start_extensions(config: AgentConfig, agent, updates=None, collector=None) -> list:
+def _drift(config: AgentConfig, agent, collector):
+    """The drift monitor (started), or None when ``[drift] enabled = false``."""
+    section = config.section("drift")
+    if not section.enabled:
+        return None
+    from ..monitoring.drift import DriftMonitor
+
+    monitor = DriftMonitor(agent, section)
+    if collector is not None:
+        from ..monitoring.drift_publish import drift_source
+
+        collector.add_source(drift_source(monitor))
+    return monitor.start()
+
+
+def _start_extensions(config: AgentConfig, agent, updates=None, collector=None, drift=None) -> list:
     """Start OTA updates and MQTT telemetry when configured; return their stop callables.
 
     Updates start when ``[update]`` is in the config or an update journal exists (an update
@@ -163,6 +180,10 @@ def _start_extensions(config: AgentConfig, agent, updates=None, collector=None) 
                 from ..monitoring.telemetry import telemetry_source
 
                 collector.add_source(telemetry_source(svc))
+            if drift is not None:
+                from ..monitoring.drift_publish import DriftPublisher
+
+                drift.add_listener(DriftPublisher(svc, interval_s=svc.config.metrics_interval_s))
         except Exception as e:
             log.error("telemetry.start_failed", error=f"{type(e).__name__}: {e}")
     return stoppers
