@@ -106,6 +106,9 @@ def add_fleet_parser(sub) -> None:
     f.add_argument("--force", action="store_true", help="clear even though the device reports itself online")
     _broker_args(f)
     f.set_defaults(func=_forget)
+    from .monitor_cli import add_parsers
+
+    add_parsers(fs, _broker_args)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
