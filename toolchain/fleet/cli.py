@@ -108,7 +108,7 @@ def add_fleet_parser(sub) -> None:
     f.set_defaults(func=_forget)
     from .monitor_cli import add_parsers
 
-    add_parsers(fs, _broker_args)
+    add_parsers(fs, broker_args=_broker_args, settings=_settings, topics=_topics)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 

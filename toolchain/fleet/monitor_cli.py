@@ -11,8 +11,10 @@ import sys
 import time
 
 
-def add_parsers(fs, broker_args) -> None:
-    """Add ``exporter`` and ``drift`` to the ``fleet`` subcommands (``broker_args`` adds --broker...)."""
+def add_parsers(fs, *, broker_args, settings, topics) -> None:
+    """Add ``exporter`` and ``drift`` to the ``fleet`` subcommands. The fleet CLI passes its
+    broker helpers: ``broker_args(parser)`` adds --broker and friends, ``settings(args)`` makes
+    the BrokerSettings, ``topics(args, device)`` checks --fleet/--device names (BadInputError)."""
     e = fs.add_parser("exporter", help="serve the fleet's MQTT telemetry as Prometheus metrics (one scrape target)")
     e.add_argument("--fleet", action="append", default=None, help="only this fleet (repeatable; default: every fleet)")
     e.add_argument("--host", default="127.0.0.1", help="address to serve /metrics on (default %(default)s)")
@@ -23,29 +25,28 @@ def add_parsers(fs, broker_args) -> None:
     e.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run until "
                                                                 "SIGTERM/SIGINT)")
     broker_args(e)
-    e.set_defaults(func=_exporter)
+    e.set_defaults(func=_exporter, settings=settings, topics=topics)
     d = fs.add_parser("drift", help="drift scores per device and per release (the devices' retained telemetry/drift)")
     d.add_argument("--fleet", required=True)
     d.add_argument("--json", action="store_true")
     broker_args(d)
-    d.set_defaults(func=_drift)
+    d.set_defaults(func=_drift, settings=settings, topics=topics)
 
 
 def _exporter(args) -> int:
     import signal
 
     from ..errors import BadInputError
-    from .cli import _settings, _topics
     from .exporter import Exporter
 
     for f in args.fleet or []:
-        _topics(argparse_ns(args, f), "any-device")
+        args.topics(argparse_ns(args, f), "any-device")
     if args.stale_after_s <= 0 or args.max_devices < 1 or not 0 <= args.port <= 65535:
         raise BadInputError("--stale-after-s must be > 0, --max-devices >= 1 and --port a TCP port")
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
-        exp = Exporter(_settings(args), fleets=args.fleet, host=args.host, port=args.port,
+        exp = Exporter(args.settings(args), fleets=args.fleet, host=args.host, port=args.port,
                        stale_after_s=args.stale_after_s, max_devices=args.max_devices)
     except OSError as e:
         raise BadInputError(f"cannot serve on {args.host}:{args.port}: {e}") from e
@@ -73,12 +74,11 @@ def _drift(args) -> int:
     from runtime.contracts.mqtt.telemetry import parse_drift
     from runtime.contracts.mqtt.topics import fleet_filter, split_device_topic
 
-    from .cli import _check_fleet, _settings
     from .client import FleetClient
 
-    _check_fleet(args)
+    args.topics(args, "any-device")
     docs, bad = {}, []
-    with FleetClient(_settings(args)) as fc:
+    with FleetClient(args.settings(args)) as fc:
         fc.subscribe(fleet_filter(fleet=args.fleet, leaf="telemetry/drift", prefix=args.prefix))
         for msg in fc.messages(timeout_s=5.0, idle_s=0.5):
             parts = split_device_topic(msg.topic, prefix=args.prefix)
