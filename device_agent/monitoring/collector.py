@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import threading
 from typing import Any, Callable, Iterable, Iterator
 
@@ -45,9 +46,11 @@ Source = Callable[[], Iterable[Any]]
 class AgentCollector(Collector):
     """Collects the agent's families at scrape time. Thread-safe (scrapes only read)."""
 
-    def __init__(self, agent: Any, *, temperature: Callable[[], float | None] = read_temperature_c) -> None:
+    def __init__(self, agent: Any, *, temperature: Callable[[], float | None] | None = None) -> None:
         self.agent = agent
-        self._temperature = temperature
+        # EDGESHIP_THERMAL_ROOT: another /sys/class/thermal (a test's, on a machine without zones)
+        root = os.environ.get("EDGESHIP_THERMAL_ROOT", "/sys/class/thermal")
+        self._temperature = temperature or (lambda: read_temperature_c(root))
         self._sources: list[Source] = []
         self._refs: dict[str, tuple[str, str]] = {}  # sha -> (name, version), bounded by the window's models
         self._journal = _JournalCache(StateDir(agent.config.state_dir).journal)
