@@ -1,4 +1,5 @@
-"""Imperative commands on ``cmd/{name}``: ``rollback``, ``rebirth``, ``cancel``.
+"""Imperative commands on ``cmd/{name}``: ``rollback``, ``rebirth``, ``cancel``, ``profile``
+(:mod:`.profile_cmd`).
 
 A command may carry an MQTT 5 Response Topic and Correlation Data; the response goes to that
 topic only if it is ``cmd/{name}/resp[/...]`` of this device (where the broker ACL lets the
@@ -40,6 +41,7 @@ class CommandHost(Protocol):
                    context: dict | None = None) -> None: ...
     def reject(self, what: str, e: PayloadRejected, context: dict | None = None) -> None: ...
     def publish_response(self, topic: str, body: dict, properties: Any) -> None: ...
+    profiles: Any  # the ProfileRunner of ``profile``
 
 
 def _rollback(host: CommandHost, body: dict) -> Result:
@@ -73,8 +75,12 @@ def _cancel(host: CommandHost, body: dict) -> Result:
         "deployment_id": running.deployment_id, "cancel_result": outcome if isinstance(outcome, (bool, str)) else None}
 
 
+def _profile(host: CommandHost, body: dict) -> Result:
+    return host.profiles.handle(host, body)
+
+
 HANDLERS: dict[str, Callable[[CommandHost, dict], Result]] = {
-    "rollback": _rollback, "rebirth": _rebirth, "cancel": _cancel,
+    "rollback": _rollback, "rebirth": _rebirth, "cancel": _cancel, "profile": _profile,
 }
 
 

@@ -31,6 +31,24 @@ def add_parsers(fs, *, broker_args, settings, topics) -> None:
     d.add_argument("--json", action="store_true")
     broker_args(d)
     d.set_defaults(func=_drift, settings=settings, topics=topics)
+    p = fs.add_parser("profile", help="measure a model on the device itself (the bench's loop, serving goes on); "
+                                      "the result reads like a local `edgeship bench` result")
+    p.add_argument("--fleet", required=True)
+    p.add_argument("--device", required=True)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", help="a model name on the device (default: the active model)")
+    which.add_argument("--bundle", metavar="FILE", help="the bundle file whose model to profile (by its sha256; "
+                                                        "it must be on the device)")
+    p.add_argument("--threads", default="1", help="thread counts, e.g. 1,2 (default 1)")
+    p.add_argument("--preset", default="quick", choices=["quick", "standard", "long"])
+    p.add_argument("--min-iters", type=int, default=None, help="override the preset's minimum runs")
+    p.add_argument("--min-duration", type=float, default=None, help="override the preset's minimum seconds")
+    p.add_argument("--warmup-s", type=float, default=None, help="override the preset's warm-up seconds")
+    p.add_argument("-o", "--out", default=None, help="output directory (default ./profile-<device>)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the result")
+    p.add_argument("--json", action="store_true")
+    broker_args(p)
+    p.set_defaults(func=_profile, settings=settings, topics=topics)
 
 
 def _exporter(args) -> int:
@@ -133,3 +151,48 @@ def _table(head: list[str], rows: list[list]) -> str:
     cells = [head] + [[str(c) for c in r] for r in rows]
     w = [max(len(r[i]) for r in cells) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in cells)
+
+
+def _profile(args) -> int:
+    from pathlib import Path
+
+    from runtime.contracts.bundle import read_bundle_info
+    from runtime.fsutil import sha256_file
+
+    from ..bench import api
+    from ..bench.report_md import tables
+    from ..errors import BadInputError
+    from .client import FleetClient
+    from .profile import request_profile, to_bench_result
+
+    args.topics(args, args.device)
+    try:
+        threads = [int(x) for x in args.threads.split(",") if x.strip()]
+    except ValueError:
+        raise BadInputError(f"--threads {args.threads!r}: expected a comma list of integers") from None
+    body: dict = {"threads": threads, "preset": args.preset}
+    over = {k: v for k, v in (("min_iters", args.min_iters), ("min_duration_s", args.min_duration),
+                              ("warmup_min_s", args.warmup_s)) if v is not None}
+    if over:
+        body["run_length"] = over
+    if args.bundle:
+        try:
+            info = read_bundle_info(args.bundle)
+        except (OSError, ValueError) as e:
+            raise BadInputError(f"--bundle {args.bundle}: {e}") from e
+        body.update(sha256=sha256_file(args.bundle), model=info.name)
+    elif args.model:
+        body["model"] = args.model
+    out = Path(args.out or f"profile-{args.device}")
+    with FleetClient(args.settings(args)) as fc:
+        answer, doc = request_profile(fc, fleet=args.fleet, device=args.device, body=body, timeout_s=args.timeout,
+                                      progress=None if args.json else sys.stderr)
+    result = to_bench_result(doc, out_dir=out, fleet=args.fleet, device=args.device)
+    paths = api.write_reports(result, out)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(tables(result))
+        print(f"wrote {paths['json']}, {paths['markdown']}, {paths['html']}  (compare with a desk run: "
+              f"edgeship bench compare DESK/result.json {paths['json']})")
+    return api.exit_code(result)
