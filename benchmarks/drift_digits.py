@@ -110,8 +110,9 @@ def main(argv=None) -> int:
     logging.getLogger("edgeship").setLevel(logging.ERROR)  # the alarms are counted, not printed
     ok = True
     try:
-        agent, info = _agent(work, _build(work, args.build))
-        with np.load(_build(work, args.build) / "data" / "validation.npz") as z:
+        build = _build(work, args.build)
+        agent, info = _agent(work, build)
+        with np.load(build / "data" / "validation.npz") as z:
             x, y = z["image"], z["__labels__"]
         rng = np.random.default_rng(0)
         print(f"drift on the digits CNN (ONNX Runtime fp32, 1 thread): baseline of {info.drift.samples} validation "
