@@ -124,6 +124,7 @@ class DriftMonitor:
         self._alarms: dict[tuple[str, str, str], AlarmState] = {}
         self._checks = 0
         self._seen = 0
+        self._no_baseline: str | None = None
         self.skipped = 0
         self.latest: DriftReport | None = None
         self._thread = threading.Thread(target=self._run, name="edgeship-drift", daemon=True)
@@ -151,6 +152,8 @@ class DriftMonitor:
     # ------------------------------------------------------------ request thread
     def observe(self, sha: str, feeds: Any, outputs: Any) -> None:
         """The tensor observer: keep a reference to the call (bounded), wake the checker when due."""
+        if sha == self._no_baseline:  # a model without a baseline: nothing to keep
+            return
         self._seen = n = self._seen + 1  # racy across request threads: a count, not an id
         if n % self.config.check_every_requests == 0:
             self._wake.set()
@@ -208,6 +211,7 @@ class DriftMonitor:
         self._sha, self._alarms, self._checks, self.latest = sha, {}, 0, None
         base = cur.info.drift if (cur is not None and self.config.enabled) else None
         self._sketch = DriftSketch(base, window_slots=self.config.window_checks) if base is not None else None
+        self._no_baseline = sha if base is None else None
         self._model = ({"name": cur.ref.name, "version": cur.ref.version, "release": cur.ref.release,
                         "sha256": cur.ref.sha256} if cur is not None else {})
         if cur is not None and base is None:
