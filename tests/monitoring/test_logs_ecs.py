@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import env
+from monhelpers import env
 
 from toolchain.fleet.localbroker import MOSQUITTO
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import AgentProcess, env
+from monhelpers import AgentProcess, env
 
 from runtime.contracts.errors import PayloadRejected
 from runtime.contracts.mqtt.telemetry import ProfileAssembly, profile_chunks

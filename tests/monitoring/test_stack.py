@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import AgentProcess, Prometheus, env, free_port, need_prometheus
+from monhelpers import AgentProcess, Prometheus, env, free_port, need_prometheus
 from promserver import promtool_check
 
 from toolchain.fleet.localbroker import MOSQUITTO, Broker
