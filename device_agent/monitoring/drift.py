@@ -230,11 +230,14 @@ class DriftMonitor:
                     continue
                 key = (code, s.kind, s.name)
                 value, limit = getattr(s, field), getattr(th, tfield)
-                if not judged:
-                    continue
+                if not judged or (value <= limit and key not in self._alarms):
+                    continue  # the steady state: quiet and nothing pending, no state kept
                 state, tr = step(self._alarms.get(key, AlarmState()), value > limit,
                                  sustain=self.config.sustain_checks)
-                self._alarms[key] = state
+                if state.active or state.over:
+                    self._alarms[key] = state
+                else:
+                    self._alarms.pop(key, None)
                 if tr is not None:
                     changes.append(AlarmChange(tr, code, s.name, s.kind, value, limit, self._model))
                     (log.warning if tr is Transition.RAISED else log.info)(
