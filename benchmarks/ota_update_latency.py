@@ -146,7 +146,7 @@ def serve_first_release(tmp: Path, b1: Path) -> Rig:
 
     keys, repo, state = tmp / "keys", tmp / "repo", tmp / "device"
     root = init_keys(keys_dir=keys)
-    publish(bundle=b1, repo_dir=repo, keys_dir=keys)
+    publish(bundle=b1, repo_dir=repo, keys_dir=keys, init=True)
     store = Store(state)
     store.activate(store.install_bundle(b1).sha256)
     (state / "trust").mkdir()

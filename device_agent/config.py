@@ -64,6 +64,8 @@ class ServingSection:
     host: str = doc("Address the HTTP API listens on. 127.0.0.1 keeps it local; 0.0.0.0 exposes it.",
                     "127.0.0.1")
     port: int = doc("TCP port of the HTTP API (Open Inference Protocol v2).", 8080)
+    grpc_port: int = doc("TCP port of the gRPC API (Open Inference Protocol GRPCInferenceService, on the "
+                         "same host); needs the grpc extra. 0 turns gRPC off.", 0)
     max_body_bytes: int = doc("Largest request body accepted; larger ones get 413.", 16 << 20)
     engine_threads: int = doc("Threads per inference engine session; 0 lets the engine choose.", 0)
     drain_timeout_s: float = doc("After a model switch, how long to wait for requests still running "
@@ -77,6 +79,15 @@ class ServingSection:
     metrics_enabled: bool = doc("Serve GET /metrics (Prometheus text format) on this address and port. "
                                 "It needs no token: it shows counts and the served model's name and hash.",
                                 True)
+    header_timeout_s: float = doc("A connection must send a request's headers within this many seconds "
+                                  "of its first byte (or of connecting); slower ones (half-open, "
+                                  "slowloris) are closed.", 10.0)
+    body_timeout_s: float = doc("Longest pause between two pieces of a request body before the "
+                                "connection is closed.", 30.0)
+    keep_alive_s: float = doc("An idle keep-alive connection is closed after this many seconds.", 30.0)
+    max_connections: int = doc("Open HTTP connections at most; at the cap the oldest connection that has "
+                               "no request in progress is closed for a new one, and when every one is busy "
+                               "new requests get a fast 503. 0: the process's open-file limit less 256.", 0)
     batching: BatchingSection = doc("Batching of concurrent requests (off by default).",
                                     default_factory=BatchingSection)
 
@@ -148,6 +159,11 @@ def _check(cfg: AgentConfig, where: str) -> None:
     s = cfg.serving
     if not 0 <= s.port <= 65535:
         raise ConfigError(f"{where}: serving.port {s.port} is not a TCP port")
+    if not 0 <= s.grpc_port <= 65535 or (s.grpc_port and s.grpc_port == s.port):
+        raise ConfigError(f"{where}: serving.grpc_port {s.grpc_port} is not a TCP port other than serving.port")
+    if min(s.header_timeout_s, s.body_timeout_s, s.keep_alive_s) <= 0 or s.max_connections < 0:
+        raise ConfigError(f"{where}: serving.header_timeout_s, body_timeout_s and keep_alive_s must be > 0, "
+                          f"max_connections >= 0")
     if s.max_body_bytes < 1024:
         raise ConfigError(f"{where}: serving.max_body_bytes must be at least 1024")
     if s.engine_threads < 0 or s.drain_timeout_s < 0 or s.inline_below_ms < 0:

@@ -9,7 +9,7 @@ beside the code that raises them, each named for what went wrong:
   NoPreviousModelError, StoreCorruptError
 - ``configfile``: ConfigError (> ``mqtt.errors`` TelemetryConfigError)
 - ``install``: InstallError > InstallWriteError
-- ``serving.v2``: V2Error (an HTTP answer, never a CLI exit)
+- ``serving.errors``: V2Error (an HTTP or gRPC answer, never a CLI exit)
 - ``mqtt.errors``: TelemetryError > TelemetryConfigError, QueueError
 - ``ota.errors``: UpdateError > SecurityError > ..., GateError > ..., FetchError, ...
 - ``profiling``: ProfileRefused (answered to ``cmd/profile``, never a CLI exit)

@@ -41,9 +41,21 @@ class InstallWriteError(InstallError):
     exit_code = ExitCode.FAILED
 
 
+#: the unit's watchdog: systemd restarts an agent whose serving loop stops pinging this long
+WATCHDOG_S = 30
+#: open files for the agent (connections are capped below it, see serving/connections.py)
+LIMIT_NOFILE = 65536
+
+
 def systemd_unit(*, config_path: Path, state_dir: Path, user: str | None = None,
                  python: str = sys.executable) -> str:
-    """The unit text. Pure."""
+    """The unit text. Pure.
+
+    ``Type=notify``: systemd waits for the agent's ``READY=1`` (model loaded, socket
+    listening) and restarts it when the ``WATCHDOG=1`` pings from its serving loop stop for
+    ``WatchdogSec`` (a hung agent). ``LimitNOFILE`` leaves room for many connections: the
+    agent caps open connections below it (``[serving] max_connections``).
+    """
     exec_start = f"{shlex.quote(python)} -m device_agent.cli run --config {shlex.quote(str(config_path))}"
     lines = [
         "[Unit]",
@@ -52,8 +64,12 @@ def systemd_unit(*, config_path: Path, state_dir: Path, user: str | None = None,
         "Wants=network-online.target",
         "",
         "[Service]",
-        "Type=simple",
+        "Type=notify",
+        "NotifyAccess=main",
         f"ExecStart={exec_start}",
+        f"WatchdogSec={WATCHDOG_S}",
+        "TimeoutStartSec=120",
+        f"LimitNOFILE={LIMIT_NOFILE}",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
         "RestartSec=2",

@@ -266,3 +266,26 @@ def _fileno(stream: Any) -> int | None:
         return stream.fileno()
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def pt2e_keep_float(quantizer: Any, stack_key: str) -> None:
+    """Leave the module of ``nn_module_stack`` key ``stack_key`` unquantized in a litert-torch
+    ``PT2EQuantizer``.
+
+    ``set_module_name(name, None)`` asserts "quantization_config == None is not supported yet",
+    although its annotation step already skips a module whose config is None; the table entry
+    is set directly (what ``set_module_name`` does after its assert).
+    """
+    quantizer.module_name_config[pt2e_module_filter_name(stack_key)] = None
+
+
+def pt2e_module_filter_name(stack_key: str) -> str:
+    """The module name litert-torch's module-name filter matches for an ``nn_module_stack`` key.
+
+    litert-torch's module-name filter (``pt2e_quantizer._get_module_name_filter``) turns each
+    key into a name with ``key[len("L__self___"):].replace("_", ".")``, written for the keys of
+    older torch (``L__self___blocks_sub``). torch 2.13 keys look like ``L__self__inner.features.0``,
+    so the filter's name is a mangled string; passing that same mangled string matches exactly
+    the nodes of that module (and of its submodules).
+    """
+    return stack_key[len("L__self___"):].replace("_", ".")

@@ -242,7 +242,7 @@ def story(work: Path) -> int:  # noqa: PLR0915 - a linear script is the clearest
         r1 = make_tiny_bundle(work / "models", release=1, scale=1.0)
         r2 = make_tiny_bundle(work / "models", release=2, scale=2.0)
         r3 = make_bad_bundle(work / "models", release=3)
-        d.run("publish", str(r1.path), "--repo", str(repo), "--keys", str(keys))
+        d.run("publish", str(r1.path), "--repo", str(repo), "--keys", str(keys), "--init")
         repo_port, http_port = free_port(), free_port()
         d.spawn("repo", "serve", str(repo), "--port", str(repo_port), tool="toolchain.cli", log="repo-serve.log")
         repo_url = f"http://127.0.0.1:{repo_port}"

@@ -7,6 +7,8 @@ what the user gave (a flag, a source, data, a missing extra) are 2; a failed ste
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
 from typing import ClassVar
 
 from runtime.errors import ExitCode
@@ -55,3 +57,18 @@ class VerificationError(ToolchainError):
 
 class ManifestError(BadInputError):
     """A build directory's manifest.json is missing, unreadable or of an unknown schema version."""
+
+
+def describe(e: BaseException) -> str:
+    """``Type: first line of the message``; for an assertion (often bare inside third-party
+    converters), also the file, line and code that failed, so no empty ``AssertionError:``
+    reaches the user."""
+    msg = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    where = ""
+    tb = traceback.extract_tb(e.__traceback__)
+    if tb:
+        f = tb[-1]
+        where = f" (at {Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno}: {(f.line or '').strip()})"
+    if not msg:
+        return f"{type(e).__name__} with no message{where}"
+    return f"{type(e).__name__}: {msg[:400]}" + (where if isinstance(e, AssertionError) else "")

@@ -2,9 +2,12 @@
 
 One worker thread takes the first waiting request, then waits up to ``max_wait_s`` for
 more, up to ``max_batch_size`` requests whose inputs fit together (same trailing shapes
-and dtypes), concatenates them along the first axis, runs them on one leased session and
-splits the outputs back. Only models whose every input and output has a dynamic first
-dimension are batched; for others ``accepts`` is False and requests run directly.
+and dtypes, and the same values of every rank-0 input), concatenates them along the first
+axis, runs them on one leased session and splits the outputs back. Rank-0 (scalar) inputs,
+such as Silero VAD's int64 ``sr``, are passed once, as they are: they have no batch axis,
+so requests whose scalars differ never share a call. Only models whose every non-scalar
+input and every output has a dynamic first dimension (and that have at least one such
+input) are batched; for others ``accepts`` is False and requests run directly.
 
 A request with bad inputs fails alone (it is checked before it joins a batch); an engine
 failure fails every request of that batch.
@@ -39,15 +42,24 @@ class _Pending:
     error: BaseException | None = None
 
     def key(self) -> tuple:
-        return tuple(sorted((k, np.asarray(v).dtype.str, np.asarray(v).shape[1:]) for k, v in self.feeds.items()))
+        """Requests with equal keys can share one engine call: same dtypes, trailing shapes,
+        and the same value of every scalar input (its bytes are in the key)."""
+        return tuple(sorted((k, v.dtype.str, v.shape[1:]) if v.ndim else (k, v.dtype.str, (), v.tobytes())
+                            for k, v in self.feeds.items()))
 
     def rows(self) -> int:
-        return int(np.asarray(next(iter(self.feeds.values()))).shape[0])
+        return int(next(v for v in self.feeds.values() if v.ndim).shape[0])
+
+
+def _dynamic_first(s: TensorSpec) -> bool:
+    return bool(s.shape) and not (isinstance(s.shape[0], int) and s.shape[0] >= 0)
 
 
 def batchable(inputs: tuple[TensorSpec, ...] | list[TensorSpec], outputs) -> bool:
-    """True when every input and output has a dynamic (symbolic or unknown) first dimension."""
-    return all(s.shape and not (isinstance(s.shape[0], int) and s.shape[0] >= 0) for s in (*inputs, *outputs))
+    """True when every non-scalar input and every output has a dynamic (symbolic or unknown)
+    first dimension, and at least one input is not a scalar (rank-0 inputs are left alone)."""
+    tensors = [s for s in inputs if s.shape]
+    return bool(tensors) and all(_dynamic_first(s) for s in (*tensors, *outputs))
 
 
 class Batcher:
@@ -65,7 +77,8 @@ class Batcher:
 
     def accepts(self, feeds: Mapping[str, np.ndarray]) -> bool:
         cur = self.agent.current()
-        return cur is not None and batchable(cur.session.inputs, cur.session.outputs) and bool(feeds)
+        return (cur is not None and batchable(cur.session.inputs, cur.session.outputs) and bool(feeds)
+                and any(np.ndim(v) for v in feeds.values()))
 
     def submit(self, feeds: Mapping[str, np.ndarray], model: str | None) -> tuple[dict, Any]:
         """Queue a request; block until its batch ran. Returns (outputs, ModelRef)."""
@@ -120,8 +133,8 @@ class Batcher:
                     ok.append(p)
             if not ok:
                 return
-            names = list(ok[0].feeds)
-            merged = {n: np.concatenate([p.feeds[n] for p in ok]) for n in names}
+            first = ok[0].feeds
+            merged = {n: np.concatenate([p.feeds[n] for p in ok]) if v.ndim else v for n, v in first.items()}
             try:
                 out = self.agent.run_on(lease, lambda: lease.session.run(merged), requests=len(ok))
             except BaseException as e:

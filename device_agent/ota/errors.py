@@ -32,6 +32,7 @@ class Reason(str, enum.Enum):
     # transport and local faults
     FETCH_FAILED = "fetch.failed"
     STAGE_FAILED = "stage.failed"
+    DISK_FULL = "update.disk_full"
     SWITCH_FAILED = "switch.failed"
     # gate (before switch)
     GATE_LOAD = "gate.load"
@@ -141,6 +142,18 @@ class StageError(UpdateError):
     """The verified bundle could not be installed into the store."""
 
     reason = Reason.STAGE_FAILED
+
+
+class DiskFullError(UpdateError):
+    """The state dir's file system has no room for the update (refused before the download
+    when the signed length says so, or met while downloading or unpacking); partial files are
+    removed and the old model keeps serving. ``needed_bytes``/``free_bytes`` say how much."""
+
+    reason = Reason.DISK_FULL
+
+    def __init__(self, message: str, *, needed_bytes: int, free_bytes: int) -> None:
+        super().__init__(message)
+        self.needed_bytes, self.free_bytes = needed_bytes, free_bytes
 
 
 class SwitchError(UpdateError):

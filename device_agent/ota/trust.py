@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 from runtime.contracts.release import ReleaseFacts
 from runtime.fsutil import atomic_write_json
 
+from .diskspace import is_disk_full
 from .errors import (
     BadSignatureError, EndlessDataError, ExpiredMetadataError, FetchError, MetadataRollbackError,
     SecurityError, TamperedTargetError, UpdateError,
@@ -209,6 +210,6 @@ class _mapped:
                     msg += (f" (trusted time {self.ref.isoformat() if self.ref else '?'}: the device clock "
                             f"stepped back, still refusing)")
                 raise ours(msg) from e
-        if isinstance(e, OSError):
+        if isinstance(e, OSError) and not is_disk_full(e):  # a full disk: the updater's update.disk_full
             raise FetchError(f"{self.what}: {e}") from e
         return False

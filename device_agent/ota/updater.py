@@ -27,6 +27,7 @@ from ..logs import get_logger
 from . import states as sm
 from .compat import device_problems
 from .config import UpdateSection
+from .diskspace import disk_full, is_disk_full, preflight
 from .errors import (
     GateMemoryError, MixAndMatchError, NoSuchTargetError, Reason, ReleaseRollbackError, StageError, SwitchError,
     UpdateBusyError, UpdateError, WrongTargetError,
@@ -157,6 +158,10 @@ class Updater:
                 j = handlers[j.state](j)
             except UpdateError as e:
                 j = self._on_error(j, e)
+            except OSError as e:
+                if not is_disk_full(e):
+                    raise
+                j = self._on_disk_full(j, e)
         self._finish(j)
         return UpdateResult(j.deployment_id, j.model, j.release, j.state, j.reason or Reason.OK, j.detail,
                             j.target_sha256)
@@ -170,6 +175,18 @@ class Updater:
         if j.state is State.SWITCH and not self._new_active(j):
             return self._to(j, State.FAILED, reason=e.reason, detail=str(e))
         return self._roll_back(j, e.reason, str(e))
+
+    def _on_disk_full(self, j: Journal, e: OSError) -> Journal:
+        """ENOSPC in any state: partial files removed, then failed like any error (update.disk_full).
+        If even the failed journal cannot be written, it is removed: no journal is idle too."""
+        err = disk_full(self.paths, state=j.state.value, sha256=j.target_sha256, length=j.target_length, cause=e)
+        try:
+            return self._on_error(j, err)
+        except OSError as e2:
+            if not is_disk_full(e2) or j.state not in sm.BEFORE_SWITCH:
+                raise
+            self.paths.journal.unlink(missing_ok=True)
+            return sm.advance(j, State.FAILED, now=self._now(), reason=err.reason, detail=str(err))
 
     def _recover(self, j: Journal) -> UpdateResult:
         j = sm.reenter(j, now=self._now())
@@ -234,6 +251,8 @@ class Updater:
         j = _replace(j, target_path=c.target_path, target_sha256=c.sha256, target_length=c.length,
                      release=c.release)
         self.journal.save(j, entering=False)
+        if not (self.store.models_dir / c.sha256).is_dir():  # refused before a byte is downloaded
+            preflight(self.paths, sha256=c.sha256, length=c.length, target=c.target_path)
         repo.download(c)
         return self._to(j, State.VERIFY)
 
@@ -287,6 +306,8 @@ class Updater:
             try:
                 self.store.install_bundle(path, expected_sha256=j.target_sha256)
             except (StoreError, OSError) as e:
+                if is_disk_full(e):
+                    raise  # update.disk_full, see _on_disk_full
                 raise StageError(f"{j.target_path}: {e}") from e
         path.unlink(missing_ok=True)
         return self._to(j, State.GATE)

@@ -1,7 +1,10 @@
 """The HTTP API: Open Inference Protocol (KServe v2) over Starlette, plus a local control API.
 
-Routes (v2):  GET /v2, /v2/health/live, /v2/health/ready, /v2/models/{name}[/versions/{v}],
-              GET .../ready, POST .../infer
+Routes (v2):  GET /v2, /v2/health/live, /v2/health/ready, /v2/models/stats,
+              GET /v2/models/{name}[/versions/{v}], GET .../ready, GET .../config, GET .../stats,
+              POST .../infer, POST /v2/repository/index
+              (the binary tensor data, classification, model configuration, statistics and
+              repository index extensions as Triton's clients call them: :mod:`.v2`, :mod:`.catalog`)
 Metrics:      GET /metrics (Prometheus; no token; :mod:`.metrics_route`)
 Control:      GET /edgeship/v1/status, POST /edgeship/v1/rollback, POST /edgeship/v1/reload,
               POST /edgeship/v1/update (runs a signed update inside this process; see
@@ -20,7 +23,9 @@ no longer than parsing a request does.
 from __future__ import annotations
 
 import hmac
+import json
 import time
+import zlib
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -34,19 +39,22 @@ from runtime.contracts import control
 from .. import __version__
 from ..agent.core import Agent
 from ..store import NoPreviousModelError
+from .catalog import EXTENSIONS
+from .errors import V2Error
 from .responses import error_response, http_exception, json_response, map_error
-from .v2 import PLATFORM, V2Error, infer_response, parse_infer_request, tensor_metadata
+from .service import InferenceService
+from .v2 import HEADER_LENGTH, infer_response, parse_infer_request
 
 
 class _V2Handlers:
     """The route handlers, bound to one agent."""
 
-    def __init__(self, agent: Agent, limit: int, control_token: str | None) -> None:
-        self.agent, self.limit, self.token = agent, limit, control_token
-        self.inline_below_s = agent.config.serving.inline_below_ms / 1e3
+    def __init__(self, service: InferenceService, limit: int, control_token: str | None) -> None:
+        self.service, self.agent, self.limit, self.token = service, service.agent, limit, control_token
+        self.inline_below_s = self.agent.config.serving.inline_below_ms / 1e3
 
     async def server_meta(self, request: Request) -> Response:
-        return json_response({"name": "edgeship-agent", "version": __version__, "extensions": []})
+        return json_response({"name": "edgeship-agent", "version": __version__, "extensions": EXTENSIONS})
 
     async def live(self, request: Request) -> Response:
         return json_response({"live": True})
@@ -54,44 +62,50 @@ class _V2Handlers:
     async def ready(self, request: Request) -> Response:
         return json_response({"ready": self.agent.ready}, 200 if self.agent.ready else 503)
 
-    def current(self, request: Request):
-        """The loaded model if it is the one the path names. Raises V2Error 404/503."""
-        name = request.path_params["name"]
-        cur = self.agent.current()
-        if cur is None:
-            raise self.agent.not_ready_error()
-        version = request.path_params.get("version")
-        if name != cur.ref.name or (version is not None and version not in (cur.ref.version, str(cur.ref.release))):
-            raise V2Error(404, f"model {name!r}" + (f" version {version!r}" if version else "")
-                          + f" is not served here; serving {cur.ref.name!r} version {cur.ref.version}")
-        return cur
+    @staticmethod
+    def _names(request: Request) -> tuple[str, str | None]:
+        return request.path_params["name"], request.path_params.get("version")
 
     async def model_meta(self, request: Request) -> Response:
-        cur = self.current(request)
-        return json_response({"name": cur.ref.name, "versions": [cur.ref.version],
-                      "platform": PLATFORM.get(cur.ref.engine, cur.ref.engine),
-                      "inputs": tensor_metadata(cur.session.inputs),
-                      "outputs": tensor_metadata(cur.session.outputs),
-                      "parameters": {"sha256": cur.ref.sha256, "release": cur.ref.release,
-                                     "precision": cur.ref.precision}})
+        return json_response(self.service.metadata(*self._names(request)))
 
     async def model_ready(self, request: Request) -> Response:
-        self.current(request)
-        return json_response({"name": request.path_params["name"], "ready": True})
+        name, version = self._names(request)
+        ok = self.service.ready(name, version)
+        return json_response({"name": name, "ready": ok}, 200 if ok else 503)
+
+    async def model_config(self, request: Request) -> Response:
+        return json_response(self.service.config(*self._names(request)))
+
+    async def model_stats(self, request: Request) -> Response:
+        name, version = (request.path_params.get("name"), request.path_params.get("version"))
+        return json_response({"model_stats": self.service.statistics(name, version)})
+
+    async def repository_index(self, request: Request) -> Response:
+        body = await _read_body(request, 4096)
+        try:
+            req = json.loads(body) if body.strip() else {}
+        except ValueError as e:
+            raise V2Error(400, f"repository index request is not valid JSON: {e}") from e
+        if not isinstance(req, dict) or not isinstance(req.get("ready", False), bool):
+            raise V2Error(400, "repository index request must be an object like {\"ready\": true}")
+        return json_response(self.service.index(ready_only=req.get("ready", False)))
 
     async def infer(self, request: Request) -> Response:
-        cur = self.current(request)
-        body = await _read_body(request, self.limit)
-        feeds, requested, rid = parse_infer_request(body, cur.session.inputs)
-        # the model that really ran (a switch may land between the check above and the run)
-        name = request.path_params["name"]
+        name, version = self._names(request)
+        cur = self.service.loaded(name, version)
+        body = _decoded(await _read_body(request, self.limit), request.headers.get("content-encoding"), self.limit)
+        req = parse_infer_request(body, cur.session.inputs, header_length=request.headers.get(HEADER_LENGTH),
+                                  model=name, version=version)
+        if version is None and req.model_version is not None:
+            self.service.loaded(name, req.model_version)
         avg = cur.avg_latency_s
         if avg is not None and avg < self.inline_below_s and not self.agent.batching:
-            out, ref = self.agent.infer_traced(feeds, name)  # a fast model: skip the thread hop
+            out, ref = self.service.run(req.feeds, name)  # a fast model: skip the thread hop
         else:
-            out, ref = await run_in_threadpool(self.agent.infer_traced, feeds, name)
-        return json_response(infer_response(model_name=ref.name, model_version=ref.version, outputs=out,
-                                    requested=requested, request_id=rid))
+            out, ref = await run_in_threadpool(self.service.run, req.feeds, name)
+        header, chunks = infer_response(model_name=ref.name, model_version=ref.version, outputs=out, request=req)
+        return _infer_answer(header, chunks)
 
     async def ctl_status(self, request: Request) -> Response:
         return json_response({**self.agent.status(), "metrics": self.agent.metrics_snapshot()})
@@ -118,6 +132,14 @@ class _V2Handlers:
         return handler
 
 
+def _infer_answer(header: dict, chunks: list[bytes]) -> Response:
+    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    if not chunks:
+        return Response(head, media_type="application/json")
+    return Response(b"".join([head, *chunks]), media_type="application/octet-stream",
+                    headers={HEADER_LENGTH: str(len(head))})
+
+
 def _endpoint(fn):
     async def handler(request: Request) -> Response:
         try:
@@ -128,18 +150,23 @@ def _endpoint(fn):
 
 
 def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token: str | None = None,
-               updates=None, metrics_registry=None) -> Starlette:
+               updates=None, service: InferenceService | None = None, metrics_registry=None) -> Starlette:
     """The ASGI app serving ``agent``. Control routes exist only when ``control_token`` is set.
 
     ``updates`` (an :class:`~.update_route.UpdateHost`) serves POST /edgeship/v1/update;
+    ``service`` is shared with the gRPC server so both count the same statistics;
     ``metrics_registry`` (a prometheus_client registry) serves GET /metrics (:mod:`.metrics_route`).
     """
-    h = _V2Handlers(agent, max_body_bytes if max_body_bytes is not None else agent.config.serving.max_body_bytes,
+    h = _V2Handlers(service if service is not None else InferenceService(agent),
+                    max_body_bytes if max_body_bytes is not None else agent.config.serving.max_body_bytes,
                     control_token)
     routes = [Route("/v2", _endpoint(h.server_meta)), Route("/v2/health/live", _endpoint(h.live)),
-              Route("/v2/health/ready", _endpoint(h.ready))]
+              Route("/v2/health/ready", _endpoint(h.ready)), Route("/v2/models/stats", _endpoint(h.model_stats)),
+              Route("/v2/repository/index", _endpoint(h.repository_index), methods=["POST"])]
     for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         routes += [Route(base, _endpoint(h.model_meta)), Route(base + "/ready", _endpoint(h.model_ready)),
+                   Route(base + "/config", _endpoint(h.model_config)),
+                   Route(base + "/stats", _endpoint(h.model_stats)),
                    Route(base + "/infer", _endpoint(h.infer), methods=["POST"])]
     if metrics_registry is not None:
         from .metrics_route import metrics_route
@@ -154,6 +181,24 @@ def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token
 
             routes.append(Route(control.UPDATE, _endpoint(h.guarded(update_endpoint(updates))), methods=["POST"]))
     return Starlette(routes=routes, exception_handlers={HTTPException: http_exception})
+
+
+def _decoded(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body after its Content-Encoding (gzip and deflate, as tritonclient may send), still
+    held to ``limit`` once inflated. Raises V2Error 400/413."""
+    enc = (encoding or "identity").strip().lower()
+    if enc == "identity":
+        return body
+    if enc not in ("gzip", "deflate"):
+        raise V2Error(400, f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
+    d = zlib.decompressobj(31 if enc == "gzip" else 15)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise V2Error(400, f"request body is not valid {enc} data: {e}") from e
+    if len(out) > limit or d.unconsumed_tail:
+        raise V2Error(413, f"request body inflates to over the limit of {limit} bytes")
+    return out
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

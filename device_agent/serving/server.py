@@ -9,6 +9,13 @@ started after the agent when configured (see :func:`_start_extensions`) and stop
 Signals: SIGTERM / SIGINT stop accepting, let requests in flight finish (uvicorn's graceful
 shutdown), close the sessions and exit 0. SIGHUP re-reads the store's pointers (after an
 offline ``edgeship-agent rollback`` or another tool switched them).
+
+Under systemd (``Type=notify``, :mod:`..sdnotify`): ``READY=1`` once the socket listens and
+the model is loaded, ``WATCHDOG=1`` from uvicorn's serving loop (every 0.1 s tick checks
+whether a ping is due), ``STOPPING=1`` at shutdown. Connections are guarded by
+:mod:`.connections` (header/body read timeouts, a cap below the open-file limit, whose soft
+value is raised to the hard one first). gRPC (:mod:`.oip_grpc`) starts when
+``[serving] grpc_port`` is set, beside HTTP and sharing its :class:`~.service.InferenceService`.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from runtime.contracts.statedir import StateDir
 from ..agent.process import advertise, instance_lock, new_control_token, withdraw
 from ..config import AgentConfig
 from ..logs import configure, get_logger
+from ..sdnotify import Watchdog, notify, watchdog_interval_s
 
 log = get_logger("server")
 
@@ -52,7 +60,10 @@ def run(config: AgentConfig) -> int:
     import uvicorn
 
     from ..agent.core import Agent
+    from ..monitoring.startup import start_monitoring
+    from .connections import Guard, Limits, raise_open_file_limit
     from .http import create_app
+    from .service import InferenceService
     from .update_route import UpdateHost
 
     configure(level=config.agent.log_level.value, file=config.agent.log_file or None)
@@ -65,15 +76,25 @@ def run(config: AgentConfig) -> int:
         except OSError as e:
             raise OSError(e.errno, f"cannot listen on {s.host}:{s.port}: {e.strerror}") from e
         port = sock.getsockname()[1]
+        nofile = raise_open_file_limit()
+        guard = Guard(Limits(header_timeout_s=s.header_timeout_s, body_timeout_s=s.body_timeout_s,
+                             max_connections=s.max_connections))
         token = new_control_token(paths) if s.control_enabled else None
         agent = Agent(config)
+        service = InferenceService(agent)
         updates = UpdateHost(config, agent)
-        registry, collector = _metrics(config, agent)
-        drift = _drift(config, agent, collector)
-        app = create_app(agent, control_token=token, updates=updates, metrics_registry=registry)
+        monitoring = start_monitoring(config, agent)
+        app = create_app(agent, control_token=token, updates=updates, service=service,
+                         metrics_registry=monitoring.registry)
+        try:
+            stop_grpc, grpc_port = _start_grpc(config, service)
+        except Exception:
+            agent.close()
+            raise
         server = _Server(updates, uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", server_header=False,
-            timeout_graceful_shutdown=max(1, int(s.drain_timeout_s)), timeout_keep_alive=30))
+            http=_protocol(guard), timeout_keep_alive=max(1, int(s.keep_alive_s)),
+            timeout_graceful_shutdown=max(1, int(s.drain_timeout_s))))
         stop_signals: list[int] = []
         previous = {sig: signal.signal(sig, lambda signum, _f: stop_signals.append(signum))
                     for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -82,11 +103,12 @@ def run(config: AgentConfig) -> int:
         # cleanup below runs and the exit code is 0.
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
             target=_reload, args=(agent,), daemon=True).start())
-        stoppers = [updates.cancel, *([drift.stop] if drift else []),
-                    *_start_extensions(config, agent, updates, collector, drift)]
+        stoppers = [stop_grpc, updates.cancel, monitoring.stop,
+                    *_start_extensions(config, agent, updates, monitoring)]
         advertise(paths, host=s.host, port=port)
-        log.info("agent.started", host=s.host, port=port, pid=os.getpid(), ready=agent.ready,
-                 model=(agent.current().ref.name if agent.current() else None))
+        log.info("agent.started", host=s.host, port=port, grpc_port=grpc_port, pid=os.getpid(),
+                 ready=agent.ready, model=(agent.current().ref.name if agent.current() else None),
+                 max_connections=guard.cap, nofile=nofile[1])
         try:
             server.run(sockets=[sock])
         finally:
@@ -112,8 +134,19 @@ def _server_class():
         def __init__(self, updates, config) -> None:
             super().__init__(config)
             self._updates = updates
+            self._watchdog = Watchdog(watchdog_interval_s())
+
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                notify("READY=1\nSTATUS=serving")
+
+        async def on_tick(self, counter: int) -> bool:
+            self._watchdog.tick()  # on the serving loop: a hung loop stops the pings
+            return await super().on_tick(counter)
 
         async def shutdown(self, sockets=None) -> None:
+            notify("STOPPING=1")
             self._updates.request_cancel()
             await super().shutdown(sockets=sockets)
 
@@ -124,31 +157,39 @@ def _Server(updates, config):  # noqa: N802 - a class made on first use (uvicorn
     return _server_class()(updates, config)
 
 
-def _metrics(config: AgentConfig, agent):
-    """The Prometheus registry and collector, or (None, None) when /metrics is turned off."""
-    if not config.serving.metrics_enabled:
-        return None, None
-    from ..monitoring.collector import make_registry
+def _protocol(guard):
+    """The guarded httptools protocol (header/body timeouts, the connection cap).
 
-    return make_registry(agent)
+    Raises:
+        AgentError: httptools is missing (it is in the agent extra).
+    """
+    try:
+        from .connections import protocol_class
 
+        return protocol_class(guard)
+    except ImportError as e:
+        from ..agent.errors import AgentError
 
-def _drift(config: AgentConfig, agent, collector):
-    """The drift monitor (started), or None when ``[drift] enabled = false``."""
-    section = config.section("drift")
-    if not section.enabled:
-        return None
-    from ..monitoring.drift import DriftMonitor
-
-    monitor = DriftMonitor(agent, section)
-    if collector is not None:
-        from ..monitoring.drift_publish import drift_source
-
-        collector.add_source(drift_source(monitor))
-    return monitor.start()
+        raise AgentError(f"the HTTP server needs httptools for its read timeouts: {e}; "
+                         f"pip install 'edgeship[agent]'") from e
 
 
-def _start_extensions(config: AgentConfig, agent, updates=None, collector=None, drift=None) -> list:
+def _start_grpc(config: AgentConfig, service) -> tuple:
+    """Start gRPC when ``[serving] grpc_port`` is set; ``(stop, port or None)``.
+
+    Raises:
+        GrpcUnavailableError, OSError: from :func:`.oip_grpc.start_grpc`.
+    """
+    s = config.serving
+    if not s.grpc_port:
+        return (lambda: None), None
+    from .oip_grpc import start_grpc
+
+    port, stop = start_grpc(service, host=s.host, port=s.grpc_port, max_message_bytes=s.max_body_bytes)
+    return stop, port
+
+
+def _start_extensions(config: AgentConfig, agent, updates=None, monitoring=None) -> list:
     """Start OTA updates and MQTT telemetry when configured; return their stop callables.
 
     Updates start when ``[update]`` is in the config or an update journal exists (an update
@@ -176,14 +217,10 @@ def _start_extensions(config: AgentConfig, agent, updates=None, collector=None, 
 
             svc = mqtt.start(config, agent, updater)
             stoppers.append(svc.stop)
-            if collector is not None:
-                from ..monitoring.telemetry import telemetry_source
+            if monitoring is not None:
+                from ..monitoring.startup import attach_telemetry
 
-                collector.add_source(telemetry_source(svc))
-            if drift is not None:
-                from ..monitoring.drift_publish import DriftPublisher
-
-                drift.add_listener(DriftPublisher(svc, interval_s=svc.config.metrics_interval_s))
+                attach_telemetry(monitoring, svc)
         except Exception as e:
             log.error("telemetry.start_failed", error=f"{type(e).__name__}: {e}")
     return stoppers

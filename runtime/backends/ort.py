@@ -21,6 +21,7 @@ _ORT_TYPES = {
     "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16",
     "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
     "tensor(bfloat16)": "bfloat16",
+    "tensor(string)": "object",  # numpy object arrays of str, what ORT takes and gives for strings
 }
 
 #: edgeship device name -> ONNX Runtime execution provider

@@ -7,11 +7,8 @@ artifact folder ``onnxruntime-fp32``.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,9 @@ import pytest
 from toolchain.demo_ota import write_ort_fp32_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+
+from agentproc import agent_cmd, subprocess_env, wait_ready  # noqa: E402
 
 
 def _linear_model(scale: float, *, gather: bool = False, static_batch: int | None = None):
@@ -80,6 +80,72 @@ def make_bundle(tmp: Path, *, release: int, scale: float = 1.0, name: str = "tin
                          release=release, out_dir=tmp / "bundles", golden_samples=4)
 
 
+def write_bundle(tmp: Path, model, *, inputs: list[dict], outputs: list[dict], name: str, release: int = 1):
+    """A bundle of ONNX ``model`` written by hand, with no golden set (golden_calls 0): for models
+    ``edgeship package`` cannot take statistics of (strings) or that tests only serve."""
+    from runtime.contracts.bundle import BundleInfo
+    from runtime.fsutil import sha256_bytes
+    from toolchain.package import _npz_bytes, _write_tar
+
+    data, golden = model.SerializeToString(), _npz_bytes({})
+    info = BundleInfo.from_json({
+        "schema_version": 1, "name": name, "version": f"1.{release}.0", "release": release,
+        "engine": "onnxruntime", "precision": "fp32", "model_file": "model.onnx",
+        "io": {"inputs": inputs, "outputs": outputs},
+        "requirements": {"engine": "onnxruntime", "min_engine_version": "1.17.0",
+                         "arch": ["x86_64", "aarch64"], "opset": 17},
+        "latency_budget_ms": None, "tolerances": {"atol": 1e-3, "min_cosine": 0.999}, "golden_calls": 0,
+        "input_stats": {}, "output_stats": {},
+        "files": [{"path": "golden.npz", "sha256": sha256_bytes(golden), "bytes": len(golden)},
+                  {"path": "model/model.onnx", "sha256": sha256_bytes(data), "bytes": len(data)}],
+        "source": {"build_manifest_sha256": "0" * 64, "artifact_id": "onnxruntime-fp32"}})
+    path, sha = _write_tar(tmp / "bundles", info, {"model.json": info.to_bytes(), "golden.npz": golden,
+                                                   "model/model.onnx": data})
+    return type("Bundle", (), {"path": path, "sha256": sha, "info": info})
+
+
+def _onnx(nodes, name, inputs, outputs, inits=(), ml=False):
+    import onnx
+    from onnx import helper
+
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("ai.onnx.ml", 3)] if ml else [])
+    m = helper.make_model(helper.make_graph(nodes, name, inputs, outputs, list(inits)), opset_imports=opsets)
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def make_text_bundle(tmp: Path, *, name: str = "words", release: int = 1):
+    """A string (BYTES) input ``s`` [batch] -> ``ids`` int64 (a LabelEncoder lookup: cat 1,
+    dog 2, é 3, else 0) and ``same`` (the strings back)."""
+    from onnx import TensorProto, helper
+
+    m = _onnx([helper.make_node("LabelEncoder", ["s"], ["ids"], domain="ai.onnx.ml",
+                                keys_strings=["cat", "dog", "é"], values_int64s=[1, 2, 3], default_int64=0),
+               helper.make_node("Identity", ["s"], ["same"])], name,
+              [helper.make_tensor_value_info("s", TensorProto.STRING, ["batch"])],
+              [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"]),
+               helper.make_tensor_value_info("same", TensorProto.STRING, ["batch"])], ml=True)
+    return write_bundle(tmp, m, name=name, release=release,
+                        inputs=[{"name": "s", "dtype": "object", "shape": ["batch"]}],
+                        outputs=[{"name": "ids", "dtype": "int64", "shape": ["batch"]},
+                                 {"name": "same", "dtype": "object", "shape": ["batch"]}])
+
+
+def make_scalar_bundle(tmp: Path, *, name: str = "scaled", release: int = 1):
+    """``x`` float32 [batch, 4] and a rank-0 int64 ``k`` (like Silero VAD's ``sr``) -> ``y = x * k``."""
+    from onnx import TensorProto, helper
+
+    m = _onnx([helper.make_node("Cast", ["k"], ["kf"], to=TensorProto.FLOAT), helper.make_node("Mul", ["x", "kf"], ["y"])],
+              name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+                     helper.make_tensor_value_info("k", TensorProto.INT64, [])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    return write_bundle(tmp, m, name=name, release=release,
+                        inputs=[{"name": "x", "dtype": "float32", "shape": ["batch", 4]},
+                                {"name": "k", "dtype": "int64", "shape": []}],
+                        outputs=[{"name": "y", "dtype": "float32", "shape": ["batch", 4]}])
+
+
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory):
     """Two releases of "tiny" (different weights) and a "picker" bundle with an INT64 input."""
@@ -88,6 +154,8 @@ def bundles(tmp_path_factory):
         "v1": make_bundle(tmp, release=1, scale=1.0),
         "v2": make_bundle(tmp, release=2, scale=2.0),
         "picker": make_bundle(tmp, release=1, name="picker", gather=True),
+        "words": make_text_bundle(tmp),
+        "scaled": make_scalar_bundle(tmp),
     }
 
 
@@ -96,33 +164,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def agent_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "device_agent.cli", *args]
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
-
-
-def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 20.0) -> float:
-    import httpx
-
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout_s:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"agent exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=0.5).status_code == 200:
-                return time.perf_counter() - t0
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.02)
-    raise TimeoutError(url)
 
 
 @pytest.fixture

@@ -220,3 +220,35 @@ def test_batching_merges_concurrent_requests(tmp_path, bundles):
     with pytest.raises(InputMismatchError):
         agent.infer({"x": np.zeros((1, 5), np.float32)})
     agent.close()
+
+
+def test_batching_leaves_scalar_inputs_alone(tmp_path, bundles):
+    """A rank-0 input (Silero VAD's int64 ``sr``) has no batch axis: it is passed once, and
+    requests whose scalars differ never share an engine call."""
+    from device_agent.agent.batching import batchable
+
+    agent, _ = _agent(tmp_path, bundles, "scaled", batching=BatchingSection(max_batch_size=8, max_wait_ms=300.0))
+    cur = agent.current()
+    assert batchable(cur.session.inputs, cur.session.outputs)
+    runs = []
+    real_run = cur.session.run
+    cur.session.run = lambda feeds: runs.append({k: v.shape for k, v in feeds.items()}) or real_run(feeds)
+    ks = [2, 2, 2, 2, 3, 3, 5, 5]
+    rows = [np.full((1 + i % 2, 4), i, dtype=np.float32) for i in range(8)]
+    results, barrier = [None] * 8, threading.Barrier(8)
+
+    def one(i):
+        barrier.wait()
+        results[i] = agent.infer({"x": rows[i], "k": np.array(ks[i], np.int64)})["y"]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        np.testing.assert_array_equal(results[i], rows[i] * ks[i])
+    assert all(shapes["k"] == () for shapes in runs)  # the scalar went in as a scalar, every time
+    assert len(runs) < 8  # equal scalars shared calls ...
+    assert len(runs) >= 3  # ... different ones never did (three values of k)
+    agent.close()

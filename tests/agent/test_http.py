@@ -79,7 +79,9 @@ def test_infer_contract(served):
     (lambda b: b["inputs"].pop(), 400, "missing input(s) ['idx']"),
     (lambda b: b["inputs"][0].update(name="z"), 400, "unknown input 'z'"),
     (lambda b: b["inputs"].append(dict(b["inputs"][0])), 400, "given twice"),
-    (lambda b: b["inputs"][0].update(datatype="BYTES"), 400, "BYTES' is not supported"),
+    (lambda b: b["inputs"][0].update(datatype="BYTES"), 400, "datatype BYTES but the model takes FP32"),
+    (lambda b: b["inputs"][0].update(datatype="BF16"), 400, "'BF16' is not supported"),
+    (lambda b: b.update(model_name="tiny"), 400, "\"model_name\" 'tiny' differs from the model in the path"),
     (lambda b: b["inputs"][0].pop("shape"), 400, "missing key(s) ['shape']"),
     (lambda b: b.update(inptus=[]), 400, "unknown request key(s) ['inptus']"),
     (lambda b: b.update(outputs=[{"name": "nope"}]), 400, "unknown output(s) ['nope']"),
@@ -109,9 +111,11 @@ def test_malformed_oversized_and_unknown(served):
             yield big[i:i + 1000]
     r = c.post("/v2/models/picker/infer", content=chunks())
     assert r.status_code == 413
-    r = c.post("/v2/models/tiny/infer", json=_req())
+    r = c.post("/v2/models/nope/infer", json=_req())
     assert r.status_code == 404 and "serving 'picker'" in r.json()["error"]
-    assert c.get("/v2/models/tiny").status_code == 404
+    assert c.get("/v2/models/nope").status_code == 404
+    r = c.post("/v2/models/tiny/infer", json=_req())  # in the store, not the model being served
+    assert r.status_code == 503 and "in the store but not loaded" in r.json()["error"]
     assert c.get("/v2/nothing").status_code == 404 and "error" in c.get("/v2/nothing").json()
     assert c.get("/v2/models/picker/infer").status_code == 405
     assert c.post("/v2/models/picker/infer", json=_req()).status_code == 200
@@ -124,7 +128,7 @@ def test_control_endpoints_need_the_token(served):
     h = {"X-Edgeship-Token": "s3cret"}
     assert c.post("/edgeship/v1/rollback", headers=h).status_code == 409  # no previous yet
     agent.switch_to(refs["v2"].sha256)
-    assert c.get("/v2/models/tiny").json()["versions"] == ["1.2.0"]
+    assert c.get("/v2/models/tiny").json()["versions"] == ["1.2.0", "1.1.0"]  # the served one first
     r = c.post("/edgeship/v1/rollback", headers=h)
     assert r.status_code == 200 and r.json()["active"]["sha256"] == refs["picker"].sha256
     st = c.get("/edgeship/v1/status", headers=h).json()

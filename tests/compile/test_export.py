@@ -133,7 +133,7 @@ def test_pt2_program_builds_for_ort_and_tflite(tiny_factory: Path, tmp_path: Pat
                                        precisions=(Precision.FP32, Precision.INT8), calibration=str(tmp_path / "c.npz")))
     assert res.exit_code == 0, [a["error"] for a in res.manifest["artifacts"]]
     assert res.manifest["model"]["source_kind"] == "pt2"
-    assert {a["id"] for a in res.manifest["artifacts"]} == {"onnxruntime-fp32", "onnxruntime-int8-static", "tflite-fp32", "tflite-int8"}
+    assert {a["id"] for a in res.manifest["artifacts"]} == {"onnxruntime-fp32", "onnxruntime-int8", "tflite-fp32", "tflite-int8"}
 
 
 def test_factory_file_with_dataclass_and_factoryresult(tmp_path: Path, write) -> None:

@@ -26,6 +26,7 @@ ORT = (Engine.ONNXRUNTIME,)
 PARITY = {
     "fp32": (1e-4, 0.99999),
     "fp16": (2e-2, 0.999),
+    "int8": (None, 0.85),
     "int8-static": (None, 0.85),
     "int8-dynamic": (None, 0.85),
 }
@@ -71,6 +72,10 @@ def test_reference_models_all_ort_variants(ref: str, args: dict, tmp_path: Path)
         return {n.op_type for n in onnx.load(str(res.build_dir / aid / "model.onnx")).graph.node}
 
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops("onnxruntime-int8-static")
+    # a conv net's default int8 is static QDQ, and the recipe says why
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops("onnxruntime-int8")
+    assert by_id["onnxruntime-int8"]["recipe"]["mode"] == "static"
+    assert "a convolution net" in by_id["onnxruntime-int8"]["recipe"]["chosen_because"]
     assert "DynamicQuantizeLinear" in ops("onnxruntime-int8-dynamic") or "ConvInteger" in ops("onnxruntime-int8-dynamic") \
         or "MatMulInteger" in ops("onnxruntime-int8-dynamic")
     fp16 = onnx.load(str(res.build_dir / "onnxruntime-fp16" / "model.onnx"))

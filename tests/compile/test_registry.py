@@ -22,7 +22,7 @@ def test_every_registry_entry_imports(engine: Engine) -> None:
 
 
 def test_precision_aliases() -> None:
-    assert resolve_precision(Engine.ONNXRUNTIME, Precision.INT8) is Precision.INT8_STATIC
+    assert resolve_precision(Engine.ONNXRUNTIME, Precision.INT8) is Precision.INT8  # recipe chosen by the graph
     assert resolve_precision(Engine.OPENVINO, Precision.INT8_STATIC) is Precision.INT8
     assert resolve_precision(Engine.TFLITE, Precision.INT8_DYNAMIC) is None
     assert resolve_precision(Engine.TFLITE, Precision.FP16) is None

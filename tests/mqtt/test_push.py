@@ -19,7 +19,7 @@ def repo(tmp_path_factory, tiny_bundles):
     d = tmp_path_factory.mktemp("tuf")
     assert edgeship(["keys", "init", "--dir", str(d / "keys")]) == 0
     for r in (1, 2):
-        assert edgeship(["publish", str(tiny_bundles[r].path), "--repo", str(d / "repo"), "--keys", str(d / "keys")]) == 0
+        assert edgeship(["publish", str(tiny_bundles[r].path), "--repo", str(d / "repo"), "--keys", str(d / "keys"), "--init"]) == 0
     return d / "repo"
 
 

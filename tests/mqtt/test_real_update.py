@@ -26,7 +26,7 @@ def real_device(tmp_path, broker, make_device, agent_state, tiny_bundles):
     assert edgeship(["keys", "init", "--dir", str(keys)]) == 0
     bad = make_bad_bundle(tmp_path / "bad", release=3)
     for b in (tiny_bundles[1].path, tiny_bundles[2].path, bad):
-        assert edgeship(["publish", str(b), "--repo", str(repo), "--keys", str(keys)]) == 0
+        assert edgeship(["publish", str(b), "--repo", str(repo), "--keys", str(keys), "--init"]) == 0
     (agent_state / "trust").mkdir(exist_ok=True)
     shutil.copy(keys / "root.json", agent_state / "trust" / "root.json")
     agent = Agent(AgentConfig.for_state_dir(agent_state))

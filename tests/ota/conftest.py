@@ -173,7 +173,7 @@ class Env:
     def publish(self, bundle: Path, **kw):
         from toolchain.ota.publish import publish
 
-        return publish(bundle=bundle, repo_dir=self.repo, keys_dir=self.keys, **kw)
+        return publish(bundle=bundle, repo_dir=self.repo, keys_dir=self.keys, **{"init": True, **kw})
 
     def bundle(self, **kw) -> Path:
         return make_bundle(self.tmp / "bundles", **kw)

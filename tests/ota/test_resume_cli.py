@@ -77,7 +77,7 @@ def test_publish_cli_and_repo_server(tmp_path):
     assert len(list((keys / "online" / "timestamp").glob("*.pem"))) == 1
     assert _cli("keys", "init", "--dir", str(keys)).returncode == 2  # never overwrites keys
     b1 = make_bundle(tmp_path / "b", release=1)
-    p = _cli("publish", str(b1), "--repo", str(repo), "--keys", str(keys), "--json")
+    p = _cli("publish", str(b1), "--repo", str(repo), "--keys", str(keys), "--json", "--init")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["release"] == 1
     p = _cli("publish", str(make_bundle(tmp_path / "b", release=1, kind="good2")), "--repo", str(repo),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,10 +65,13 @@ def build_artifact(*, ctx: BuildContext, engine: Engine, precision: Precision, s
     try:
         conv = load_converter(engine)
         progress(f"{aid}: converting")
+        ctx = _with_budget(ctx, aid, precision, checks, progress)
         with compat.quiet_torch():  # converter chatter (exporter logs, deprecation warnings)
             model_file = Path(conv.build(ctx, precision=precision.value, out_dir=partial))
         recipe_fn = getattr(conv, "recipe", None)
         entry["recipe"] = recipe_fn(ctx, precision=precision.value) if recipe_fn else {}
+        for line in entry["recipe"].get("summary", ()):
+            progress(f"{aid}: {line}")
         progress(f"{aid}: verifying on {engine.value} ({count(checks.validation)} samples)")
         ver, info, sizes = _verify(engine, precision, model_file, ctx, checks, aid, progress)
     except Exception as e:  # recorded on the artifact, with the type; the others still build
@@ -92,6 +96,26 @@ def build_artifact(*, ctx: BuildContext, engine: Engine, precision: Precision, s
         entry["error"] = f"{aid}: " + "; ".join(ver["failures"])
         progress(f"{aid}: GATE FAILED: {'; '.join(ver['failures'])}")
     return entry
+
+
+def _with_budget(ctx: BuildContext, aid: str, precision: Precision, checks: Checks, progress) -> BuildContext:
+    """``ctx`` carrying what this artifact must reach (the accuracy-aware int8 loop judges by it)."""
+    from dataclasses import replace
+
+    from toolchain.compile.fallback import FidelityBudget
+
+    budget = FidelityBudget(checks=checks, precision=precision, output_names=tuple(o.name for o in ctx.outputs),
+                            batchable=checks.layout.batchable(ctx.inputs, ctx.outputs))
+    stream = sys.stderr  # converters run under quiet_torch(), which captures sys.stderr
+
+    def say(message: str) -> None:
+        captured, sys.stderr = sys.stderr, stream
+        try:
+            progress(f"{aid}: {message}")
+        finally:
+            sys.stderr = captured
+
+    return replace(ctx, budget=budget, progress=say)
 
 
 class SizeError(ToolchainError):

@@ -37,6 +37,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--calibration-samples", type=int, default=128, metavar="N")
     p.add_argument("--no-per-channel", action="store_true", help="per-tensor weight quantization")
     p.add_argument("--random-calibration", action="store_true", help="calibrate int8 on random data (prints a warning)")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="accuracy-aware int8 off: do not keep the layers that break an int8 artifact's gates in float")
     p.add_argument("--max-accuracy-drop", type=float, metavar="PTS", help="fail when accuracy drops more (points)")
     p.add_argument("--atol", type=float, help="max abs error allowed (overrides per-precision defaults)")
     p.add_argument("--min-cosine", type=float, help="min per-sample cosine similarity allowed")
@@ -105,7 +107,7 @@ def options_from_args(args: argparse.Namespace):
     _check_ranges(args)
     try:
         quant = QuantOptions(calibration_method=args.calibration_method, per_channel=not args.no_per_channel,
-                             calibration_samples=args.calibration_samples)
+                             calibration_samples=args.calibration_samples, fallback=not args.no_fallback)
     except ValueError as e:
         raise UsageError(f"--calibration-method/--calibration-samples: {e}") from e
     return CompileOptions(

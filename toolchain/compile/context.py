@@ -77,6 +77,9 @@ class QuantOptions:
     calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
     per_channel: bool = True
     calibration_samples: int = 128
+    #: accuracy-aware int8 (toolchain.compile.fallback): keep the fewest culprit layers in float
+    #: when an int8 artifact misses its fidelity budget (``--no-fallback`` turns it off)
+    fallback: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "calibration_method", CalibrationMethod.parse(self.calibration_method))
@@ -99,6 +102,9 @@ class BuildContext:
     dynamic_dims: dict[str, dict[int, str]] = field(default_factory=dict)  # input -> {axis: name}
     work_dir: Path | None = None  # scratch space owned by the pipeline
     layout: Layout | None = None  # batch axis of each input (None: axis 0 for every input)
+    # what the artifact must reach (a toolchain.compile.fallback.FidelityBudget), set per artifact
+    budget: Any | None = None
+    progress: Callable[[str], None] | None = None  # converters' progress lines on long steps
 
 
 class Converter(Protocol):

@@ -1,174 +1,142 @@
-"""ONNX Runtime variants of the reference ONNX: fp32, fp16, int8 static (QDQ), int8 dynamic.
+"""ONNX Runtime variants of the reference ONNX: fp32, fp16, int8 (recipe chosen by the graph),
+int8 static (QDQ) and int8 dynamic.
+
+- ``int8``: the recipe that fits what the graph contains (:func:`onnxgraph.int8_recipe`):
+  static QDQ for convolution nets, dynamic per-channel for transformer/linear-heavy graphs.
+- ``int8-static`` / ``int8-dynamic``: that recipe whatever the graph.
+
+Every int8 variant runs the accuracy-aware loop (:mod:`toolchain.compile.fallback`): when it
+misses its fidelity budget, the layers that cause it are found (per-node error of the int8
+graph against the float graph, :mod:`toolchain.compile.ort_quant`) and the fewest of them are
+kept in float (``nodes_to_exclude``). The manifest's ``recipe`` says what was done, never ``{}``.
 
 Every artifact carries ``metadata_props["edgeship.precision"]`` (the runtime's ORT backend
-reports it as the executed precision). Quantization scratch files (pre-processed model,
-augmented calibration model) go to an explicit work directory, never the cwd.
+reports it as the executed precision). Every scratch file ORT writes (pre-processed and
+augmented models, ``sym_shape_infer_temp.onnx`` and its ``<uuid>.data``) lands in the build's
+work directory, which is removed with the build's staging directory.
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 from runtime.spec import Engine
-from toolchain import compat
+from toolchain.compile import ort_quant as oq
 from toolchain.compile.context import BuildContext, SampleSet
+from toolchain.compile.fallback import EngineAdapter, accuracy_aware
 from toolchain.compile.onnxio import save_onnx, set_metadata, uses_external
-from toolchain.compile.verify import Precision
-from toolchain.errors import ConversionError, DataError
+from toolchain.errors import ConversionError, DataError, describe
 
-_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-#: activations asymmetric uint8, weights symmetric int8 ("U8S8"): ORT's CPU recommendation
-ACTIVATION_TYPE = "QUInt8"
-WEIGHT_TYPE = "QInt8"
-
-
-class _Reader:
-    """``CalibrationDataReader`` over a SampleSet (built lazily so onnxruntime loads late)."""
-
-    def __new__(cls, samples: SampleSet):
-        from onnxruntime.quantization import CalibrationDataReader
-
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self._it: Iterator = iter(samples.samples)
-                self._n = len(samples)
-
-            def get_next(self):
-                return next(self._it, None)
-
-            def __len__(self) -> int:
-                return self._n
-
-            def rewind(self) -> None:
-                self._it = iter(samples.samples)
-
-        return Reader()
+ACTIVATION_TYPE = oq.ACTIVATION_TYPE
+WEIGHT_TYPE = oq.WEIGHT_TYPE
+_MODES = {"int8-static": "static", "int8-dynamic": "dynamic"}
 
 
 class OrtConverter:
     engine = Engine.ONNXRUNTIME
-    precisions = ("fp32", "fp16", "int8-static", "int8-dynamic")
+    precisions = ("fp32", "fp16", "int8", "int8-static", "int8-dynamic")
+
+    def __init__(self) -> None:
+        self._recipes: dict[str, dict] = {}
 
     def recipe(self, ctx: BuildContext, *, precision: str) -> dict:
-        if precision == "int8-static":
-            return {"format": "QDQ", "calibration_method": ctx.quant.calibration_method,
-                    "per_channel": ctx.quant.per_channel, "activation_type": ACTIVATION_TYPE,
-                    "weight_type": WEIGHT_TYPE, "calibration_samples": min(len(ctx.calibration or ()), ctx.quant.calibration_samples)}
-        if precision == "int8-dynamic":
-            return {"weight_type": WEIGHT_TYPE, "per_channel": ctx.quant.per_channel}
+        """What :meth:`build` did for ``precision`` (JSON-ready; the manifest's ``recipe``)."""
+        if precision in self._recipes:
+            return self._recipes[precision]
         if precision == "fp16":
-            return {"keep_io_types": True}
-        return {}
+            return {"weights": "float16", "keep_io_types": True}
+        return {"weights": "float32", "graph": "the reference ONNX as exported"}
 
     def build(self, ctx: BuildContext, *, precision: str, out_dir: Path) -> Path:
-        """Write ``out_dir/model.onnx`` (+ ``.data`` when large). Raises ConversionError, DataError."""
+        """Write ``out_dir/model.onnx`` (+ ``.data`` when large).
+
+        Raises:
+            ConversionError: ONNX Runtime cannot convert or quantize the model (the message
+                names the step, and the ORT source line when ORT raised a bare assertion).
+            DataError: int8-static without calibration data.
+        """
+        if precision not in self.precisions:
+            raise ConversionError(f"onnxruntime: unknown precision {precision!r}; choose one of {self.precisions}")
         out = Path(out_dir) / "model.onnx"
         external = uses_external(ctx.reference_onnx)
-        work = Path(tempfile.mkdtemp(prefix=f"ort-{precision}-", dir=ctx.work_dir))
+        work = Path(tempfile.mkdtemp(prefix=f"ort-{precision}-", dir=ctx.work_dir or out_dir))
         try:
-            # every scratch file ORT makes (pre-processing, augmented calibration model) lands in work
-            with compat.ort_temp_dir(work):
+            with oq.scratch_in(work):
                 model = self._convert(ctx, precision, work, external)
         except (ConversionError, DataError):
             raise
         except Exception as e:
-            raise ConversionError(f"onnxruntime {precision}: {type(e).__name__}: {e}") from e
-        set_metadata(model, {"edgeship.precision": _executed(precision)})
+            raise ConversionError(f"onnxruntime {precision}: {describe(e)}") from e
+        set_metadata(model, {"edgeship.precision": "int8" if precision.startswith("int8") else precision})
         save_onnx(model, out, external=external)
         return out
 
-
-    def _convert(self, ctx: BuildContext, precision: str, work: Path, external: bool):
+    def _convert(self, ctx: BuildContext, precision: str, work: Path, external: bool) -> Any:
         if precision == "fp32":
-            return _load(ctx.reference_onnx)
+            return oq.load(ctx.reference_onnx)
         if precision == "fp16":
-            return _fp16(ctx.reference_onnx)
-        if precision == "int8-static":
-            return _int8_static(ctx, work, external)
-        if precision == "int8-dynamic":
-            return _int8_dynamic(ctx, work, external)
-        raise ConversionError(f"onnxruntime: unknown precision {precision!r}; choose one of {self.precisions}")
+            return oq.fp16(ctx.reference_onnx)
+        model, recipe = build_int8(ctx, precision=precision, work=work, external=external)
+        self._recipes[precision] = recipe
+        return model
 
 
-def _executed(precision: str) -> str:
-    return "int8" if precision.startswith("int8") else precision
+def build_int8(ctx: BuildContext, *, precision: str, work: Path, external: bool) -> tuple[Any, dict]:
+    """The int8 model for ``precision`` and its recipe (accuracy-aware when ``ctx.budget`` is set).
+
+    Raises:
+        DataError: a static recipe without calibration data.
+        ConversionError: pre-processing or quantization failed.
+    """
+    pre, shape_info = oq.preprocess(ctx.reference_onnx, work, external=external)
+    pre_model = oq.load(pre)
+    prof = oq.profile(pre_model)
+    if precision in _MODES:
+        mode, why = _MODES[precision], f"{precision} was asked for"
+    else:
+        mode, why = oq.choose(prof)
+    recipe: dict[str, Any] = {"mode": mode, "chosen_because": why, **shape_info, "graph": prof.to_json(),
+                              "per_channel": ctx.quant.per_channel, "weight_type": WEIGHT_TYPE}
+    plan = oq.QuantPlan(mode=mode, source=pre, work=work, external=external, per_channel=ctx.quant.per_channel,
+                        attention=prof.attention, op_types=oq.dynamic_op_types(prof))
+    if mode == "static":
+        samples = _static_samples(ctx)
+        plan = oq.with_ranges(plan, samples, method=ctx.quant.calibration_method)
+        recipe.update({"format": "QDQ", "activation_type": ACTIVATION_TYPE,
+                       "calibration_method": ctx.quant.calibration_method, "calibration_samples": len(samples)})
+    else:
+        recipe.update({"format": "QOperator (MatMulInteger)", "op_types": list(plan.op_types),
+                       "activations": "quantized per call at run time"})
+    adapter = EngineAdapter(
+        quantize=lambda excluded: oq.quantize(plan, excluded),
+        runner=oq.runner,
+        localise=lambda qpath, feeds: oq.localise(pre_model, pre, qpath, feeds, mode=mode, op_types=plan.op_types),
+        size_bytes=oq.file_bytes,
+        latency_ms=oq.latency_ms,
+    )
+    say = ctx.progress or (lambda m: None)
+    qpath, report = accuracy_aware(adapter, ctx.budget, enabled=ctx.quant.fallback, say=say, label=precision)
+    recipe["nodes_to_exclude"] = oq.with_producers(pre, report.layers) if mode == "static" else list(report.layers)
+    quantized = oq.load(qpath)
+    if oq.quantized_op_count(quantized) == 0:
+        raise ConversionError(
+            f"onnxruntime {precision}: the {mode} quantizer quantized nothing in {ctx.model_name} (no "
+            f"{'Q/DQ' if mode == 'static' else 'MatMulInteger/ConvInteger'} op in the result; ops "
+            f"{oq.op_summary(pre_model)}): an int8 artifact would be the float model")
+    recipe["fallback"] = report.to_json()
+    recipe["summary"] = [f"recipe {mode} ({why})", report.summary()]
+    return quantized, recipe
 
 
-def _load(path: Path):
-    import onnx
-
-    return onnx.load(str(path))
-
-
-def _fp16(path: Path):
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    return convert_float_to_float16(_load(path), keep_io_types=True, disable_shape_infer=False)
-
-
-def _preprocess(ctx: BuildContext, work: Path, external: bool) -> Path:
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    pre = work / "preprocessed.onnx"
-    quant_pre_process(str(ctx.reference_onnx), str(pre), skip_symbolic_shape=False,
-                      save_as_external_data=external, all_tensors_to_one_file=True,
-                      external_data_location="preprocessed.onnx.data" if external else None)
-    return pre
-
-
-def _int8_static(ctx: BuildContext, work: Path, external: bool):
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
+def _static_samples(ctx: BuildContext) -> SampleSet:
     if ctx.calibration is None or len(ctx.calibration) == 0:
-        raise DataError("onnxruntime int8-static needs calibration data (--calibration, or --random-calibration)")
+        raise DataError("onnxruntime int8 (static QDQ) needs calibration data (--calibration, or --random-calibration)")
     method = ctx.quant.calibration_method
-    if method not in _METHODS:
-        raise ConversionError(f"unknown calibration method {method!r}; choose one of {sorted(_METHODS)}")
+    if method not in oq.METHODS:
+        raise ConversionError(f"unknown calibration method {method!r}; choose one of {sorted(oq.METHODS)}")
     samples = ctx.calibration
     if len(samples) > ctx.quant.calibration_samples:
         samples = SampleSet(samples=list(samples.samples)[: ctx.quant.calibration_samples], source=samples.source)
-    pre = _preprocess(ctx, work, external)
-    out = work / "quantized.onnx"
-    calibrate_method = getattr(CalibrationMethod, _METHODS[method])
-    cache = _entropy_ranges(pre, samples, work, external) if method == "entropy" else None
-    quantize_static(
-        str(pre), str(out), _Reader(samples), quant_format=QuantFormat.QDQ,
-        per_channel=ctx.quant.per_channel, activation_type=getattr(QuantType, ACTIVATION_TYPE),
-        weight_type=getattr(QuantType, WEIGHT_TYPE), use_external_data_format=external,
-        calibrate_method=calibrate_method, calibration_cache_path=cache,
-    )
-    return _load(out)
-
-
-def _entropy_ranges(pre: Path, samples: SampleSet, work: Path, external: bool) -> Path:
-    """KL (entropy) activation ranges from a 2048-bin histogram searched down to 128 bins.
-
-    ``quantize_static`` builds its entropy calibrator with 128 bins searched at 128 quantized
-    bins: one candidate, the full range, so its "entropy" model is byte-identical to MinMax
-    (checked on the digits CNN). Its options cannot set the bins, so the ranges are computed
-    here (2048/128 as in TensorRT's KL calibration) and handed over as a calibration cache.
-    """
-    from onnxruntime.quantization import CalibrationMethod
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
-
-    calibrator = create_calibrator(
-        pre, augmented_model_path=str(work / "entropy_augmented.onnx"),
-        calibrate_method=CalibrationMethod.Entropy, use_external_data_format=external,
-        extra_options={"num_bins": 2048, "num_quantized_bins": 128},
-    )
-    calibrator.collect_data(_Reader(samples))
-    cache = work / "entropy_ranges.json"
-    save_tensors_data(calibrator.compute_data(), cache)
-    return cache
-
-
-def _int8_dynamic(ctx: BuildContext, work: Path, external: bool):
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    pre = _preprocess(ctx, work, external)
-    out = work / "quantized.onnx"
-    quantize_dynamic(str(pre), str(out), per_channel=ctx.quant.per_channel,
-                     weight_type=getattr(QuantType, WEIGHT_TYPE), use_external_data_format=external)
-    return _load(out)
+    return samples

@@ -28,7 +28,7 @@ class ConverterEntry:
 REGISTRY: dict[Engine, ConverterEntry] = {
     Engine.ONNXRUNTIME: ConverterEntry(
         "toolchain.compile.ort:OrtConverter",
-        (Precision.FP32, Precision.FP16, Precision.INT8_STATIC, Precision.INT8_DYNAMIC),
+        (Precision.FP32, Precision.FP16, Precision.INT8, Precision.INT8_STATIC, Precision.INT8_DYNAMIC),
         (("onnx", "toolchain"), ("onnxruntime", "agent")),
     ),
     Engine.OPENVINO: ConverterEntry(
@@ -43,9 +43,11 @@ REGISTRY: dict[Engine, ConverterEntry] = {
     ),
 }
 
-#: what a requested precision means on each engine ("int8" is each engine's static int8)
+#: what a requested precision means on each engine ("int8" is each engine's default int8: on ORT
+#: the recipe that fits the graph, static QDQ or dynamic; "int8-static" is OpenVINO's and
+#: TFLite's only int8)
 _ALIASES: dict[Engine, dict[Precision, Precision]] = {
-    Engine.ONNXRUNTIME: {Precision.INT8: Precision.INT8_STATIC},
+    Engine.ONNXRUNTIME: {},
     Engine.OPENVINO: {Precision.INT8_STATIC: Precision.INT8},
     Engine.TFLITE: {Precision.INT8_STATIC: Precision.INT8},
 }

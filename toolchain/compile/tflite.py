@@ -8,6 +8,8 @@ an ``.onnx`` source.
 - ``int8``: full-integer PT2E: ``torch.export`` -> ``prepare_pt2e`` with litert-torch's
   ``PT2EQuantizer`` (symmetric int8, per-channel weights by default) -> calibration samples run
   through the observed graph -> ``convert_pt2e`` -> ``litert_torch.convert(quant_config=...)``.
+  When the PT2E graph misses the fidelity budget, the fewest culprit modules are kept in
+  float (:mod:`toolchain.compile.tflite_fallback`).
   Input and output tensors of the result are int8 with their own scale/zero point; the
   runtime's TFLite backend quantizes/dequantizes so callers still pass and get floats.
 
@@ -28,24 +30,20 @@ torch, litert_torch and ai_edge_litert are imported inside functions only.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from runtime.spec import Engine, TensorSpec
 from toolchain.compile.calibration import checked_calibration
-from toolchain.compile.context import BuildContext, QuantOptions, SampleSet
+from toolchain.compile.context import BuildContext, SampleSet
 from toolchain.compile.staging import publish, staging
-from toolchain.errors import ConversionError, DataError, MissingExtraError
+from toolchain.compile.tflite_fallback import ACTIVATION_OBSERVERS
+from toolchain.errors import ConversionError, DataError, MissingExtraError, describe
 
 MODEL_FILE = "model.tflite"
 SIGNATURE = "serving_default"
 
-#: QuantOptions.calibration_method -> torchao PT2E activation observer. Weights always use
-#: (per-channel) min/max. There is no KL ("entropy") or percentile observer in PT2E; those
-#: methods are refused rather than silently replaced.
-_ACTIVATION_OBSERVERS = {"minmax": "MinMaxObserver"}
 _X64 = ("int64", "float64")
 
 
@@ -55,7 +53,16 @@ class TfliteConverter:
     engine = Engine.TFLITE
     precisions = ("fp32", "int8")
     #: calibration methods the int8 variant honours (others are refused by :meth:`build`)
-    calibration_methods = tuple(_ACTIVATION_OBSERVERS)
+    calibration_methods = tuple(ACTIVATION_OBSERVERS)
+
+    def __init__(self) -> None:
+        self._recipes: dict[str, dict] = {}
+
+    def recipe(self, ctx: BuildContext, *, precision: str) -> dict:
+        """What :meth:`build` did for ``precision`` (the manifest's ``recipe``)."""
+        if precision in self._recipes:
+            return self._recipes[precision]
+        return {"tool": "litert-torch", "weights": "float32", "shapes": "static (the example input, batch 1)"}
 
     def build(self, ctx: BuildContext, *, precision: str, out_dir: Path) -> Path:
         """Convert ``ctx.torch_module`` for ``precision``; return the path of ``model.tflite``.
@@ -86,15 +93,17 @@ class TfliteConverter:
         with _quiet_litert(lt), staging(out_dir) as stage:
             try:
                 if calibration is None:
-                    edge = lt.convert(wrapped.eval(), sample_kwargs=examples, enable_x64=enable_x64)
+                    lt.convert(wrapped.eval(), sample_kwargs=examples, enable_x64=enable_x64).export(str(stage / MODEL_FILE))
                 else:
-                    module, quant_config = quantize_pt2e(
-                        wrapped.eval(), examples=examples, calibration=calibration, quant=ctx.quant
-                    )
-                    edge = lt.convert(
-                        module, sample_kwargs=examples, quant_config=quant_config, enable_x64=enable_x64
-                    )
-                edge.export(str(stage / MODEL_FILE))
+                    from toolchain.compile.tflite_fallback import accuracy_aware_pt2e
+
+                    def write(module: Any, quant_config: Any, path: Path) -> None:
+                        lt.convert(module, sample_kwargs=examples, quant_config=quant_config,
+                                   enable_x64=enable_x64).export(str(path))
+
+                    self._recipes[precision] = accuracy_aware_pt2e(
+                        wrapped.eval(), ctx=ctx, examples=examples, calibration=calibration, write=write,
+                        out=stage / MODEL_FILE)
             except (ConversionError, MissingExtraError, DataError):
                 raise
             except Exception as e:  # torch.export / lowering / MLIR errors have no common base
@@ -165,49 +174,6 @@ def _batch_is_symbolic(spec: TensorSpec, dyn: dict[int, str]) -> bool:
     return 0 in dyn or (len(spec.shape) > 0 and not isinstance(spec.shape[0], int))
 
 
-def quantize_pt2e(
-    module: Any, *, examples: dict[str, Any], calibration: SampleSet, quant: QuantOptions
-) -> tuple[Any, Any]:
-    """PT2E full-int8 quantization of a keyword-input module -> (converted module, QuantConfig).
-
-    ``quant.calibration_method`` must be a key of ``_ACTIVATION_OBSERVERS`` (checked by the caller).
-
-    Raises:
-        MissingExtraError: torchao or litert-torch is not installed.
-    """
-    import torch
-
-    _import("torchao", "torchao")
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    quantizer = PT2EQuantizer().set_global(quantization_config(quant))
-    program = torch.export.export(module, (), examples)
-    prepared = move_exported_model_to_eval(prepare_pt2e(program.module(), quantizer))
-    n = max(1, min(len(calibration), quant.calibration_samples))
-    with torch.no_grad():
-        for feeds in list(calibration.samples)[:n]:
-            prepared(**{k: torch.from_numpy(v) for k, v in feeds.items()})
-    converted = convert_pt2e(prepared, fold_quantize=False)
-    # The graph was exported from an eval() module (dropout/batchnorm already in eval form);
-    # only the nn.Module flag still says training, and litert-torch warns on it.
-    torch.nn.Module.train(converted, False)
-    return converted, QuantConfig(pt2e_quantizer=quantizer)
-
-
-def quantization_config(quant: QuantOptions) -> Any:
-    """litert-torch's symmetric int8 config, with the activation observer ``quant`` asks for."""
-    from litert_torch.quantize import pt2e_quantizer
-    from torchao.quantization.pt2e import observer
-
-    cfg = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=quant.per_channel)
-    ctor = getattr(observer, _ACTIVATION_OBSERVERS[quant.calibration_method]).with_args(eps=2**-12)
-    act = dataclasses.replace(cfg.input_activation, observer_or_fake_quant_ctr=ctor)
-    return dataclasses.replace(cfg, input_activation=act, output_activation=act)
-
-
 def _int8_calibration(ctx: BuildContext, examples: dict[str, Any]) -> SampleSet:
     """The calibration set for int8, checked against the static shapes and the recipe."""
     want = {name: (tuple(x.shape), str(x.dtype).removeprefix("torch.")) for name, x in examples.items()}
@@ -221,7 +187,7 @@ def _int8_calibration(ctx: BuildContext, examples: dict[str, Any]) -> SampleSet:
                     f"model is static and converted at {dtype}{list(shape)} (the example input, batch 1)"
                 )
 
-    return checked_calibration(ctx, what="tflite int8", methods=_ACTIVATION_OBSERVERS, library="with PT2E",
+    return checked_calibration(ctx, what="tflite int8", methods=ACTIVATION_OBSERVERS, library="with PT2E",
                                scheme="full-integer post-training quantization", expected=want,
                                check_sample=check_static)
 
@@ -252,8 +218,7 @@ def summarize_error(e: BaseException) -> str:
         f, line, fn, code = frames[-1]
         parts.append(f"at {f}:{line} in {fn}" + (f": {code.strip()}" if code else ""))
     if not parts:
-        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
-        parts.append(f"{type(e).__name__}: {first[:300]}")
+        parts.append(describe(e))
     return "; ".join(parts)
 
 

@@ -6,6 +6,7 @@ Errors (OtaPublishError and its kinds, exit code 2) are raised; ``runtime.cliuti
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ..errors import BadInputError
 
@@ -67,7 +68,9 @@ def _keys_rotate(args) -> int:
 def add_publish_parser(sub) -> None:
     p = sub.add_parser("publish", help="add a bundle to a TUF repository as a signed target")
     p.add_argument("bundle", help="bundle .tar from `edgeship package`")
-    p.add_argument("--repo", required=True, help="repository directory (created if empty)")
+    p.add_argument("--repo", required=True, help="repository directory (must be one, unless --init)")
+    p.add_argument("--init", action="store_true",
+                   help="create the repository in --repo when it holds none yet (the first publish)")
     p.add_argument("--keys", required=True, help="key directory from `edgeship keys init`")
     p.add_argument("--expires-days", type=float, default=90.0, help="targets/snapshot expiry")
     p.add_argument("--timestamp-expires-days", type=float, default=7.0, help="timestamp expiry")
@@ -79,7 +82,8 @@ def _publish(args) -> int:
     from .publish import publish
 
     res = publish(bundle=args.bundle, repo_dir=args.repo, keys_dir=args.keys,
-                  expires_days=args.expires_days, timestamp_expires_days=args.timestamp_expires_days)
+                  expires_days=args.expires_days, timestamp_expires_days=args.timestamp_expires_days,
+                  init=args.init)
     print(json.dumps(res.__dict__) if args.json else
           f"published {res.target_path} release {res.release} ({res.length} bytes, sha256 {res.sha256[:12]}); "
           f"targets v{res.targets_version}, timestamp v{res.timestamp_version}")
@@ -110,9 +114,17 @@ def add_repo_parser(sub) -> None:
 
 
 def _repo_serve(args) -> int:
+    from .errors import RepoServeError
+    from .publish import not_a_repository
     from .serve import make_server
 
-    srv = make_server(args.dir, host=args.host, port=args.port, verbose=args.verbose)
+    if not (Path(args.dir) / "metadata" / "timestamp.json").is_file():
+        raise RepoServeError(not_a_repository(args.dir) + "; serve the folder `edgeship publish --repo` wrote")
+    try:
+        srv = make_server(args.dir, host=args.host, port=args.port, verbose=args.verbose)
+    except OSError as e:
+        raise RepoServeError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}; "
+                             f"pick another --port") from e
     host, port = srv.server_address[:2]
     print(f"serving {args.dir} at http://{host}:{port}/ (metadata/, targets/); Ctrl-C stops", flush=True)
     try:

@@ -20,3 +20,7 @@ class RepositoryStateError(OtaPublishError):
 
 class PublishRefusedError(OtaPublishError):
     """A bundle cannot be published (unreadable, no model.json, release not newer)."""
+
+
+class RepoServeError(OtaPublishError):
+    """`repo serve` refused: the folder is not a repository, or the port cannot be bound."""

@@ -50,13 +50,17 @@ def publish(
     keys_dir: str | os.PathLike,
     expires_days: float = 90.0,
     timestamp_expires_days: float = 7.0,
+    init: bool = False,
 ) -> Published:
     """Add a bundle as a TUF target (facts in custom metadata) and re-sign targets, snapshot, timestamp.
 
-    Creates the repository from ``KEYS/root.json`` when ``repo_dir`` holds none yet.
+    With ``init``, creates the repository from ``KEYS/root.json`` when ``repo_dir`` holds none
+    yet; without it a folder that is not a repository is refused (a mistyped ``--repo`` must
+    not silently start a second repository).
 
     Raises:
-        PublishRefusedError, KeyStoreError, RepositoryStateError.
+        PublishRefusedError, KeyStoreError, RepositoryStateError (also: not a repository and
+        no ``init``).
     """
     from tuf.api.metadata import TargetFile
 
@@ -64,6 +68,9 @@ def publish(
     bundle = Path(bundle)
     facts = read_bundle_facts(bundle)
     repo = Repository(repo_dir, keys_dir=keys_dir)
+    if not init and not repo.exists():
+        raise RepositoryStateError(not_a_repository(repo_dir) + "; to start a new repository there, "
+                                   "publish with --init")
     with repo.lock():
         if not repo.exists():
             repo.create(expires_days=expires_days, timestamp_expires_days=timestamp_expires_days)
@@ -87,6 +94,16 @@ def publish(
         return Published(target_path=target_path, sha256=sha, length=tf.length,
                          release=facts.release, targets_version=targets.signed.version,
                          timestamp_version=repo.timestamp().signed.version)
+
+
+def not_a_repository(repo_dir: str | os.PathLike) -> str:
+    """Why ``repo_dir`` is not a TUF repository (for the errors of publish and repo serve)."""
+    p = Path(repo_dir)
+    if not p.exists():
+        return f"{repo_dir}: no such folder"
+    if not p.is_dir():
+        return f"{repo_dir}: not a folder"
+    return f"{repo_dir}: not a TUF repository (no metadata/timestamp.json)"
 
 
 def rotate_key(
