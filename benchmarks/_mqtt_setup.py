@@ -11,17 +11,23 @@ from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
 
-def real_agent(work: Path):
-    """A device_agent Agent serving release 1 of the demo's tiny model."""
-    from device_agent.agent import Agent
-    from device_agent.config import AgentConfig
+def install_tiny(work: Path) -> Path:
+    """A state dir ``work/state`` with release 1 of the demo's tiny model active."""
     from device_agent.store import Store
     from toolchain.demo_ota import make_tiny_bundle
 
     bundle = make_tiny_bundle(work / "bundles", release=1)
     store = Store(work / "state")
     store.activate(store.install_bundle(bundle.path).sha256)
-    return Agent(AgentConfig.for_state_dir(work / "state"))
+    return work / "state"
+
+
+def real_agent(work: Path):
+    """A device_agent Agent serving release 1 of the demo's tiny model."""
+    from device_agent.agent import Agent
+    from device_agent.config import AgentConfig
+
+    return Agent(AgentConfig.for_state_dir(install_tiny(work)))
 
 
 def workdir(prefix: str) -> Path:
@@ -37,10 +43,12 @@ class BenchDevice(NamedTuple):
 
 
 @contextlib.contextmanager
-def bench_device(prefix: str, *, topic: str, client_id: str | None = None, **mqtt: Any) -> Iterator[BenchDevice]:
-    """A local broker, a real agent, a recorder on ``topic`` and the agent's telemetry
-    (fleet ``bench``, device ``dev1``, metrics every 1 s, ``mqtt`` overriding MqttConfig fields)
-    started against the broker; everything is stopped and the work dir removed on exit."""
+def bench_device(prefix: str, *, topic: str | None, client_id: str | None = None,
+                 **mqtt: Any) -> Iterator[BenchDevice]:
+    """A local broker, a real agent, a recorder on ``topic`` (none when None: the script has
+    its own consumer) and the agent's telemetry (fleet ``bench``, device ``dev1``, metrics
+    every 1 s, ``mqtt`` overriding MqttConfig fields) started against the broker; everything
+    is stopped and the work dir removed on exit."""
     logging.basicConfig(level=logging.ERROR)  # the expected disconnect warnings would clutter the figures
 
     from device_agent.mqtt import MqttConfig, start
@@ -51,7 +59,7 @@ def bench_device(prefix: str, *, topic: str, client_id: str | None = None, **mqt
     agent = rec = svc = None
     try:
         agent = real_agent(work)
-        rec = Recorder(broker.port, topic, client_id=client_id)
+        rec = Recorder(broker.port, topic, client_id=client_id) if topic is not None else None
         svc = start(MqttConfig(fleet="bench", device_id="dev1", port=broker.port, queue_dir=str(work / "q"),
                                **{"metrics_interval_s": 1.0, **mqtt}), agent, None)
         yield BenchDevice(work, broker, agent, rec, svc)

@@ -6,7 +6,6 @@ queue statistics at scrape time (one indexed SQLite query).
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -27,9 +26,8 @@ def telemetry_source(svc: Any) -> Callable[[], Iterable[Any]]:
         size.add_metric([], qs.bytes)
         yield size
         age = GaugeMetricFamily("edgeship_telemetry_queue_oldest_age_seconds",
-                                "Age of the oldest queued message (0 when empty; a message from an "
-                                "earlier boot counts from this boot's start).")
-        age.add_metric([], oldest_age_s(qs, boot_id=svc.link.boot_id, now_mono_ms=int(time.monotonic() * 1000)))
+                                "Age of the oldest queued message (0 when empty).")
+        age.add_metric([], svc.queue.oldest_age_s() or 0.0)
         yield age
         inflight = GaugeMetricFamily("edgeship_telemetry_inflight", "QoS 1 messages sent, not yet acknowledged.")
         inflight.add_metric([], svc.link.inflight_count())
@@ -41,12 +39,3 @@ def telemetry_source(svc: Any) -> Callable[[], Iterable[Any]]:
         yield dropped
 
     return collect
-
-
-def oldest_age_s(qs: Any, *, boot_id: str, now_mono_ms: int) -> float:
-    """Seconds since the oldest queued message was made (its clock is that of its boot)."""
-    if qs.oldest_mono_ms is None:
-        return 0.0
-    if qs.oldest_boot_id != boot_id:
-        return now_mono_ms / 1000.0  # older than this boot: at least the uptime
-    return max(0.0, (now_mono_ms - qs.oldest_mono_ms) / 1000.0)

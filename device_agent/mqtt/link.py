@@ -1,19 +1,26 @@
 """The MQTT link of the agent: one paho-mqtt 2.x client (callback API v2, MQTT 5), the Last
 Will, and a sender thread that drains the durable queue.
 
-Delivery rule: a queued message is removed from disk only after the broker acknowledged it
-(QoS 1 PUBACK, seen through the message's ``MQTTMessageInfo.is_published()``). Messages the
-sender handed to paho stay on disk until then; paho re-sends un-acknowledged QoS 1 messages
-itself after a reconnect, and after an agent restart the sender starts over from the oldest
-row, so a message may arrive twice (deduplicate by ``msg_id``) but is never lost while it is
-within its class budget.
+Delivery rule: a message is published only after the transaction that holds it committed
+(:meth:`MqttLink.enqueue` returns then, see queue.py for what "queued" guarantees), and it
+is removed from disk only after the broker acknowledged it (QoS 1 PUBACK, reported by paho's
+``on_publish`` for the packet id the sender recorded). Acknowledged rows are deleted in
+batches (one transaction per ``_ACK_BATCH`` rows or ``_ACK_DELAY_S``): a crash before that
+only re-sends them. Messages the sender handed to paho stay on disk until then; paho re-sends
+un-acknowledged QoS 1 messages itself after a reconnect, and after an agent restart the
+sender starts over from the oldest row, so a message may arrive twice (deduplicate by
+``msg_id``) but is never lost while it is within its class budget.
+
+The sender publishes each committed batch from memory (the queue's window on its newest
+commits, tail.py) and reads SQLite only for a backlog (after an outage or a restart), ahead
+in chunks.
 
 Messages created before the current connection came up are *historical*: they are stamped
 ``hist: true`` and replayed at most ``replay_max_per_s`` per second, so a long outage does not
 flood the broker. Live messages are not rate limited. ``seq`` starts at 0 with the birth
 message of every connection.
 
-The link never blocks the caller on the network: :meth:`enqueue` writes SQLite and returns;
+The link never blocks the caller on the network: :meth:`enqueue` commits to SQLite and returns;
 inference keeps serving while the broker is away; paho reconnects with exponential backoff.
 """
 
@@ -22,28 +29,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from runtime.contracts.mqtt import payloads
-from runtime.contracts.mqtt.messages import Kind, retained
+from runtime.contracts.mqtt.messages import Kind, operator_filters, retained
 from runtime.contracts.mqtt.payloads import Origin
 from runtime.contracts.mqtt.topics import DeviceTopics, device_topics
 
-from .config import MqttConfig
+from .config import MqttConfig, check_secret_file
 from .queue import DurableQueue, MessageClass
+from .errors import QueueError
+from .outbox import QueuedMessage, read_boot_id
 
 log = logging.getLogger("edgeship.telemetry")
 
+__all__ = ["MqttLink", "LinkCounters", "read_boot_id"]
 
-def read_boot_id() -> str:
-    """The kernel's boot id (pairs with CLOCK_MONOTONIC); a random one where it is not exposed."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return uuid.uuid4().hex
+#: acknowledged rows are deleted once this many are pending, or after _ACK_DELAY_S
+_ACK_BATCH = 256
+_ACK_DELAY_S = 0.05
+#: paho's rc for a QoS 1 message it keeps: MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN (sent once
+#: connected; see _queued_ok). Plain ints: paho is imported only when telemetry starts.
+_ACCEPTED = (0, 4)
 
 
 @dataclass
@@ -84,22 +93,25 @@ class MqttLink:
         self.queue = queue
         self.topics: DeviceTopics = device_topics(fleet=config.fleet, device=config.device_id,
                                                   prefix=config.topic_prefix)
-        self.boot_id = read_boot_id()
+        self.boot_id = queue.boot_id
+        self._encoder = payloads.EnvelopeEncoder(fleet=config.fleet, device=config.device_id, boot_id=self.boot_id)
         self.counters = LinkCounters()
         self._on_connected = on_connected
         self._on_message = on_message
         self._will_body = will_body
         self._seq_lock = threading.Lock()
-        self._enqueue_lock = threading.Lock()
         self._seq = 0
         self._conn = 0
         self._connected = threading.Event()
+        self._subscribed = threading.Event()      # SUBACK of the operator topics on this connection
         self._connected_since_ms = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._failed_mids: dict[int, int] = {}
-        self._inflight: list[tuple[Any, int]] = []  # (MQTTMessageInfo, msg_id), sender thread only
-        self._rewind_to = 1 << 62                    # sender restarts below this id after a client error
+        self._pubacks: deque[tuple[int, bool]] = deque()   # (mid, rejected) from paho's thread
+        self._puback_wake = max(1, config.max_inflight // 4)  # wake the sender for this many
+        self._inflight: dict[int, QueuedMessage] = {}   # paho mid -> row, sender thread only
+        self._to_delete: list[QueuedMessage] = []      # acknowledged, not yet deleted (sender only)
+        self._delete_due = 0.0
         self._connect_failures = 0                   # failed connects since the last success (log once)
         self._client = self._make_client()
         self._sender = threading.Thread(target=self._send_loop, name="edgeship-mqtt-sender", daemon=True)
@@ -110,6 +122,9 @@ class MqttLink:
         from paho.mqtt.enums import CallbackAPIVersion
 
         c = self.config
+        for path, what in ((c.key_file, "[mqtt] key_file"), (c.password_file, "[mqtt] password_file")):
+            if path:
+                check_secret_file(path, what)
         client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                              client_id=f"edgeship-{c.fleet}-{c.device_id}", protocol=mqtt.MQTTv5)
         client.max_inflight_messages_set(c.max_inflight)
@@ -127,6 +142,7 @@ class MqttLink:
         client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
+        client.on_subscribe = lambda *a: self._subscribed.set()
         client.on_message = self._handle_message
         return client
 
@@ -176,12 +192,12 @@ class MqttLink:
             except RuntimeError:  # the connection dropped meanwhile: the Will says offline instead
                 log.info("offline status not acknowledged; the broker publishes the Will")
         while self.connected and time.monotonic() < deadline and self._inflight:
+            self._wake.set()
             time.sleep(0.02)
         self._stopping.set()
         self._wake.set()
         if self._sender.is_alive():
-            self._sender.join(timeout=2)
-        self._reap()
+            self._sender.join(timeout=2)  # it deletes what was acknowledged before it ends
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -196,7 +212,10 @@ class MqttLink:
         return self._conn
 
     def wait_connected(self, timeout_s: float) -> bool:
-        return self._connected.wait(timeout_s)
+        """Wait until connected and subscribed to the operator topics (what is sent to the
+        device from then on reaches it). False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        return self._connected.wait(timeout_s) and self._subscribed.wait(max(0.0, deadline - time.monotonic()))
 
     def _next_seq(self) -> int:
         with self._seq_lock:
@@ -213,20 +232,62 @@ class MqttLink:
         return _queued_ok(self._client.publish(topic, raw, qos=1, retain=retained(kind), properties=properties))
 
     def enqueue(self, cls: MessageClass, topic: str, kind: Kind, body: Mapping[str, Any]) -> int:
-        """Store a message durably for delivery; returns its msg_id. Never touches the network.
+        """Store a message durably for delivery; returns its msg_id once it is *queued*: its
+        row committed (queue.py states what that guarantees). Concurrent callers share one
+        transaction (group commit). Never touches the network.
 
         Raises:
-            QueueError: the queue cannot be written.
+            QueueError: the queue cannot be written; the message is not queued.
+            ValueError: ``body`` overrides an envelope field.
         """
-        # Allocate the id and insert under one lock: rows must enter the table in id order, or
-        # the sender's cursor could pass an id whose row is inserted later by another thread.
-        with self._enqueue_lock:
-            origin = self.origin()
-            doc = payloads.envelope(kind, origin, body)
-            self.queue.put(cls=cls, topic=topic, body=payloads.encode(doc), boot_id=origin.boot_id,
-                           mono_ms=origin.mono_ms, msg_id=origin.msg_id)
+        row = self.queue.append(self._builder(cls, topic, kind, body))
         self._wake.set()
-        return origin.msg_id
+        return row.msg_id
+
+    def enqueue_many(self, messages: Iterable[tuple[MessageClass, str, Kind, Mapping[str, Any]]]) -> list[int]:
+        """:meth:`enqueue` for several ``(cls, topic, kind, body)`` at once: one transaction,
+        all or nothing; returns their msg_ids once all are queued.
+
+        Raises:
+            QueueError: the queue cannot be written; none of them is queued.
+            ValueError: a body overrides an envelope field (nothing is queued).
+        """
+        rows = self.queue.append_many([self._builder(*m) for m in messages])
+        self._wake.set()
+        return [r.msg_id for r in rows]
+
+    def stage(self, cls: MessageClass, topic: str, kind: Kind, body: Mapping[str, Any]) -> int:
+        """:meth:`enqueue` without waiting for the commit, for high-rate telemetry: returns the
+        msg_id of a message *accepted*, not yet queued. The sender commits staged messages
+        before it publishes anything (woken by this call), this call commits itself once the
+        queue's ``max_staged`` messages wait, and :meth:`flush` commits and waits; a kill -9
+        before that commit loses the message (queue.py states the guarantee).
+
+        Raises:
+            QueueError: this call had to commit and the commit failed.
+            ValueError: ``body`` overrides an envelope field.
+        """
+        row = self.queue.stage(self._builder(cls, topic, kind, body))
+        self._wake.set()
+        return row.msg_id
+
+    def flush(self) -> None:
+        """Return once every message staged before the call is queued (committed).
+
+        Raises:
+            QueueError: the commit of the newest of them failed.
+        """
+        self.queue.flush()
+
+    def _builder(self, cls: MessageClass, topic: str, kind: Kind,
+                 body: Mapping[str, Any]) -> Callable[[int], QueuedMessage]:
+        encode, boot_id = self._encoder.encode, self.boot_id
+
+        def build(msg_id: int) -> QueuedMessage:  # encoded once, with the id the queue allocated
+            mono_ms = int(time.monotonic() * 1000)
+            text = encode(kind, msg_id=msg_id, ts_ms=int(time.time() * 1000), mono_ms=mono_ms, body=body)
+            return QueuedMessage(msg_id, cls, topic, text, boot_id, mono_ms)
+        return build
 
     # ------------------------------------------------------------ paho callbacks (network thread)
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -240,7 +301,8 @@ class MqttLink:
         self.counters.connects += 1
         self._connect_failures = 0
         self._connected_since_ms = int(time.monotonic() * 1000)
-        client.subscribe([(self.topics.desired, 1), (self.topics.cmd_filter, 1)])
+        self._subscribed.clear()
+        client.subscribe([(f"{self.topics.base}/{f}", 1) for f in operator_filters()])
         self._connected.set()
         log.info("mqtt connected to %s:%s (connection %d)", self.config.host, self.config.port, conn)
         try:
@@ -262,14 +324,15 @@ class MqttLink:
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
+        self._subscribed.clear()
         if not self._stopping.is_set():
             log.warning("mqtt disconnected (%s); reconnecting with backoff", reason_code)
             self._set_will()  # the next connection carries a Will with its own conn/msg_id
 
     def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            self._failed_mids[mid] = reason_code.value
-        self._wake.set()
+        self._pubacks.append((mid, reason_code.is_failure))
+        if len(self._pubacks) >= self._puback_wake:  # the sender also polls every 50 ms
+            self._wake.set()
 
     def _handle_message(self, client, userdata, message) -> None:
         try:
@@ -278,25 +341,26 @@ class MqttLink:
             log.exception("handling %s failed", message.topic)
 
     # ------------------------------------------------------------ sender thread
-
-    def _reap(self) -> None:
-        done, keep = [], []
-        for info, msg_id in self._inflight:
+    def _settle(self, *, flush: bool = False) -> None:
+        """Take the PUBACKs paho reported; delete their rows in one batch when due."""
+        while self._pubacks:
+            mid, rejected = self._pubacks.popleft()
+            m = self._inflight.pop(mid, None)
+            if m is None:
+                continue  # a direct publish (status, reported, a command response)
+            if rejected:  # the broker refused it (e.g. ACL): deleted, counted, not re-sent
+                self.counters.broker_rejected += 1
+            if not self._to_delete:
+                self._delete_due = time.monotonic() + _ACK_DELAY_S
+            self._to_delete.append(m)
+        if self._to_delete and (flush or len(self._to_delete) >= _ACK_BATCH
+                                or time.monotonic() >= self._delete_due):
+            done, self._to_delete = self._to_delete, []
             try:
-                published = info.is_published()
-            except (RuntimeError, ValueError) as e:  # paho gave up on it: send it again from disk
-                log.warning("message %d not accepted by the client (%s); re-sending", msg_id, e)
-                self._rewind_to = min(self._rewind_to, msg_id - 1)
-                continue
-            if published:
-                done.append(msg_id)
-                if self._failed_mids.pop(info.mid, None) is not None:
-                    self.counters.broker_rejected += 1
-            else:
-                keep.append((info, msg_id))
-        self._inflight = keep
-        if done:
-            self.queue.ack(done)
+                self.queue.ack_rows(done)
+            except QueueError:
+                self._to_delete = done + self._to_delete  # tried again next round (after a pause)
+                raise
             self.counters.acked += len(done)
 
     def _send_loop(self) -> None:
@@ -306,26 +370,42 @@ class MqttLink:
             self._wake.wait(0.05)
             self._wake.clear()
             try:
-                self._reap()
-                if self._rewind_to < cursor:
-                    cursor, self._rewind_to = self._rewind_to, 1 << 62
+                self._settle()
+                self._commit_staged()  # nothing is published before it is queued
                 if not self.connected:
                     continue
                 room = self.config.max_inflight - len(self._inflight)
-                if room <= 0:
-                    continue
-                for m in self.queue.peek(after_id=cursor, limit=room):
-                    hist = m.boot_id != self.boot_id or m.mono_ms < self._connected_since_ms
-                    if hist and not bucket.take():
-                        break  # replay budget spent; the 50 ms wait refills it
-                    raw = payloads.stamp(m.body, seq=self._next_seq(), hist=hist)
-                    info = _queued_ok(self._client.publish(m.topic, raw, qos=1))
-                    self._inflight.append((info, m.msg_id))
-                    self.counters.published += 1
-                    cursor = m.msg_id
+                if room > 0:
+                    cursor = self._publish_batch(self.queue.next_batch(after_id=cursor, limit=room), cursor, bucket)
             except Exception:
                 log.exception("telemetry sender error; retrying")
                 time.sleep(0.5)
+        self._commit_staged()
+        self._settle(flush=True)
+
+    def _commit_staged(self) -> None:
+        try:
+            self.queue.flush()
+        except QueueError:  # the stage() callers have returned: the log and the count say it
+            log.exception("telemetry queue commit failed; staged messages lost")
+
+    def _publish_batch(self, batch: list[QueuedMessage], cursor: int, bucket: _TokenBucket) -> int:
+        """Hand ``batch`` to paho in order; returns the new cursor (the last id handed over).
+        What it does not hand over goes back to the queue for the next round."""
+        for i, m in enumerate(batch):
+            hist = m.boot_id != self.boot_id or m.mono_ms < self._connected_since_ms
+            if hist and not bucket.take():  # replay budget spent; the 50 ms wait refills it
+                self.queue.unread(batch[i:], after_id=cursor)
+                break
+            info = self._client.publish(m.topic, payloads.stamp(m.body, seq=self._next_seq(), hist=hist), qos=1)
+            if info.rc not in _ACCEPTED:  # not kept by paho (packet id clash): sent again
+                log.warning("message %d not accepted by the client (rc %s); re-sending", m.msg_id, info.rc)
+                self.queue.unread(batch[i:], after_id=cursor)
+                break
+            self._inflight[info.mid] = m
+            self.counters.published += 1
+            cursor = m.msg_id
+        return cursor
 
     def inflight_count(self) -> int:
         return len(self._inflight)

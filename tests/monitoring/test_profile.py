@@ -67,18 +67,27 @@ def test_plan_refuses_naming_why(tmp_path, tiny_bundle):
 
 @pytest.fixture
 def device(tmp_path, tiny_bundle):
+    """A real agent with [mqtt] that trusts the operator key of a fresh `edgeship keys init`;
+    yields it, the broker and the broker + --keys flags of the operator's commands."""
     if MOSQUITTO is None:
         pytest.skip("mosquitto binary not found")
+    from toolchain.ota.keys import init_keys
+
+    keys = tmp_path / "keys"
+    root = init_keys(keys_dir=keys)
     broker = Broker(str(tmp_path / "broker")).start()
     a = AgentProcess(tmp_path / "agent", tiny_bundle,
-                     extra_toml=f'\n[mqtt]\nfleet = "lab"\ndevice_id = "pi-1"\nport = {broker.port}\n').start()
-    yield a, broker
+                     extra_toml=f'\n[mqtt]\nfleet = "lab"\ndevice_id = "pi-1"\nport = {broker.port}\n'
+                                f'operator_root = "{root}"\n').start()
+    yield a, broker, ["--broker", f"127.0.0.1:{broker.port}", "--keys", str(keys)]
     a.stop()
     broker.stop()
 
 
-def _cli(*argv, timeout=300):
-    return subprocess.run([sys.executable, "-m", "toolchain.cli", *argv], env=env(), capture_output=True,
+def _cli(*argv, timeout=300, env_keys=None):
+    e = env()
+    e.pop("EDGESHIP_KEYS", None)
+    return subprocess.run([sys.executable, "-m", "toolchain.cli", *argv], env=e, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -86,8 +95,7 @@ def test_profile_on_the_device_while_it_serves_and_compare_with_a_desk_run(devic
     from toolchain.bench import result as result_mod
     from toolchain.demo_ota import make_tiny_build
 
-    a, broker = device
-    b = ["--broker", f"127.0.0.1:{broker.port}"]
+    a, broker, b = device
     served, failed, stop = [0], [0], threading.Event()
 
     def traffic():
@@ -128,8 +136,10 @@ def test_profile_on_the_device_while_it_serves_and_compare_with_a_desk_run(devic
 
 
 def test_refusals_over_mqtt(device, tmp_path):
-    a, broker = device
-    b = ["--broker", f"127.0.0.1:{broker.port}"]
+    a, broker, b = device
+    unsigned = _cli("fleet", "profile", "--fleet", "lab", "--device", "pi-1", *FAST, "--broker",
+                    f"127.0.0.1:{broker.port}", env_keys=None)
+    assert unsigned.returncode == 2 and "--keys" in unsigned.stderr  # commands are signed
     p = _cli("fleet", "profile", "--fleet", "lab", "--device", "pi-1", "--model", "resnet50", *FAST, *b)
     assert p.returncode == 1 and "not on this device" in p.stderr and "[profile.model_not_found]" in p.stderr
     first = subprocess.Popen([sys.executable, "-m", "toolchain.cli", "fleet", "profile", "--fleet", "lab", "--device",

@@ -11,10 +11,9 @@ import sys
 import time
 
 
-def add_parsers(fs, *, broker_args, settings, topics) -> None:
-    """Add ``exporter`` and ``drift`` to the ``fleet`` subcommands. The fleet CLI passes its
-    broker helpers: ``broker_args(parser)`` adds --broker and friends, ``settings(args)`` makes
-    the BrokerSettings, ``topics(args, device)`` checks --fleet/--device names (BadInputError)."""
+def add_parsers(fs) -> None:
+    """Add ``exporter``, ``drift`` and ``profile`` to the ``fleet`` subcommands."""
+    from .cliargs import broker_args, keys_arg
     e = fs.add_parser("exporter", help="serve the fleet's MQTT telemetry as Prometheus metrics (one scrape target)")
     e.add_argument("--fleet", action="append", default=None, help="only this fleet (repeatable; default: every fleet)")
     e.add_argument("--host", default="127.0.0.1", help="address to serve /metrics on (default %(default)s)")
@@ -25,12 +24,12 @@ def add_parsers(fs, *, broker_args, settings, topics) -> None:
     e.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run until "
                                                                 "SIGTERM/SIGINT)")
     broker_args(e)
-    e.set_defaults(func=_exporter, settings=settings, topics=topics)
+    e.set_defaults(func=_exporter)
     d = fs.add_parser("drift", help="drift scores per device and per release (the devices' retained telemetry/drift)")
     d.add_argument("--fleet", required=True)
     d.add_argument("--json", action="store_true")
     broker_args(d)
-    d.set_defaults(func=_drift, settings=settings, topics=topics)
+    d.set_defaults(func=_drift)
     p = fs.add_parser("profile", help="measure a model on the device itself (the bench's loop, serving goes on); "
                                       "the result reads like a local `edgeship bench` result")
     p.add_argument("--fleet", required=True)
@@ -47,24 +46,26 @@ def add_parsers(fs, *, broker_args, settings, topics) -> None:
     p.add_argument("-o", "--out", default=None, help="output directory (default ./profile-<device>)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the result")
     p.add_argument("--json", action="store_true")
+    keys_arg(p)
     broker_args(p)
-    p.set_defaults(func=_profile, settings=settings, topics=topics)
+    p.set_defaults(func=_profile)
 
 
 def _exporter(args) -> int:
     import signal
 
     from ..errors import BadInputError
+    from .cliargs import settings, topics
     from .exporter import Exporter
 
     for f in args.fleet or []:
-        args.topics(argparse_ns(args, f), "any-device")
+        topics(argparse_ns(args, f), "any-device")
     if args.stale_after_s <= 0 or args.max_devices < 1 or not 0 <= args.port <= 65535:
         raise BadInputError("--stale-after-s must be > 0, --max-devices >= 1 and --port a TCP port")
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
-        exp = Exporter(args.settings(args), fleets=args.fleet, host=args.host, port=args.port,
+        exp = Exporter(settings(args), fleets=args.fleet, host=args.host, port=args.port,
                        stale_after_s=args.stale_after_s, max_devices=args.max_devices)
     except OSError as e:
         raise BadInputError(f"cannot serve on {args.host}:{args.port}: {e}") from e
@@ -92,11 +93,12 @@ def _drift(args) -> int:
     from runtime.contracts.mqtt.telemetry import parse_drift
     from runtime.contracts.mqtt.topics import fleet_filter, split_device_topic
 
+    from .cliargs import check_fleet, settings
     from .client import FleetClient
 
-    args.topics(args, "any-device")
+    check_fleet(args)
     docs, bad = {}, []
-    with FleetClient(args.settings(args)) as fc:
+    with FleetClient(settings(args)) as fc:
         fc.subscribe(fleet_filter(fleet=args.fleet, leaf="telemetry/drift", prefix=args.prefix))
         for msg in fc.messages(timeout_s=5.0, idle_s=0.5):
             parts = split_device_topic(msg.topic, prefix=args.prefix)
@@ -162,10 +164,11 @@ def _profile(args) -> int:
     from ..bench import api
     from ..bench.report_md import tables
     from ..errors import BadInputError
+    from .cliargs import settings, signer_of, topics
     from .client import FleetClient
     from .profile import request_profile, to_bench_result
 
-    args.topics(args, args.device)
+    topics(args, args.device)
     try:
         threads = [int(x) for x in args.threads.split(",") if x.strip()]
     except ValueError:
@@ -184,7 +187,7 @@ def _profile(args) -> int:
     elif args.model:
         body["model"] = args.model
     out = Path(args.out or f"profile-{args.device}")
-    with FleetClient(args.settings(args)) as fc:
+    with FleetClient(settings(args), signer=signer_of(args)) as fc:
         answer, doc = request_profile(fc, fleet=args.fleet, device=args.device, body=body, timeout_s=args.timeout,
                                       progress=None if args.json else sys.stderr)
     result = to_bench_result(doc, out_dir=out, fleet=args.fleet, device=args.device)

@@ -2,8 +2,9 @@
 
 Every message is built with the contract's own builders (``runtime.contracts.mqtt.payloads``
 and ``.telemetry``) and published on the device's real topic, so the exporter reads exactly
-what agents send. It is not a device simulator (no agent, no updates, no commands): until the
-fleet simulator (``edgeship fleet simulate``) lands this is what drives 1,000 devices here.
+what agents send. It is not a device simulator (no agent, no updates, no commands; that is ``toolchain.fleet.sim``):
+it publishes what the simulator does not, drift documents, and drives the exporter's tests
+where exact counts are needed.
 """
 
 from __future__ import annotations
