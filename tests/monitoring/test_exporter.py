@@ -61,10 +61,12 @@ def test_per_device_and_per_release_series_and_malformed_telemetry(broker):
         sim.metrics_round(error_rate=0.1)
         sim.drift_round(devices=sim.devices[:5], psi=0.4, alarm=True)
         sim.garbage("dev-00003", 8)
+        sim.client.publish("edgeship/v1/_rollouts/sim/r-9/state", b'{"schema":"edgeship.rollout/1"}', qos=1)
         sim.flush()
         text = _wait_scrape(exp.port, lambda t: 'edgeship_fleet_exporter_malformed_total{kind="metrics"} 8.0' in t
                             and _value(t, 'edgeship_fleet_exporter_messages_total{kind="metrics"}') == 28
                             and _value(t, 'edgeship_fleet_device_drift_alarms{device="dev-00004",fleet="sim"}') == 1)
+        assert _value(text, 'edgeship_fleet_exporter_malformed_total{kind="rollout"}') == 1
         code, out = promtool_check(text.encode())
         assert code == 0, out
         assert _value(text, "edgeship_fleet_exporter_devices") == 20

@@ -28,6 +28,15 @@ DASHBOARDS = ROOT / "docs" / "grafana" / "dashboards"
 FLEET, DEVICE = "it", "agent-1"
 
 pytestmark = pytest.mark.mqtt
+#: the document `edgeship rollout` publishes retained (toolchain.fleet.rollout.status.summary)
+ROLLOUT_STATE = {"schema": "edgeship.rollout/1", "id": "r-1", "fleet": FLEET, "model": "tiny", "release": 2,
+                 "status": "running", "reason": None, "wave": 2,
+                 "waves": [{"wave": 1, "size": 1, "spec": "1", "assigned": 1, "committed": 1, "failed": 0,
+                            "pending": 0, "state": "passed"},
+                           {"wave": 2, "size": 3, "spec": "50%", "assigned": 3, "committed": 2, "failed": 0,
+                            "pending": 1, "state": "installing"}],
+                 "criteria": {}, "failures": [], "failed_total": 0, "breaches": [], "rollback": None,
+                 "cleared": 0, "concurrency": 10, "updated_ms": 0}
 
 
 def _drift_bundle(work: Path) -> Path:
@@ -76,6 +85,9 @@ def stack(tmp_path_factory):
     def devices():  # synthetic cohort devices next to the real agent: metrics every second
         sim.birth()
         sim.drift_round()
+        # a rollout controller's retained state (edgeship rollout; toolchain/fleet/rollout/status.py)
+        sim.client.publish(f"edgeship/v1/_rollouts/{FLEET}/r-1/state", json.dumps(ROLLOUT_STATE).encode(), qos=1,
+                           retain=True)
         while not stop.is_set():
             sim.metrics_round(window_s=1.0, error_rate=0.02)
             stop.wait(1.0)
@@ -150,6 +162,8 @@ def test_promtool_passes_on_both_endpoints_and_prometheus_scrapes_them(stack):
     prom = stack["prom"]
     prom.wait_for('edgeship_fleet_device_online{device="agent-1"}')
     prom.wait_for('up{job="agent"} == 1')
+    assert prom.wait_for('edgeship_fleet_rollout_wave{rollout="r-1"}')[0]["value"][1] == "2"
+    assert prom.query('edgeship_fleet_rollout_wave_devices{rollout="r-1",wave="2",state="committed"}')[0]["value"][1] == "2"
     assert prom.targets_up() == {"agent": "up", "exporter": "up"}
     got = prom.wait_for('edgeship_fleet_release_devices{fleet="it",model="tiny",release="2"}',
                         pred=lambda r: r and float(r[0]["value"][1]) == 4)  # 3 synthetic + the real agent

@@ -14,6 +14,9 @@ time (names in base units; per-device labels ``fleet``, ``device``):
 - per release (``fleet``, ``model``, ``release``): ``edgeship_fleet_release_devices``,
   ``_request_rate``, ``_error_ratio``, ``_latency_p50_seconds`` (median of the devices' p50),
   ``_latency_p95_seconds`` (worst device), ``_drift_psi_max``
+- per rollout (the controllers' retained ``_rollouts/{fleet}/{id}/state``):
+  ``edgeship_fleet_rollout_wave{fleet,rollout,model,release,status}`` (the current wave),
+  ``edgeship_fleet_rollout_wave_devices{fleet,rollout,wave,state}`` (assigned, committed, failed, pending)
 - ``edgeship_fleet_exporter_messages_total{kind}``, ``_malformed_total{kind}`` (counted and
   skipped), ``_devices``, ``_expired_total``, ``_refused_total`` (over ``--max-devices``)
 """
@@ -38,6 +41,7 @@ class FleetCollector:
         st = self.state
         with st.lock:
             devices = list(st.devices.values())
+            rollouts = {k: doc for k, (doc, _) in st.rollouts.items()}
             messages, malformed = dict(st.messages), dict(st.malformed)
             expired, refused = st.expired, st.refused
         dl = ["fleet", "device"]
@@ -78,6 +82,7 @@ class FleetCollector:
         yield req
         yield err
         yield from _release_families(releases)
+        yield from _rollout_families(rollouts)
         yield from _self_families(messages, malformed, len(devices), expired, refused)
 
 
@@ -110,6 +115,25 @@ def _release_families(releases: dict) -> Iterator[Any]:
         if psis:
             fam["drift_psi_max"].add_metric(lv, max(psis))
     yield from fam.values()
+
+
+def _rollout_families(rollouts: dict) -> Iterator[Any]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    wave = GaugeMetricFamily("edgeship_fleet_rollout_wave", "The wave a staged rollout is at (1-based).",
+                             labels=["fleet", "rollout", "model", "release", "status"])
+    per = GaugeMetricFamily("edgeship_fleet_rollout_wave_devices", "Devices of each rollout wave by state.",
+                            labels=["fleet", "rollout", "wave", "state"])
+    for (fleet, rid), doc in sorted(rollouts.items()):
+        wave.add_metric([fleet, rid, str(doc.get("model", "")), str(doc.get("release", "")), doc["status"]],
+                        doc["wave"])
+        for w in doc["waves"]:
+            for state in ("assigned", "committed", "failed", "pending"):
+                v = w.get(state)
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    per.add_metric([fleet, rid, str(w["wave"]), state], v)
+    yield wave
+    yield per
 
 
 def _self_families(messages, malformed, n, expired, refused) -> Iterator[Any]:
@@ -154,8 +178,9 @@ class Exporter:
         leaves = ("status", "desired", "telemetry/metrics", "telemetry/drift")
         if fleets:
             filters = [fleet_filter(fleet=f, leaf=leaf, prefix=settings.prefix) for f in fleets for leaf in leaves]
+            filters += [f"{settings.prefix}/_rollouts/{f}/+/state" for f in fleets]
         else:
-            filters = [f"{settings.prefix}/+/+/{leaf}" for leaf in leaves]
+            filters = [f"{settings.prefix}/+/+/{leaf}" for leaf in leaves] + [f"{settings.prefix}/_rollouts/+/+/state"]
         self.client.subscribe(*filters)
         self.server, _ = start_http_server(port, addr=host, registry=self.registry)
         self.port = self.server.server_port

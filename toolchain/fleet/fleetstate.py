@@ -21,7 +21,9 @@ from runtime.contracts.mqtt.topics import DEFAULT_PREFIX, split_device_topic
 
 #: drift scores kept per device (a model's inputs and outputs, their class and confidence)
 MAX_SCORES = 32
-KINDS = ("status", "metrics", "drift", "desired")
+#: rollouts kept (the controllers' retained state documents); the least recently updated go first
+MAX_ROLLOUTS = 64
+KINDS = ("status", "metrics", "drift", "desired", "rollout")
 
 
 @dataclass
@@ -49,12 +51,16 @@ class FleetState:
         self.max_devices = max_devices
         self.lock = threading.Lock()
         self.devices: dict[tuple[str, str], Device] = {}
+        #: (fleet, rollout id) -> (the controller's retained state document, when last heard)
+        self.rollouts: dict[tuple[str, str], tuple[dict, float]] = {}
         self.messages = {k: 0 for k in KINDS}
         self.malformed = {k: 0 for k in KINDS}
         self.expired = 0
         self.refused = 0
 
     def feed(self, topic: str, payload: bytes, now: float) -> None:
+        if topic.startswith(f"{self.prefix}/_rollouts/"):
+            return self._rollout(topic, payload, now)
         parts = split_device_topic(topic, prefix=self.prefix)
         if parts is None:
             return
@@ -112,13 +118,35 @@ class FleetState:
                 wave = rollout.get("wave", doc.get("wave"))
                 d.wave = str(wave) if isinstance(wave, (int, str)) and not isinstance(wave, bool) else ""
 
+    def _rollout(self, topic: str, payload: bytes, now: float) -> None:
+        """A rollout controller's retained state (``{prefix}/_rollouts/{fleet}/{id}/state``)."""
+        parts = topic[len(self.prefix) + len("/_rollouts/"):].split("/")
+        if len(parts) != 3 or parts[2] != "state":
+            return
+        with self.lock:
+            self.messages["rollout"] += 1
+            if not payload:
+                self.rollouts.pop((parts[0], parts[1]), None)
+                return
+            try:
+                doc = _rollout_doc(payload)
+            except PayloadRejected:
+                self.malformed["rollout"] += 1
+                return
+            self.rollouts.pop((parts[0], parts[1]), None)
+            if len(self.rollouts) >= MAX_ROLLOUTS:
+                del self.rollouts[next(iter(self.rollouts))]
+            self.rollouts[(parts[0], parts[1])] = (doc, now)
+
     def expire(self, now: float) -> int:
-        """Forget devices silent for ``stale_after_s``; returns how many."""
+        """Forget devices and rollouts silent for ``stale_after_s``; returns how many devices."""
         with self.lock:
             gone = [k for k, d in self.devices.items() if now - d.last_seen > self.stale_after_s]
             for k in gone:
                 del self.devices[k]
             self.expired += len(gone)
+            for k in [k for k, (_, seen) in self.rollouts.items() if now - seen > self.stale_after_s]:
+                del self.rollouts[k]
             return len(gone)
 
 
@@ -127,6 +155,22 @@ def _active(d: Device, active: Any) -> None:
         d.model = active["name"]
         d.release = str(active.get("release") or "")
         d.version = str(active.get("version") or "")
+
+
+def _rollout_doc(payload: bytes) -> dict:
+    """A rollout state document (``edgeship.rollout/1``): id, model, release, status, wave, waves."""
+    import json
+
+    try:
+        doc = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise PayloadRejected("payload.not_json", f"rollout state: {e}") from e
+    ok = (isinstance(doc, dict) and doc.get("schema") == "edgeship.rollout/1" and isinstance(doc.get("wave"), int)
+          and isinstance(doc.get("waves"), list) and isinstance(doc.get("status"), str)
+          and all(isinstance(w, dict) and isinstance(w.get("wave"), int) for w in doc["waves"]))
+    if not ok:
+        raise PayloadRejected("payload.schema", "rollout state: not an edgeship.rollout/1 document")
+    return doc
 
 
 def _desired(payload: bytes) -> dict:
@@ -138,4 +182,7 @@ def _desired(payload: bytes) -> dict:
         raise PayloadRejected("payload.not_json", f"desired: {e}") from e
     if not isinstance(doc, dict):
         raise PayloadRejected("payload.schema", "desired: not an object")
+    signed = doc.get("signed")
+    if isinstance(signed, dict) and isinstance(signed.get("body"), dict):  # the operator-signed envelope
+        return signed["body"]
     return doc
