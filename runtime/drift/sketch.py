@@ -251,10 +251,12 @@ _ONES = np.ones(0, np.float32)
 def _ones(n: int) -> np.ndarray:
     """A read-only view of ``n`` float32 ones (one array, grown to the largest chunk seen)."""
     global _ONES
-    if _ONES.shape[0] < n:
-        _ONES = np.ones(n, np.float32)
-        _ONES.flags.writeable = False
-    return _ONES[:n]
+    ones = _ONES  # one read: two monitors' threads may grow it at once, each keeps the array it read or made
+    if ones.shape[0] < n:
+        ones = np.ones(n, np.float32)
+        ones.flags.writeable = False
+        _ONES = ones
+    return ones[:n]
 
 
 def _above(rows: np.ndarray, edges: np.ndarray) -> np.ndarray:
