@@ -67,6 +67,10 @@ class TelemetryService:
         self.link = MqttLink(config=config, queue=self.queue, on_connected=self._on_connected,
                              on_message=self._on_message, will_body=self._will_body)
         self.topics = self.link.topics
+        from .profile_cmd import ProfileRunner
+
+        self.profiles = ProfileRunner(agent, updater, lambda kind, body, pid: self._enqueue(
+            MessageClass.DEPLOY, self.topics.of(kind, id=pid), kind, body))
         self._lock = threading.Lock()          # guards state, pending, busy
         self._pending: Desired | None = None
         self._rerun = False                    # the pending document runs again (a signed retry)

@@ -60,6 +60,7 @@ def run(config: AgentConfig) -> int:
     import uvicorn
 
     from ..agent.core import Agent
+    from ..monitoring.startup import start_monitoring
     from .connections import Guard, Limits, raise_open_file_limit
     from .http import create_app
     from .service import InferenceService
@@ -82,7 +83,9 @@ def run(config: AgentConfig) -> int:
         agent = Agent(config)
         service = InferenceService(agent)
         updates = UpdateHost(config, agent)
-        app = create_app(agent, control_token=token, updates=updates, service=service)
+        monitoring = start_monitoring(config, agent)
+        app = create_app(agent, control_token=token, updates=updates, service=service,
+                         metrics_registry=monitoring.registry)
         try:
             stop_grpc, grpc_port = _start_grpc(config, service)
         except Exception:
@@ -100,7 +103,8 @@ def run(config: AgentConfig) -> int:
         # cleanup below runs and the exit code is 0.
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
             target=_reload, args=(agent,), daemon=True).start())
-        stoppers = [stop_grpc, updates.cancel, *_start_extensions(config, agent, updates)]
+        stoppers = [stop_grpc, updates.cancel, monitoring.stop,
+                    *_start_extensions(config, agent, updates, monitoring)]
         advertise(paths, host=s.host, port=port)
         log.info("agent.started", host=s.host, port=port, grpc_port=grpc_port, pid=os.getpid(),
                  ready=agent.ready, model=(agent.current().ref.name if agent.current() else None),
@@ -185,7 +189,7 @@ def _start_grpc(config: AgentConfig, service) -> tuple:
     return stop, port
 
 
-def _start_extensions(config: AgentConfig, agent, updates=None) -> list:
+def _start_extensions(config: AgentConfig, agent, updates=None, monitoring=None) -> list:
     """Start OTA updates and MQTT telemetry when configured; return their stop callables.
 
     Updates start when ``[update]`` is in the config or an update journal exists (an update
@@ -211,6 +215,10 @@ def _start_extensions(config: AgentConfig, agent, updates=None) -> list:
 
             svc = mqtt.start(config, agent, updater)
             stoppers.append(svc.stop)
+            if monitoring is not None:
+                from ..monitoring.startup import attach_telemetry
+
+                attach_telemetry(monitoring, svc)
         except Exception as e:
             log.error("telemetry.start_failed", error=f"{type(e).__name__}: {e}")
     if updater is not None:
