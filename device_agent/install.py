@@ -6,7 +6,8 @@ root work; without it the paths are the system ones)::
     P/etc/edgeship/agent.toml                      # the config, every key documented
     P/var/lib/edgeship/                            # state dir: models/, pointers.json, tmp/, update/
     P/etc/systemd/system/edgeship-agent.service    # Restart=on-failure
-    P/var/lib/edgeship/trust/root.json             # with --trust-root: the TUF root of trust
+    P/var/lib/edgeship/trust/root.json             # with --trust-root: the TUF root of trust (+ operator keys)
+    P/etc/edgeship/mqtt/{ca.crt,device.crt,device.key,password}   # with --mqtt: copies (secrets 0600)
 
 Nothing half-written: the bundle is installed into the store first (checked), the config
 and unit are written atomically, and an existing config is left alone unless ``--force``.
@@ -113,27 +114,41 @@ def _check_bundle(bundle: str | os.PathLike) -> None:
                            f"`edgeship package`") from e
 
 
-def _extensions(*, repository: str | None, mqtt_host: str | None, fleet: str | None) -> dict:
+def _extensions(*, repository: str | None, mqtt_section) -> dict:
     ext = {}
     if repository:
         ext["update"] = dataclasses.replace(AgentConfig().section("update"), repository_url=repository)
-    if mqtt_host:
-        over = {"host": mqtt_host, **({"fleet": fleet} if fleet else {})}
-        ext["mqtt"] = dataclasses.replace(AgentConfig().section("mqtt"), **over)
+    if mqtt_section is not None:
+        ext["mqtt"] = mqtt_section
     return ext
+
+
+def _operator_keys(root_bytes: bytes | None) -> list[str]:
+    """The operator key ids a root.json lists (they sign desired state and commands)."""
+    from runtime.contracts.errors import PayloadRejected
+    from runtime.contracts.mqtt.signing import OperatorKeys
+
+    if root_bytes is None:
+        return []
+    try:
+        return sorted(OperatorKeys.from_root(json.loads(root_bytes)).keys)
+    except PayloadRejected as e:
+        raise InstallError(f"--trust-root: {e.detail}") from e
 
 
 def install(*, bundle: str | os.PathLike, prefix: str | os.PathLike | None = None, port: int = 8080,
             host: str = "127.0.0.1", user: str | None = None, force: bool = False,
             trust_root: str | os.PathLike | None = None, repository: str | None = None,
-            mqtt_host: str | None = None, fleet: str | None = None) -> dict:
+            mqtt=None) -> dict:
     """Install the agent; return what was written.
 
-    ``trust_root`` (a TUF root.json) is placed at ``<state_dir>/trust/root.json``;
-    ``repository`` turns on signed updates from that URL or directory (``[update]``);
-    ``mqtt_host`` (and ``fleet``) turn on MQTT telemetry (``[mqtt]``).
+    ``trust_root`` (a TUF root.json, with the operator keys that sign the control plane) is
+    placed at ``<state_dir>/trust/root.json``; ``repository`` turns on signed updates from
+    that URL or directory (``[update]``); ``mqtt`` (a ``device_agent.mqtt.install.MqttInstall``)
+    turns on MQTT (``[mqtt]``; its TLS and password files are checked and copied).
 
     Raises:
+        TelemetryConfigError: a bad --mqtt option or file (a secret readable by others).
         InstallError: a config exists and ``force`` is False; a bad root.json; a repository
             without a trusted root; an agent is running on the state dir.
         BundleRejectedError: the bundle failed the store's checks (nothing else was written).
@@ -152,7 +167,12 @@ def install(*, bundle: str | os.PathLike, prefix: str | os.PathLike | None = Non
     if repository and root_bytes is None and not trust_path.exists():
         raise InstallError("signed updates need the repository's trusted root.json: pass --trust-root "
                            "keys/root.json (from `edgeship keys init`)")
-    ext = _extensions(repository=repository, mqtt_host=mqtt_host, fleet=fleet)
+    operator_keys = _operator_keys(root_bytes)
+    mqtt_section = None
+    if mqtt is not None:
+        from .mqtt.install import check
+
+        mqtt_section = check(mqtt)  # every file checked before anything is written
     try:  # a running agent keeps serving its model: switching the store under it would lie
         with instance_lock(paths.state_dir):
             store = Store(paths.state_dir)
@@ -164,6 +184,11 @@ def install(*, bundle: str | os.PathLike, prefix: str | os.PathLike | None = Non
                            f"process), then install again") from None
     if root_bytes is not None:
         atomic_write_bytes(trust_path, root_bytes)
+    if mqtt_section is not None:
+        from .mqtt.install import install_files
+
+        mqtt_section = install_files(mqtt_section, paths.config.parent)
+    ext = _extensions(repository=repository, mqtt_section=mqtt_section)
     cfg = AgentConfig(agent=AgentSection(state_dir=str(paths.state_dir)),
                       serving=dataclasses.replace(ServingSection(), port=port, host=host), extensions=ext)
     header = ("edgeship agent configuration (strict: unknown keys are refused).\n"
@@ -172,7 +197,11 @@ def install(*, bundle: str | os.PathLike, prefix: str | os.PathLike | None = Non
     atomic_write_bytes(paths.unit, systemd_unit(config_path=paths.config, state_dir=paths.state_dir,
                                                 user=user).encode())
     return {"config": str(paths.config), "state_dir": str(paths.state_dir), "unit": str(paths.unit),
-            "trust_root": str(trust_path) if trust_path.exists() else None, "active": ref.to_json()}
+            "trust_root": str(trust_path) if trust_path.exists() else None, "active": ref.to_json(),
+            "operator_keys": operator_keys or _operator_keys(trust_path.read_bytes() if trust_path.exists() else None),
+            "mqtt": None if mqtt_section is None else {"host": mqtt_section.host, "port": mqtt_section.port,
+                                                         "fleet": mqtt_section.fleet, "device_id": mqtt_section.device_id,
+                                                         "tls": mqtt_section.tls}}
 
 
 def add_parser(sub) -> None:
@@ -187,18 +216,21 @@ def add_parser(sub) -> None:
                    help="TUF root.json of the model repository (from `edgeship keys init`)")
     p.add_argument("--repository", default=None, metavar="URL_OR_DIR",
                    help="turn on signed updates from this TUF repository ([update] repository_url)")
-    p.add_argument("--mqtt-host", default=None, help="turn on MQTT telemetry to this broker ([mqtt] host)")
-    p.add_argument("--fleet", default=None, help="fleet name for MQTT topics ([mqtt] fleet)")
     p.add_argument("--force", action="store_true", help="overwrite an existing config")
     p.add_argument("--json", action="store_true", help="print JSON")
+    from .mqtt.install import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
+    from .mqtt.install import from_args
+
     try:
         res = install(bundle=args.bundle, prefix=args.prefix, port=args.port, host=args.host,
                       user=args.user, force=args.force, trust_root=args.trust_root,
-                      repository=args.repository, mqtt_host=args.mqtt_host, fleet=args.fleet)
+                      repository=args.repository, mqtt=from_args(args))
     except OSError as e:
         raise InstallWriteError(f"{e} (without --prefix this needs root)") from e
     if args.json:
@@ -206,7 +238,13 @@ def _cmd(args) -> int:
         return 0
     a = res["active"]
     print(f"config     {res['config']}\nstate dir  {res['state_dir']}\nunit       {res['unit']}\n"
-          f"active     {a['name']} {a['version']} (release {a['release']})  sha256 {a['sha256']}\n")
+          f"active     {a['name']} {a['version']} (release {a['release']})  sha256 {a['sha256']}")
+    if res["mqtt"]:
+        m = res["mqtt"]
+        print(f"mqtt       {m['fleet']}/{m['device_id']} -> {m['host']}:{m['port']}{' (TLS)' if m['tls'] else ''}")
+    print("operator   " + (", ".join(k[:12] for k in res["operator_keys"]) + " (sign desired state and commands)"
+                           if res["operator_keys"] else "no operator key: desired state and commands will be "
+                           "refused (pass --trust-root keys/root.json from `edgeship keys init`)") + "\n")
     if args.prefix:
         print(f"start it:  edgeship-agent run --config {res['config']}")
     else:

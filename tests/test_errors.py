@@ -102,6 +102,10 @@ def test_edgeship_commands_report_errors_in_one_line_with_their_exit_code(tmp_pa
     assert code == 2 and "not a valid topic level" in out.err
     code, out = _edgeship(["push", "--fleet", "f", "--device", "d", "--model", "m", "--release", "1",
                            "--repo", str(tmp_path / "norepo"), "--broker", "nohostport"], capsys)
+    assert code == 2 and out.err.startswith("edgeship push: error: ") and "pass --keys DIR" in out.err
+    assert _edgeship(["keys", "init", "--dir", str(tmp_path / "k3")], capsys)[0] == 0
+    code, out = _edgeship(["push", "--fleet", "f", "--device", "d", "--model", "m", "--release", "1", "--keys",
+                           str(tmp_path / "k3"), "--repo", str(tmp_path / "norepo"), "--broker", "nohostport"], capsys)
     assert code == 1 and out.err.startswith("edgeship push: error: ") and "no metadata/ directory" in out.err
     code, out = _edgeship(["keys", "init", "--dir", str(tmp_path / "k2"), "--keys", "root"], capsys)
     assert code == 2 and "--keys expects ROLE=N" in out.err

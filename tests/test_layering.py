@@ -8,7 +8,8 @@ fails here even where the imported package is not installed.
   backends, reference models) are not imports; the script also prints the loops they close.
 - ``toolchain`` imports nothing from ``device_agent``.
 - ``runtime.contracts`` (the formats crossing the host/device boundary) imports neither side
-  and nothing but the standard library, numpy and ``runtime``'s own errors/spec.
+  and nothing but the standard library, numpy, ``cryptography`` (the Ed25519 signatures of
+  the control plane, lazily) and ``runtime``'s own errors/spec.
 - ``device_agent`` and ``runtime`` import no torch, onnx, openvino, litert_torch, tensorflow
   or ``toolchain`` (runtime's OpenVINO backend alone imports openvino, lazily).
 
@@ -29,7 +30,7 @@ HEAVY = ("torch", "onnx", "openvino", "litert_torch", "tensorflow", "toolchain")
 #: the only modules of device_agent/runtime allowed to import a heavy package (and only lazily)
 HEAVY_ALLOWED = {"runtime.backends.openvino": {"openvino"}}
 CONTRACTS = "runtime.contracts"
-CONTRACTS_MAY_IMPORT = ("numpy", "runtime.contracts", "runtime.errors", "runtime.spec")
+CONTRACTS_MAY_IMPORT = ("numpy", "cryptography", "runtime.contracts", "runtime.errors", "runtime.spec")
 _TARGET = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+):[A-Za-z_]\w*$")
 
 
@@ -160,8 +161,8 @@ def violations() -> list[str]:
                     bad.append(f"{where} (the contracts import neither side)")
                 elif root in PACKAGES and not imp.startswith(CONTRACTS_MAY_IMPORT):
                     bad.append(f"{where} (the contracts import only {', '.join(CONTRACTS_MAY_IMPORT)})")
-                elif root not in PACKAGES and root not in sys.stdlib_module_names and root != "numpy":
-                    bad.append(f"{where} (the contracts use the standard library and numpy only)")
+                elif root not in PACKAGES and root not in sys.stdlib_module_names and root not in ("numpy", "cryptography"):
+                    bad.append(f"{where} (the contracts use the standard library, numpy and cryptography only)")
     return bad
 
 

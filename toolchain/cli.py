@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "repo": "toolchain.ota.cli:add_repo_parser",
     "push": "toolchain.fleet.cli:add_push_parser",
     "fleet": "toolchain.fleet.cli:add_fleet_parser",
+    "rollout": "toolchain.fleet.rollout.cli:add_parser",
 }
 
 

@@ -239,6 +239,7 @@ def story(work: Path) -> int:  # noqa: PLR0915 - a linear script is the clearest
         print(f"mosquitto on 127.0.0.1:{d.broker.port}")
         keys, repo = work / "keys", work / "repo"
         d.run("keys", "init", "--dir", str(keys))
+        d.env["EDGESHIP_KEYS"] = str(keys)  # push and fleet command sign with its operator key
         r1 = make_tiny_bundle(work / "models", release=1, scale=1.0)
         r2 = make_tiny_bundle(work / "models", release=2, scale=2.0)
         r3 = make_bad_bundle(work / "models", release=3)

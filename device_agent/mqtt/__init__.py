@@ -5,15 +5,20 @@ release; the bytes always come through the agent's TUF-verified update path.
 
 Modules: ``queue`` (durable SQLite WAL outbox; its values in ``outbox``, its group commit in
 ``groupcommit``, the sender's window on it in ``tail``), ``link`` (paho-mqtt client + sender),
+``inbound`` (the door: every operator message signed, addressed, fresh; rate-limited
+refusals) with ``trust`` (operator keys from the TUF root, the persisted replay state),
 ``control`` (desired-state decisions and persisted state), ``commands``, ``system``,
-``service`` (the I/O shell binding them). Topics and payloads: ``runtime.contracts.mqtt``.
-paho-mqtt is imported only when the service starts.
+``service`` (the I/O shell binding them), ``install`` (the ``[mqtt]`` flags of
+``edgeship-agent install``). Topics and payloads are ``runtime.contracts.mqtt``. paho-mqtt is
+imported only when the service starts.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping
+
+from runtime.contracts.statedir import StateDir
 
 from .config import MqttConfig
 from .errors import QueueError, TelemetryConfigError, TelemetryError
@@ -27,21 +32,28 @@ def start(config: Any, agent: Any, updater: Any = None):
 
     ``config`` is an :class:`MqttConfig`, or the agent config with an ``mqtt`` attribute/key
     (a mapping or an MqttConfig) and a ``state_dir`` (the queue goes to ``<state_dir>/telemetry``).
+    The operator keys come from ``[mqtt] operator_root`` or the state dir's TUF roots; with an
+    ``updater``, a message signed by a key not seen yet triggers one TUF refresh (a rotation).
 
     Raises:
         TelemetryConfigError: the [mqtt] settings are invalid or missing.
         QueueError: the durable queue cannot be opened.
     """
     from .service import TelemetryService
+    from .trust import OperatorTrust
 
-    return TelemetryService(_mqtt_config(config), agent, updater).start()
+    cfg, state_dir = _mqtt_config(config)
+    roots = [Path(cfg.operator_root)] if cfg.operator_root else (
+        list(StateDir(state_dir).trusted_roots) if state_dir is not None else [])
+    refresh = getattr(updater, "refresh_trust", None)
+    return TelemetryService(cfg, agent, updater, trust=OperatorTrust(roots, refresh=refresh)).start()
 
 
-def _mqtt_config(config: Any) -> MqttConfig:
+def _mqtt_config(config: Any) -> tuple[MqttConfig, Path | None]:
     if isinstance(config, MqttConfig):
         if not config.queue_dir:
             raise TelemetryConfigError("[mqtt] queue_dir is empty and no state_dir was given")
-        return config
+        return config, None
     if isinstance(config, Mapping):
         section, state_dir = config.get("mqtt"), config.get("state_dir")
     else:  # device_agent.config.AgentConfig (mqtt registered in SECTIONS) or a similar object
@@ -56,4 +68,4 @@ def _mqtt_config(config: Any) -> MqttConfig:
         section = section.with_state_dir(state_dir)
     if not section.queue_dir:
         raise TelemetryConfigError("[mqtt] queue_dir is empty and the config has no state_dir")
-    return section
+    return section, Path(state_dir) if state_dir is not None else None

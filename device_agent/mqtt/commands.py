@@ -1,4 +1,7 @@
-"""Imperative commands on ``cmd/{name}``: ``rollback``, ``rebirth``, ``cancel``.
+"""Imperative commands on ``cmd/{name}``: ``rollback``, ``rebirth``, ``cancel``, ``retry``.
+
+A command reaches a handler only after :class:`~.inbound.ControlGate` admitted it (signed by
+the operator for this device, unexpired, not replayed); the handler gets its signed body.
 
 A command may carry an MQTT 5 Response Topic and Correlation Data; the response goes to that
 topic only if it is ``cmd/{name}/resp[/...]`` of this device (where the broker ACL lets the
@@ -34,11 +37,12 @@ class CommandHost(Protocol):
     max_payload_bytes: int
 
     def running_deployment(self) -> Desired | None: ...
+    def rerun_desired(self, model: str, release: int) -> bool: ...
     def agent_status(self) -> dict: ...
     def republish(self) -> None: ...
     def emit_event(self, *, category: str, severity: payloads.Severity, reason_code: str, detail: str,
                    context: dict | None = None) -> None: ...
-    def reject(self, what: str, e: PayloadRejected, context: dict | None = None) -> None: ...
+    def reject(self, what: str, e: PayloadRejected, context: dict | None = None) -> bool: ...
     def publish_response(self, topic: str, body: dict, properties: Any) -> None: ...
 
 
@@ -73,8 +77,27 @@ def _cancel(host: CommandHost, body: dict) -> Result:
         "deployment_id": running.deployment_id, "cancel_result": outcome if isinstance(outcome, (bool, str)) else None}
 
 
+def _retry(host: CommandHost, body: dict) -> Result:
+    """Take a release out of the penalty box (``{"release": N, "model"?: name}``); if the
+    current desired state names it, run that again."""
+    release, model = body.get("release"), body.get("model") or (host.agent_status().get("active") or {}).get("name")
+    if not isinstance(release, int) or isinstance(release, bool) or not isinstance(model, str):
+        return False, "payload.schema", "retry needs {'release': int, 'model'?: str} (model: the active one)", {}
+    releases = getattr(host.updater, "releases", None)
+    if releases is None:
+        return False, "update.unavailable", "this agent has no updater configured", {}
+    forgiven = releases.forgive(model, release)
+    if not forgiven:
+        return False, "retry.not_boxed", f"{model} release {release} is not in this device's penalty box", {}
+    rerun = host.rerun_desired(model, release)
+    host.republish()
+    return True, None, (f"{model} release {release} taken out of the penalty box"
+                        + ("; the current desired state runs it again" if rerun else "")), {
+        "forgiven": [p.sha256 for p in forgiven], "rerun": rerun}
+
+
 HANDLERS: dict[str, Callable[[CommandHost, dict], Result]] = {
-    "rollback": _rollback, "rebirth": _rebirth, "cancel": _cancel,
+    "rollback": _rollback, "rebirth": _rebirth, "cancel": _cancel, "retry": _retry,
 }
 
 
@@ -98,23 +121,27 @@ def _response_target(host: CommandHost, name: str, properties: Any) -> tuple[str
     return topic, props
 
 
-def run_command(host: CommandHost, name: str, raw: bytes, properties: Any) -> None:
-    """Execute one command and publish its response (never raises)."""
+def run_command(host: CommandHost, name: str, body: dict, properties: Any) -> None:
+    """Execute one admitted command and publish its response (never raises)."""
     if name not in HANDLERS:
         ok, code, detail, result = False, "cmd.unknown", f"unknown command {name!r}; known: {sorted(HANDLERS)}", {}
         host.emit_event(category="control", severity=payloads.Severity.WARNING, reason_code=code, detail=detail)
     else:
         try:
-            body = payloads.parse_command(raw, max_bytes=host.max_payload_bytes)
-        except PayloadRejected as e:
-            host.reject(f"command {name}", e, {"bytes": len(raw)})
-            ok, code, detail, result = False, e.reason_code, e.detail, {}
-        else:
-            try:
-                ok, code, detail, result = HANDLERS[name](host, body)
-            except Exception as e:
-                log.exception("command %s failed", name)
-                ok, code, detail, result = False, f"cmd.error.{type(e).__name__}", str(e), {}
+            ok, code, detail, result = HANDLERS[name](host, body)
+        except Exception as e:
+            log.exception("command %s failed", name)
+            ok, code, detail, result = False, f"cmd.error.{type(e).__name__}", str(e), {}
+    _answer(host, name, ok, code, detail, result, properties)
+
+
+def answer_refused(host: CommandHost, name: str, e: PayloadRejected, properties: Any) -> None:
+    """Answer a command the gate refused (``ok: false`` with the refusal's reason code)."""
+    _answer(host, name, False, e.reason_code, e.detail, {}, properties)
+
+
+def _answer(host: CommandHost, name: str, ok: bool, code: str | None, detail: str, result: dict,
+            properties: Any) -> None:
     topic, props = _response_target(host, name, properties)
     host.publish_response(topic, payloads.command_response(command=name, ok=ok, reason_code=code,
                                                            detail=detail, result=result), props)

@@ -11,7 +11,9 @@ strings mean "not set" (TOML has no null).
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +25,21 @@ from ..configfile import doc, load_table
 from .errors import TelemetryConfigError
 
 _MIB = 1 << 20
+
+
+def check_secret_file(path: str | os.PathLike, what: str) -> None:
+    """Refuse a private key or password file that others than its owner may read.
+
+    Raises:
+        TelemetryConfigError: naming the file and its mode (and the chmod that fixes it).
+    """
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError as e:
+        raise TelemetryConfigError(f"{what} {path}: {e.strerror or e}") from e
+    if mode & 0o077:
+        raise TelemetryConfigError(f"{what} {path} has mode {mode:04o}: a secret must be readable by its owner "
+                                   f"only (chmod 600 {path})")
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,12 @@ class MqttConfig:
                                   "then deploy events, then events.", 24 * _MIB)
     max_control_payload_bytes: int = doc("Largest desired-state or command payload accepted; "
                                          "larger ones are refused and reported.", 16384)
+    operator_root: str = doc("TUF root.json whose operator keys (x-edgeship-operator, from `edgeship keys "
+                             "init`) sign desired state and commands; empty = the newest of the state "
+                             "dir's update/metadata/root.json and trust/root.json. Unsigned, forged, "
+                             "replayed, expired or misaddressed messages are refused.", "")
+    refusal_events_per_min: float = doc("Refused control messages reported on events, per minute after a "
+                                        "burst of 10; the rest are counted (context.suppressed).", 10.0)
 
     def __post_init__(self) -> None:
         try:
@@ -78,7 +101,7 @@ class MqttConfig:
         positive = ("port", "keepalive_s", "max_inflight", "max_control_payload_bytes",
                     "budget_events_bytes", "budget_deploy_bytes", "budget_metrics_bytes",
                     "budget_total_bytes", "reconnect_min_s", "reconnect_max_s",
-                    "replay_max_per_s", "metrics_interval_s", "heartbeat_s")
+                    "replay_max_per_s", "metrics_interval_s", "heartbeat_s", "refusal_events_per_min")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise TelemetryConfigError(f"[mqtt] {name} must be > 0, got {getattr(self, name)}")

@@ -43,7 +43,7 @@ class UpdaterLike(Protocol):
     """What the control plane needs from device_agent.ota.Updater."""
 
     def update(self, model: str, release: int | None = None, deployment_id: str | None = None,
-               on_event: Any = None) -> Any: ...
+               on_event: Any = None, *, authority: Any = None) -> Any: ...
     def cancel(self) -> Any: ...
 
 
@@ -102,6 +102,17 @@ def finish(state: ControlState, desired: Desired, *, final_state: str, reason_co
     if final_state in REJECTING_STATES:
         rejected = (rejected + (record,))[-MAX_REJECTED:]
     return replace(state, last_deployment=record, rejected=rejected)
+
+
+def local_finish(state: ControlState, *, deployment_id: str, model: str, release: int | None,
+                 final_state: str, reason_code: str | None, detail: str) -> ControlState:
+    """An update the device ran on its own (polling) ended: a failed or rolled-back release
+    joins ``rejected``; ``last_deployment`` stays the operator's last one."""
+    if final_state not in REJECTING_STATES:
+        return state
+    record = {"deployment_id": deployment_id, "model": model, "release": release, "version": None,
+              "state": final_state, "reason_code": reason_code, "detail": detail, "ts_ms": int(time.time() * 1000)}
+    return replace(state, rejected=(state.rejected + (record,))[-MAX_REJECTED:])
 
 
 def event_category(state: str, reason_code: str | None) -> str | None:

@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from runtime.contracts.mqtt import payloads
-from runtime.contracts.mqtt.messages import Kind, retained
+from runtime.contracts.mqtt.messages import Kind, operator_filters, retained
 from runtime.contracts.mqtt.payloads import Origin
 from runtime.contracts.mqtt.topics import DeviceTopics, device_topics
 
-from .config import MqttConfig
+from .config import MqttConfig, check_secret_file
 from .queue import DurableQueue, MessageClass
 from .errors import QueueError
 from .outbox import QueuedMessage, read_boot_id
@@ -103,6 +103,7 @@ class MqttLink:
         self._seq = 0
         self._conn = 0
         self._connected = threading.Event()
+        self._subscribed = threading.Event()      # SUBACK of the operator topics on this connection
         self._connected_since_ms = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -121,6 +122,9 @@ class MqttLink:
         from paho.mqtt.enums import CallbackAPIVersion
 
         c = self.config
+        for path, what in ((c.key_file, "[mqtt] key_file"), (c.password_file, "[mqtt] password_file")):
+            if path:
+                check_secret_file(path, what)
         client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                              client_id=f"edgeship-{c.fleet}-{c.device_id}", protocol=mqtt.MQTTv5)
         client.max_inflight_messages_set(c.max_inflight)
@@ -138,6 +142,7 @@ class MqttLink:
         client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
+        client.on_subscribe = lambda *a: self._subscribed.set()
         client.on_message = self._handle_message
         return client
 
@@ -207,7 +212,10 @@ class MqttLink:
         return self._conn
 
     def wait_connected(self, timeout_s: float) -> bool:
-        return self._connected.wait(timeout_s)
+        """Wait until connected and subscribed to the operator topics (what is sent to the
+        device from then on reaches it). False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        return self._connected.wait(timeout_s) and self._subscribed.wait(max(0.0, deadline - time.monotonic()))
 
     def _next_seq(self) -> int:
         with self._seq_lock:
@@ -293,7 +301,8 @@ class MqttLink:
         self.counters.connects += 1
         self._connect_failures = 0
         self._connected_since_ms = int(time.monotonic() * 1000)
-        client.subscribe([(self.topics.desired, 1), (self.topics.cmd_filter, 1)])
+        self._subscribed.clear()
+        client.subscribe([(f"{self.topics.base}/{f}", 1) for f in operator_filters()])
         self._connected.set()
         log.info("mqtt connected to %s:%s (connection %d)", self.config.host, self.config.port, conn)
         try:
@@ -315,6 +324,7 @@ class MqttLink:
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
+        self._subscribed.clear()
         if not self._stopping.is_set():
             log.warning("mqtt disconnected (%s); reconnecting with backoff", reason_code)
             self._set_will()  # the next connection carries a Will with its own conn/msg_id

@@ -4,6 +4,9 @@ MQTT link. Started by :func:`device_agent.mqtt.start`.
 Threads: paho's network thread (callbacks), the link's sender, one metrics/heartbeat ticker,
 and one deployment worker (a single update at a time; a newer desired document cancels the
 running update if it has not switched yet and runs next).
+
+Inbound operator messages pass :class:`~.inbound.ControlGate` first (signature, addressee,
+expiry, replay); refusals are reported on ``events`` through a rate limiter.
 """
 
 from __future__ import annotations
@@ -18,17 +21,21 @@ from runtime.contracts.errors import PayloadRejected
 from runtime.contracts.mqtt import payloads
 from runtime.contracts.mqtt.messages import Kind
 from runtime.contracts.mqtt.payloads import Desired, Severity
+from runtime.contracts.mqtt.signing import Recipient
 from runtime.contracts.statedir import QueueDir
 
 from . import control
-from .commands import run_command
+from .commands import answer_refused, run_command
 from .config import MqttConfig
 from .control import ControlState, ControlStore, Decision
 from .errors import QueueError
 from ..agent.metrics import RequestWindow
+from .inbound import ControlGate, RefusalLimiter, ControlMessageRefused
 from .link import MqttLink
 from .queue import Budgets, DurableQueue, MessageClass
 from .system import ProcessSampler
+from .trust import OperatorTrust, ReplayStore
+from ..ota.releases import Authority
 
 log = logging.getLogger("edgeship.telemetry")
 
@@ -37,7 +44,7 @@ class TelemetryService:
     """Handle returned by :func:`device_agent.mqtt.start`; call :meth:`stop` on shutdown."""
 
     def __init__(self, config: MqttConfig, agent: control.AgentLike,
-                 updater: control.UpdaterLike | None) -> None:
+                 updater: control.UpdaterLike | None, *, trust: OperatorTrust) -> None:
         if not config.queue_dir:
             raise ValueError("MqttConfig.queue_dir is required (see MqttConfig.with_state_dir)")
         self.config = config
@@ -49,6 +56,12 @@ class TelemetryService:
             metrics_bytes=config.budget_metrics_bytes, total_bytes=config.budget_total_bytes))
         self.store = ControlStore(qdir.control_state)
         self.state: ControlState = self.store.load()
+        self.gate = ControlGate(recipient=Recipient(config.fleet, config.device_id, config.groups), trust=trust,
+                                replay=ReplayStore(qdir.control_replay), max_bytes=config.max_control_payload_bytes)
+        self.refusals = RefusalLimiter(per_min=config.refusal_events_per_min)
+        if not trust.keys().keys:
+            log.warning("no operator key in %s: every desired state and command will be refused (provision "
+                        "the device with a root.json from `edgeship keys init`)", [str(p) for p in trust.roots])
         self.window = RequestWindow(clock=time.monotonic)  # the agent's window definition, its own windows
         self.sampler = ProcessSampler()
         self.link = MqttLink(config=config, queue=self.queue, on_connected=self._on_connected,
@@ -56,6 +69,7 @@ class TelemetryService:
         self.topics = self.link.topics
         self._lock = threading.Lock()          # guards state, pending, busy
         self._pending: Desired | None = None
+        self._rerun = False                    # the pending document runs again (a signed retry)
         self._running: Desired | None = None
         self._last_event_state: str | None = None  # deploy worker thread only
         self._work = threading.Event()
@@ -119,8 +133,16 @@ class TelemetryService:
             st = self.state
         body = payloads.reported(applied_version=st.applied_version, desired=st.desired,
                                  agent_status=self.agent_status(), rejected=list(st.rejected),
-                                 last_deployment=st.last_deployment)
+                                 last_deployment=st.last_deployment, penalty_box=self._penalties())
         self.link.publish_direct(self.topics.reported, Kind.REPORTED, body)
+
+    def _penalties(self) -> list[dict]:
+        releases = getattr(self.updater, "releases", None)
+        try:
+            return releases.penalties() if releases is not None else []
+        except Exception:  # the reported state must go out even if the file is unreadable
+            log.exception("reading the penalty box failed")
+            return []
 
     def emit_event(self, *, category: str, severity: Severity, reason_code: str, detail: str,
                    context: dict | None = None) -> None:
@@ -165,25 +187,46 @@ class TelemetryService:
     # ------------------------------------------------------------ inbound
     def _on_message(self, message: Any) -> None:
         topic = message.topic
-        if topic == self.topics.desired:
-            self.handle_desired(message.payload)
-        elif topic.startswith(self.topics.base + "/cmd/"):
-            self.handle_command(topic.rsplit("/", 1)[1], message.payload, message.properties)
-
-    def reject(self, what: str, e: PayloadRejected, context: dict | None = None) -> None:
-        """Log a refused inbound document and report it on ``events``."""
-        log.warning("%s rejected: %s", what, e)
-        self.emit_event(category="control", severity=Severity.WARNING, reason_code=e.reason_code,
-                        detail=f"{what} rejected: {e.detail}", context=context)
-
-    def handle_desired(self, raw: bytes) -> None:
-        """Validate a desired document and queue it for the deployment worker."""
-        if not raw:  # an operator cleared the retained topic: nothing to do
+        if not topic.startswith(self.topics.base + "/"):
             return
+        leaf = topic[len(self.topics.base) + 1:]
+        if leaf == self.topics.desired[len(self.topics.base) + 1:] and not message.payload:
+            return  # an operator cleared the retained topic: nothing to do
         try:
-            desired = payloads.parse_desired(raw, max_bytes=self.config.max_control_payload_bytes)
+            msg = self.gate.admit(leaf, bytes(message.payload))
+        except ControlMessageRefused as e:
+            emitted = self.reject(leaf, e.error, {"bytes": len(message.payload), "topic": leaf})
+            if e.spec.kind is not Kind.DESIRED and emitted:
+                answer_refused(self, _command_name(leaf, e.levels), e.error, message.properties)
+            return
+        if msg is None:
+            return
+        if msg.spec.kind is Kind.DESIRED:
+            self._on_desired(msg.body)
+        elif msg.fresh:  # a command redelivered (same signed message) runs once
+            run_command(self, _command_name(leaf, msg.levels), msg.body, message.properties)
+        else:
+            log.info("command %s version %d already run, ignored", leaf, msg.verified.signed.version)
+
+    def reject(self, what: str, e: PayloadRejected, context: dict | None = None) -> bool:
+        """Log a refused inbound document and report it on ``events`` (rate limited: a flood
+        is counted, ``context.suppressed``, not queued). Returns whether it was reported."""
+        emit, held = self.refusals.allow()
+        if not emit:
+            log.debug("%s rejected (not reported: rate limit): %s", what, e)
+            return False
+        log.warning("%s rejected: %s", what, e)
+        self.emit_event(category="control", severity=Severity.WARNING if e.reason_code.startswith("payload.")
+                        else Severity.ALARM, reason_code=e.reason_code,
+                        detail=f"{what} rejected: {e.detail}", context={**(context or {}), "suppressed": held})
+        return True
+
+    def _on_desired(self, body: dict) -> None:
+        """Validate an admitted desired document and queue it for the deployment worker."""
+        try:
+            desired = payloads.desired_from(body)
         except PayloadRejected as e:
-            self.reject("desired state", e, {"bytes": len(raw)})
+            self.reject("desired state", e)
             return
         with self._lock:
             stale = desired.version <= self.state.applied_version or (
@@ -204,12 +247,13 @@ class TelemetryService:
             self._work.clear()
             with self._lock:
                 desired, self._pending = self._pending, None
+                rerun, self._rerun = self._rerun, False
                 if desired is not None:
                     self._running = desired
             if desired is None:
                 continue
             try:
-                self._deploy(desired)
+                self._deploy(desired, rerun=rerun)
             finally:
                 with self._lock:
                     self._running = None
@@ -219,9 +263,20 @@ class TelemetryService:
             self.state = state
         self.store.save(state)
 
-    def _deploy(self, desired: Desired) -> None:
+    def rerun_desired(self, model: str, release: int) -> bool:
+        """Run the current desired document again if it names ``model`` ``release`` (after a
+        signed ``retry`` took that release out of the penalty box). False if it does not."""
+        with self._lock:
+            d = self.state.desired
+            if not d or d.get("model") != model or d.get("release") != release or self._running is not None:
+                return False
+            self._pending, self._rerun = payloads.desired_from(d), True
+        self._work.set()
+        return True
+
+    def _deploy(self, desired: Desired, *, rerun: bool = False) -> None:
         decision = control.decide(self.state, desired, self.agent_status().get("active"))
-        if decision is Decision.IGNORE_STALE:
+        if decision is Decision.IGNORE_STALE and not rerun:
             return
         self._save(control.accept(self.state, desired))
         if decision is Decision.ALREADY_ACTIVE:
@@ -236,7 +291,8 @@ class TelemetryService:
         try:
             result = self.updater.update(desired.model, release=desired.release,
                                          deployment_id=desired.deployment_id,
-                                         on_event=lambda ev: self._on_update_event(desired, ev))
+                                         on_event=lambda ev: self._on_update_event(desired, ev),
+                                         authority=Authority.OPERATOR)  # signed: may return to a release it ran
             state = str(control.plain(control.field_of(result, "state", "failed")))
             code = control.reason_of(result)
             detail = str(control.field_of(result, "detail", "") or "")
@@ -278,6 +334,38 @@ class TelemetryService:
         self._deploy_event(desired, state, code, detail, control.field_of(ev, "ts"))
         self._alarm_if_needed(desired, state, code, detail)
 
-    # ------------------------------------------------------------ commands
-    def handle_command(self, name: str, raw: bytes, properties: Any) -> None:
-        run_command(self, name, raw, properties)
+
+    # ------------------------------------------------------------ updates the device runs itself
+    def report_update_event(self, ev: Any) -> None:
+        """An event of an update polling started (``poll-…`` deployment): on ``deploy/{id}``,
+        an alarm when it failed, and a failed release in ``rejected``."""
+        state = str(control.plain(control.field_of(ev, "state")))
+        dep, model, release = control.field_of(ev, "deployment_id"), control.field_of(ev, "model"), \
+            control.field_of(ev, "release")
+        code, detail = control.reason_of(ev), str(control.field_of(ev, "detail", "") or "")
+        self._enqueue(MessageClass.DEPLOY, self.topics.deploy(dep), Kind.DEPLOY, payloads.deploy_event(
+            deployment_id=dep, model=model, release=release, state=state, reason_code=code, detail=detail,
+            event_ts=control.field_of(ev, "ts")))
+        if state in control.REJECTING_STATES or state in ("commit", "aborted"):
+            category = control.event_category(state, code)
+            if category is not None:
+                self.emit_event(category=category, severity=Severity.ALARM if category == "security"
+                                else Severity.WARNING, reason_code=code or state, detail=detail,
+                                context={"deployment_id": dep, "model": model, "release": release, "state": state})
+            self._save(control.local_finish(self.state, deployment_id=dep, model=model, release=release,
+                                            final_state=state, reason_code=code, detail=detail))
+            self.publish_reported()
+
+    def report_skip(self, model: str, penalty: Any) -> None:
+        """Polling skipped a release in the penalty box (said once per release)."""
+        self.emit_event(category="update", severity=Severity.INFO, reason_code="penalty.skipped",
+                        detail=f"{model} release {penalty.release} skipped: it failed here before "
+                               f"({penalty.reason}); only a new release or a signed retry reaches it",
+                        context={"model": model, "release": penalty.release, "sha256": penalty.sha256,
+                                 "reason": penalty.reason})
+        self.publish_reported()
+
+
+def _command_name(leaf: str, levels: dict) -> str:
+    """``rollback`` of ``cmd/rollback``; a fixed operator row's last level otherwise."""
+    return levels.get("name") or leaf.rsplit("/", 1)[-1]

@@ -65,3 +65,15 @@ class UpdateSection:
 
     def root_json_path(self, paths: StateDir) -> Path:
         return Path(self.root_json) if self.root_json else paths.trust_root
+
+    @classmethod
+    def of(cls, config) -> "UpdateSection":
+        """The [update] section of an AgentConfig (defaults when there is none, or it is not registered)."""
+        from ..configfile import ConfigError
+
+        if config is None:
+            return cls()
+        try:
+            return config.section("update")
+        except ConfigError:  # the section is not registered in device_agent.config.SECTIONS
+            return cls()

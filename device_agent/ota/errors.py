@@ -29,6 +29,7 @@ class Reason(str, enum.Enum):
     WRONG_TARGET = "compat.wrong_target"
     NO_SUCH_TARGET = "fetch.no_such_target"
     UP_TO_DATE = "release.up_to_date"
+    PENALTY_BOX = "penalty.boxed"
     # transport and local faults
     FETCH_FAILED = "fetch.failed"
     STAGE_FAILED = "stage.failed"
@@ -90,7 +91,8 @@ class MetadataRollbackError(SecurityError):
 
 
 class ReleaseRollbackError(SecurityError):
-    """A release counter at or below the installed one (an intended rollback is a new release)."""
+    """A release counter at or below the newest this device ran, and not an operator-signed
+    return to a release it ran before (docs/ota.md, the release-counter rule)."""
 
     reason = Reason.RELEASE_ROLLBACK
 
@@ -130,6 +132,13 @@ class NoSuchTargetError(UpdateError):
     """The repository has no target for that model (and release)."""
 
     reason = Reason.NO_SUCH_TARGET
+
+
+class PenaltyBoxError(UpdateError):
+    """The release (by content hash) failed its gate or trial on this device before; only a
+    new release, or an operator-signed ``retry`` command, reaches it again."""
+
+    reason = Reason.PENALTY_BOX
 
 
 class FetchError(UpdateError):

@@ -9,6 +9,9 @@ so :meth:`Updater.recover` can finish or undo whatever a crash interrupted:
 - between switch and commit: roll back, or keep the new model and restart the trial,
   per ``recovery_policy``; crashes with the new model active are counted across restarts;
 - after commit the new model stays.
+
+Which release an update may go to is :func:`.releases.choose` (the release-counter rule,
+the penalty box) on ``update/releases.json``, where every outcome is recorded.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from .errors import (
 from .events import UpdateEvent, UpdateResult
 from .gate import available_memory_bytes, make_room, reload_after_unload, run_gate
 from .journal import JournalFile
+from .releases import Authority, Penalty, ReleaseMemoryFile, choose, floor, newest_allowed
 from .states import Action, Journal, State
 from .trial import golden_feeds, run_trial
 from .trust import Candidate, TrustedRepo, TrustedTime, utcnow
@@ -57,9 +61,11 @@ class Updater:
         """``available_bytes``: free memory now, in bytes (default: psutil's ``available``)."""
         self.config, self.store, self.agent = config, store, agent
         self.available_bytes = available_bytes or available_memory_bytes
-        self.cfg = update_config if update_config is not None else _section(config)
+        self.cfg = update_config if update_config is not None else UpdateSection.of(config)
         self.paths = StateDir(Path(store.root))
         self.journal = JournalFile(self.paths)
+        self.releases = ReleaseMemoryFile(self.paths.release_memory)
+        self._authority = Authority.LOCAL
         self.clock = clock
         self.time = TrustedTime(self.paths.trusted_time, clock)
         self._lock = threading.Lock()
@@ -73,11 +79,13 @@ class Updater:
     # ------------------------------------------------------------------ public
     def update(self, model: str, release: int | None = None, deployment_id: str | None = None,
                on_event: Callable[[UpdateEvent], None] | None = None, *,
-               repository_url: str | None = None) -> UpdateResult:
+               repository_url: str | None = None, authority: Authority = Authority.LOCAL) -> UpdateResult:
         """Run one update of ``model`` to ``release`` (default: the newest signed one) to its end.
 
         Errors end the update (state failed/rolled_back with a reason) instead of raising.
         ``repository_url`` overrides ``[update] repository_url`` for this update only.
+        ``authority``: ``OPERATOR`` for an operator-signed desired state, which may go back to
+        a release this device ran before (docs/ota.md); everything else goes only forward.
 
         Raises:
             UpdateBusyError: another update is running or an unfinished one awaits ``recover()``.
@@ -93,6 +101,7 @@ class Updater:
             self._cancel.clear()
             self.last_error = None
             self._on_event = on_event
+            self._authority = authority
             if repository_url:
                 base_cfg, self.cfg = self.cfg, dataclasses.replace(self.cfg, repository_url=repository_url)
             j = sm.begin(deployment_id=deployment_id or uuid.uuid4().hex[:12], model=model,
@@ -103,6 +112,7 @@ class Updater:
             self._close_session()
             self._repo = None
             self.cfg = base_cfg
+            self._authority = Authority.LOCAL
             self._lock.release()
 
     def recover(self, on_event: Callable[[UpdateEvent], None] | None = None) -> UpdateResult | None:
@@ -133,18 +143,21 @@ class Updater:
         return self.journal.load()
 
     def check(self, model: str) -> Candidate | None:
-        """The newest signed, compatible release of ``model`` newer than the installed one, or None.
+        """The newest signed, compatible release above the floor and not boxed, or None."""
+        return self.poll_check(model)[0]
 
-        Raises:
-            SecurityError, FetchError: the refresh failed.
-        """
+    def poll_check(self, model: str) -> tuple[Candidate | None, list[Penalty]]:
+        """``(check's candidate, the boxed releases above the floor it passed over)``.
+        Raises SecurityError, FetchError: the refresh failed."""
         repo = self._new_repo()  # its own ngclient session: a refresh happens once per session
         repo.refresh()
-        installed = self._installed_release(model)
-        for c in repo.candidates(model):
-            if c.release > installed and not self._device_problems(c.facts.requirements):
-                return c
-        return None
+        return newest_allowed(repo.candidates(model), mm=self.releases.load().of(model),
+                              top=self._installed_release(model),
+                              fits=lambda c: not self._device_problems(c.facts.requirements))
+
+    def refresh_trust(self) -> None:
+        """Refresh TUF now: a new root (a rotated operator key) lands in update/metadata/. Raises as check."""
+        self._new_repo().refresh()
 
     # ------------------------------------------------------------------ machine
     def _run(self, j: Journal) -> UpdateResult:
@@ -258,25 +271,14 @@ class Updater:
 
     def _choose(self, repo: TrustedRepo, j: Journal) -> Candidate | None:
         cands = repo.candidates(j.model)
-        installed = self._installed_release(j.model)
         if j.target_sha256:  # resuming: the same signed target, or nothing
             for c in cands:
                 if c.sha256 == j.target_sha256:
                     return c
             raise NoSuchTargetError(f"{j.target_path} is no longer signed in the repository")
-        if j.requested_release is not None:
-            pick = [c for c in cands if c.release == j.requested_release]
-            if not pick:
-                raise NoSuchTargetError(f"no signed release {j.requested_release} of {j.model!r} "
-                                        f"(have {[c.release for c in cands]})")
-            if pick[0].release <= installed:
-                raise ReleaseRollbackError(
-                    f"{j.model}: release {pick[0].release} is not above the installed release {installed}; "
-                    f"publish an intended rollback as a new release")
-            return pick[0]
-        if not cands:
-            raise NoSuchTargetError(f"the repository has no signed target for model {j.model!r}")
-        return cands[0] if cands[0].release > installed else None
+        return choose(cands, model=j.model, requested=j.requested_release,
+                      mm=self.releases.load().of(j.model), store_refs=self._store_refs(j.model),
+                      authority=self._authority)
 
     def _verify(self, j: Journal) -> Journal:
         repo = self._trusted_repo()
@@ -377,13 +379,24 @@ class Updater:
             self.agent.switch_to(old)
 
     def _finish(self, j: Journal) -> None:
-        """Drop downloaded bundles; keep partial downloads for a retry unless they failed a check."""
+        """Remember the outcome; drop downloaded bundles; keep partial downloads for a retry
+        unless they failed a check."""
+        self._remember(j)
         self._close_session()
         for p in self.paths.downloads.glob("*.tar"):
             p.unlink(missing_ok=True)
         if j.reason is not None and j.reason.value.startswith("security."):
             for p in self.paths.partial_downloads.glob("*.part"):
                 p.unlink(missing_ok=True)
+
+    def _remember(self, j: Journal) -> None:
+        """A committed release joins ``ran`` (with the model it replaced); a failed gate or trial, the box."""
+        prev = self.store.ref(j.previous_sha256) if j.state is State.COMMIT and j.previous_sha256 and \
+            (self.store.models_dir / j.previous_sha256).is_dir() else None
+        if j.target_sha256 is not None and j.release is not None:
+            self.releases.record(model=j.model, release=j.release, sha256=j.target_sha256, state=j.state.value,
+                                 reason=j.reason.value if j.reason else None, detail=j.detail, utc=j.updated_utc,
+                                 replaced=prev)
 
     def _close_session(self) -> None:
         s, self._session = self._session, None
@@ -413,9 +426,12 @@ class Updater:
     def _device_problems(self, requirements) -> list[str]:
         return device_problems(requirements, max_onnx_opset=self.cfg.max_onnx_opset)
 
-    def _installed_release(self, model: str) -> int:
-        rels = [r.release for r in (self.store.active(), self.store.previous()) if r is not None and r.name == model]
-        return max(rels, default=0)
+    def _store_refs(self, model: str) -> list[tuple[int, str]]:
+        return [(r.release, r.sha256) for r in (self.store.active(), self.store.previous())
+                if r is not None and r.name == model]
+
+    def _installed_release(self, model: str) -> int:  # the floor: the newest release of model it ran
+        return floor(self.releases.load().of(model), self._store_refs(model))
 
     def _new_active(self, j: Journal) -> bool:
         a = self.store.active()
@@ -430,18 +446,4 @@ class Updater:
 
 
 def _replace(j: Journal, **kw) -> Journal:
-    import dataclasses
-
     return dataclasses.replace(j, **kw)
-
-
-def _section(config) -> UpdateSection:
-    """The [update] section of an AgentConfig (defaults when the section is not registered)."""
-    from ..config import ConfigError
-
-    if config is None:
-        return UpdateSection()
-    try:
-        return config.section("update")
-    except ConfigError:  # the section is not registered in device_agent.config.SECTIONS
-        return UpdateSection()

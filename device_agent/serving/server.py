@@ -191,20 +191,18 @@ def _start_extensions(config: AgentConfig, agent, updates=None) -> list:
     Updates start when ``[update]`` is in the config or an update journal exists (an update
     interrupted by a crash is recovered at start either way); their Updater is the one the
     control route (``updates``, an UpdateHost) and MQTT use, so only one update runs at a
-    time. Telemetry starts when ``[mqtt]`` is in the config. A failure to start one is
-    logged; serving goes on.
+    time. Telemetry starts when ``[mqtt]`` is in the config, before polling, so every
+    update polling runs and every release it skips is reported on MQTT. A failure to start
+    one is logged; serving goes on.
     """
     stoppers: list = []
-    updater = None
-    if "update" in config.extensions or StateDir(config.state_dir).journal.exists():
+    updater = svc = None
+    wants_updates = "update" in config.extensions or StateDir(config.state_dir).journal.exists()
+    if wants_updates:
         try:
-            from ..ota.poll import start_updates
+            from ..ota.updater import Updater
 
-            poller = start_updates(config, agent)
-            updater = poller.updater
-            if updates is not None:
-                updates.set(updater)
-            stoppers.append(poller.stop)
+            updater = Updater(config, agent.store, agent)
         except Exception as e:  # serving must go on; the error is visible in the log
             log.error("update.start_failed", error=f"{type(e).__name__}: {e}")
     if "mqtt" in config.extensions:
@@ -215,6 +213,18 @@ def _start_extensions(config: AgentConfig, agent, updates=None) -> list:
             stoppers.append(svc.stop)
         except Exception as e:
             log.error("telemetry.start_failed", error=f"{type(e).__name__}: {e}")
+    if updater is not None:
+        try:
+            from ..ota.poll import start_updates
+
+            poller = start_updates(config, agent, updater=updater,
+                                   on_event=svc.report_update_event if svc else None,
+                                   on_skip=svc.report_skip if svc else None)
+            if updates is not None:
+                updates.set(updater)
+            stoppers.append(poller.stop)  # stopped first (reversed order): telemetry then reports its end
+        except Exception as e:
+            log.error("update.start_failed", error=f"{type(e).__name__}: {e}")
     return stoppers
 
 

@@ -11,9 +11,9 @@ use is named here once::
       agent.lock             # flock held by a running agent (or a local `edgeship-agent update`)
       agent.json             # {pid, host, port} of the running agent
       control.token          # the local control API's secret (0600), sent in TOKEN_HEADER
-      trust/root.json        # the TUF root of trust the device was provisioned with
-      update/                # OTA: journal.json, trusted_time.json, metadata/, downloads/[partial/]
-      telemetry/             # MQTT (default [mqtt] queue_dir): queue.sqlite, control.json
+      trust/root.json        # the TUF root of trust the device was provisioned with (+ operator keys)
+      update/                # OTA: journal.json, trusted_time.json, releases.json, metadata/, downloads/[partial/]
+      telemetry/             # MQTT (default [mqtt] queue_dir): queue.sqlite, control.json, replay.json
 
     <prefix>/etc/edgeship/agent.toml, <prefix>/var/lib/edgeship/ (the state dir),
     <prefix>/etc/systemd/system/edgeship-agent.service        # InstallLayout
@@ -80,8 +80,21 @@ class StateDir:
         return self.root / "trust" / "root.json"
 
     @property
+    def trusted_roots(self) -> tuple[Path, Path]:
+        """Where a TUF root.json this device trusts may be: the newest one ngclient verified
+        (``update/metadata/root.json``) and the provisioned one. The operator keys of the
+        control plane are read from whichever has the higher version."""
+        return self.tuf_metadata / "root.json", self.trust_root
+
+    @property
     def update(self) -> Path:
         return self.root / "update"
+
+    @property
+    def release_memory(self) -> Path:
+        """Releases this device ran (the rollback rule) and the ones that failed here (the
+        penalty box), by model: ``device_agent.ota.releases``."""
+        return self.update / "releases.json"
 
     @property
     def journal(self) -> Path:
@@ -129,6 +142,11 @@ class QueueDir:
     def control_state(self) -> Path:
         """The desired-state bookkeeping (applied version, last deployment, rejected releases)."""
         return self.root / "control.json"
+
+    @property
+    def control_replay(self) -> Path:
+        """The newest version accepted per operator key and topic (runtime.contracts.mqtt.signing)."""
+        return self.root / "replay.json"
 
 
 @dataclass(frozen=True)

@@ -156,8 +156,10 @@ def test_install_with_updates_and_telemetry(tmp_path, bundles, helpers):
         with pytest.raises(InstallError, match=needle):
             install(bundle=b, prefix=tmp_path / "c")
     assert not (tmp_path / "c").exists()  # no state dir skeleton left behind
+    from device_agent.mqtt.install import MqttInstall
+
     res = install(bundle=bundles["v1"].path, prefix=tmp_path / "b", trust_root=root,
-                  repository="http://127.0.0.1:1/repo", mqtt_host="broker.local", fleet="lab")
+                  repository="http://127.0.0.1:1/repo", mqtt=MqttInstall(broker="broker.local:1883", fleet="lab"))
     cfg = load_config(res["config"])
     assert cfg.section("update").repository_url == "http://127.0.0.1:1/repo"
     assert cfg.section("mqtt").host == "broker.local" and cfg.section("mqtt").fleet == "lab"

@@ -24,23 +24,39 @@ def broker(tmp_path):
     b.stop()
 
 
+@pytest.fixture(scope="session")
+def operator_keys(tmp_path_factory):
+    """A key directory made by `edgeship keys init` (TUF roles + the operator key): its
+    root.json is what the test devices trust, its operator key signs what the tests send."""
+    from types import SimpleNamespace
+
+    from toolchain.fleet.signer import OperatorSigner
+    from toolchain.ota.keys import init_keys
+
+    keys = tmp_path_factory.mktemp("operator") / "keys"
+    root = init_keys(keys_dir=keys)
+    return SimpleNamespace(dir=keys, root=root, signer=OperatorSigner.from_keys_dir(keys))
+
+
 @pytest.fixture
-def operator(broker):
+def operator(broker, operator_keys):
     from toolchain.fleet.client import BrokerSettings, FleetClient
 
-    with FleetClient(BrokerSettings(port=broker.port)) as fc:
+    with FleetClient(BrokerSettings(port=broker.port), signer=operator_keys.signer) as fc:
         yield fc
 
 
 @pytest.fixture
-def make_device(tmp_path, broker):
-    """Start the telemetry service for an agent/updater; stopped at teardown."""
+def make_device(tmp_path, broker, operator_keys):
+    """Start the telemetry service for an agent/updater; stopped at teardown. The device
+    trusts ``operator_keys`` unless ``operator_root=`` says otherwise."""
     from device_agent.mqtt import MqttConfig, start
 
     started = []
 
     def make(agent, updater=None, *, device="d1", fleet="f1", **cfg):
         qdir = cfg.pop("queue_dir", str(tmp_path / f"q-{device}"))
+        cfg.setdefault("operator_root", str(operator_keys.root))
         config = MqttConfig(fleet=fleet, device_id=device, port=broker.port, queue_dir=qdir,
                             reconnect_min_s=1, reconnect_max_s=2, **cfg)
         svc = start(config, agent, updater)

@@ -79,8 +79,9 @@ class SimUpdater:
         self._cancel.set()
         return True
 
-    def update(self, model, release=None, deployment_id=None, on_event=None):
+    def update(self, model, release=None, deployment_id=None, on_event=None, *, authority=None):
         self.calls.append((model, release, deployment_id))
+        self.authority = authority
         self._cancel.clear()
         emit = lambda s, code=None, d="": on_event and on_event(  # noqa: E731
             SimEvent(deployment_id, model, release, s, code, d, time.time()))

@@ -54,22 +54,24 @@ def _raw_client(port, user, secret):
     return c, acks, got
 
 
-def test_sample_acl_confines_devices(acl_broker, tmp_path):
+def test_sample_acl_confines_devices(acl_broker, tmp_path, operator_keys):
     from device_agent.mqtt import MqttConfig, start
     from toolchain.fleet.client import BrokerSettings, FleetClient
 
     (tmp_path / "d1.pw").write_text(USERS["f1/d1"])
     agent = SimAgent()
+    (tmp_path / "d1.pw").chmod(0o600)
     svc = start(MqttConfig(fleet="f1", device_id="d1", port=acl_broker.port, username="f1/d1",
-                           password_file=str(tmp_path / "d1.pw"), queue_dir=str(tmp_path / "q")),
+                           password_file=str(tmp_path / "d1.pw"), queue_dir=str(tmp_path / "q"),
+                           operator_root=str(operator_keys.root)),
                 agent, SimUpdater(agent))
     try:
         assert svc.link.wait_connected(10)
         with FleetClient(BrokerSettings(port=acl_broker.port, username="edgeship-operator",
-                                        password=USERS["edgeship-operator"])) as op:
+                                        password=USERS["edgeship-operator"]), signer=operator_keys.signer) as op:
             view = wait_for(lambda: (v := op.snapshot("f1", settle_s=0.3).get("d1")) and v.reported and v)
             assert view.status["online"] is True
-            op.publish_desired("f1", "d1", Desired(1, "dep-acl", "demo", 2).to_json())
+            op.publish_desired("f1", "d1", Desired(1, "dep-acl", "demo", 2))
             wait_for(lambda: agent.active["release"] == 2)
             assert op.command("f1", "d1", "rebirth")["ok"] is True      # response allowed by cmd/+/resp/#
             # another device: may not write d1's topics nor desired state, nor read d1
@@ -81,7 +83,7 @@ def test_sample_acl_confines_devices(acl_broker, tmp_path):
             for info in infos:
                 info.wait_for_publish(5)
             assert [acks[i.mid] for i in infos] == [0x87, 0x87, 0]     # not authorized / ok
-            op.publish_desired("f1", "d1", Desired(2, "dep-acl2", "demo", 3).to_json())
+            op.publish_desired("f1", "d1", Desired(2, "dep-acl2", "demo", 3))
             wait_for(lambda: agent.active["release"] == 3)
             assert got == []                                           # saw nothing of d1
             view = op.snapshot("f1", settle_s=0.3)["d1"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from mqtt_helpers import LogCapture, wait_for
+from runtime.contracts.mqtt.messages import Kind
 from runtime.contracts.mqtt.payloads import Desired
 from runtime.contracts.mqtt.topics import device_topics
 from mqtt_sim import SimAgent, SimUpdater
@@ -30,7 +31,7 @@ def deploy_states(msgs, dep):
 
 
 def desired(version, dep, release, model="demo"):
-    return Desired(version=version, deployment_id=dep, model=model, release=release).to_json()
+    return Desired(version=version, deployment_id=dep, model=model, release=release)
 
 
 def test_birth_and_reported_are_retained_with_envelope(make_device, operator):
@@ -142,8 +143,13 @@ def test_malformed_and_oversized_control_payloads_are_rejected_and_reported(make
     up = SimUpdater(agent)
     svc = make_device(agent, up, max_control_payload_bytes=2048)
     operator.subscribe(T.events)
-    bad_docs = [b"{nope", json.dumps({"schema": "edgeship.desired/1", "version": 1}).encode(),
-                json.dumps({**desired(1, "dep-x", 2), "pad": "x" * 5000}).encode()]
+    from runtime.contracts.mqtt.signing import Addressee
+
+    signer = operator.signer
+    to = Addressee("f1", device="d1")
+    bad_docs = [b"{nope", signer.sign(kind=Kind.DESIRED, leaf="desired", to=to,
+                                      body={"schema": "edgeship.desired/1", "version": 1}, expires_s=60),
+                signer.desired(Desired(1, "dep-x" + "x" * 5000, "demo", 2), to=to)]
     for raw in bad_docs:
         operator.publish(T.desired, raw, retain=True)
     r = operator.command("f1", "d1", "rollback", b"\x00" * 4096)

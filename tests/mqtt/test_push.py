@@ -15,12 +15,17 @@ pytestmark = pytest.mark.mqtt
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, tiny_bundles):
+def repo(tmp_path_factory, tiny_bundles, operator_keys):
     d = tmp_path_factory.mktemp("tuf")
-    assert edgeship(["keys", "init", "--dir", str(d / "keys")]) == 0
     for r in (1, 2):
-        assert edgeship(["publish", str(tiny_bundles[r].path), "--repo", str(d / "repo"), "--keys", str(d / "keys"), "--init"]) == 0
+        assert edgeship(["publish", str(tiny_bundles[r].path), "--repo", str(d / "repo"),
+                         "--keys", str(operator_keys.dir), "--init"]) == 0
     return d / "repo"
+
+
+@pytest.fixture(autouse=True)
+def _keys_env(monkeypatch, operator_keys):
+    monkeypatch.setenv("EDGESHIP_KEYS", str(operator_keys.dir))   # push signs with the test operator key
 
 
 def _broker(b):

@@ -33,7 +33,7 @@ def real_device(tmp_path, broker, make_device, agent_state, tiny_bundles):
     ucfg = UpdateSection(repository_url=str(repo), trial_requests=20, trial_duration_s=1.0,
                          trial_probe_interval_s=0.02)
     updater = Updater(agent.config, agent.store, agent, update_config=ucfg)
-    svc = make_device(agent, updater, device="real1")
+    svc = make_device(agent, updater, device="real1", operator_root=str(agent_state / "trust" / "root.json"))
     yield {"agent": agent, "svc": svc, "repo": repo}
     agent.close()
 
@@ -41,6 +41,7 @@ def real_device(tmp_path, broker, make_device, agent_state, tiny_bundles):
 def test_push_real_update_commit_then_bad_release_refused(broker, real_device, capsys):
     agent, repo = real_device["agent"], real_device["repo"]
     common = ["--fleet", "f1", "--device", "real1", "--model", "tiny", "--repo", str(repo),
+              "--keys", str(real_device["repo"].parent / "keys"),
               "--broker", f"127.0.0.1:{broker.port}", "--wait", "--timeout", "60"]
     assert edgeship(["push", *common, "--release", "2"]) == 0, capsys.readouterr()
     assert agent.status()["active"]["release"] == 2

@@ -6,56 +6,19 @@ is a BadInputError (exit 2), a broker, repository or fleet problem a FleetError 
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import json
 import sys
 import time
 
-from runtime.contracts.mqtt.topics import DEFAULT_PREFIX, DeviceTopics, device_topics, fleet_filter, split_device_topic
+from runtime.contracts.mqtt.topics import device_topics, fleet_filter, split_device_topic
 
 from ..errors import BadInputError
 from .errors import FleetError
 
 
-def _broker_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("broker")
-    g.add_argument("--broker", default="127.0.0.1:1883", help="MQTT broker HOST:PORT (default %(default)s)")
-    g.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix (default %(default)s)")
-    g.add_argument("--tls", action="store_true", help="connect with TLS")
-    g.add_argument("--ca-file", help="CA certificate (PEM) of the broker")
-    g.add_argument("--cert-file", help="operator client certificate (PEM)")
-    g.add_argument("--key-file", help="key of --cert-file")
-    g.add_argument("--username", help="MQTT username")
-    g.add_argument("--password-file", help="file holding the MQTT password")
-
-
-def _topics(args, device: str) -> DeviceTopics:
-    """The topics of ``device`` of ``--fleet``. Raises BadInputError on a name that is no topic level."""
-    try:
-        return device_topics(fleet=args.fleet, device=device, prefix=args.prefix)
-    except ValueError as e:
-        raise BadInputError(str(e)) from e
-
-
-def _check_fleet(args) -> None:
-    """Refuse a --fleet that is no single topic level (BadInputError) before connecting."""
-    _topics(args, "any-device")
-
-
-def _settings(args):
-    from .client import BrokerSettings
-
-    host, _, port = args.broker.rpartition(":")
-    if not host or not port.isdigit():
-        raise BadInputError(f"--broker {args.broker!r}: expected HOST:PORT")
-    password = None
-    if args.password_file:
-        with open(args.password_file, encoding="utf-8") as f:
-            password = f.read().strip()
-    return BrokerSettings(host=host, port=int(port), prefix=args.prefix, tls=args.tls, ca_file=args.ca_file,
-                          cert_file=args.cert_file, key_file=args.key_file, username=args.username,
-                          password=password)
+from .cliargs import broker_args as _broker_args, check_fleet as _check_fleet, keys_arg as _keys_arg
+from .cliargs import settings as _settings, signer_of, topics as _topics
 
 
 def add_push_parser(sub) -> None:
@@ -71,6 +34,7 @@ def add_push_parser(sub) -> None:
     p.add_argument("--wait", action="store_true", help="follow the deployment; exit 0 only if every device commits")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _keys_arg(p)
     _broker_args(p)
     p.set_defaults(func=_push)
 
@@ -90,12 +54,16 @@ def add_fleet_parser(sub) -> None:
     _broker_args(w)
     w.set_defaults(func=_watch)
     c = fs.add_parser("command", help="send rollback / rebirth / cancel to one device and print its answer")
-    c.add_argument("name", choices=["rollback", "rebirth", "cancel"])
+    c.add_argument("name", choices=["rollback", "rebirth", "cancel", "retry"])
     c.add_argument("--fleet", required=True)
     c.add_argument("--device", required=True)
     c.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
     c.add_argument("--expiry", type=int, default=60, help="MQTT message expiry of the command, seconds")
+    c.add_argument("--release", type=int, default=None,
+                   help="retry: the release to take out of the device's penalty box")
+    c.add_argument("--model", default=None, help="retry: the model of --release (default: the active one)")
     c.add_argument("--json", action="store_true")
+    _keys_arg(c)
     _broker_args(c)
     c.set_defaults(func=_command)
     f = fs.add_parser("forget", help="clear a device's retained topics (ghost rows of a misspelled push "
@@ -106,6 +74,9 @@ def add_fleet_parser(sub) -> None:
     f.add_argument("--force", action="store_true", help="clear even though the device reports itself online")
     _broker_args(f)
     f.set_defaults(func=_forget)
+    from .sim.cli import add_simulate_parser
+
+    add_simulate_parser(fs, _broker_args)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -113,8 +84,14 @@ def _command(args) -> int:
     from .client import FleetClient
 
     _topics(args, args.device)
-    with FleetClient(_settings(args)) as fc:
-        resp = fc.command(args.fleet, args.device, args.name, {}, timeout_s=args.timeout, expiry_s=args.expiry)
+    body = {}
+    if args.name == "retry":
+        if args.release is None:
+            raise BadInputError("fleet command retry needs --release N (the release to take out of the penalty box)")
+        body = {"release": args.release, **({"model": args.model} if args.model else {})}
+    signer = signer_of(args)
+    with FleetClient(_settings(args), signer=signer) as fc:
+        resp = fc.command(args.fleet, args.device, args.name, body, timeout_s=args.timeout, expiry_s=args.expiry)
     if args.json:
         print(json.dumps(resp, indent=2))
     else:
@@ -157,10 +134,16 @@ def _push(args) -> int:
         _topics(args, args.device)
     else:
         _check_fleet(args)
+    signer = signer_of(args)
     rel = find_release(args.repo, model=args.model, release=args.release, root_file=args.root)
-    with FleetClient(_settings(args)) as fc:
+    with FleetClient(_settings(args), signer=signer) as fc:
         views = fc.snapshot(args.fleet)
         devices = plan.select_devices(views, device=args.device, group=args.group)
+        offline = plan.offline_devices(views, devices)
+        if offline:
+            print(f"warning: {len(offline)} of the {len(devices)} targeted device(s) report themselves offline "
+                  f"({', '.join(offline[:10])}{', ...' if len(offline) > 10 else ''}): they get this desired "
+                  f"state when they reconnect", file=sys.stderr)
         dep = plan.new_deployment_id()
         wait = plan.WaitState.start(dep, devices)
         if args.wait:
@@ -170,7 +153,7 @@ def _push(args) -> int:
         for d in devices:
             desired = plan.desired_for(views.get(d), deployment_id=dep, model=args.model,
                                        release=args.release, issued_by=issued_by)
-            fc.publish_desired(args.fleet, d, desired.to_json())
+            fc.publish_desired(args.fleet, d, desired)
             if not args.json:
                 seen = "" if d in views else " (device not seen yet; it converges when it connects)"
                 print(f"{d}: desired v{desired.version} -> {args.model} r{args.release} "

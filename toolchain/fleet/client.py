@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from runtime.contracts.mqtt.messages import Kind, retained
+from runtime.contracts.mqtt.payloads import Desired
+from runtime.contracts.mqtt.signing import Addressee
 from runtime.contracts.mqtt.topics import DEFAULT_PREFIX, device_topics, fleet_filter, split_device_topic
 
 from .errors import BrokerUnavailableError, FleetError
@@ -60,13 +62,17 @@ class DeviceView:
 
 
 class FleetClient:
-    """A connected operator client. Use as a context manager."""
+    """A connected operator client. Use as a context manager.
 
-    def __init__(self, settings: BrokerSettings, *, connect_timeout_s: float = 5.0) -> None:
+    ``signer`` (a :class:`~.signer.OperatorSigner`) signs desired state and commands; without
+    one the client can read the fleet but not steer it."""
+
+    def __init__(self, settings: BrokerSettings, *, connect_timeout_s: float = 5.0, signer: Any = None) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.settings = settings
+        self.signer = signer
         self._inbox: "queue.Queue[Received]" = queue.Queue()
         self._connected = threading.Event()
         self._refused: str | None = None
@@ -175,13 +181,22 @@ class FleetClient:
         if not published:
             raise BrokerUnavailableError(f"broker did not acknowledge {topic} within {timeout_s}s")
 
-    def publish_desired(self, fleet: str, device: str, doc: dict) -> None:
+    def _signer(self):
+        if self.signer is None:
+            raise FleetError("desired state and commands are signed with the operator key: pass --keys DIR "
+                             "(the key directory of `edgeship keys init`)")
+        return self.signer
+
+    def publish_desired(self, fleet: str, device: str, desired: Desired) -> None:
+        """Write ``desired`` (signed for ``fleet/device``) on the device's retained desired topic."""
         t = device_topics(fleet=fleet, device=device, prefix=self.settings.prefix)
-        self.publish(t.desired, json.dumps(doc).encode(), retain=retained(Kind.DESIRED))
+        raw = self._signer().desired(desired, to=Addressee(fleet, device=device))
+        self.publish(t.desired, raw, retain=retained(Kind.DESIRED))
 
     def command(self, fleet: str, device: str, name: str, body: dict | None = None, *,
                 timeout_s: float = 10.0, expiry_s: int = 60) -> dict:
-        """Send ``cmd/{name}`` and wait for the correlated response.
+        """Send ``cmd/{name}`` (signed; ``body`` as bytes goes out as is, for tests of bad input)
+        and wait for the correlated response.
 
         Raises:
             FleetError: no response within ``timeout_s`` (the command expires at the broker
@@ -198,7 +213,8 @@ class FleetClient:
         props.ResponseTopic = resp_topic
         props.CorrelationData = token.encode()
         props.MessageExpiryInterval = expiry_s
-        raw = json.dumps(body or {}).encode() if not isinstance(body, bytes) else body
+        raw = body if isinstance(body, bytes) else self._signer().command(
+            name, body or {}, to=Addressee(fleet, device=device), expires_s=max(expiry_s, 1))
         self.publish(t.cmd(name), raw, retain=retained(Kind.CMD), properties=props)
         others = []
         try:

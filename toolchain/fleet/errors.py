@@ -23,3 +23,15 @@ class RepositoryError(FleetError):
 
 class NoTargetsError(FleetError):
     """The device or group selection matched no device."""
+
+
+class RolloutError(FleetError):
+    """A rollout cannot run or be controlled (see the message)."""
+
+
+class RolloutClaimedError(RolloutError):
+    """Another controller runs this rollout (its local lock or its retained MQTT claim)."""
+
+
+class RolloutNotFoundError(RolloutError):
+    """No journal and no retained state of that rollout id."""

@@ -40,6 +40,11 @@ def select_devices(views: Mapping[str, DeviceView], *, device: str | None, group
     return members
 
 
+def offline_devices(views: Mapping[str, DeviceView], devices: list[str]) -> list[str]:
+    """The targeted devices whose retained status says offline (not those never seen)."""
+    return [d for d in devices if d in views and views[d].status and not views[d].status.get("online")]
+
+
 def next_version(view: DeviceView | None) -> int:
     """One above every version the device's desired and reported documents mention."""
     seen = 0

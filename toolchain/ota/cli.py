@@ -24,17 +24,19 @@ def _role_ints(values: list[str] | None, flag: str) -> dict[str, int]:
 def add_keys_parser(sub) -> None:
     p = sub.add_parser("keys", help="create and rotate TUF signing keys")
     ks = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    i = ks.add_parser("init", help="Ed25519 keys for root/targets/snapshot/timestamp and root.json")
+    i = ks.add_parser("init", help="Ed25519 keys for root/targets/snapshot/timestamp, the operator key "
+                                   "(signs desired state and commands) and root.json")
     i.add_argument("--dir", required=True, help="key directory to create")
     i.add_argument("--keys", action="append", metavar="ROLE=N", help="keys per role (default 1)")
     i.add_argument("--threshold", action="append", metavar="ROLE=K", help="signatures needed (default 1)")
     i.add_argument("--root-expires-days", type=float, default=365.0)
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_keys_init)
-    r = ks.add_parser("rotate", help="replace a role's key; root is re-signed by old and new root keys")
+    r = ks.add_parser("rotate", help="replace a role's key (or the operator key); root is re-signed by old "
+                                     "and new root keys")
     r.add_argument("--dir", required=True, help="key directory")
     r.add_argument("--repo", required=True, help="repository directory")
-    r.add_argument("--role", required=True, choices=["root", "targets", "snapshot", "timestamp"])
+    r.add_argument("--role", required=True, choices=["root", "targets", "snapshot", "timestamp", "operator"])
     r.add_argument("--keyid", help="key to replace (default: the role's first key)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_keys_rotate)
@@ -51,7 +53,7 @@ def _keys_init(args) -> int:
     root = init_keys(keys_dir=args.dir, policies=pol, root_expires_days=args.root_expires_days)
     res = {"root": str(root), "roles": {r: {"keys": p.keys, "threshold": p.threshold} for r, p in pol.items()}}
     print(json.dumps(res) if args.json else
-          f"keys in {args.dir} (offline: root, targets; online: snapshot, timestamp)\n"
+          f"keys in {args.dir} (offline: root, targets; online: snapshot, timestamp, operator)\n"
           f"provision devices with {root}")
     return 0
 
@@ -61,7 +63,7 @@ def _keys_rotate(args) -> int:
 
     old, new = rotate_key(role=args.role, repo_dir=args.repo, keys_dir=args.dir, keyid=args.keyid)
     print(json.dumps({"role": args.role, "old": old, "new": new}) if args.json
-          else f"{args.role}: key {old[:12]} replaced by {new[:12]}; root re-signed")
+          else f"{args.role}: key {old[:12] or '(none)'} replaced by {new[:12]}; root re-signed")
     return 0
 
 

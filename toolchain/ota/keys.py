@@ -4,6 +4,12 @@ Root and targets keys live under ``offline/`` and snapshot/timestamp keys under 
 so an operator can move the offline half to cold storage: publishing a bundle needs the
 targets key plus the online keys; a root or key change needs the root keys.
 Private keys are PEM PKCS8 Ed25519 files, mode 0600, named by key id.
+
+The **operator key** (``online/operator/``) signs the control plane (desired state and
+commands over MQTT, ``runtime.contracts.mqtt.signing``); its public part is listed in
+root.json under ``x-edgeship-operator``, so a device gets it with its trust root and a
+rotation reaches devices the way a new root does. Its key id is the sha256 of the raw
+public key (the contract's, not TUF's).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from .errors import KeyStoreError, OtaPublishError
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 OFFLINE_ROLES = ("root", "targets")
+#: the control-plane signing key: not a TUF role, listed in root.json beside them
+OPERATOR = "operator"
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ def init_keys(
             _write_private(role_dir(keys_dir, role) / f"{signer.public_key.keyid}.pem", signer.private_bytes)
             if role == "root":
                 root_signers.append(signer)
+    operator = new_operator_key(keys_dir=keys_dir)
+    set_operator_keys(root, [operator])
     md = Metadata(root)
     for s in root_signers:
         md.sign(s, append=True)
@@ -129,6 +139,52 @@ def retire_key(*, keys_dir: str | os.PathLike, role: str, keyid: str) -> None:
         dst = Path(keys_dir) / "retired" / role / src.name
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(src, dst)
+
+
+def new_operator_key(*, keys_dir: str | os.PathLike):
+    """Create and store a new operator key (Ed25519, PEM PKCS8, 0600); returns it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    from runtime.contracts.mqtt.signing import keyid_of, public_raw
+
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    _write_private(role_dir(Path(keys_dir), OPERATOR) / f"{keyid_of(public_raw(key))}.pem", pem)
+    return key
+
+
+def set_operator_keys(root, private_keys: list) -> None:
+    """List the public parts of ``private_keys`` as the operator keys of a TUF ``Root``."""
+    from runtime.contracts.mqtt.signing import OPERATOR_FIELD, OperatorKeys, public_raw
+
+    root.unrecognized_fields[OPERATOR_FIELD] = OperatorKeys.root_field([public_raw(k) for k in private_keys])
+
+
+def load_operator_key(*, keys_dir: str | os.PathLike):
+    """The operator's private key: the one ``.pem`` in ``KEYS/online/operator/``.
+
+    Raises:
+        KeyStoreError: none there (a key dir made before the control plane was signed: run
+            ``edgeship keys rotate --role operator``), several, or an unreadable one.
+    """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    d = role_dir(Path(keys_dir), OPERATOR)
+    found = sorted(d.glob("*.pem")) if d.is_dir() else []
+    if len(found) != 1:
+        raise KeyStoreError(
+            f"{d}: {'no' if not found else len(found)} operator key(s); the control plane is signed with "
+            f"exactly one (create it with `edgeship keys init`, or `edgeship keys rotate --role operator "
+            f"--dir {keys_dir} --repo REPO` for a key directory made before)")
+    try:
+        key = load_pem_private_key(found[0].read_bytes(), None)
+    except (ValueError, TypeError, OSError) as e:
+        raise KeyStoreError(f"{found[0]}: not a readable PEM private key: {e}") from e
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyStoreError(f"{found[0]}: the operator key must be Ed25519")
+    return key
 
 
 def check_expiry(**days: float | None) -> None:

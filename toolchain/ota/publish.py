@@ -125,8 +125,8 @@ def rotate_key(
         KeyStoreError: unknown role/key id or missing private keys.
         RepositoryStateError: no repository at ``repo_dir``.
     """
-    if role not in keystore.ROLES:
-        raise KeyStoreError(f"unknown role {role!r}; choose one of {list(keystore.ROLES)}")
+    if role not in keystore.ROLES and role != keystore.OPERATOR:
+        raise KeyStoreError(f"unknown role {role!r}; choose one of {[*keystore.ROLES, keystore.OPERATOR]}")
     check_expiry(expires_days=expires_days, timestamp_expires_days=timestamp_expires_days,
                  root_expires_days=root_expires_days)
     repo = Repository(repo_dir, keys_dir=keys_dir)
@@ -135,14 +135,11 @@ def rotate_key(
             raise RepositoryStateError(f"{repo_dir}: no repository; publish a bundle first")
         root_md = repo.root()
         root = root_md.signed
-        old_ids = list(root.roles[role].keyids)
-        old = keyid or old_ids[0]
-        if old not in old_ids:
-            raise KeyStoreError(f"key {old} is not a {role!r} key (keys: {old_ids})")
         old_root_signers = keystore.load_signers(keys_dir=keys_dir, role="root", root=root)
-        new = keystore.new_role_key(keys_dir=keys_dir, role=role)
-        root.add_key(new.public_key, role)
-        root.revoke_key(old, role)
+        if role == keystore.OPERATOR:
+            old, new_id = _rotate_operator(root, keys_dir=keys_dir, keyid=keyid)
+        else:
+            old, new_id = _rotate_role_key(root, role=role, keys_dir=keys_dir, keyid=keyid)
         root.version += 1
         root.expires = utc_in(days=root_expires_days)
         root_md.signatures.clear()
@@ -153,10 +150,41 @@ def rotate_key(
             root_md.sign(s, append=True)
         repo.write_metadata(f"{root.version}.root.json", root_md)
         repo.write_metadata("root.json", root_md)
-        keystore.retire_key(keys_dir=keys_dir, role=role, keyid=old)
+        if old:
+            keystore.retire_key(keys_dir=keys_dir, role=role, keyid=old)
         repo.commit(targets=repo.targets(), root=root, expires_days=expires_days,
                     timestamp_expires_days=timestamp_expires_days)
-        return old, new.public_key.keyid
+        return old, new_id
+
+
+def _rotate_role_key(root, *, role: str, keys_dir, keyid: str | None) -> tuple[str, str]:
+    old_ids = list(root.roles[role].keyids)
+    old = keyid or old_ids[0]
+    if old not in old_ids:
+        raise KeyStoreError(f"key {old} is not a {role!r} key (keys: {old_ids})")
+    new = keystore.new_role_key(keys_dir=keys_dir, role=role)
+    root.add_key(new.public_key, role)
+    root.revoke_key(old, role)
+    return old, new.public_key.keyid
+
+
+def _rotate_operator(root, *, keys_dir, keyid: str | None) -> tuple[str, str]:
+    """Replace the operator key listed in root (or add the first one, to a root made before
+    the control plane was signed). Returns ``(old keyid or "", new keyid)``."""
+    from runtime.contracts.mqtt.signing import OPERATOR_FIELD, OperatorKeys, keyid_of, public_raw
+
+    listed = sorted(OperatorKeys.from_root({"signed": root.unrecognized_fields}).keys)
+    old = keyid or (listed[0] if listed else "")
+    if old and old not in listed:
+        raise KeyStoreError(f"key {old} is not an operator key (keys: {listed})")
+    if old and not (keystore.role_dir(Path(keys_dir), keystore.OPERATOR) / f"{old}.pem").exists():
+        raise KeyStoreError(f"{keys_dir}: the private operator key {old[:12]} is not here; rotate from the "
+                            f"key directory that holds it")
+    new = keystore.new_operator_key(keys_dir=keys_dir)
+    keep = OperatorKeys.from_root({"signed": root.unrecognized_fields}).keys
+    pubs = [raw for kid, raw in sorted(keep.items()) if kid != old] + [public_raw(new)]
+    root.unrecognized_fields[OPERATOR_FIELD] = OperatorKeys.root_field(pubs)
+    return old, keyid_of(public_raw(new))
 
 
 def refresh(*, repo_dir: str | os.PathLike, keys_dir: str | os.PathLike,

@@ -5,11 +5,17 @@ schema is ``edgeship.<kind>/1``), a row in :data:`MESSAGES` (topic leaf, sender,
 then its builder or parser in :mod:`.payloads`. :class:`~.topics.DeviceTopics` builds topic
 names from this table, the agent and the operator client take the retain flag from it, and
 tests check docs/mosquitto/acl against it (a device may write exactly what it sends).
+
+Every row the operator sends is signed (:mod:`.signing`): the agent subscribes to those
+rows (:func:`operator_filters`), finds the row of an inbound topic with :func:`match_leaf`
+and refuses it unless the operator key signed it for this topic and this device. A new
+operator row is signed and checked without further code.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 SCHEMA_VERSION = 1
@@ -60,3 +66,28 @@ MESSAGES: dict[Kind, MessageSpec] = {m.kind: m for m in (
 def retained(kind: Kind) -> bool:
     """Whether ``kind`` is published retained."""
     return MESSAGES[kind].retained
+
+
+def operator_specs() -> list[MessageSpec]:
+    """The rows the operator sends (desired state, commands): each one travels signed."""
+    return [m for m in MESSAGES.values() if m.sender is Sender.OPERATOR]
+
+
+def _leaf_pattern(leaf: str) -> re.Pattern:
+    parts = re.split(r"(\{[a-z]+\})", leaf)
+    return re.compile("^" + "".join(f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p)
+                                    for p in parts) + "$")
+
+
+def match_leaf(leaf: str, *, sender: Sender) -> tuple[MessageSpec, dict[str, str]] | None:
+    """The row of ``sender`` whose leaf pattern matches ``leaf`` (``cmd/rollback`` -> the CMD row
+    with ``{"name": "rollback"}``), or None. A row with fixed text wins over a pattern."""
+    found = [(m, mt.groupdict()) for m in MESSAGES.values() if m.sender is sender
+             and (mt := _leaf_pattern(m.leaf).match(leaf))]
+    found.sort(key=lambda f: len(f[1]))
+    return found[0] if found else None
+
+
+def operator_filters() -> list[str]:
+    """Subscription filters (under a device's base topic) covering every operator row."""
+    return sorted({re.sub(r"\{[a-z]+\}", "+", m.leaf) for m in operator_specs()})

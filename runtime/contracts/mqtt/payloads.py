@@ -105,7 +105,7 @@ def status_online(*, agent_status: Mapping[str, Any], groups: tuple[str, ...], c
     return {
         "online": True, "conn": conn, "groups": list(groups),
         "agent_version": agent_status.get("agent_version"),
-        "engines": agent_status.get("engines", []),
+        "engines": agent_status.get("engines", []), "arch": agent_status.get("arch"),
         "active": agent_status.get("active"), "previous": agent_status.get("previous"),
         "ready": bool(agent_status.get("ready", False)),
     }
@@ -118,14 +118,17 @@ def status_offline(*, conn: int, groups: tuple[str, ...], reason: str) -> dict:
 
 def reported(*, applied_version: int, desired: Mapping[str, Any] | None,
              agent_status: Mapping[str, Any], rejected: list[Mapping[str, Any]],
-             last_deployment: Mapping[str, Any] | None) -> dict:
-    """The state the device really has; the device's own word, incl. self-decided rollbacks."""
+             last_deployment: Mapping[str, Any] | None,
+             penalty_box: list[Mapping[str, Any]] | None = None) -> dict:
+    """The state the device really has; the device's own word, incl. self-decided rollbacks
+    and the releases in its penalty box (``model, release, sha256, reason, failed_utc, skips``)."""
     return {
         "applied_version": applied_version,
         "desired": dict(desired) if desired else None,
         "active": agent_status.get("active"), "previous": agent_status.get("previous"),
         "rejected": [dict(r) for r in rejected],
         "last_deployment": dict(last_deployment) if last_deployment else None,
+        "penalty_box": [dict(p) for p in penalty_box or ()],
     }
 
 
@@ -183,7 +186,12 @@ class Desired:
                 "issued_at_ms": self.issued_at_ms, "issued_by": self.issued_by}
 
 
-def _load_object(raw: bytes, *, max_bytes: int, what: str) -> dict[str, Any]:
+def load_object(raw: bytes, *, max_bytes: int, what: str) -> dict[str, Any]:
+    """Parse an inbound payload: at most ``max_bytes``, UTF-8 JSON, an object.
+
+    Raises:
+        PayloadRejected: ``payload.too_large``, ``payload.not_json``, ``payload.schema``.
+    """
     if len(raw) > max_bytes:
         raise PayloadRejected("payload.too_large", f"{what} is {len(raw)} bytes, limit {max_bytes}")
     try:
@@ -208,7 +216,15 @@ def parse_desired(raw: bytes, *, max_bytes: int) -> Desired:
     Raises:
         PayloadRejected: too large, not JSON, wrong schema, bad or missing fields.
     """
-    doc = _load_object(raw, max_bytes=max_bytes, what="desired state")
+    return desired_from(load_object(raw, max_bytes=max_bytes, what="desired state"))
+
+
+def desired_from(doc: Mapping[str, Any]) -> Desired:
+    """A desired-state document from its parsed JSON (the body of a signed message).
+
+    Raises:
+        PayloadRejected: wrong schema, bad or missing fields.
+    """
     schema = doc.get("schema")
     if schema != Kind.DESIRED.schema:
         raise PayloadRejected("payload.schema", f"desired state: schema {schema!r} is not {Kind.DESIRED.schema!r}")
@@ -234,4 +250,4 @@ def parse_command(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
     Raises:
         PayloadRejected: too large, not JSON, not an object.
     """
-    return _load_object(raw, max_bytes=max_bytes, what="command")
+    return load_object(raw, max_bytes=max_bytes, what="command")
