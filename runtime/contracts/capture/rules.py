@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import BundleError
@@ -142,35 +142,26 @@ class CapturePolicy:
 
 @dataclass(frozen=True)
 class Clamp:
-    """A rule whose byte budget did not fit the store's disk budget, and what it got."""
+    """A rule whose byte budget is larger than the store's disk budget, and what it got."""
 
     rule: str
     asked_bytes: int
     granted_bytes: int
 
     def describe(self) -> str:
-        return (f"capture rule {self.rule!r}: max_bytes {self.asked_bytes} clamped to {self.granted_bytes} "
-                f"(the rules ask for more than the store's disk budget)")
+        return (f"capture rule {self.rule!r}: max_bytes {self.asked_bytes} clamped to the store's disk budget "
+                f"{self.granted_bytes}")
 
 
 def clamp_rules(rules: tuple[CaptureRule, ...], *, disk_budget_bytes: int) -> tuple[tuple[CaptureRule, ...], list[Clamp]]:
-    """Fit the rules' byte budgets into the disk budget: higher priority first (ties in the
-    given order) gets what it asks while there is room; a rule that gets less is clamped and
-    reported, one that gets nothing keeps 0 bytes (captures nothing)."""
-    left = max(0, disk_budget_bytes)
-    granted: dict[str, int] = {}
-    clamps = []
-    for r in sorted(rules, key=lambda r: -r.priority):
-        g = min(r.max_bytes, left)
-        left -= g
-        granted[r.name] = g
-        if g < r.max_bytes:
-            clamps.append(Clamp(r.name, r.max_bytes, g))
-    out = tuple(r if granted[r.name] == r.max_bytes else _with_bytes(r, granted[r.name]) for r in rules)
-    return out, clamps
-
-
-def _with_bytes(r: CaptureRule, n: int) -> CaptureRule:
-    from dataclasses import replace
-
-    return replace(r, max_bytes=n)
+    """Clamp every rule's byte budget to the disk budget (each clamp reported). Rules whose
+    budgets add up to more than the disk share it: when it is full, the store evicts the oldest
+    captures of the lowest priority first (``device_agent.capture.policy.admit``)."""
+    budget = max(0, disk_budget_bytes)
+    out, clamps = [], []
+    for r in rules:
+        if r.max_bytes > budget:
+            clamps.append(Clamp(r.name, r.max_bytes, budget))
+            r = replace(r, max_bytes=budget)
+        out.append(r)
+    return tuple(out), clamps
