@@ -220,7 +220,8 @@ class CaptureIndex:
         return {"schema": SET_SCHEMA, "files": [e.to_json() for e in self.entries]}
 
     def to_bytes(self) -> bytes:
-        return (json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")) + "\n").encode()
+        # "schema" first: is_capture_set() recognises a set from the file's first bytes
+        return (json.dumps(self.to_json(), separators=(",", ":")) + "\n").encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, *, where: str) -> "CaptureIndex":
@@ -271,6 +272,16 @@ def is_capture_set(path: str | os.PathLike) -> bool:
     except OSError:
         return False
     return SET_SCHEMA.encode() in head
+
+
+def set_of(path: str | os.PathLike) -> tuple[Path, str] | None:
+    """``(set root, index path)`` of a capture file inside a capture set (one or two levels
+    below its index), or None."""
+    p = Path(path)
+    for root, rel in ((p.parent, p.name), (p.parent.parent, f"{p.parent.name}/{p.name}")):
+        if is_capture_set(root):
+            return root, rel
+    return None
 
 
 def read_index(root: str | os.PathLike) -> CaptureIndex:
