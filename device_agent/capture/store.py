@@ -155,14 +155,15 @@ class CaptureStore:
                 self._write_index()
             return len(ids)
 
-    def remove(self, ids: Iterable[str]) -> int:
-        """Delete captures the operator received and acknowledged. Returns how many were here."""
+    def remove(self, ids: Iterable[str]) -> list[str]:
+        """Delete captures the operator received and acknowledged (index first, then the files).
+        Returns the ids that were here."""
         with self._lock:
             ids = [i for i in ids if i in self._entries]
             self._remove(ids, why="pulled")
             if ids:
                 self._write_index()
-            return len(ids)
+            return ids
 
     def _remove(self, ids: Iterable[str], *, why: str) -> None:
         # with the lock held: the files go after the next index write (one without them)

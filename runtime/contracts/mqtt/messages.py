@@ -30,6 +30,8 @@ class Kind(str, enum.Enum):
     EVENT = "event"
     CMD = "cmd"
     CMD_RESPONSE = "cmd_response"
+    CAPTURE_PULL = "capture_pull"
+    CAPTURE_DATA = "capture_data"
 
     @property
     def schema(self) -> str:
@@ -60,6 +62,9 @@ MESSAGES: dict[Kind, MessageSpec] = {m.kind: m for m in (
     MessageSpec(Kind.EVENT, "events", Sender.DEVICE, retained=False),          # alarms, rejections
     MessageSpec(Kind.CMD, "cmd/{name}", Sender.OPERATOR, retained=False),      # rollback, rebirth, cancel
     MessageSpec(Kind.CMD_RESPONSE, "cmd/{name}/resp", Sender.DEVICE, retained=False),
+    # one round of a capture pull, and what the device answers it (runtime.contracts.capture.pull)
+    MessageSpec(Kind.CAPTURE_PULL, "capture/pull", Sender.OPERATOR, retained=False),
+    MessageSpec(Kind.CAPTURE_DATA, "capture/data/{id}", Sender.DEVICE, retained=False),
 )}
 
 
