@@ -77,6 +77,7 @@ class Agent:
         #: set while the model is unloaded on purpose (see :meth:`unload`): (why, retry-after s)
         self._unloaded: tuple[str, float] | None = None
         self._batcher = None
+        self._capture: Any = None  # set_capture
         active = self.store.active()
         if active is not None:
             try:
@@ -105,16 +106,34 @@ class Agent:
         """
         return self.infer_traced(feeds, model)[0]
 
-    def infer_traced(self, feeds: Mapping[str, np.ndarray],
-                     model: str | None = None) -> tuple[dict[str, np.ndarray], ModelRef]:
-        """Like :meth:`infer`, also returning the model that ran (a switch may happen any time)."""
-        if self._batcher is not None and self._batcher.accepts(feeds):
-            return self._batcher.submit(feeds, model)
-        lease = self.acquire(model)
+    def infer_traced(self, feeds: Mapping[str, np.ndarray], model: str | None = None, *,
+                     expected: Any = None) -> tuple[dict[str, np.ndarray], ModelRef]:
+        """Like :meth:`infer`, also returning the model that ran (a switch may happen any time).
+        ``expected``: the classes the caller expects per sample, for capture rules (:meth:`set_capture`)."""
+        cap, lease = self._capture, None
         try:
-            return self.run_on(lease, lambda: lease.session.run(feeds)), lease.ref
-        finally:
-            self.release(lease)
+            if self._batcher is not None and self._batcher.accepts(feeds):
+                out, ref = self._batcher.submit(feeds, model)
+            else:
+                lease = self.acquire(model)
+                try:
+                    out, ref = self.run_on(lease, lambda: lease.session.run(feeds)), lease.ref
+                finally:
+                    self.release(lease)
+        except Exception as e:
+            ran = lease or self._current  # bad input or no model: the model did not run
+            if cap is not None and ran is not None and not isinstance(e, (InputMismatchError, AgentError)):
+                _tap(cap.on_failure, ran.ref.sha256, feeds, e)
+            raise
+        if cap is not None:
+            _tap(cap.on_result, ref.sha256, feeds, out, expected)
+        return out, ref
+
+    def set_capture(self, tap: Any) -> None:
+        """Hand every call to ``tap`` (a ``device_agent.capture.recorder.CaptureRecorder``; None
+        stops it): ``on_result(sha, feeds, outputs, expected)``, ``on_failure(sha, feeds, error)``,
+        on the request's thread (it must be cheap; an error in it is logged, never raised)."""
+        self._capture = tap
 
     def run_on(self, lease: LoadedModel, fn: Callable[[], dict], *, requests: int = 1) -> dict:
         """Run ``fn`` for a leased model, counting it in metrics and telling observers."""
@@ -376,3 +395,10 @@ class Agent:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _tap(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception as e:  # capture never fails a request
+        log.error("capture.failed", error=f"{type(e).__name__}: {e}")

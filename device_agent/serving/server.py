@@ -84,6 +84,7 @@ def run(config: AgentConfig) -> int:
         updates = UpdateHost(config, agent)
         app = create_app(agent, control_token=token, updates=updates, service=service)
         try:
+            capture = _start_capture(config, agent)
             stop_grpc, grpc_port = _start_grpc(config, service)
         except Exception:
             agent.close()
@@ -100,7 +101,8 @@ def run(config: AgentConfig) -> int:
         # cleanup below runs and the exit code is 0.
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
             target=_reload, args=(agent,), daemon=True).start())
-        stoppers = [stop_grpc, updates.cancel, *_start_extensions(config, agent, updates)]
+        stoppers = [stop_grpc, updates.cancel, *([capture.stop] if capture else []),
+                    *_start_extensions(config, agent, updates, capture=capture)]
         advertise(paths, host=s.host, port=port)
         log.info("agent.started", host=s.host, port=port, grpc_port=grpc_port, pid=os.getpid(),
                  ready=agent.ready, model=(agent.current().ref.name if agent.current() else None),
@@ -185,7 +187,21 @@ def _start_grpc(config: AgentConfig, service) -> tuple:
     return stop, port
 
 
-def _start_extensions(config: AgentConfig, agent, updates=None) -> list:
+def _start_capture(config: AgentConfig, agent):
+    """Capture when ``[capture] enabled`` (a handle with ``stop``), else None.
+
+    Raises:
+        ConfigError: the redaction hook does not load: the agent does not start rather than
+            capture unredacted.
+    """
+    if "capture" not in config.extensions:
+        return None
+    from ..capture.startup import start_capture
+
+    return start_capture(config, agent)
+
+
+def _start_extensions(config: AgentConfig, agent, updates=None, *, capture=None) -> list:
     """Start OTA updates and MQTT telemetry when configured; return their stop callables.
 
     Updates start when ``[update]`` is in the config or an update journal exists (an update
@@ -209,8 +225,12 @@ def _start_extensions(config: AgentConfig, agent, updates=None) -> list:
         try:
             from .. import mqtt
 
-            svc = mqtt.start(config, agent, updater)
+            svc = mqtt.start(config, agent, updater, capture_store=capture.store if capture else None)
             stoppers.append(svc.stop)
+            if capture is not None:
+                from ..capture.startup import attach_telemetry
+
+                attach_telemetry(capture, svc)
         except Exception as e:
             log.error("telemetry.start_failed", error=f"{type(e).__name__}: {e}")
     if updater is not None:

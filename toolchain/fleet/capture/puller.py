@@ -71,11 +71,14 @@ class PullOptions:
 
 class DevicePull:
     def __init__(self, *, connect: Callable[[], Any], signer: Any, fleet: str, device: str, prefix: str,
-                 writer: Any, options: PullOptions, progress: Callable[[str], None] | None = None) -> None:
+                 writer: Any, options: PullOptions, progress: Callable[[str], None] | None = None,
+                 on_data: Callable[[dict], None] | None = None) -> None:
+        """``on_data(doc)`` sees every message of this pull as it arrives (progress, tests)."""
         self._connect, self.signer, self.fleet, self.device = connect, signer, fleet, device
         self.topics = device_topics(fleet=fleet, device=device, prefix=prefix)
         self.writer, self.opts = writer, options
         self.progress = progress or (lambda s: None)
+        self.on_data = on_data
         self.pull_id = f"pull-{uuid.uuid4().hex[:12]}"
         self.stats = PullStats(device=device)
         self._have = {e.meta.id for e in writer.entries.values() if e.meta.device == device}
@@ -148,6 +151,8 @@ class DevicePull:
             if not isinstance(doc, dict) or doc.get("pull_id") != self.pull_id:
                 continue
             last = time.monotonic()
+            if self.on_data is not None:
+                self.on_data(doc)
             kind = doc.get("type")
             if kind == proto.DataType.REFUSED.value:
                 raise PullRefusedError(f"{self.fleet}/{self.device} refused the capture pull: {doc.get('detail')} "
