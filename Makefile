@@ -32,10 +32,12 @@ $(CORPUS_STAMP): $(STAMP) toolchain/models/corpus.py
 
 corpus: $(CORPUS_STAMP)
 
-# The broker the MQTT tests start their own instance of; systemd-analyze for the unit check;
-# espeak-ng speaks the VAD corpus's speech.
+# The broker the MQTT tests start their own instance of; the Prometheus server (+ promtool) the
+# monitoring tests start their own instance of; systemd-analyze for the unit check; espeak-ng
+# speaks the VAD corpus's speech.
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null ) || echo "warning: could not install mosquitto; MQTT tests will be skipped"
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null ) || echo "warning: could not install prometheus; Prometheus tests will be skipped"
 	@command -v systemd-analyze >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null ) || echo "warning: could not install systemd's tools; the unit check will be skipped"
 	@command -v espeak-ng >/dev/null 2>&1 || ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null ) || echo "warning: could not install espeak-ng; speech corpus tests will be skipped"
 

@@ -28,6 +28,7 @@ SECTIONS: dict[str, str] = {
     "update": "device_agent.ota.config:UpdateSection",
     "mqtt": "device_agent.mqtt.config:MqttConfig",
     "capture": "device_agent.capture.config:CaptureSection",
+    "drift": "device_agent.monitoring.drift:DriftSection",
 }
 
 DEFAULT_CONFIG_PATH = "/etc/edgeship/agent.toml"
@@ -76,6 +77,9 @@ class ServingSection:
                                  "Ignored while batching is on.", 1.0)
     control_enabled: bool = doc("Serve /edgeship/v1/* control endpoints (rollback, status) to local "
                                 "callers holding the token in <state_dir>/control.token.", True)
+    metrics_enabled: bool = doc("Serve GET /metrics (Prometheus text format) on this address and port. "
+                                "It needs no token: it shows counts and the served model's name and hash.",
+                                True)
     header_timeout_s: float = doc("A connection must send a request's headers within this many seconds "
                                   "of its first byte (or of connecting); slower ones (half-open, "
                                   "slowloris) are closed.", 10.0)

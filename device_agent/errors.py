@@ -12,6 +12,7 @@ beside the code that raises them, each named for what went wrong:
 - ``serving.errors``: V2Error (an HTTP or gRPC answer, never a CLI exit)
 - ``mqtt.errors``: TelemetryError > TelemetryConfigError, QueueError
 - ``ota.errors``: UpdateError > SecurityError > ..., GateError > ..., FetchError, ...
+- ``profiling``: ProfileRefused (answered to ``cmd/profile``, never a CLI exit)
 - here: BadArgumentsError > StateDirNotFoundError
 
 ``exit_code`` (``runtime.errors.ExitCode``) is what an ``edgeship-agent`` command ends with

@@ -27,16 +27,17 @@ from typing import Any
 import numpy as np
 
 from runtime.contracts.bundle import (
-    GOLDEN_NPZ, MODEL_DIR, MODEL_JSON, Arch, BundleInfo, FileEntry, Precision,
+    GOLDEN_NPZ, MODEL_DIR, MODEL_JSON, SCHEMA_VERSION, Arch, BundleInfo, FileEntry, Precision,
     Requirements, Source, TensorStats, parse_version,
 )
+from runtime.contracts.bundle.baseline import DriftBaseline, DriftThresholds
 from runtime.fsutil import AtomicFile, current_umask, sha256_bytes, sha256_file
 from runtime.spec import Engine, TensorSpec, deploy_precision_hint
 
 from .errors import BadInputError
 
-#: how many validation samples the baseline output statistics are taken over
-STATS_SAMPLES = 256
+#: how many validation samples the baseline statistics and the drift baseline are taken over
+STATS_SAMPLES = 1024
 #: architectures the engines publish wheels for; the default when --arch is not given
 DEFAULT_ARCH = {
     Engine.ONNXRUNTIME: (Arch.X86_64.value, Arch.AARCH64.value),
@@ -54,12 +55,15 @@ class PackageResult:
     path: Path
     sha256: str
     info: BundleInfo
+    #: why the bundle carries no drift baseline (None when it carries one)
+    drift_note: str | None = None
 
 
 def package_build(
     build_dir: str | os.PathLike, *, artifact_id: str, version: str, release: int,
     out_dir: str | os.PathLike, latency_budget_ms: float | None = None, golden_samples: int = 8,
     arch: tuple[str, ...] | None = None, min_engine_version: str | None = None,
+    drift_thresholds: DriftThresholds | None = None,
 ) -> PackageResult:
     """Package one artifact of a build into a bundle in ``out_dir``.
 
@@ -67,6 +71,8 @@ def package_build(
         PackageError: missing/invalid manifest, unknown or failed artifact, a file whose hash
             differs from the manifest, validation data that does not fit the model, or an
             invalid name/version/release (via BundleError).
+        DriftBaselineError: the validation data or outputs hold NaN/Inf, or the classifier
+            output is not [samples, classes]: the drift baseline would be broken.
         EngineNotInstalledError: the artifact's engine is not installed here (names the extra).
     """
     build = Path(build_dir)
@@ -83,16 +89,17 @@ def package_build(
     outputs = tuple(TensorSpec.from_json(s) for s in art["io"]["outputs"])
     validation = _load_validation(build, manifest, inputs)
     hint = deploy_precision_hint(engine, art["precision"])
-    golden, in_stats, out_stats = _run_artifact(art_dir / art["model_file"], engine, hint, inputs,
-                                                validation, golden_samples)
+    golden, in_stats, out_stats, ran = _run_artifact(art_dir / art["model_file"], engine, hint, inputs,
+                                                     validation, golden_samples)
     golden_bytes = _npz_bytes(golden)
     ver = art.get("verification") or {}
+    drift, drift_note = _drift(ran, _class_output(ver), drift_thresholds)
     tol = ver.get("tolerances") or {}
     files = [FileEntry(path=f"{MODEL_DIR}/{p}", sha256=sha256_file(art_dir / p),
                        bytes=(art_dir / p).stat().st_size) for p, _ in model_files]
     files.append(FileEntry(path=GOLDEN_NPZ, sha256=sha256_bytes(golden_bytes), bytes=len(golden_bytes)))
     info_json = {
-        "schema_version": 1, "name": manifest["model"]["name"], "version": version, "release": release,
+        "schema_version": SCHEMA_VERSION, "name": manifest["model"]["name"], "version": version, "release": release,
         "engine": engine.value, "precision": Precision(art["precision"]).value,
         "model_file": art["model_file"],
         "io": {"inputs": [s.to_json() for s in inputs], "outputs": [s.to_json() for s in outputs]},
@@ -109,13 +116,14 @@ def package_build(
         "output_stats": {k: v.to_json() for k, v in out_stats.items()},
         "files": sorted((f.to_json() for f in files), key=lambda f: f["path"]),
         "source": Source(build_manifest_sha256=sha256_bytes(manifest_raw), artifact_id=artifact_id).to_json(),
+        "drift": drift.to_json() if drift else None,
     }
     info = BundleInfo.from_json(info_json, where=f"{artifact_id} model.json")
     members = {MODEL_JSON: info.to_bytes(), GOLDEN_NPZ: golden_bytes}
     for p, _ in model_files:
         members[f"{MODEL_DIR}/{p}"] = art_dir / p
     path, sha = _write_tar(Path(out_dir), info, members)
-    return PackageResult(path=path, sha256=sha, info=info)
+    return PackageResult(path=path, sha256=sha, info=info, drift_note=drift_note)
 
 
 # ------------------------------------------------------------------------- inputs
@@ -217,9 +225,32 @@ def _run_artifact(model: Path, engine: Engine, hint: str | None, inputs, validat
                 for name, v in res.items():
                     golden.setdefault(f"out:{name}", []).append(v)
     used = calls * b
-    in_stats = {name: TensorStats.of(a[:used]) for name, a in validation.items() if _numeric(a)}
-    out_stats = {name: TensorStats.of(np.concatenate(v)) for name, v in outs.items() if _numeric(v[0])}
-    return {key: np.stack(v) for key, v in golden.items()}, in_stats, out_stats
+    ran_in = {name: a[:used] for name, a in validation.items()}
+    ran_out = {name: np.concatenate(v) for name, v in outs.items()}
+    in_stats = {name: TensorStats.of(a) for name, a in ran_in.items() if _numeric(a)}
+    out_stats = {name: TensorStats.of(a) for name, a in ran_out.items() if _numeric(a)}
+    return {key: np.stack(v) for key, v in golden.items()}, in_stats, out_stats, (ran_in, ran_out)
+
+
+def _class_output(ver: dict) -> str | None:
+    """The output judged as a classifier's by the build's verification, if any."""
+    per = ((ver.get("fidelity") or {}).get("per_output") or {})
+    found = [name for name, o in per.items() if isinstance(o, dict) and o.get("task") == "classify"]
+    return found[0] if found else None
+
+
+def _drift(ran, class_output: str | None, thresholds: DriftThresholds | None) -> tuple[DriftBaseline | None, str | None]:
+    """The drift baseline of the validation data the artifact ran on, or (None, why not)."""
+    from runtime.drift.reference import MIN_SAMPLES, build_baseline
+
+    inputs, outputs = ran
+    n = min(a.shape[0] for a in [*inputs.values(), *outputs.values()])
+    if n < MIN_SAMPLES:
+        return None, (f"no drift baseline: the build has {n} validation samples, a baseline needs "
+                      f"{MIN_SAMPLES} (compile with more validation data)")
+    if class_output is not None and np.asarray(outputs[class_output]).ndim != 2:
+        class_output = None  # e.g. a per-pixel classifier: judged by its tensors only
+    return build_baseline(inputs=inputs, outputs=outputs, class_output=class_output, thresholds=thresholds), None
 
 
 def _numeric(a: np.ndarray) -> bool:
@@ -312,6 +343,14 @@ def add_parser(sub) -> None:
                    help="CPU architecture the bundle is for (repeat; default x86_64 and aarch64)")
     p.add_argument("--min-engine-version", default=None,
                    help="oldest engine version allowed (default: major.minor of the verified one)")
+    d = DriftThresholds()
+    p.add_argument("--drift-psi", type=float, default=d.psi, metavar="X",
+                   help=f"drift alarm: PSI of a tensor, class mix or confidence above X (default {d.psi})")
+    p.add_argument("--drift-out-of-range", type=float, default=d.out_of_range_share, metavar="SHARE",
+                   help=f"drift alarm: share of values outside the validation range above SHARE "
+                        f"(default {d.out_of_range_share})")
+    p.add_argument("--drift-nonfinite", type=float, default=d.nonfinite_share, metavar="SHARE",
+                   help=f"drift alarm: share of NaN/Inf values above SHARE (default {d.nonfinite_share})")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the bundle into")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd)
@@ -324,7 +363,8 @@ def _cmd(args) -> int:
                         latency_budget_ms=args.latency_budget_ms,
                         golden_samples=args.golden_samples,
                         arch=tuple(args.arch) if args.arch else None,
-                        min_engine_version=args.min_engine_version)
+                        min_engine_version=args.min_engine_version,
+                        drift_thresholds=_thresholds(args))
     if args.json:
         print(json.dumps({"path": str(res.path), "sha256": res.sha256, "model": res.info.to_json()},
                          indent=2))
@@ -334,4 +374,23 @@ def _cmd(args) -> int:
               f"\n  engine   {i.engine.value} {i.precision.value}, needs >= {i.requirements.min_engine_version} "
               f"on {', '.join(i.requirements.arch)}\n  golden   {i.golden_calls} calls, atol "
               f"{i.tolerances.atol:.4g}, min cosine {i.tolerances.min_cosine:.4g}")
+        if i.drift is not None:
+            t = i.drift.thresholds
+            print(f"  drift    baseline of {len(i.drift.tensors)} tensor(s){' + class mix' if i.drift.classes else ''} "
+                  f"over {i.drift.samples} samples; alarms at PSI > {t.psi:g}, out of range > "
+                  f"{t.out_of_range_share:g}, NaN/Inf > {t.nonfinite_share:g}")
+        else:
+            print(f"  drift    {res.drift_note}")
     return 0
+
+
+def _thresholds(args) -> DriftThresholds:
+    from runtime.contracts.errors import BundleError
+
+    t = DriftThresholds(psi=args.drift_psi, out_of_range_share=args.drift_out_of_range,
+                        nonfinite_share=args.drift_nonfinite)
+    try:
+        t.check("--drift-psi/--drift-out-of-range/--drift-nonfinite")
+    except BundleError as e:
+        raise PackageError(str(e)) from e
+    return t

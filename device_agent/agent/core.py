@@ -34,11 +34,15 @@ from ..config import AgentConfig
 from ..logs import get_logger
 from ..store import ModelRef, NoPreviousModelError, Store, StoreError
 from .errors import AgentError, ModelNotFoundError, ModelSwitchError, NotReadyError
-from .metrics import MetricsSnapshot, Outcome, RequestWindow
+from .metrics import MetricsSnapshot, ModelEvent, ModelEventCounts, Outcome, RequestWindow
 
 log = get_logger("agent")
 
 RequestObserver = Callable[[str, bool, float], None]
+#: ``fn(model_sha, feeds, outputs)`` after a successful inference (drift sketches); must be cheap
+TensorObserver = Callable[[str, Mapping[str, np.ndarray], Mapping[str, np.ndarray]], None]
+_SWAP_EVENTS = {"model.switched": ModelEvent.SWITCH, "model.rolled_back": ModelEvent.ROLLBACK,
+                "model.reloaded": ModelEvent.RELOAD}
 
 
 @dataclass(eq=False)
@@ -68,6 +72,8 @@ class Agent:
         self.config = config
         self.store = store if store is not None else Store(config.state_dir)
         self.metrics = RequestWindow()
+        self.model_events = ModelEventCounts()
+        self._tensor_observers: list[TensorObserver] = []
         self._cond = threading.Condition()
         self._switch_lock = threading.Lock()
         self._current: LoadedModel | None = None
@@ -83,10 +89,12 @@ class Agent:
             try:
                 self._current = self._load(active.sha256)
                 self._live.add(self._current)
+                self.model_events.add(ModelEvent.LOAD)
                 log.info("model.loaded", model=active.name, sha256=active.sha256, release=active.release,
                          load_s=round(self._current.session.load_time_s, 4))
             except (AgentError, StoreError, EdgeshipRuntimeError, OSError, ValueError) as e:
                 self._load_error = f"{active.sha256[:12]}: {e}"
+                self.model_events.add(ModelEvent.LOAD_FAILED)
                 log.error("model.load_failed", model=active.name, sha256=active.sha256, error=str(e))
         b = config.serving.batching
         if b.max_batch_size > 1:
@@ -125,9 +133,19 @@ class Agent:
             if cap is not None and ran is not None and not isinstance(e, (InputMismatchError, AgentError)):
                 _tap(cap.on_failure, ran.ref.sha256, feeds, e)
             raise
+        if self._tensor_observers:
+            self.notify_tensors(ref.sha256, feeds, out)
         if cap is not None:
             _tap(cap.on_result, ref.sha256, feeds, out, expected)
         return out, ref
+
+    def notify_tensors(self, sha: str, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> None:
+        """Tell the tensor observers about one successful call (an observer that raises is logged)."""
+        for fn in list(self._tensor_observers):
+            try:
+                fn(sha, feeds, out)
+            except Exception as e:
+                log.error("observer.failed", observer=getattr(fn, "__qualname__", repr(fn)), error=str(e))
 
     def set_capture(self, tap: Any) -> None:
         """Hand every call to ``tap`` (a ``device_agent.capture.recorder.CaptureRecorder``; None
@@ -276,6 +294,7 @@ class Agent:
                 old.retired = True
                 if old.leases == 0:
                     self._close(old)
+            self.model_events.add(ModelEvent.UNLOAD)
             log.warning("model.unloaded", model=old.ref.name, sha256=old.ref.sha256, reason=reason)
             timeout = self.config.serving.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
             with self._cond:
@@ -288,11 +307,14 @@ class Agent:
         try:
             sess = session if session is not None else self.open_session(sha256)
         except EdgeshipRuntimeError as e:
+            self.model_events.add(ModelEvent.LOAD_FAILED)
             raise ModelSwitchError(f"model {info.name} {sha256[:12]} did not load: {e}") from e
         return LoadedModel(ref=ModelRef.of(sha256, info), info=info, session=sess)
 
     def _swap(self, new: LoadedModel, event: str, drain_timeout_s: float | None) -> ModelRef:
         t0 = time.perf_counter()
+        self.model_events.add(ModelEvent.LOAD)
+        self.model_events.add(_SWAP_EVENTS[event])
         with self._cond:
             old, self._current = self._current, new
             self._live.add(new)
@@ -348,6 +370,14 @@ class Agent:
 
     def remove_request_observer(self, fn: RequestObserver) -> None:
         self._observers.remove(fn)
+
+    def add_tensor_observer(self, fn: TensorObserver) -> None:
+        """Call ``fn(model_sha, feeds, outputs)`` after every successful inference (keep it cheap:
+        it runs on the request's thread)."""
+        self._tensor_observers.append(fn)
+
+    def remove_tensor_observer(self, fn: TensorObserver) -> None:
+        self._tensor_observers.remove(fn)
 
     def _notify(self, sha: str, ok: bool, dt: float) -> None:
         for fn in list(self._observers):

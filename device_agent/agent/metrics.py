@@ -5,8 +5,9 @@ Every reader of request figures uses this class, so they agree on the same traff
 ``edgeship-agent status`` (the agent's own window, :attr:`Agent.metrics`), the MQTT
 ``telemetry/metrics`` windows and the update trial window (each their own
 :class:`RequestWindow`, fed by ``Agent.add_request_observer`` through :meth:`observe`), and
-next a Prometheus exporter (the ``*_total`` counters are monotonic since start; the
-percentiles summarize the current window).
+the Prometheus ``/metrics`` route (:mod:`device_agent.monitoring.collector`, which reads
+:meth:`RequestWindow.totals`: counts by model and outcome and a latency histogram, monotonic
+since start).
 
 Definitions:
 - A window runs from the last :meth:`RequestWindow.roll` (or creation) to now.
@@ -17,10 +18,15 @@ Definitions:
 - Latency percentiles are over successful requests only (a failure is judged by the error
   rate), computed with ``runtime.percentile.percentile`` (linear, numpy's default), over
   the newest ``max_samples`` latencies of the window.
+- Totals (:meth:`~RequestWindow.totals`) are cumulative since the window object was made and
+  never reset by ``roll()``: per model sha, the count of each outcome and a histogram of the
+  successful requests' latencies over :data:`LATENCY_BUCKETS_S`. At most :data:`MAX_MODELS`
+  models are kept; the one recorded least recently is dropped first (its series disappear).
 """
 
 from __future__ import annotations
 
+import bisect
 import enum
 import threading
 import time
@@ -34,6 +40,11 @@ from runtime.percentile import percentile
 
 #: latencies kept per window (the newest); counts stay exact however many requests there are
 MAX_SAMPLES = 10_000
+#: models whose cumulative totals are kept (a device sees a handful over its life)
+MAX_MODELS = 32
+#: upper bounds (seconds) of the latency histogram: edge inference, 0.1 ms to 10 s
+LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Outcome(str, enum.Enum):
@@ -76,6 +87,26 @@ class MetricsSnapshot:
         return d
 
 
+@dataclass(frozen=True)
+class ModelTotals:
+    """Cumulative figures of one model since start: counts by outcome, and the latency histogram
+    of its successful requests (``buckets[i]`` counts latencies <= ``LATENCY_BUCKETS_S[i]`` and
+    above the bound before; the last entry counts those above every bound)."""
+
+    counts: dict[Outcome, int]
+    buckets: tuple[int, ...]
+    latency_sum_s: float
+
+
+class _Totals:
+    __slots__ = ("counts", "buckets", "sum_s")
+
+    def __init__(self) -> None:
+        self.counts = {o: 0 for o in Outcome}
+        self.buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        self.sum_s = 0.0
+
+
 class _Window:
     def __init__(self, start: float, max_samples: int) -> None:
         self.start = start
@@ -99,6 +130,8 @@ class RequestWindow:
         self._win = _Window(clock(), max_samples)
         self._total_requests = 0
         self._total_errors = 0
+        self._by_model: dict[str, _Totals] = {}  # insertion order = least recently recorded first
+        self.models_evicted = 0
 
     def record(self, model_sha: str | None, outcome: Outcome, latency_s: float | None = None) -> None:
         if self.model is not None and model_sha != self.model:
@@ -115,6 +148,27 @@ class RequestWindow:
                 m = w.by_model.setdefault(model_sha, {"requests": 0, "errors": 0})
                 m["requests"] += 1
                 m["errors"] += outcome is Outcome.ERROR
+                self._count(model_sha, outcome, latency_s)
+
+    def _count(self, sha: str, outcome: Outcome, latency_s: float | None) -> None:
+        # under the lock
+        t = self._by_model.pop(sha, None)
+        if t is None:
+            t = _Totals()
+            if len(self._by_model) >= MAX_MODELS:
+                del self._by_model[next(iter(self._by_model))]
+                self.models_evicted += 1
+        self._by_model[sha] = t  # re-insert: most recently recorded last
+        t.counts[outcome] += 1
+        if latency_s is not None and outcome is Outcome.OK:
+            t.buckets[bisect.bisect_left(LATENCY_BUCKETS_S, latency_s)] += 1
+            t.sum_s += latency_s
+
+    def totals(self) -> dict[str, ModelTotals]:
+        """Cumulative counts and latency histograms per model sha since start (copies)."""
+        with self._lock:
+            return {sha: ModelTotals(counts=dict(t.counts), buckets=tuple(t.buckets), latency_sum_s=t.sum_s)
+                    for sha, t in self._by_model.items()}
 
     def observe(self, model_sha: str, ok: bool, latency_s: float) -> None:
         """A request observer (``Agent.add_request_observer``): the model answered or failed."""
@@ -152,3 +206,30 @@ def _snap(start: float, now: float, c: dict, lat_s: np.ndarray, by_model: dict,
         latency_ms_mean=float(lat.mean()) if lat.size else None,
         by_model=by_model, requests_total=requests_total, errors_total=errors_total,
     )
+
+
+class ModelEvent(str, enum.Enum):
+    """What happened to the served model (counted since start for ``/metrics``)."""
+
+    LOAD = "load"                # a session was opened to serve a model (start, switch, rollback, reload)
+    LOAD_FAILED = "load_failed"  # the model did not load (at start, or a refused switch)
+    SWITCH = "switch"
+    ROLLBACK = "rollback"
+    RELOAD = "reload"
+    UNLOAD = "unload"
+
+
+class ModelEventCounts:
+    """Monotonic counts of :class:`ModelEvent` (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = {e: 0 for e in ModelEvent}
+
+    def add(self, event: ModelEvent) -> None:
+        with self._lock:
+            self._counts[event] += 1
+
+    def snapshot(self) -> dict[ModelEvent, int]:
+        with self._lock:
+            return dict(self._counts)

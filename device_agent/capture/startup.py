@@ -73,6 +73,19 @@ def start_capture(config: Any, agent: Any) -> CaptureHandle | None:
     return CaptureHandle(recorder=rec, store=store, agent=agent)
 
 
+def attach_drift(handle: CaptureHandle, drift: Any) -> None:
+    """Make every raised alarm of ``drift`` (a ``device_agent.monitoring.drift.DriftMonitor``)
+    capture the recent calls that moved the score (the model's ``drift`` rules decide how many)."""
+    def on_check(_report: Any, changes: list) -> None:
+        for c in changes:
+            sha = (c.model or {}).get("sha256")
+            if sha and getattr(c.transition, "value", c.transition) == "raised":
+                n = handle.recorder.on_drift_alarm(sha, c.name)
+                log.info("capture.drift_alarm", tensor=c.name, reason=c.reason_code, queued=n)
+
+    drift.add_listener(on_check)
+
+
 def attach_telemetry(handle: CaptureHandle, svc: Any) -> None:
     """Report rule clamps (now and later) as ``events`` (category ``capture``)."""
     from runtime.contracts.mqtt.payloads import Severity

@@ -1,4 +1,5 @@
-"""Imperative commands on ``cmd/{name}``: ``rollback``, ``rebirth``, ``cancel``, ``retry``.
+"""Imperative commands on ``cmd/{name}``: ``rollback``, ``rebirth``, ``cancel``, ``retry``,
+``profile`` (:mod:`.profile_cmd`).
 
 A command reaches a handler only after :class:`~.inbound.ControlGate` admitted it (signed by
 the operator for this device, unexpired, not replayed); the handler gets its signed body.
@@ -44,6 +45,7 @@ class CommandHost(Protocol):
                    context: dict | None = None) -> None: ...
     def reject(self, what: str, e: PayloadRejected, context: dict | None = None) -> bool: ...
     def publish_response(self, topic: str, body: dict, properties: Any) -> None: ...
+    profiles: Any  # the ProfileRunner of ``profile``
 
 
 def _rollback(host: CommandHost, body: dict) -> Result:
@@ -96,8 +98,12 @@ def _retry(host: CommandHost, body: dict) -> Result:
         "forgiven": [p.sha256 for p in forgiven], "rerun": rerun}
 
 
+def _profile(host: CommandHost, body: dict) -> Result:
+    return host.profiles.handle(host, body)
+
+
 HANDLERS: dict[str, Callable[[CommandHost, dict], Result]] = {
-    "rollback": _rollback, "rebirth": _rebirth, "cancel": _cancel, "retry": _retry,
+    "rollback": _rollback, "rebirth": _rebirth, "cancel": _cancel, "retry": _retry, "profile": _profile,
 }
 
 

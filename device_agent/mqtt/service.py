@@ -72,6 +72,10 @@ class TelemetryService:
         self.capture_pull = PullServer(capture_store, fleet=config.fleet, device=config.device_id,
                                        publish=lambda pid, body: self.link.publish_direct(
                                            self.topics.of(Kind.CAPTURE_DATA, id=pid), Kind.CAPTURE_DATA, body))
+        from .profile_cmd import ProfileRunner
+
+        self.profiles = ProfileRunner(agent, updater, lambda kind, body, pid: self._enqueue(
+            MessageClass.DEPLOY, self.topics.of(kind, id=pid), kind, body))
         self._lock = threading.Lock()          # guards state, pending, busy
         self._pending: Desired | None = None
         self._rerun = False                    # the pending document runs again (a signed retry)

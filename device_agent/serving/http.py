@@ -5,6 +5,7 @@ Routes (v2):  GET /v2, /v2/health/live, /v2/health/ready, /v2/models/stats,
               POST .../infer, POST /v2/repository/index
               (the binary tensor data, classification, model configuration, statistics and
               repository index extensions as Triton's clients call them: :mod:`.v2`, :mod:`.catalog`)
+Metrics:      GET /metrics (Prometheus; no token; :mod:`.metrics_route`)
 Control:      GET /edgeship/v1/status, POST /edgeship/v1/rollback, POST /edgeship/v1/reload,
               POST /edgeship/v1/update (runs a signed update inside this process; see
               :mod:`.update_route`) (only with a token; callers send it in ``X-Edgeship-Token``)
@@ -149,11 +150,12 @@ def _endpoint(fn):
 
 
 def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token: str | None = None,
-               updates=None, service: InferenceService | None = None) -> Starlette:
+               updates=None, service: InferenceService | None = None, metrics_registry=None) -> Starlette:
     """The ASGI app serving ``agent``. Control routes exist only when ``control_token`` is set.
 
     ``updates`` (an :class:`~.update_route.UpdateHost`) serves POST /edgeship/v1/update;
-    ``service`` is shared with the gRPC server so both count the same statistics.
+    ``service`` is shared with the gRPC server so both count the same statistics;
+    ``metrics_registry`` (a prometheus_client registry) serves GET /metrics (:mod:`.metrics_route`).
     """
     h = _V2Handlers(service if service is not None else InferenceService(agent),
                     max_body_bytes if max_body_bytes is not None else agent.config.serving.max_body_bytes,
@@ -166,6 +168,10 @@ def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token
                    Route(base + "/config", _endpoint(h.model_config)),
                    Route(base + "/stats", _endpoint(h.model_stats)),
                    Route(base + "/infer", _endpoint(h.infer), methods=["POST"])]
+    if metrics_registry is not None:
+        from .metrics_route import metrics_route
+
+        routes.append(metrics_route(metrics_registry))
     if control_token:
         routes += [Route(control.STATUS, _endpoint(h.guarded(h.ctl_status))),
                    Route(control.ROLLBACK, _endpoint(h.guarded(h.ctl_rollback)), methods=["POST"]),

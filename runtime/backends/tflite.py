@@ -28,6 +28,7 @@ import numpy as np
 
 from ..base import Session
 from ..errors import EngineNotInstalledError, ModelLoadError
+from ..nativelog import native_stderr_to_log
 from ..spec import ENGINE_EXTRA, Engine, TensorSpec
 
 #: integer tensor types that carry quantization parameters when quantized
@@ -139,8 +140,11 @@ class TfliteSession(Session):
             raise ModelLoadError(f"{self.path}: the tflite backend runs on device 'CPU' only, not {self.device!r}")
         interpreter_cls = _interpreter_class()
         kwargs = {"num_threads": self.threads} if self.threads is not None else {}
-        self._it = interpreter_cls(model_path=str(self.path), **kwargs)
-        self._it.allocate_tensors()
+        # LiteRT writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to fd 2 here;
+        # it goes through logging instead (one JSON object per line on the agent's stderr)
+        with native_stderr_to_log("edgeship.engine.tflite"):
+            self._it = interpreter_cls(model_path=str(self.path), **kwargs)
+            self._it.allocate_tensors()
         signatures = self._it.get_signature_list()
         if signatures:
             key = _DEFAULT_SIGNATURE if _DEFAULT_SIGNATURE in signatures else sorted(signatures)[0]

@@ -105,8 +105,8 @@ def test_install_run_status_rollback_sigterm(tmp_path, bundles, helpers, free_po
             raise
     assert proc.returncode == 0, err
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    assert {"model.loaded", "agent.started", "model.rolled_back", "agent.stopped"} <= {e["event"] for e in events}
-    assert all({"ts", "level", "event", "model"} <= set(e) for e in events)
+    assert {"model.loaded", "agent.started", "model.rolled_back", "agent.stopped"} <= {e["event"]["action"] for e in events}
+    assert all({"@timestamp", "log.level", "message", "event", "service"} <= set(e) for e in events)
     assert not (cfg.state_dir / "agent.json").exists() and not (cfg.state_dir / "control.token").exists()
     # stopped: rollback switches the pointers directly
     rb = _cli(helpers, "rollback", "--config", str(config))

@@ -224,7 +224,7 @@ def test_bundle_made_by_edgeship_package_goes_through(env):
     # io and schema_version were signed but not compared before issue 10
     ("io", {"inputs": [{"name": "renamed", "dtype": "float32", "shape": [1, 4]}],
             "outputs": [{"name": "y", "dtype": "float32", "shape": [1, 4]}]}),
-    ("schema_version", 2),
+    ("schema_version", 1),
 ])
 def test_signed_facts_must_match_the_bundle(env, field, value):
     """A publisher that signs facts the bundle does not have (mix-and-match) is caught, for

@@ -63,7 +63,7 @@ def test_facts_a_target_does_not_carry_are_not_compared():
     old_publisher = ReleaseFacts({k: v for k, v in ReleaseFacts.of(_info()).fields.items() if k != "io"})
     assert old_publisher.mismatches(_info(inputs=(TensorSpec("z", "float32", ("batch", 4)),))) == []
     tampered = copy.deepcopy(dict(ReleaseFacts.of(_info()).fields))
-    tampered["schema_version"] = 2
+    tampered["schema_version"] = 1
     assert ReleaseFacts(tampered).mismatches(_info()) == ["schema_version"]
 
 

@@ -1,4 +1,5 @@
-"""`edgeship push` and `edgeship fleet {status,watch,command,forget}` (docs/mqtt.md).
+"""`edgeship push` and `edgeship fleet {status,watch,command,forget}` (docs/mqtt.md); `exporter`, `drift`
+and `profile` are added by :mod:`.monitor_cli` (docs/monitoring.md).
 
 Errors are raised (``runtime.cliutil.run`` reports them): a bad flag, fleet or device name
 is a BadInputError (exit 2), a broker, repository or fleet problem a FleetError (exit 1).
@@ -80,6 +81,9 @@ def add_fleet_parser(sub) -> None:
     from .capture.cli import add_capture_parser
 
     add_capture_parser(fs, _broker_args, _keys_arg)
+    from .monitor_cli import add_parsers
+
+    add_parsers(fs)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 

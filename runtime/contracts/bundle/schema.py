@@ -31,8 +31,12 @@ import numpy as np
 from ...spec import Engine, TensorSpec
 from ..errors import BundleError
 from . import _strict as strict
+from .baseline import DriftBaseline
 
-SCHEMA_VERSION = 1
+#: written by this edgeship; 2 added ``drift`` (the drift baseline, may be null)
+SCHEMA_VERSION = 2
+#: read by this edgeship (a version-1 model.json has no ``drift`` key)
+READABLE_SCHEMA_VERSIONS = (1, 2)
 MODEL_JSON = "model.json"
 GOLDEN_NPZ = "golden.npz"
 MODEL_DIR = "model"
@@ -209,6 +213,8 @@ class BundleInfo:
     files: tuple[FileEntry, ...]
     source: Source
     schema_version: int = field(default=SCHEMA_VERSION)
+    #: the drift baseline (schema 2; None in a version-1 bundle or when the build had too little data)
+    drift: DriftBaseline | None = None
 
     @property
     def model_path(self) -> str:
@@ -222,6 +228,12 @@ class BundleInfo:
         raise KeyError(path)
 
     def to_json(self) -> dict[str, Any]:
+        d = self._to_json_v1()
+        if self.schema_version >= 2:
+            d["drift"] = self.drift.to_json() if self.drift else None
+        return d
+
+    def _to_json_v1(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version, "name": self.name, "version": self.version,
             "release": self.release, "engine": self.engine.value, "precision": self.precision.value,
@@ -253,11 +265,13 @@ class BundleInfo:
         keys = {"schema_version", "name", "version", "release", "engine", "precision", "model_file",
                 "io", "requirements", "latency_budget_ms", "tolerances", "golden_calls",
                 "input_stats", "output_stats", "files", "source"}
-        d = strict.obj(d, keys, where)
-        sv = strict.integer(d["schema_version"], f"{where}.schema_version", minimum=1)
-        if sv != SCHEMA_VERSION:
+        sv = strict.integer(d.get("schema_version") if isinstance(d, dict) else None, f"{where}.schema_version",
+                            minimum=1)
+        if sv not in READABLE_SCHEMA_VERSIONS:
             raise BundleError(f"{where}.schema_version: {sv} is not supported (this edgeship reads "
-                              f"{SCHEMA_VERSION}); upgrade edgeship")
+                              f"{list(READABLE_SCHEMA_VERSIONS)}); upgrade edgeship")
+        d = strict.obj(d, keys | ({"drift"} if sv >= 2 else set()), where)
+        drift = d.get("drift")
         io = strict.obj(d["io"], {"inputs", "outputs"}, f"{where}.io")
         budget = d["latency_budget_ms"]
         info = cls(
@@ -279,6 +293,7 @@ class BundleInfo:
             files=tuple(FileEntry.from_json(f, where=f"{where}.files[{i}]")
                         for i, f in enumerate(strict.array(d["files"], f"{where}.files"))),
             source=Source.from_json(d["source"], where=f"{where}.source"),
+            drift=None if drift is None else DriftBaseline.from_json(drift, where=f"{where}.drift"),
         )
         _check_consistent(info, where)
         return info
@@ -302,6 +317,11 @@ def _check_consistent(info: BundleInfo, where: str) -> None:
     for required in (info.model_path, GOLDEN_NPZ):
         if required not in paths:
             raise BundleError(f"{where}.files: {required!r} is not listed")
+    if info.drift is not None:
+        names = {s.name for s in info.inputs} | {s.name for s in info.outputs}
+        unknown = sorted(set(info.drift.tensors) - names)
+        if unknown:
+            raise BundleError(f"{where}.drift.tensors: {unknown} are not inputs or outputs of the model")
     if info.requirements.engine != info.engine:
         raise BundleError(f"{where}.requirements.engine ({info.requirements.engine.value}) differs "
                           f"from engine ({info.engine.value})")

@@ -32,6 +32,8 @@ class Kind(str, enum.Enum):
     CMD_RESPONSE = "cmd_response"
     CAPTURE_PULL = "capture_pull"
     CAPTURE_DATA = "capture_data"
+    DRIFT = "drift"
+    PROFILE_CHUNK = "profile_chunk"
 
     @property
     def schema(self) -> str:
@@ -65,6 +67,10 @@ MESSAGES: dict[Kind, MessageSpec] = {m.kind: m for m in (
     # one round of a capture pull, and what the device answers it (runtime.contracts.capture.pull)
     MessageSpec(Kind.CAPTURE_PULL, "capture/pull", Sender.OPERATOR, retained=False),
     MessageSpec(Kind.CAPTURE_DATA, "capture/data/{id}", Sender.DEVICE, retained=False),
+    # drift scores of the model served now (the device's current state, like status)
+    MessageSpec(Kind.DRIFT, "telemetry/drift", Sender.DEVICE, retained=True),
+    # one chunk of a `profile` command's result (runtime.contracts.mqtt.telemetry)
+    MessageSpec(Kind.PROFILE_CHUNK, "telemetry/profile/{id}", Sender.DEVICE, retained=False),
 )}
 
 

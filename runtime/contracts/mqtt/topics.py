@@ -18,7 +18,7 @@ DEFAULT_PREFIX = "edgeship/v1"
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 #: Commands the agent answers on ``cmd/{name}``.
-COMMANDS = ("rollback", "rebirth", "cancel", "retry")
+COMMANDS = ("rollback", "rebirth", "cancel", "retry", "profile")
 #: how a variable level is named in error messages
 _LEVEL_NAMES = {"id": "deployment id", "name": "command"}
 

@@ -1,0 +1,196 @@
+"""The Prometheus collector of the agent: every figure read from live state at scrape time.
+
+Nothing here counts requests itself: request and error counts and the latency histogram come
+from the agent's one request window (:meth:`RequestWindow.totals`), the same bookkeeping that
+``edgeship-agent status``, the MQTT metrics and the update trial read. Families (all names in
+base units, counters end in ``_total``; labels are bounded: model name/version of the few
+models served since start, fixed outcome/event/state names, reason codes from a fixed set):
+
+- ``edgeship_requests_total{model,version,outcome}`` — outcome ``ok``, ``error``, ``rejected``
+- ``edgeship_inference_duration_seconds{model,version}`` — histogram of successful requests
+- ``edgeship_model_events_total{event}`` — load, load_failed, switch, rollback, reload, unload
+- ``edgeship_active_model_info{name,version,release,engine,precision,sha256}``, ``edgeship_model_ready``
+- ``edgeship_update_state{edgeship_update_state}`` (state set; ``idle`` when none runs),
+  ``edgeship_update_last_result_info{model,release,state,reason}``, ``edgeship_update_last_timestamp_seconds``
+- sources added with :meth:`AgentCollector.add_source` (telemetry queue, drift) bring their own
+- ``process_*`` (prometheus_client's ProcessCollector), ``edgeship_soc_temperature_celsius``
+  (hottest ``/sys/class/thermal`` zone; absent where none is readable)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import threading
+from typing import Any, Callable, Iterable, Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily, StateSetMetricFamily,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from runtime.contracts.statedir import StateDir
+
+from .. import __version__
+from ..agent.metrics import LATENCY_BUCKETS_S, Outcome
+from ..mqtt.system import read_temperature_c
+
+#: update states as the state set names them (``idle``: no update running)
+UPDATE_STATES = ("idle", "fetch", "verify", "stage", "gate", "switch", "trial")
+_LE = [repr(b) for b in LATENCY_BUCKETS_S] + ["+Inf"]
+
+Source = Callable[[], Iterable[Any]]
+
+
+class AgentCollector(Collector):
+    """Collects the agent's families at scrape time. Thread-safe (scrapes only read)."""
+
+    def __init__(self, agent: Any, *, temperature: Callable[[], float | None] | None = None) -> None:
+        self.agent = agent
+        # EDGESHIP_THERMAL_ROOT: another /sys/class/thermal (a test's, on a machine without zones)
+        root = os.environ.get("EDGESHIP_THERMAL_ROOT", "/sys/class/thermal")
+        self._temperature = temperature or (lambda: read_temperature_c(root))
+        self._sources: list[Source] = []
+        self._refs: dict[str, tuple[str, str]] = {}  # sha -> (name, version), bounded by the window's models
+        self._journal = _JournalCache(StateDir(agent.config.state_dir).journal)
+        self._lock = threading.Lock()
+
+    def add_source(self, source: Source) -> None:
+        """Add a callable returning metric families (telemetry queue, drift); read at every scrape."""
+        with self._lock:
+            self._sources.append(source)
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._requests()
+        yield from self._model()
+        yield from self._update()
+        t = self._temperature()
+        if t is not None:
+            g = GaugeMetricFamily("edgeship_soc_temperature_celsius", "Hottest thermal zone of the SoC.")
+            g.add_metric([], t)
+            yield g
+        with self._lock:
+            sources = list(self._sources)
+        for src in sources:
+            yield from src()
+
+    # ------------------------------------------------------------ requests
+    def _label(self, sha: str) -> tuple[str, str]:
+        got = self._refs.get(sha)
+        if got is None:
+            try:
+                ref = self.agent.store.ref(sha)
+                got = (ref.name, ref.version)
+            except Exception:  # garbage-collected since: keep the series, name it by sha
+                got = (sha[:12], "unknown")
+            if len(self._refs) > 256:
+                self._refs.clear()
+            self._refs[sha] = got
+        return got
+
+    def _requests(self) -> Iterator[Any]:
+        totals = self.agent.metrics.totals()
+        req = CounterMetricFamily("edgeship_requests", "Inference requests by model, version and outcome "
+                                  "(ok; error: the engine failed; rejected: invalid input).",
+                                  labels=["model", "version", "outcome"])
+        hist = HistogramMetricFamily("edgeship_inference_duration_seconds",
+                                     "Latency of successful inference calls in the agent.",
+                                     labels=["model", "version"], unit="")
+        for sha, t in totals.items():
+            name, version = self._label(sha)
+            for o in Outcome:
+                req.add_metric([name, version, o.value], t.counts[o])
+            cum, acc = [], 0
+            for le, n in zip(_LE, t.buckets):
+                acc += n
+                cum.append((le, acc))
+            hist.add_metric([name, version], cum, t.latency_sum_s)
+        yield req
+        yield hist
+
+    def _model(self) -> Iterator[Any]:
+        ev = CounterMetricFamily("edgeship_model_events", "Model loads, failed loads, switches, rollbacks, "
+                                 "reloads and unloads since start.", labels=["event"])
+        for e, n in self.agent.model_events.snapshot().items():
+            ev.add_metric([e.value], n)
+        yield ev
+        cur = self.agent.current()
+        ready = GaugeMetricFamily("edgeship_model_ready", "1 while a model is loaded and served.")
+        ready.add_metric([], 1.0 if cur is not None else 0.0)
+        yield ready
+        info = InfoMetricFamily("edgeship_active_model", "The model being served.")
+        if cur is not None:
+            r = cur.ref
+            info.add_metric([], {"name": r.name, "version": r.version, "release": str(r.release),
+                                 "engine": r.engine, "precision": r.precision, "sha256": r.sha256})
+        yield info
+        agent = InfoMetricFamily("edgeship_agent", "The agent's version.")
+        agent.add_metric([], {"version": __version__})
+        yield agent
+
+    def _update(self) -> Iterator[Any]:
+        j = self._journal.read()
+        running = j is not None and j.get("state") in UPDATE_STATES
+        st = StateSetMetricFamily("edgeship_update_state", "The OTA update state now (idle: none running).")
+        current = j["state"] if running else "idle"
+        st.add_metric([], {s: s == current for s in UPDATE_STATES})
+        yield st
+        if j is None:
+            return
+        last = next(((s, reason) for s, _, reason in reversed(j.get("history") or [])
+                     if s in ("commit", "rolled_back", "failed", "aborted")), None)
+        if last is not None:
+            info = InfoMetricFamily("edgeship_update_last_result", "How the last finished OTA update ended.")
+            info.add_metric([], {"model": str(j.get("model") or ""), "release": str(j.get("release") or ""),
+                                 "state": last[0], "reason": str(last[1] or "")})
+            yield info
+        ts = _utc_seconds(j.get("updated_utc"))
+        if ts is not None:
+            g = GaugeMetricFamily("edgeship_update_last_timestamp_seconds",
+                                  "When the update journal last changed (Unix time).")
+            g.add_metric([], ts)
+            yield g
+
+
+class _JournalCache:
+    """The update journal, re-read only when its mtime changes."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+        self._key: tuple | None = None
+        self._value: dict | None = None
+
+    def read(self) -> dict | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        key = (st.st_mtime_ns, st.st_size)
+        if key != self._key:
+            try:
+                value = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                value = None
+            self._key, self._value = key, value if isinstance(value, dict) else None
+        return self._value
+
+
+def _utc_seconds(text: Any) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return _dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def make_registry(agent: Any) -> tuple[CollectorRegistry, AgentCollector]:
+    """A registry with the agent's collector and the process collector (RSS, CPU, fds, start time)."""
+    from prometheus_client import ProcessCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    collector = AgentCollector(agent)
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    return registry, collector

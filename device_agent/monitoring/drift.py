@@ -1,0 +1,248 @@
+"""The device shell of drift detection: live tensors in, scores and sustained alarms out.
+
+The pure parts are in :mod:`runtime.drift` (bins, sketches, PSI, the alarm rule); this module
+does the I/O: a tensor observer on the agent (:meth:`Agent.add_tensor_observer`) that only
+appends a reference to each successful call to a bounded list (a few hundred nanoseconds on
+the request's thread), and one thread that every ``check_every_requests`` calls (or every
+``check_interval_s`` when traffic is slow) counts them into the sketch of the model being
+served, scores the window of the last ``window_checks`` checks against the bundle's baseline,
+and runs the alarm rule. Listeners (the MQTT publisher, tests) get every check and every
+alarm transition; ``/metrics`` reads :meth:`DriftMonitor.latest`.
+
+Invariants: memory is bounded by the baseline (sketch) and by ``max_pending_requests``
+(calls beyond it, when the thread lags, are counted as skipped, not kept); a model switch
+starts a fresh sketch and clears the alarms of the old model; a model without a baseline
+(a version-1 bundle, or one packaged from too little data) is not sketched.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from runtime.contracts.bundle.baseline import DriftThresholds
+from runtime.drift.alarm import AlarmState, Transition, step
+from runtime.drift.sketch import DriftSketch, Score
+
+from ..configfile import doc
+from ..logs import get_logger
+
+log = get_logger("drift")
+
+
+@dataclass(frozen=True)
+class DriftSection:
+    """``[drift]``: on-device drift detection against the bundle's baseline."""
+
+    enabled: bool = doc("Compare live inputs/outputs with the bundle's drift baseline (bundles packaged "
+                        "by edgeship >= schema 2 with enough validation data carry one).", True)
+    check_every_requests: int = doc("Score the window after this many requests.", 100)
+    sample_every_requests: int = doc("Sketch one request in this many (1: every request). Sketching costs a "
+                                     "few microseconds per request in the checker thread: raise this for "
+                                     "models that run in tens of microseconds.", 1)
+    check_interval_s: float = doc("Also score when this many seconds passed with fewer requests.", 30.0)
+    window_checks: int = doc("The window scored: the requests of this many most recent checks.", 5)
+    min_samples: int = doc("Do not judge a window holding fewer samples than this.", 200)
+    sustain_checks: int = doc("Raise an alarm when a score is over its threshold this many checks in a "
+                              "row; clear it when under for as many.", 3)
+    max_pending_requests: int = doc("Calls kept for the next check at most; more are skipped (counted).", 1000)
+    psi_threshold: float = doc("Override the bundle's PSI threshold; 0 keeps the bundle's.", 0.0)
+    out_of_range_threshold: float = doc("Override the bundle's out-of-range share threshold; -1 keeps it.", -1.0)
+    nonfinite_threshold: float = doc("Override the bundle's NaN/Inf share threshold; -1 keeps it.", -1.0)
+
+    def __post_init__(self) -> None:
+        from ..configfile import ConfigError
+
+        counts = ("check_every_requests", "sample_every_requests", "window_checks", "sustain_checks",
+                  "max_pending_requests")
+        bad = [k for k in counts if getattr(self, k) < 1] + (["check_interval_s"] if self.check_interval_s <= 0 else [])
+        if bad or self.min_samples < 0:
+            raise ConfigError(f"[drift] {', '.join(bad) or 'min_samples'} must be >= 1 (intervals > 0)")
+
+    def thresholds(self, bundle: DriftThresholds) -> DriftThresholds:
+        return DriftThresholds(
+            psi=self.psi_threshold if self.psi_threshold > 0 else bundle.psi,
+            out_of_range_share=self.out_of_range_threshold if self.out_of_range_threshold >= 0
+            else bundle.out_of_range_share,
+            nonfinite_share=self.nonfinite_threshold if self.nonfinite_threshold >= 0 else bundle.nonfinite_share)
+
+
+#: (score field, threshold field, reason code) of the alarmed figures
+METRICS = (("psi", "psi", "drift.psi"), ("out_of_range_share", "out_of_range_share", "drift.out_of_range"),
+           ("nonfinite_share", "nonfinite_share", "drift.nonfinite"))
+
+
+@dataclass(frozen=True)
+class AlarmChange:
+    """An alarm raised or cleared: ``reason_code`` drift.psi / drift.out_of_range / drift.nonfinite."""
+
+    transition: Transition
+    reason_code: str
+    name: str
+    kind: str
+    value: float
+    threshold: float
+    model: dict
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """One check: the model, the window's scores, the active alarms."""
+
+    model: dict
+    checks: int
+    window_samples: int
+    scores: tuple[Score, ...]
+    alarms: tuple[str, ...]          # "<reason_code>:<kind>:<name>" of every active alarm
+    thresholds: DriftThresholds
+    skipped: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "checks": self.checks, "window_samples": self.window_samples,
+                "scores": [s.to_json() for s in self.scores], "alarms": list(self.alarms),
+                "thresholds": self.thresholds.to_json(), "skipped_requests": self.skipped}
+
+
+class DriftMonitor:
+    """Watches ``agent``'s traffic. ``start()`` it; ``stop()`` it before closing the agent."""
+
+    def __init__(self, agent: Any, config: DriftSection | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.agent = agent
+        self.config = config or DriftSection()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, Any, Any]] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._listeners: list[Callable[[DriftReport | None, list[AlarmChange]], None]] = []
+        self._sha: str | None = None
+        self._sketch: DriftSketch | None = None
+        self._model: dict = {}
+        self._alarms: dict[tuple[str, str, str], AlarmState] = {}
+        self._checks = 0
+        self._seen = 0
+        self._no_baseline: str | None = None
+        self.skipped = 0
+        self.latest: DriftReport | None = None
+        self._thread = threading.Thread(target=self._run, name="edgeship-drift", daemon=True)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> "DriftMonitor":
+        self.agent.add_tensor_observer(self.observe)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        try:
+            self.agent.remove_tensor_observer(self.observe)
+        except ValueError:
+            pass
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def add_listener(self, fn: Callable[[DriftReport | None, list[AlarmChange]], None]) -> None:
+        """``fn(report, changes)`` after every check (report None when the model has no baseline)."""
+        self._listeners.append(fn)
+
+    # ------------------------------------------------------------ request thread
+    def observe(self, sha: str, feeds: Any, outputs: Any) -> None:
+        """The tensor observer: keep a reference to the call (bounded), wake the checker when due."""
+        if sha == self._no_baseline:  # a model without a baseline: nothing to keep
+            return
+        self._seen = n = self._seen + 1  # racy across request threads: a count, not an id
+        if n % self.config.check_every_requests == 0:
+            self._wake.set()
+        if n % self.config.sample_every_requests:
+            return
+        p = self._pending
+        if len(p) >= self.config.max_pending_requests:
+            self.skipped += 1
+            return
+        p.append((sha, feeds, outputs))
+
+    # ------------------------------------------------------------ checker thread
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.config.check_interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.check()
+            except Exception as e:  # a broken check must not stop the next one; it is logged
+                log.error("drift.check_failed", error=f"{type(e).__name__}: {e}")
+
+    def check(self) -> DriftReport | None:
+        """Count the pending calls, score the window, run the alarm rule, tell the listeners."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+            if not batch:
+                return self.latest
+            changes = self._reset_if_switched()
+            if self._sketch is None:
+                report = None
+            else:
+                calls = [(f, o) for sha, f, o in batch if sha == self._sha]
+                self._sketch.add(calls)
+                self._sketch.close_slot()
+                self._checks += 1
+                report, more = self._judge()
+                changes += more
+                self.latest = report
+        for fn in list(self._listeners):
+            try:
+                fn(report, changes)
+            except Exception as e:
+                log.error("drift.listener_failed", error=f"{type(e).__name__}: {e}")
+        return report
+
+    def _reset_if_switched(self) -> list[AlarmChange]:
+        cur = self.agent.current()
+        sha = cur.ref.sha256 if cur is not None else None
+        if sha == self._sha:
+            return []
+        cleared = [AlarmChange(Transition.CLEARED, key[0], key[2], key[1], 0.0, 0.0, self._model)
+                   for key, st in self._alarms.items() if st.active]
+        self._sha, self._alarms, self._checks, self.latest = sha, {}, 0, None
+        base = cur.info.drift if (cur is not None and self.config.enabled) else None
+        self._sketch = DriftSketch(base, window_slots=self.config.window_checks) if base is not None else None
+        self._no_baseline = sha if base is None else None
+        self._model = ({"name": cur.ref.name, "version": cur.ref.version, "release": cur.ref.release,
+                        "sha256": cur.ref.sha256} if cur is not None else {})
+        if cur is not None and base is None:
+            log.info("drift.no_baseline", model=cur.ref.name, sha256=cur.ref.sha256)
+        return cleared
+
+    def _judge(self) -> tuple[DriftReport, list[AlarmChange]]:
+        sk = self._sketch
+        th = self.config.thresholds(sk.baseline.thresholds)
+        scores = tuple(sk.scores())
+        judged = sk.window_rows >= self.config.min_samples
+        changes = []
+        for s in scores:
+            for field, tfield, code in METRICS:
+                if field != "psi" and s.kind in ("class", "confidence"):
+                    continue
+                key = (code, s.kind, s.name)
+                value, limit = getattr(s, field), getattr(th, tfield)
+                if not judged or (value <= limit and key not in self._alarms):
+                    continue  # the steady state: quiet and nothing pending, no state kept
+                state, tr = step(self._alarms.get(key, AlarmState()), value > limit,
+                                 sustain=self.config.sustain_checks)
+                if state.active or state.over:
+                    self._alarms[key] = state
+                else:
+                    self._alarms.pop(key, None)
+                if tr is not None:
+                    changes.append(AlarmChange(tr, code, s.name, s.kind, value, limit, self._model))
+                    (log.warning if tr is Transition.RAISED else log.info)(
+                        f"drift.alarm_{tr.value}", model=self._model.get("name"), reason=code, tensor=s.name,
+                        kind=s.kind, value=round(value, 4), threshold=limit)
+        active = tuple(sorted(f"{k[0]}:{k[1]}:{k[2]}" for k, st in self._alarms.items() if st.active))
+        return DriftReport(model=self._model, checks=self._checks, window_samples=sk.window_rows, scores=scores,
+                           alarms=active, thresholds=th, skipped=self.skipped), changes

@@ -1,0 +1,157 @@
+"""runtime.drift: the baseline built from validation data, the live sketch, PSI and the alarm
+rule (pure numpy, against NumPy references), and the bundle contract that carries the baseline."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from runtime.contracts.bundle.baseline import Bins, DriftBaseline, DriftThresholds
+from runtime.contracts.errors import BundleError
+from runtime.drift.alarm import AlarmState, Transition, step
+from runtime.drift.binning import bin_counts, psi, quantile_edges
+from runtime.drift.reference import DriftBaselineError, build_baseline
+from runtime.drift.sketch import DriftSketch
+
+
+def _data(n=600, seed=0, shift=0.0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, 1, 4, 4)) + shift).astype(np.float32)
+    logits = np.stack([x.reshape(n, -1)[:, :3].sum(1), -x.reshape(n, -1)[:, 3:6].sum(1),
+                       x.reshape(n, -1)[:, 6:9].mean(1)], axis=1).astype(np.float32)
+    return {"x": x}, {"y": logits}
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    inputs, outputs = _data()
+    return build_baseline(inputs=inputs, outputs=outputs, class_output="y")
+
+
+def test_psi_matches_its_numpy_definition():
+    rng = np.random.default_rng(1)
+    ref, live = rng.standard_normal(5000), rng.standard_normal(800) * 1.5 + 0.3
+    edges = quantile_edges(ref)
+    p = bin_counts(edges, ref) / ref.size
+    q = bin_counts(edges, live) / live.size
+    want = np.sum((np.maximum(q, 1e-4) - np.maximum(p, 1e-4)) * np.log(np.maximum(q, 1e-4) / np.maximum(p, 1e-4)))
+    assert psi(p, bin_counts(edges, live)) == pytest.approx(want)
+    assert len(edges) == 9 and np.all(np.diff(edges) > 0)
+    assert np.allclose(p, 0.1, atol=0.002)  # deciles
+    assert psi(p, bin_counts(edges, ref)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_baseline_layout_and_round_trip(baseline):
+    b = baseline
+    assert b.samples == 600 and set(b.tensors) == {"x", "y"}
+    x = b.tensors["x"]
+    assert x.role.value == "input" and x.feature_axis == "flat" and len(x.feature_proportions) == 16
+    assert b.classes.output == "y" and len(b.classes.proportions) == 3 and b.classes.softmax
+    assert DriftBaseline.from_json(b.to_json(), where="drift") == b
+    assert b.thresholds == DriftThresholds()
+
+
+def test_same_distribution_scores_low_and_a_shift_scores_high(baseline):
+    same_in, same_out = _data(n=500, seed=7)
+    shifted_in, shifted_out = _data(n=500, seed=8, shift=1.0)
+    for (feeds, outs), lo in (((same_in, same_out), True), ((shifted_in, shifted_out), False)):
+        sk = DriftSketch(baseline, window_slots=5)
+        for i in range(5):  # five checks of 100 requests of batch 1
+            sk.add(({"x": feeds["x"][j:j + 1]}, {"y": outs["y"][j:j + 1]}) for j in range(i * 100, (i + 1) * 100))
+            sk.close_slot()
+        scores = {(s.kind, s.name): s for s in sk.scores()}
+        assert sk.window_rows == 500
+        if lo:
+            assert scores[("input", "x")].psi < 0.05 and scores[("class", "y")].psi < 0.05
+            assert scores[("input", "x")].out_of_range_share < 0.01
+        else:
+            assert scores[("input", "x")].psi > 0.25 and scores[("input", "x")].feature_psi_max > 0.25
+            assert scores[("class", "y")].psi > 0.1
+
+
+def test_the_window_slides_and_memory_is_fixed(baseline):
+    feeds, outs = _data(n=100, seed=3)
+    sk = DriftSketch(baseline, window_slots=3)
+    sizes = []
+    for _ in range(20):
+        sk.add([(feeds, outs)])
+        sk.close_slot()
+        sizes.append(sum(v.nbytes for slot in (sk._window, *sk._slots) for v in slot.values()))
+    assert sk.window_rows == 300 and len(sk._slots) == 3 and len(set(sizes[3:])) == 1
+
+
+def test_nan_inf_and_out_of_range_are_counted(baseline):
+    x = np.zeros((10, 1, 4, 4), np.float32)
+    x[0, 0, 0, 0] = np.nan
+    x[1, 0, 0, 0] = np.inf
+    x[2] = 100.0  # all 16 values of one sample far outside the validation range
+    sk = DriftSketch(baseline)
+    sk.add([({"x": x}, {"y": np.zeros((10, 3), np.float32)})])
+    sk.close_slot()
+    s = {(s.kind, s.name): s for s in sk.scores()}[("input", "x")]
+    assert s.nonfinite_share == pytest.approx(2 / 160) and s.out_of_range_share == pytest.approx(16 / 160)
+
+
+def test_sustained_alarm_rule():
+    st, seen = AlarmState(), []
+    for over in [True, True, False, True, True, True, True, False, False, False, True]:
+        st, tr = step(st, over, sustain=3)
+        seen.append(tr)
+    assert seen == [None, None, None, None, None, Transition.RAISED, None, None, None, Transition.CLEARED, None]
+    with pytest.raises(ValueError):
+        step(st, True, sustain=0)
+
+
+def test_a_broken_baseline_is_refused(baseline):
+    inputs, outputs = _data(n=150)
+    inputs["x"][3, 0, 1, 1] = np.nan
+    with pytest.raises(DriftBaselineError, match="input 'x': 1 NaN/Inf"):
+        build_baseline(inputs=inputs, outputs=outputs)
+    with pytest.raises(DriftBaselineError, match="needs at least 100"):
+        build_baseline(inputs={"x": inputs["x"][:50]}, outputs={})
+    with pytest.raises(DriftBaselineError, match="not \\[samples, classes\\]"):
+        build_baseline(inputs=_data()[0], outputs={"y": np.zeros((600, 3, 2), np.float32)}, class_output="y")
+    d = baseline.to_json()
+    for mutate, needle in [
+        (lambda d: d["tensors"]["x"]["values"]["edges"].reverse(), "strictly increasing"),
+        (lambda d: d["tensors"]["x"]["values"]["proportions"].pop(), "values, need"),
+        (lambda d: d["tensors"]["y"]["values"]["proportions"].__setitem__(0, 0.9), "summing to 1"),
+        (lambda d: d["tensors"]["x"].update(min=5.0), "is above max"),
+        (lambda d: d["thresholds"].update(psi=0), "must be > 0"),
+        (lambda d: d["classes"].update(output="z"), "not one of the tensors"),
+        (lambda d: d["tensors"]["x"]["values"]["edges"].__setitem__(0, float("nan")), "finite number"),
+    ]:
+        bad = copy.deepcopy(d)
+        mutate(bad)
+        with pytest.raises(BundleError, match=needle):
+            DriftBaseline.from_json(bad, where="drift")
+    assert Bins.from_json({"edges": [], "proportions": [1.0]}, where="b").proportions == (1.0,)
+
+
+def test_the_sketch_scores_what_a_direct_numpy_count_gives(baseline):
+    """Differential: the flat-vector sketch against counting each distribution on its own."""
+    from runtime.drift.binning import bin_counts, feature_rows, softmax_max
+
+    feeds, outs = _data(n=300, seed=11, shift=0.4)
+    sk = DriftSketch(baseline)
+    sk.add(({"x": feeds["x"][i:i + 1]}, {"y": outs["y"][i:i + 1]}) for i in range(300))
+    sk.close_slot()
+    got = {(s.kind, s.name): s for s in sk.scores()}
+    for name, a in (("x", feeds["x"]), ("y", outs["y"])):
+        t = baseline.tensors[name]
+        edges = np.asarray(t.values.edges)
+        want = psi(np.asarray(t.values.proportions), bin_counts(edges, a))
+        assert got[(t.role.value, name)].psi == pytest.approx(want, rel=1e-9)
+        rows = feature_rows(a, t.feature_axis)
+        fmax = max(psi(np.asarray(p), bin_counts(edges, rows[:, j])) for j, p in enumerate(t.feature_proportions))
+        assert got[(t.role.value, name)].feature_psi_max == pytest.approx(fmax, rel=1e-9)
+        oor = np.count_nonzero((a < t.min) | (a > t.max)) / a.size
+        assert got[(t.role.value, name)].out_of_range_share == pytest.approx(oor)
+    c = baseline.classes
+    y = outs["y"].astype(np.float64)
+    assert got[("class", "y")].psi == pytest.approx(psi(np.asarray(c.proportions), np.bincount(y.argmax(1), minlength=3)))
+    ce = np.asarray(c.confidence.edges)
+    assert got[("confidence", "y")].psi == pytest.approx(
+        psi(np.asarray(c.confidence.proportions), bin_counts(ce, softmax_max(y))))

@@ -1,0 +1,98 @@
+"""The device's DriftMonitor on a real Agent: the sustained alarm, threshold overrides from
+[drift], a model switch starting afresh, the bounded pending list, bundles without a baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from device_agent.agent import Agent
+from device_agent.config import AgentConfig, parse_config
+from device_agent.configfile import ConfigError
+from device_agent.monitoring.drift import DriftMonitor, DriftSection
+from device_agent.store import Store
+from runtime.drift.alarm import Transition
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    from toolchain.demo_ota import make_tiny_build
+    from toolchain.package import package_build
+
+    work = tmp_path_factory.mktemp("drift-bundles")
+    out = {}
+    for release, samples in ((1, 300), (2, 300), (3, 16)):
+        build = make_tiny_build(work / f"b{release}", samples=samples, scale=float(release))
+        out[release] = package_build(build, artifact_id="onnxruntime-fp32", version=f"1.{release}.0",
+                                     release=release, out_dir=work / "bundles", golden_samples=2)
+    return out
+
+
+@pytest.fixture
+def agent(tmp_path, bundles):
+    store = Store(tmp_path / "state")
+    refs = {r: store.install_bundle(b.path) for r, b in bundles.items()}
+    store.activate(refs[1].sha256)
+    a = Agent(AgentConfig.for_state_dir(tmp_path / "state"))
+    yield a, refs
+    a.close()
+
+
+CFG = DriftSection(check_every_requests=20, window_checks=3, min_samples=40, sustain_checks=2)
+
+
+def _feed(agent, monitor, xs, changes):
+    for i, x in enumerate(xs, 1):
+        agent.infer({"x": x[None].astype(np.float32)})
+        if i % CFG.check_every_requests == 0:
+            monitor.check()
+    return changes
+
+
+def test_sustained_alarm_threshold_override_and_a_switch_starts_afresh(agent, bundles):
+    a, refs = agent
+    m = DriftMonitor(a, CFG)
+    a.add_tensor_observer(m.observe)
+    changes = []
+    m.add_listener(lambda r, c: changes.extend(c))
+    rng = np.random.default_rng(0)
+    _feed(a, m, rng.standard_normal((200, 4)), changes)
+    assert changes == [] and m.latest.checks == 10 and not m.latest.alarms
+    _feed(a, m, rng.standard_normal((60, 4)) + 5, changes)
+    raised = [c for c in changes if c.transition is Transition.RAISED]
+    assert {c.reason_code for c in raised} >= {"drift.psi", "drift.out_of_range"}
+    assert any(al.startswith("drift.out_of_range:input:x") for al in m.latest.alarms)
+    a.switch_to(refs[2].sha256)
+    changes.clear()
+    _feed(a, m, rng.standard_normal((20, 4)), changes)  # the next check sees the new model
+    assert {c.transition for c in changes} == {Transition.CLEARED} and m.latest.checks == 1
+    assert m.latest.model["release"] == 2
+    # overriding the bundle's PSI threshold upwards silences psi alarms on the same shift
+    loose = DriftMonitor(a, DriftSection(**{**CFG.__dict__, "psi_threshold": 100.0, "out_of_range_threshold": 0.99}))
+    a.add_tensor_observer(loose.observe)
+    got = []
+    loose.add_listener(lambda r, c: got.extend(c))
+    _feed(a, loose, rng.standard_normal((120, 4)) + 5, got)
+    assert not [c for c in got if c.reason_code == "drift.psi"] and loose.latest.thresholds.psi == 100.0
+    assert loose.latest.thresholds.out_of_range_share == 0.99
+
+
+def test_pending_calls_are_bounded_and_a_bundle_without_baseline_is_not_judged(agent):
+    a, refs = agent
+    m = DriftMonitor(a, DriftSection(max_pending_requests=50, check_every_requests=10_000))
+    x = {"x": np.zeros((1, 4), np.float32)}
+    for _ in range(300):
+        m.observe(refs[1].sha256, x, {"y": np.zeros((1, 3), np.float32)})
+    assert len(m._pending) == 50 and m.skipped == 250
+    a.switch_to(refs[3].sha256)  # packaged from 16 samples: no baseline
+    assert a.current().info.drift is None
+    m.check()
+    assert m.latest is None
+
+
+def test_drift_section_is_strict():
+    with pytest.raises(ConfigError, match="check_every_requests"):
+        parse_config({"drift": {"check_every_requests": 0}})
+    with pytest.raises(ConfigError, match="unknown"):
+        parse_config({"drift": {"psi": 0.1}})
+    assert parse_config({"drift": {"psi_threshold": 0.1}}).section("drift").psi_threshold == 0.1
