@@ -135,10 +135,18 @@ class CaptureRecorder:
         m = self._models.get(sha) or self.rules_for(sha)
         if m.drift:
             self._remember(sha, feeds, outputs, expected)
-        if not m.result:
+        rules = m.result
+        if not rules:
             return
         rng = self._rng
-        hits = policy.fired(m.result, outputs, _labels(expected), [rng() for _ in m.result])
+        if len(rules) == 1:  # the common case, kept cheap: most calls lose the coin toss here
+            draw = rng()
+            if draw >= rules[0].rate:
+                return
+            draws = [draw]
+        else:
+            draws = [rng() for _ in rules]
+        hits = policy.fired(rules, outputs, _labels(expected), draws)
         if not hits:
             return
         rule, score = policy.attribute(hits)

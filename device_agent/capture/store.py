@@ -1,8 +1,9 @@
 """The capture store on the device: a capture set (``index.json`` + one ``.npz`` per capture,
 runtime.contracts.capture.fileformat) under ``[capture] dir``, bounded on disk.
 
-Writes: each capture file appears atomically (``AtomicFile``: temp file, fsync, rename, fsync
-dir, mode 0600 in a 0700 directory); the index is replaced atomically after the files it lists
+Writes: each capture file appears atomically (``AtomicFile``: temp file, fsync, rename, mode
+0600 in a 0700 directory; the directory is fsynced by the next index write, so a crash loses at
+most the captures of the last ``index_interval_s``, never leaves a partial one); the index is replaced atomically after the files it lists
 exist (at most every ``index_interval_s``, and on close), and the files of evicted, expired or
 pulled captures are deleted only after an index without them was written (evictions wait for
 the next index write, so the disk budget may be exceeded by at most ``index_interval_s`` of
@@ -121,7 +122,7 @@ class CaptureStore:
             path = f"{m.id}{SUFFIX}"
             with AtomicFile(self.root, mode=0o600, prefix=".tmp.") as f:
                 f.file.write(data)
-                f.commit(self.root / path)
+                f.commit_before_dir_sync(self.root / path)  # the index write fsyncs the directory
             self._entries[m.id] = IndexEntry.of(path, data, m)
             self.counters.stored[m.rule] += 1
             self._dirty = True
