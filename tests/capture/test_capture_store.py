@@ -268,3 +268,27 @@ def test_capture_section_in_agent_toml(tmp_path):
     with pytest.raises(ConfigError, match="cannot load it"):
         CaptureSection(enabled=True, redact="no_such_module_xyz:fn").redaction_hook()
     assert not CaptureSection().enabled  # off unless configured
+
+
+def test_a_raised_drift_alarm_captures_through_attach_drift_a_cleared_one_does_not(tmp_path):
+    from device_agent.capture.startup import CaptureHandle, attach_drift
+    from device_agent.monitoring.drift import AlarmChange
+    from runtime.drift.alarm import Transition
+
+    rec = _recorder(tmp_path, CaptureRule(name="drift", trigger=Trigger.DRIFT, rate=1.0, drift_samples=3))
+    listeners = []
+    monitor = type("Monitor", (), {"add_listener": lambda self, fn: listeners.append(fn)})()
+    attach_drift(CaptureHandle(recorder=rec, store=rec.store, agent=None), monitor)
+    for i in range(10):
+        rec.on_result(SHA, *_feeds(i, shift=5.0 if i > 6 else 0.0))
+
+    def change(tr):
+        return AlarmChange(tr, "drift.psi", "x", "input", 1.0, 0.25, {"name": "tiny", "sha256": SHA})
+
+    listeners[0](None, [change(Transition.CLEARED)])
+    assert rec.wait_idle() and not list((tmp_path / "cap").glob("*.npz"))
+    listeners[0](None, [change(Transition.RAISED)])
+    assert rec.wait_idle()
+    caps = [c for _, c in ff.load_set(tmp_path / "cap")]
+    assert sorted(int(c.inputs["x"].max()) for c in caps) == [12, 13, 14]  # the 3 calls farthest from the baseline
+    rec.stop()
