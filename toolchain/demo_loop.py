@@ -6,7 +6,7 @@ CNN (release 1, its drift baseline from the digits validation images). Then:
 
 1. ordinary digits traffic: the drift scores stay under their thresholds;
 2. traffic shifts (the digits inverted, each request labelled by the demo with
-   ``edgeship_expected``): drift alarms; the alarms and a 20% sample rule capture requests;
+   ``edgeship_expected``): drift alarms; the alarms and a 50% sample rule capture requests;
 3. `edgeship fleet capture pull --since <the shift>` fetches the captures (signed pull over MQTT),
    the devices delete what was acknowledged; `edgeship data inspect` and `edgeship data split`;
 4. `edgeship compile` builds release 2 with the captured data as calibration and labelled
@@ -15,6 +15,10 @@ CNN (release 1, its drift baseline from the digits validation images). Then:
 5. `edgeship rollout start` moves the fleet in waves (1 device, then the rest) while the
    shifted traffic goes on;
 6. the drift scores on release 2 fall back under the thresholds.
+
+The model's weights are not retrained (release 2 is the same network, compiled, verified and
+baselined on the captured data): its accuracy on the inverted digits stays what it is, and the
+compile table prints it. Retraining on the pulled set is the user's step between 3 and 4.
 
 Usage: ``python -m toolchain.demo_loop [--work DIR] [--devices 3]``. Exit 0 when every step
 held, 1 naming the step that did not.
@@ -33,11 +37,11 @@ from toolchain.demo_ota import _Demo, _wait
 
 FLEET, GROUP = "loop", "lab"
 DRIFT = ("\n[drift]\ncheck_every_requests = 50\nsample_every_requests = 1\ncheck_interval_s = 2.0\n"
-         "window_checks = 3\nmin_samples = 100\nsustain_checks = 2\n")
+         "window_checks = 5\nmin_samples = 150\nsustain_checks = 2\n")
 CAPTURE = ("\n[capture]\nenabled = true\nuse_bundle_rules = false\n"
            "[[capture.rules]]\nname = \"on-drift\"\ntrigger = \"drift\"\nrate = 1.0\ndrift_samples = 64\n"
            "priority = 2\n"
-           "[[capture.rules]]\nname = \"sample\"\ntrigger = \"sample\"\nrate = 0.2\nmax_count = 400\n")
+           "[[capture.rules]]\nname = \"sample\"\ntrigger = \"sample\"\nrate = 0.5\nmax_count = 1000\n")
 
 
 class Traffic:
@@ -111,7 +115,7 @@ def _compile(d: _Demo, out: Path, *extra: str) -> Path:
 def _package(d: _Demo, build: Path, release: int, out: Path) -> Path:
     d.run("package", str(build), "--artifact", "onnxruntime-fp32", "--version", f"1.{release}.0",
           "--release", str(release), "--out", str(out))
-    return next(out.glob(f"*{release}*.tar"))
+    return next(out.glob(f"digits-{release}-*.tar"))
 
 
 def _install(d: _Demo, i: int, bundle: Path, keys: Path, repo_url: str) -> tuple[int, Path]:
@@ -193,7 +197,9 @@ def story(work: Path, *, devices: int = 3) -> int:  # noqa: PLR0915 - a linear s
                                  else None)(_drift(d, quiet=True)), 120, "drift alarms on every device")
         print(f"drift alarms on all {devices} devices after ~{min(traffic.sent.values()) - n0} shifted requests each:")
         _drift(d)
-        traffic.wait_sent(n0 + 250, 120)  # the sample rule keeps collecting labelled shifted requests
+        # the sample rule keeps collecting labelled shifted requests: enough for a class-mix baseline
+        # whose own noise stays well under the PSI threshold (~350 validation samples)
+        traffic.wait_sent(n0 + 450, 180)
         worst_before = max(r["worst_psi"] for r in alarmed.values())
 
         stage("5. pull the captures made since the shift (signed pull over MQTT; the devices delete what "
