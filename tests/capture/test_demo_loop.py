@@ -23,4 +23,4 @@ def test_demo_loop_closes_the_loop(tmp_path, capsys):
     assert '"kind": "capture_set"' in out, "release 2's manifest records the capture set it was built from"
     assert "rollout loop-r2 completed" in out
     m = re.search(r"worst PSI across the fleet: ([\d.]+) on release 1 \(alarmed\) -> ([\d.]+) on release 2", out)
-    assert m and float(m.group(2)) < float(m.group(1)) / 2, out[-2000:]
+    assert m and float(m.group(2)) < 0.25 < float(m.group(1)), out[-2000:]
