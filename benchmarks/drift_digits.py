@@ -204,7 +204,7 @@ def _cost(agent, cfg, x, rng, n: int = 3000) -> bool:
     p50, observe_s, check_s = float(np.median(p50s)), float(np.median(obs_s)), float(np.median(chk_s))
     ratio = (observe_s + check_s) / p50
     print(f"  cost per request     request thread (observer) {observe_s * 1e6:.2f} us = {observe_s / p50 * 100:.2f}%; "
-          f"checker thread {check_s * 1e6:.2f} us; total {(observe_s + check_s) * 1e6:.2f} us vs Agent.infer p50 "
+          f"checker thread {check_s * 1e6:.2f} us ({check_s * k * 1e6:.0f} us per check of {k}); total {(observe_s + check_s) * 1e6:.2f} us vs Agent.infer p50 "
           f"{p50 * 1e6:.1f} us: {ratio * 100:.2f}% (target < {COST_TARGET * 100:.0f}%; medians of "
           f"{len(p50s)} blocks of {k} requests, each timed side by side)")
     verdict = "PASS" if ratio < COST_TARGET else "FAIL"

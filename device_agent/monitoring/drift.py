@@ -125,6 +125,7 @@ class DriftMonitor:
         self._checks = 0
         self._seen = 0
         self._no_baseline: str | None = None
+        self._th: DriftThresholds | None = None
         self.skipped = 0
         self.latest: DriftReport | None = None
         self._thread = threading.Thread(target=self._run, name="edgeship-drift", daemon=True)
@@ -187,8 +188,8 @@ class DriftMonitor:
             if self._sketch is None:
                 report = None
             else:
-                calls = [(f, o) for sha, f, o in batch if sha == self._sha]
-                self._sketch.add(calls)
+                sha = self._sha
+                self._sketch.add([(f, o) for s, f, o in batch if s == sha])
                 self._sketch.close_slot()
                 self._checks += 1
                 report, more = self._judge()
@@ -210,6 +211,7 @@ class DriftMonitor:
                    for key, st in self._alarms.items() if st.active]
         self._sha, self._alarms, self._checks, self.latest = sha, {}, 0, None
         base = cur.info.drift if (cur is not None and self.config.enabled) else None
+        self._th = self.config.thresholds(base.thresholds) if base is not None else None
         self._sketch = DriftSketch(base, window_slots=self.config.window_checks) if base is not None else None
         self._no_baseline = sha if base is None else None
         self._model = ({"name": cur.ref.name, "version": cur.ref.version, "release": cur.ref.release,
@@ -219,12 +221,15 @@ class DriftMonitor:
         return cleared
 
     def _judge(self) -> tuple[DriftReport, list[AlarmChange]]:
-        sk = self._sketch
-        th = self.config.thresholds(sk.baseline.thresholds)
+        sk, th = self._sketch, self._th
         scores = tuple(sk.scores())
         judged = sk.window_rows >= self.config.min_samples
-        changes = []
-        for s in scores:
+        changes: list[AlarmChange] = []
+        if judged and not self._alarms and all(_quiet(s, th) for s in scores):
+            judged_scores: tuple[Score, ...] = ()  # the steady state: every figure under its threshold and no alarm pending
+        else:
+            judged_scores = scores
+        for s in judged_scores:
             for field, tfield, code in METRICS:
                 if field != "psi" and s.kind in ("class", "confidence"):
                     continue
@@ -246,3 +251,9 @@ class DriftMonitor:
         active = tuple(sorted(f"{k[0]}:{k[1]}:{k[2]}" for k, st in self._alarms.items() if st.active))
         return DriftReport(model=self._model, checks=self._checks, window_samples=sk.window_rows, scores=scores,
                            alarms=active, thresholds=th, skipped=self.skipped), changes
+
+
+def _quiet(s: Score, th: DriftThresholds) -> bool:
+    """No figure of ``s`` over its threshold (class and confidence are judged by PSI only)."""
+    return s.psi <= th.psi and (s.kind in ("class", "confidence") or (
+        s.out_of_range_share <= th.out_of_range_share and s.nonfinite_share <= th.nonfinite_share))

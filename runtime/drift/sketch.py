@@ -4,8 +4,10 @@ A :class:`DriftSketch` keeps one flat vector of integer counts per *slot*, laid 
 the baseline (:class:`_Layout`): per tensor the pooled bins (plus a below-min and an
 above-max bin, so out-of-range comes from the same pass), the per-feature bins on the same
 edges, and for a classifier the predicted-class and confidence bins. Counting a batch of
-calls is one ``searchsorted`` per tensor and one ``bincount`` for everything; scoring every
-distribution is one vectorized PSI over the window's vector. :meth:`close_slot` ends a slot;
+calls stacks each tensor's arrays into one batch and counts it with one comparison per bin edge
+and a matrix-vector product (:func:`_above`: the values above each edge, per feature), so
+the cost per check is a few numpy calls per tensor, not per request or per value; scoring
+every distribution is one vectorized PSI over the window's vector. :meth:`close_slot` ends a slot;
 the window is the sum of the last ``window_slots`` slots. Memory is fixed by the baseline
 (bins x features x slots), never by the traffic.
 
@@ -56,6 +58,9 @@ class _Tensor:
     bins: int                # the baseline's bins (len(edges) + 1)
     psi_seg: int             # index of its pooled distribution among the PSI segments
     feat_segs: slice         # its feature distributions among the PSI segments
+
+    def __post_init__(self) -> None:
+        self.ext_col, self.ext32_col = self.ext[:, None, None], self.ext32[:, None, None]  # for _above
 
 
 class _Layout:
@@ -131,54 +136,56 @@ class DriftSketch:
 
     def add(self, calls: Iterable[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]) -> int:
         """Count a batch of calls ``(feeds, outputs)`` into the current slot; returns how many."""
-        calls = list(calls)
-        cur, idx = self._current, []
+        calls = calls if isinstance(calls, list) else list(calls)
+        feeds, outs = [c[0] for c in calls], [c[1] for c in calls]
+        cur = self._current
         cls_name = self._lay.classes[0] if self._lay.classes is not None else None
         for k, t in enumerate(self._lay.tensors):
-            arrays = [f[t.name] if t.name in f else o.get(t.name) for f, o in calls]
-            for a in _stack([a for a in arrays if a is not None]):
-                idx.append(self._count(k, t, a, cur))
+            for a in _stack(_column(feeds if t.kind == "input" else outs, t.name)):
+                self._count(k, t, a, cur)
                 if t.name == cls_name and t.kind == "output":
-                    got = self._classes(a)
-                    if got is not None:
-                        idx.append(got)
-                        cur["cls"][0] += a.shape[0]
-        if idx:
-            cur["c"] += np.bincount(np.concatenate(idx), minlength=self._lay.size)
+                    self._classes(a, cur)
         return len(calls)
 
-    def _count(self, k: int, t: _Tensor, a: np.ndarray, cur: dict) -> np.ndarray:
+    def _count(self, k: int, t: _Tensor, a: np.ndarray, cur: dict) -> None:
+        """Add ``a``'s values to its pooled and per-feature bins: per edge one comparison over the
+        whole batch and one matrix-vector product for the counts above it (no per-value index)."""
         a = np.asarray(a)
         if a.ndim == 0:
             a = a.reshape(1)
         cur["rows"][k] += a.shape[0]
         cur["vals"][k] += a.size
-        finite = np.isfinite(a)
-        bad = a.size - int(np.count_nonzero(finite))
-        ext = np.searchsorted(t.ext32 if a.dtype == np.float32 else t.ext, a, side="left")
-        if bad:
-            cur["bad"][k] += bad
-            ext = np.where(finite, ext, -1)  # not counted in any bin
-        pooled = (t.base + ext).ravel()
-        if t.layout is None or a.ndim < 2:
-            return pooled[pooled >= t.base] if bad else pooled
-        b = np.clip(ext, 1, t.bins) - 1  # the baseline bin: out of range joins the first/last bin
-        rows = feature_rows(b, t.layout)
-        if rows.shape[1] != t.n_features:
-            return pooled[pooled >= t.base] if bad else pooled
-        feat = (t.feat_base + np.arange(t.n_features) * t.bins + rows).ravel()
-        if bad:
-            ok = feature_rows(finite, t.layout).ravel()
-            return np.concatenate([pooled[pooled >= t.base], feat[ok]])
-        return np.concatenate([pooled, feat])
+        rows = a.reshape(-1, 1)
+        if t.layout is not None and a.ndim >= 2:
+            r = feature_rows(a, t.layout)
+            rows = r if r.shape[1] == t.n_features else rows
+        ext = t.ext32_col if a.dtype == np.float32 else t.ext_col
+        c = _bins(rows, ext, 0)
+        pooled = c.sum(axis=1)
+        if (pooled[0] or pooled[-1]) and a.dtype.kind == "f":  # NaN/-Inf land in bin 0 and +Inf in the last
+            finite = np.isfinite(rows)                        # (out of range does too): look closer
+            if not finite.all():
+                bad_f = rows.shape[0] - np.count_nonzero(finite, axis=0)
+                cur["bad"][k] += int(bad_f.sum())
+                c = _bins(np.where(finite, rows, np.nan), ext, bad_f)  # NaN is above no edge: bin 0, taken out
+                pooled = c.sum(axis=1)
+        cur["c"][t.base:t.base + len(pooled)] += pooled
+        if rows.shape[1] == t.n_features and t.layout is not None:
+            f = cur["c"][t.feat_base:t.feat_base + t.n_features * t.bins].reshape(t.n_features, t.bins)
+            f += c[1:t.bins + 1].T  # a view: the baseline bins, where out of range joins the first/last
+            f[:, 0] += c[0]
+            f[:, -1] += c[t.bins + 1]
 
-    def _classes(self, a: np.ndarray) -> np.ndarray | None:
+    def _classes(self, a: np.ndarray, cur: dict) -> None:
         _, nc, cls_base, cedges, conf_base, softmax, _, _ = self._lay.classes
         y = np.asarray(a, dtype=np.float64)
         if y.ndim != 2 or y.shape[1] != nc or not np.all(np.isfinite(y)):
-            return None  # the tensor's own sketch counts NaN/Inf; a mis-shaped output has no class
+            return  # the tensor's own sketch counts NaN/Inf; a mis-shaped output has no class
         conf = softmax_max(y) if softmax else y.max(axis=1)
-        return np.concatenate([cls_base + y.argmax(axis=1), conf_base + np.searchsorted(cedges, conf, side="left")])
+        n = nc + len(cedges) + 1  # the class bins, then the confidence bins right after them
+        idx = np.concatenate([y.argmax(axis=1), nc + np.searchsorted(cedges, conf, side="left")])
+        cur["c"][cls_base:cls_base + n] += np.bincount(idx, minlength=n)
+        cur["cls"][0] += y.shape[0]
 
     def close_slot(self) -> None:
         """End the current slot: it enters the window, the oldest slot leaves it when full."""
@@ -198,15 +205,15 @@ class DriftSketch:
     def scores(self) -> list[Score]:
         lay, w = self._lay, self._window
         psi_counts = np.bincount(lay.target, weights=w["c"], minlength=len(lay.reference) + 1)[:-1]
-        psis = psi_segments(lay.reference, psi_counts, lay.starts)
+        psis = psi_segments(lay.reference, psi_counts, lay.starts).tolist()  # Python floats: no numpy scalars
+        c, rows, vals, bad = w["c"], w["rows"].tolist(), w["vals"].tolist(), w["bad"].tolist()
         out = []
         for k, t in enumerate(lay.tensors):
-            vals = max(int(w["vals"][k]), 1)
-            c = w["c"]
+            n = max(vals[k], 1)
             oor = int(c[t.base] + c[t.base + len(t.ext)])
             feats = psis[t.feat_segs]
-            out.append(Score(t.name, t.kind, int(w["rows"][k]), float(psis[t.psi_seg]), oor / vals,
-                             int(w["bad"][k]) / vals, float(feats.max()) if feats.size else None))
+            out.append(Score(t.name, t.kind, rows[k], psis[t.psi_seg], oor / n, bad[k] / n,
+                             max(feats) if feats else None))
         if lay.classes is not None:
             name, *_, s1, s2 = lay.classes
             n = int(w["cls"][0])
@@ -220,6 +227,60 @@ def _floor32(e: np.ndarray) -> np.ndarray:
     up = f.astype(np.float64) > e
     f[up] = np.nextafter(f[up], np.float32(-np.inf))
     return f
+
+
+#: bool cells compared at once by :func:`_above` (bounds its temporary memory: ~5 bytes a cell)
+_CHUNK_CELLS = 1 << 20
+
+
+def _bins(rows: np.ndarray, ext: np.ndarray, bad_f: Any) -> np.ndarray:
+    """Counts per ext bin and feature [len(ext) + 1, features] of ``rows``, less ``bad_f`` NaN per
+    feature (NaN is above no edge, so :func:`_above` leaves it in bin 0)."""
+    above = _above(rows, ext)  # [len(ext), features]: values above each edge
+    m = ext.shape[0]
+    c = np.empty((m + 1, rows.shape[1]), dtype=np.int64)
+    c[0] = rows.shape[0] - above[0] - bad_f
+    c[1:m] = above[:-1] - above[1:]
+    c[m] = above[-1]
+    return c
+
+
+_ONES = np.ones(0, np.float32)
+
+
+def _ones(n: int) -> np.ndarray:
+    """A read-only view of ``n`` float32 ones (one array, grown to the largest chunk seen)."""
+    global _ONES
+    ones = _ONES  # one read: two monitors' threads may grow it at once, each keeps the array it read or made
+    if ones.shape[0] < n:
+        ones = np.ones(n, np.float32)
+        ones.flags.writeable = False
+        _ONES = ones
+    return ones[:n]
+
+
+def _above(rows: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``out[i, j]``: how many values of column ``j`` of ``rows`` are ``> edges[i, 0, 0]`` (``edges``
+    shaped [n, 1, 1] to broadcast against [rows, features]; exact counts;
+    float32 sums of 0/1 are exact below 2**24 rows, a chunk holds far fewer)."""
+    n, f = rows.shape
+    step = max(1, _CHUNK_CELLS // max(1, edges.shape[0] * f))
+    ones = _ones(min(n, step))
+    if n <= step:  # the usual case: one chunk; [edges, rows, features] compared, summed over rows
+        return (ones @ (rows > edges)).astype(np.int64)
+    out = np.zeros((edges.shape[0], f), dtype=np.int64)
+    for s in range(0, n, step):
+        part = rows[s:s + step]
+        out += (ones[:part.shape[0]] @ (part > edges)).astype(np.int64)
+    return out
+
+
+def _column(calls: list[Mapping[str, np.ndarray]], name: str) -> list[np.ndarray]:
+    """``name``'s array of every call that has it."""
+    try:
+        return [d[name] for d in calls]
+    except KeyError:
+        return [d[name] for d in calls if name in d]
 
 
 def _stack(arrays: list[np.ndarray]) -> list[np.ndarray]:

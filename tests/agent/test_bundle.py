@@ -197,3 +197,22 @@ def test_package_takes_tolerances_from_verification(tmp_path, helpers):
     res = package_build(build, artifact_id="onnxruntime-fp32", version="1.0.0", release=1, out_dir=tmp_path / "o")
     assert res.info.tolerances == Tolerances(atol=0.25, min_cosine=0.85)
     assert res.path.stat().st_mode & 0o044 == 0o044  # readable by others: bundles get copied around
+
+
+def test_golden_compare_does_not_judge_cosine_on_an_exact_near_zero_map():
+    """A text detector's empty probability map: two fp32 engines agree to ~4e-7, yet the
+    cosine of the noise is far under 0.999. The device must not refuse that answer; a
+    near-zero map that is really wrong (an error of the map's own size) still fails."""
+    rng = np.random.default_rng(0)
+    golden = (rng.random((1, 1, 256, 256)) * 1e-7).astype(np.float32)
+    golden[0, 0, 10, 10] = 1e-3                 # one faint blob on an empty page
+    noisy = golden + rng.uniform(-4e-7, 4e-7, golden.shape).astype(np.float32)
+    got_cos = float(noisy.ravel().astype(np.float64) @ golden.ravel()
+                    / (np.linalg.norm(noisy.astype(np.float64)) * np.linalg.norm(golden)))
+    tol = Tolerances(atol=1e-3, min_cosine=0.999)
+    assert got_cos < tol.min_cosine          # the old rule refused this exact answer
+    assert compare_outputs({"map": noisy}, {"map": golden}, tol) == []
+    wrong = golden.copy()
+    wrong[0, 0, 10, 10] = 0.0
+    problems = compare_outputs({"map": wrong}, {"map": golden}, Tolerances(atol=1.0, min_cosine=0.99))
+    assert any("cosine" in p for p in problems)

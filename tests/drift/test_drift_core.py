@@ -155,3 +155,45 @@ def test_the_sketch_scores_what_a_direct_numpy_count_gives(baseline):
     ce = np.asarray(c.confidence.edges)
     assert got[("confidence", "y")].psi == pytest.approx(
         psi(np.asarray(c.confidence.proportions), bin_counts(ce, softmax_max(y))))
+
+
+def _reference_counts(t, a):
+    """The binning definition applied value by value: (ext bins pooled, baseline bins per feature)."""
+    from runtime.drift.binning import feature_rows
+
+    ext = np.concatenate([[np.nextafter(t.min, -np.inf)], t.values.edges, [t.max]])
+    x = np.asarray(a, dtype=np.float64)
+    ok = np.isfinite(x)
+    pooled = np.bincount(np.searchsorted(ext, x[ok], side="left"), minlength=len(ext) + 1)
+    rows, okr = feature_rows(x, t.feature_axis), feature_rows(ok, t.feature_axis)
+    nb = len(t.values.edges) + 1
+    feats = [np.bincount(np.clip(np.searchsorted(ext, rows[okr[:, j], j], side="left"), 1, nb) - 1, minlength=nb)
+             for j in range(rows.shape[1])]
+    return pooled, np.concatenate(feats)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_the_count_vector_matches_value_by_value_binning(dtype, monkeypatch):
+    """Channel layout, ties exactly on the edges, NaN/Inf, out of range, several chunks."""
+    import runtime.drift.sketch as sketch_mod
+
+    rng = np.random.default_rng(5)
+    val = np.round(rng.standard_normal((300, 3, 5, 5)) * 4).astype(dtype)  # integers: many ties on edges
+    b = build_baseline(inputs={"img": val}, outputs={"p": rng.random((300, 2))})
+    t = b.tensors["img"]
+    assert t.feature_axis == "channel"
+    live = np.round(rng.standard_normal((40, 3, 5, 5)) * 5).astype(dtype)
+    if dtype != np.int16:
+        live[0, 0, 0, :2] = [np.nan, np.inf]
+        live[1, 2, 1, 1] = -np.inf
+        live[2, 1] = np.asarray(t.values.edges[2], dtype=dtype)  # exactly on an edge
+    monkeypatch.setattr(sketch_mod, "_CHUNK_CELLS", 500)  # forces several chunks
+    sk = DriftSketch(b)
+    sk.add([({"img": live[i:i + 4]}, {"p": rng.random((4, 2))}) for i in range(0, 40, 4)])
+    lay = next(x for x in sk._lay.tensors if x.name == "img")
+    pooled, feats = _reference_counts(t, live)
+    c = sk._current["c"]
+    assert c[lay.base:lay.base + len(lay.ext) + 1].tolist() == pooled.tolist()
+    assert c[lay.feat_base:lay.feat_base + lay.n_features * lay.bins].tolist() == feats.tolist()
+    bad = 0 if dtype == np.int16 else 3
+    assert sk._current["bad"][0] == bad and sk._current["vals"][0] == live.size

@@ -153,3 +153,36 @@ def test_refusals_over_mqtt(device, tmp_path):
     finally:
         out, err = first.communicate(timeout=180)
     assert first.returncode == 0, err
+
+
+def test_the_runner_refuses_while_an_update_or_a_deployment_runs(tmp_path, tiny_bundle):
+    """The command handler's wiring of ``busy``: a real Updater holding its update lock (as it does
+    for the whole of an update or recovery), then a deployment the MQTT host reports running."""
+    from types import SimpleNamespace
+
+    from device_agent.agent import Agent
+    from device_agent.config import AgentConfig
+    from device_agent.mqtt.profile_cmd import ProfileRunner
+    from device_agent.ota.updater import Updater
+    from device_agent.store import Store
+
+    store = Store(tmp_path / "state")
+    store.activate(store.install_bundle(tiny_bundle).sha256)
+    cfg = AgentConfig.for_state_dir(tmp_path / "state")
+    agent = Agent(cfg)
+    try:
+        updater = Updater(cfg, store, agent)
+        sent = []
+        runner = ProfileRunner(agent, updater, lambda kind, body, pid: sent.append(pid))
+        idle = SimpleNamespace(running_deployment=lambda: None)
+        with updater._lock:  # an update is under way
+            ok, code, detail, _ = runner.handle(idle, {"profile_id": "p1"})
+        assert (ok, code) == (False, "busy.updating") and "update" in detail
+        deploying = SimpleNamespace(running_deployment=lambda: SimpleNamespace(deployment_id="d-7"))
+        ok, code, detail, _ = runner.handle(deploying, {"profile_id": "p1"})
+        assert (ok, code) == (False, "busy.updating") and "d-7" in detail
+        ok, code, detail, _ = runner.handle(idle, {"profile_id": "p1", "model": "nope"})
+        assert (ok, code) == (False, "profile.model_not_found") and "nope" in detail
+        assert sent == [] and runner._running is None  # nothing started, nothing sent
+    finally:
+        agent.close()

@@ -38,8 +38,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-#: a sample whose max-abs error is within this fraction of the output's range is exact
-EXACT_REL_TOL = 1e-3
+# one definition of "exact" (an error within EXACT_REL_TOL of the range), shared with the
+# device's golden gate
+from runtime.numerics import EXACT_REL_TOL, output_range
 
 
 class Task(str, enum.Enum):
@@ -254,15 +255,6 @@ def top1_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
 
 def top1_accuracy(out: np.ndarray, labels: np.ndarray) -> float:
     return float((np.asarray(out).reshape(len(labels), -1).argmax(1) == np.asarray(labels)).mean())
-
-
-def output_range(ref: np.ndarray) -> float:
-    """max - min of the reference over all samples; the max magnitude (or 1) if constant."""
-    r = ref.astype(np.float64)
-    if not r.size:
-        return 1.0
-    span = float(r.max() - r.min())
-    return span if span > 0 else (float(np.abs(r).max()) or 1.0)
 
 
 def cosine_min(ref: np.ndarray, cand: np.ndarray) -> float:
