@@ -1,6 +1,6 @@
 """Shared setup of the fleet benchmarks: one local mosquitto, operator keys, the simulator,
-an in-process rollout controller, a passive subscriber that counts what crosses the broker,
-and a sampler of the load average."""
+an in-process rollout controller and a passive subscriber that counts what crosses the broker
+(the load during a run: ``_verdict.LoadMonitor``, like every benchmark)."""
 
 from __future__ import annotations
 
@@ -13,23 +13,6 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
-
-
-class LoadSampler:
-    """The highest 1-minute load average seen while running."""
-
-    def __init__(self) -> None:
-        self.max = os.getloadavg()[0]
-        self._stop = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            self.max = max(self.max, os.getloadavg()[0])
-
-    def stop(self) -> float:
-        self._stop.set()
-        return self.max
 
 
 class Counting:

@@ -4,7 +4,9 @@ Spawns a real ``edgeship-agent run`` (ONNX Runtime, a small model loaded) and po
 ``/v2/health/ready`` every 5 ms from the moment of spawn; after a few requests and 1 s of
 idle it reads the process's RSS (and USS, memory unique to it) with psutil. Side by side, a
 bare ``python -c "import onnxruntime; InferenceSession(model)"`` is measured the same way,
-so the agent's own share is visible. Targets: RSS <= 120 MB, ready < 1.5 s.
+so the agent's own share is visible. Targets (``TARGETS``): RSS <= 120 MB, ready < 1.5 s, judged
+over the runs (median and spread; see ``_verdict``); a bare process measured above the agent
+that contains it refuses a verdict.
 
 Usage: ``python benchmarks/agent_memory_startup.py [--runs N]``.
 """
@@ -23,7 +25,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from agent_overhead import ROOT, active_store, free_port, make_bundle, spawn_agent, stop, wait_ready, write_config  # noqa: E402
+from _agent_rig import active_store, free_port, make_bundle, spawn_agent, stop, wait_ready, write_config  # noqa: E402
+from _verdict import Load, LoadMonitor, Report, Target, baseline_exceeds_bound  # noqa: E402
+
+TARGETS = {
+    "ready_s": Target("start -> /v2/health/ready", "<", 1.5, "s", fmt=".3f", load="up"),
+    "rss_mb": Target("idle RSS", "<=", 120.0, "MB", fmt=".1f", load="none"),
+}
 
 HEAVY = ("torch", "onnx", "openvino", "tensorflow", "toolchain", "litert_torch")
 
@@ -69,43 +77,69 @@ def main(argv=None) -> int:
         store, ref = active_store(state, res.path)
         body = json.dumps({"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32",
                                        "data": np.zeros(64).tolist()}]}).encode()
-        rows = []
-        for _ in range(args.runs):
-            port = free_port()
-            cfg = write_config(tmp / "agent.toml", state, port)
-            if args.full:
-                _add_extensions(cfg, state, tmp)
-            t0 = time.perf_counter()
-            proc = spawn_agent(cfg)
-            try:
-                wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc)
-                ready_s = time.perf_counter() - t0
-                for _ in range(20):
-                    req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/small/infer", data=body,
-                                                 headers={"Content-Type": "application/json"})
-                    urllib.request.urlopen(req).read()
-                time.sleep(1.0)
-                rss, uss = _mem(proc.pid)
-                mods = _loaded_modules(proc.pid)
-            finally:
-                stop(proc)
-            b_ready, b_rss, b_uss = _bare_ort(store.model_path(ref.sha256))
-            rows.append((ready_s, rss, uss, b_ready, b_rss, b_uss))
-        a = np.asarray(rows)
-        med = np.median(a, axis=0)
-        extra = " with [update] and [mqtt] on" if args.full else ""
-        print(f"edgeship-agent run{extra}, ONNX Runtime, 3x64 MLP loaded, {args.runs} runs (median, max):")
-        print(f"  start -> /v2/health/ready   {med[0]:.3f} s  (max {a[:, 0].max():.3f} s; target < 1.5 s)")
-        print(f"  idle RSS                    {med[1]:.1f} MB (max {a[:, 1].max():.1f} MB; target <= 120 MB)"
-              f"   USS {med[2]:.1f} MB")
-        print("bare python + onnxruntime session of the same model, measured alike:")
-        print(f"  start -> first result       {med[3]:.3f} s")
-        print(f"  idle RSS                    {med[4]:.1f} MB   USS {med[5]:.1f} MB")
-        print(f"  agent's own share           +{med[1] - med[4]:.1f} MB RSS, +{med[0] - med[3]:.3f} s")
-        if mods is not None:
-            heavy = sorted(m for m in mods if m in HEAVY)
-            print(f"  heavy modules in the agent: {heavy or 'none'}")
-    return 0
+        runs: list[dict] = []
+        mods = None
+        with LoadMonitor() as mon:
+            for _ in range(args.runs):
+                mods = _one_run(args, tmp, state, store.model_path(ref.sha256), body, runs)
+    extra = " with [update] and [mqtt] on" if args.full else ""
+    print(f"edgeship-agent run{extra}, ONNX Runtime, 3x64 MLP loaded, {args.runs} runs; "
+          "beside it a bare python + onnxruntime session of the same model, measured alike")
+    if mods is not None:
+        heavy = sorted(m for m in mods if m in HEAVY)
+        print(f"heavy modules in the agent: {heavy or 'none'}")
+    rep = verdicts(runs, load=mon.load())
+    rep.print()
+    return rep.exit_code()
+
+
+def _one_run(args, tmp: Path, state: Path, model: Path, body: bytes, runs: list[dict]) -> set[str] | None:
+    """Start the agent, wait for ready, send 20 requests, idle 1 s, read its memory; then the bare
+    process alike. Appends the figures to ``runs``; returns the agent's mapped packages."""
+    port = free_port()
+    cfg = write_config(tmp / "agent.toml", state, port)
+    if args.full:
+        _add_extensions(cfg, state, tmp)
+    t0 = time.perf_counter()
+    proc = spawn_agent(cfg)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc)
+        ready_s = time.perf_counter() - t0
+        for _ in range(20):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/small/infer", data=body,
+                                         headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(req).read()
+        time.sleep(1.0)
+        rss, uss = _mem(proc.pid)
+        mods = _loaded_modules(proc.pid)
+    finally:
+        stop(proc)
+    b_ready, b_rss, b_uss = _bare_ort(model)
+    runs.append({"ready_s": ready_s, "rss_mb": rss, "uss_mb": uss, "bare_ready_s": b_ready,
+                 "bare_rss_mb": b_rss, "bare_uss_mb": b_uss})
+    return mods
+
+
+def verdicts(runs: list[dict], *, load: Load | None) -> Report:
+    """Verdict rows from per-run figures (pure; tests feed synthetic numbers)."""
+    rep = Report()
+    if not runs:
+        for t in TARGETS.values():
+            rep.judge(t, [])
+        return rep
+    col = {k: [r[k] for r in runs] for k in runs[0]}
+    med = {k: float(np.median(v)) for k, v in col.items()}
+    rep.judge(TARGETS["ready_s"], col["ready_s"], load=load,
+              refuse=[baseline_exceeds_bound(med["bare_ready_s"], med["ready_s"], tolerance=0.05,
+                                             what="bare onnxruntime start-up")])
+    rep.judge(TARGETS["rss_mb"], col["rss_mb"], load=load,
+              refuse=[baseline_exceeds_bound(med["bare_rss_mb"], med["rss_mb"], what="bare onnxruntime RSS")])
+    rep.info("idle USS", col["uss_mb"], unit="MB", fmt=".1f", load=load)
+    rep.info("bare onnxruntime: start -> first result", col["bare_ready_s"], unit="s", fmt=".3f", load=load)
+    rep.info("bare onnxruntime: idle RSS", col["bare_rss_mb"], unit="MB", fmt=".1f", load=load)
+    rep.info("agent's own share of RSS", [a - b for a, b in zip(col["rss_mb"], col["bare_rss_mb"])],
+             unit="MB", fmt=".1f", load=load)
+    return rep
 
 
 def _add_extensions(cfg: Path, state: Path, tmp: Path) -> None:

@@ -1,13 +1,22 @@
-"""Agent overhead, measured side by side in one run (issue 4 figures).
+"""Agent overhead, measured side by side in one run, with a verdict per target.
 
 1. In-process: ``Agent.infer`` against a bare ONNX Runtime ``InferenceSession.run`` (and
-   edgeship's ``runtime`` Session) on a ~1 ms model; target <= 5% at p50.
+   edgeship's ``runtime`` Session) on a ~2 ms MLP, 1 thread, all three on the one session
+   the agent loaded. Goal: <= 2% (the compass).
 2. HTTP: a real ``edgeship-agent run`` process (uvicorn) on localhost, small input, against
-   ``Agent.infer`` in process; target <= 1 ms added at p50 (client + server + JSON).
+   ``Agent.infer`` in process. Target: <= 1 ms added per call (client + server + JSON).
 
-Measurements are interleaved call by call (rotating order) so drift from other load on the
-machine hits every variant alike; the in-process overhead is also given as the median of
-paired differences (agent call i minus bare call i), which is robust to that drift. Usage: ``python benchmarks/agent_overhead.py [--iters N] [--rounds R]``.
+Method (one that resolves a few percent on a shared 2-core machine): many short paired
+rounds. In each round every variant runs a few calls back to back, the variants in a random
+order; each round gives each variant's median wall time and median CPU time per call (CPU
+time of the calling thread: ONNX Runtime with 1 intra-op thread computes in the caller, so
+being descheduled by another process does not count). The overhead is the geometric mean
+over rounds of the paired ratio agent/bare, with a 95% bootstrap interval; the verdict uses
+that interval. A bare loop measured slower than the agent that wraps it (beyond the noise)
+refuses a verdict. CPU time is not charged for time descheduled, so it resolves far better
+than wall time on a busy machine; but other processes still cool the caches the wrapper's
+extra work runs in, so under a load average above the cores every figure here can only PASS
+(load can only add to an overhead; a FAIL measured then is "inconclusive"). Usage: ``python benchmarks/agent_overhead.py [--rounds 300] [--calls 8]``.
 """
 
 from __future__ import annotations
@@ -15,255 +24,142 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _agent_rig import active_store, free_port, make_bundle, spawn_agent, stop, wait_ready, write_config  # noqa: E402
+from _verdict import (Load, LoadMonitor, Report, Target, baseline_exceeds_bound,  # noqa: E402
+                      bootstrap_mean_ci, interleaved_rounds, paired_ratio_ci)
+
+TARGETS = {
+    # load only adds to an overhead (the wrapper runs with caches others have cooled): a PASS
+    # under load stands, a FAIL does not
+    "cpu": Target("Agent.infer overhead, CPU time per call", "<=", 0.02, "%", fmt=".2f", scale=100, load="up"),
+    "wall": Target("Agent.infer overhead, wall time per call", "<=", 0.02, "%", fmt=".2f", scale=100, load="up"),
+    # load only adds to the HTTP path (two processes) and barely to the in-process side
+    "http.client": Target("HTTP adds per call (http.client)", "<=", 1e-3, "ms", fmt=".3f", scale=1e3, load="up"),
+    "httpx": Target("HTTP adds per call (httpx)", "<=", 1e-3, "ms", fmt=".3f", scale=1e3, load="up"),
+}
+#: a bare loop faster than the agent by more than this (the whole interval) contradicts itself
+CONTRADICTION = 0.01
 
 
-# ------------------------------------------------------------------ shared helpers
-def build_dir(root: Path, *, name: str = "mlp", dim: int = 1024, layers: int = 4, scale: float = 1.0,
-              batch: int | str = "batch") -> Path:
-    """A build directory (docs/design.md contract) holding one MLP as a verified ORT fp32 artifact."""
-    import onnx
-    import onnxruntime
-    from onnx import TensorProto, helper, numpy_helper
+def verdicts(fig: dict, *, load: Load | None, load_http: Load | None = None) -> Report:
+    """The verdict rows from measured figures (pure; tests feed synthetic numbers).
 
-    from runtime.fsutil import file_entry, sha256_file
-
-    rng = np.random.default_rng(0)
-    nodes, inits, prev = [], [], "x"
-    for i in range(layers):
-        w = (rng.standard_normal((dim, dim)) / np.sqrt(dim) * scale).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, f"W{i}"))
-        out = "y" if i == layers - 1 else f"h{i}"
-        if i == layers - 1:
-            nodes.append(helper.make_node("MatMul", [prev, f"W{i}"], [out]))
-        else:
-            nodes += [helper.make_node("MatMul", [prev, f"W{i}"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [out])]
-        prev = out
-    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, dim])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, dim])], inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    art = root / "onnxruntime-fp32"
-    art.mkdir(parents=True, exist_ok=True)
-    (root / "data").mkdir(exist_ok=True)
-    onnx.save(model, art / "model.onnx")
-    np.savez(root / "data" / "validation.npz", x=rng.standard_normal((8, dim)).astype(np.float32))
-    io = {"inputs": [{"name": "x", "dtype": "float32", "shape": [batch, dim]}],
-          "outputs": [{"name": "y", "dtype": "float32", "shape": [batch, dim]}]}
-    manifest = {
-        "schema_version": 1, "model": {"name": name, "opset": 17}, "io": io,
-        "validation": {"file": "data/validation.npz", "sha256": sha256_file(root / "data" / "validation.npz")},
-        "artifacts": [{"id": "onnxruntime-fp32", "engine": "onnxruntime", "precision": "fp32", "status": "ok",
-                       "dir": "onnxruntime-fp32", "model_file": "model.onnx",
-                       "files": [file_entry(art, art / "model.onnx")], "io": io,
-                       "engine_version": onnxruntime.__version__,
-                       "verification": {"passed": True, "tolerances": {"atol": 1e-4, "min_cosine": 0.9999}}}],
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    return root
+    ``fig["inproc"][clock]`` is ``(estimate, low, high)`` of agent/bare - 1 for clock ``cpu`` and
+    ``wall``; ``fig["session"][clock]`` the same for runtime.Session; ``fig["http"][client]`` is
+    ``(estimate, low, high)`` seconds added per call; ``fig["rounds"]`` the paired rounds.
+    """
+    rep = Report(f"Agent overhead ({fig.get('rounds', '?')} paired rounds, 95% intervals)")
+    note = f"{fig.get('rounds', '?')} paired rounds, 95% CI"
+    for clock in ("cpu", "wall"):
+        est, lo, hi = fig["inproc"][clock]
+        # relative times: bare = 1, agent = 1 + overhead; the bare loop is a lower bound
+        refuse = baseline_exceeds_bound(1.0, 1.0 + hi, tolerance=CONTRADICTION,
+                                        what=f"bare onnxruntime ({clock} time, relative to Agent.infer's upper bound)")
+        rep.judge(TARGETS[clock], [est], interval=(lo, hi), load=load, note=note, refuse=[refuse])
+        if "session" in fig:
+            s_est, s_lo, s_hi = fig["session"][clock]
+            rep.info(f"runtime.Session overhead, {clock} time per call", [s_est], unit="%", fmt=".2f", scale=100,
+                     interval=(s_lo, s_hi), load=load, note=note)
+    for client, (est, lo, hi) in fig.get("http", {}).items():
+        rep.judge(TARGETS[client], [est], interval=(lo, hi), load=load_http or load, note=note)
+    return rep
 
 
-def make_bundle(tmp: Path, *, release: int, **kw):
-    from toolchain.package import package_build
+def _inproc(tmp: Path, args) -> tuple[dict, dict[str, float]]:
+    """All three variants run the SAME onnxruntime session (the one the agent loaded): a second
+    copy of the weights elsewhere in memory (huge pages or not, cache placement) measured a few
+    percent apart by itself, which is not overhead. Only the call paths differ."""
+    from device_agent.agent import Agent
+    from device_agent.config import AgentConfig
 
-    b = build_dir(tmp / f"build-{release}", **kw)
-    return package_build(b, artifact_id="onnxruntime-fp32", version=f"1.{release}.0", release=release,
-                         out_dir=tmp / "bundles", golden_samples=2)
-
-
-def active_store(state: Path, *bundles: Path):
-    """A device store at ``state`` with ``bundles`` installed and activated in turn (the last
-    one serving, the one before it the rollback target); returns the store and the last ref."""
-    from device_agent.store import Store
-
-    store = Store(state)
-    for path in bundles:
-        ref = store.install_bundle(path)
-        store.activate(ref.sha256)
-    return store, ref
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_config(path: Path, state_dir: Path, port: int, threads: int = 1) -> Path:
-    from device_agent.config import AgentConfig, AgentSection, ServingSection, dumps
-    from device_agent.config import LogLevel
-
-    cfg = AgentConfig(agent=AgentSection(state_dir=str(state_dir), log_level=LogLevel.WARNING),
-                      serving=ServingSection(port=port, engine_threads=threads))
-    path.write_text(dumps(cfg))
-    return path
+    res = make_bundle(tmp, release=1, dim=args.dim, layers=args.layers)
+    active_store(tmp / "state", res.path)
+    x = np.random.default_rng(1).standard_normal((1, args.dim)).astype(np.float32)
+    agent = Agent(AgentConfig.for_state_dir(tmp / "state", engine_threads=1))
+    agent.add_request_observer(lambda sha, ok, dt: None)  # as the updater/MQTT would
+    session = agent.current().session  # runtime.Session of the served model
+    bare = session._sess  # its onnxruntime.InferenceSession (private: the engine object itself)
+    variants = {"bare": lambda: bare.run(["y"], {"x": x}), "session": lambda: session.run({"x": x}),
+                "agent": lambda: agent.infer({"x": x})}
+    interleaved_rounds(variants, rounds=5, calls=10, seed=99)  # warm-up
+    r = interleaved_rounds(variants, rounds=args.rounds, calls=args.calls, seed=1)
+    agent.close()
+    fig = {clock: paired_ratio_ci(r["agent"][clock], r["bare"][clock]) for clock in ("cpu", "wall")}
+    ses = {clock: paired_ratio_ci(r["session"][clock], r["bare"][clock]) for clock in ("cpu", "wall")}
+    medians = {f"{k} {clock}": float(np.median(v[clock])) for k, v in r.items() for clock in ("cpu", "wall")}
+    return {"inproc": fig, "session": ses}, medians
 
 
-def spawn_agent(config: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, "-m", "device_agent.cli", "run", "--config", str(config)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _http(tmp: Path, args) -> tuple[dict, dict[str, float]]:
+    import httpx
 
+    from device_agent.agent import Agent
+    from device_agent.config import AgentConfig
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 30.0) -> float:
-    """Seconds until ``url`` answers 200 (polling every 5 ms)."""
-    import urllib.error
-    import urllib.request
-
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout_s:
-        if proc.poll() is not None:
-            raise RuntimeError(f"agent exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return time.perf_counter() - t0
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.005)
-    raise TimeoutError(url)
-
-
-def p50_ms(xs) -> float:
-    return float(np.percentile(np.asarray(xs) * 1e3, 50))
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
+    small = make_bundle(tmp / "small", release=1, name="small", dim=16, layers=2)
+    st2 = tmp / "state2"
+    active_store(st2, small.path)
+    port = free_port()
+    proc = spawn_agent(write_config(tmp / "agent.toml", st2, port))
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc)
+        local = Agent(AgentConfig.for_state_dir(st2, engine_threads=1))
+        xs = np.random.default_rng(2).standard_normal((1, 16)).astype(np.float32)
+        raw = json.dumps({"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32",
+                                      "data": xs.ravel().tolist()}]}).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", port)
 
+        def stdlib_call():
+            conn.request("POST", "/v2/models/small/infer", body=raw, headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                raise RuntimeError(f"HTTP {r.status}")
 
-# ------------------------------------------------------------------------ the run
-def _timed(fn, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+            def httpx_call():
+                c.post("/v2/models/small/infer", content=raw,
+                       headers={"Content-Type": "application/json"}).raise_for_status()
 
-
-def _interleaved(variants: dict, n: int) -> dict[str, list[float]]:
-    """Time every variant once per iteration, rotating the order, so load drift on the
-    machine hits all alike; sample i of each variant comes from the same moment."""
-    names = list(variants)
-    out: dict[str, list[float]] = {k: [] for k in names}
-    for i in range(n):
-        for k in names[i % len(names):] + names[:i % len(names)]:
-            fn = variants[k]
-            t0 = time.perf_counter()
-            fn()
-            out[k].append(time.perf_counter() - t0)
-    return out
+            variants = {"local": lambda: local.infer({"x": xs}), "http.client": stdlib_call, "httpx": httpx_call}
+            interleaved_rounds(variants, rounds=5, calls=10, seed=98)
+            r = interleaved_rounds(variants, rounds=max(30, args.rounds // 3), calls=args.calls, seed=2)
+        conn.close()
+        local.close()
+    finally:
+        stop(proc)
+    fig = {k: bootstrap_mean_ci(r[k]["wall"] - r["local"]["wall"]) for k in ("http.client", "httpx")}
+    return {"http": fig}, {k: float(np.median(v["wall"])) for k, v in r.items()}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--iters", type=int, default=300, help="calls per variant per round")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=300, help="paired rounds (in process)")
+    ap.add_argument("--calls", type=int, default=8, help="calls per variant per round")
     ap.add_argument("--dim", type=int, default=1024)
     ap.add_argument("--layers", type=int, default=8)
     args = ap.parse_args(argv)
-
-    import httpx
-    import onnxruntime as ort
-
-    from device_agent.agent import Agent
-    from device_agent.config import AgentConfig
-    from runtime import open_model
-
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
-        res = make_bundle(tmp, release=1, dim=args.dim, layers=args.layers)
-        small = make_bundle(tmp / "small", release=1, name="small", dim=16, layers=2)
-        state = tmp / "state"
-        store, ref = active_store(state, res.path)
-        model = store.model_path(ref.sha256)
-        x = np.random.default_rng(1).standard_normal((1, args.dim)).astype(np.float32)
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        bare = ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])
-        rt = open_model(model, threads=1)
-        agent = Agent(AgentConfig.for_state_dir(state, engine_threads=1))
-        agent.add_request_observer(lambda sha, ok, dt: None)  # as the updater/MQTT would
-        variants = {
-            "bare onnxruntime": lambda: bare.run(["y"], {"x": x}),
-            "runtime.Session": lambda: rt.run({"x": x}),
-            "Agent.infer": lambda: agent.infer({"x": x}),
-        }
-        for fn in variants.values():
-            _timed(fn, 50)  # warm-up
-        samples = _interleaved(variants, args.rounds * args.iters)
-        base = p50_ms(samples["bare onnxruntime"])
-        print(f"In-process overhead, {args.layers}x{args.dim} MLP, batch 1, 1 thread, "
-              f"{args.rounds * args.iters} calls per variant, interleaved call by call:")
-        for k, v in samples.items():
-            p = p50_ms(v)
-            line = f"  {k:<18} p50 {p:7.3f} ms  p95 {np.percentile(np.asarray(v) * 1e3, 95):7.3f} ms"
-            if not k.startswith("bare"):
-                paired = float(np.median(np.asarray(v) - np.asarray(samples["bare onnxruntime"]))) * 1e3
-                line += (f"  overhead {100 * (p - base) / base:+.1f}% of p50; paired median "
-                         f"{paired * 1e3:+.0f} us = {100 * paired / base:+.1f}% (target <= 5%)")
-            print(line)
-        agent.close()
-
-        # HTTP: a real agent process on localhost, small input (16 floats)
-        st2 = tmp / "state2"
-        active_store(st2, small.path)
-        port = free_port()
-        proc = spawn_agent(write_config(tmp / "agent.toml", st2, port))
-        try:
-            wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc)
-            local = Agent(AgentConfig.for_state_dir(st2, engine_threads=1))
-            xs = np.random.default_rng(2).standard_normal((1, 16)).astype(np.float32)
-            body = {"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32", "data": xs.ravel().tolist()}]}
-            raw = json.dumps(body).encode()
-            conn = http.client.HTTPConnection("127.0.0.1", port)
-
-            def stdlib_call():
-                conn.request("POST", "/v2/models/small/infer", body=raw,
-                             headers={"Content-Type": "application/json"})
-                r = conn.getresponse()
-                r.read()
-                if r.status != 200:
-                    raise RuntimeError(r.status)
-
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
-                def httpx_call():
-                    c.post("/v2/models/small/infer", content=raw,
-                           headers={"Content-Type": "application/json"}).raise_for_status()
-                http_variants = {"Agent.infer": lambda: local.infer({"x": xs}),
-                                 "http.client": stdlib_call, "httpx": httpx_call}
-                for fn in http_variants.values():
-                    _timed(fn, 50)
-                hs = _interleaved(http_variants, args.rounds * args.iters)
-            conn.close()
-            local.close()
-        finally:
-            stop(proc)
-        a = p50_ms(hs["Agent.infer"])
-        print("HTTP API (edgeship-agent run: uvicorn on 127.0.0.1, keep-alive client, 2x16 MLP, 16 floats in/out):")
-        print(f"  Agent.infer in process       p50 {a:7.3f} ms")
-        for k in ("http.client", "httpx"):
-            h = p50_ms(hs[k])
-            print(f"  POST /v2/.../infer ({k:<11}) p50 {h:7.3f} ms  adds {h - a:.3f} ms (target <= 1 ms)")
-    return 0
+        with LoadMonitor() as mon:
+            fig, med = _inproc(tmp, args)
+        with LoadMonitor() as mon_http:
+            hfig, hmed = _http(tmp, args)
+    fig.update(hfig, rounds=args.rounds)
+    print(f"In process: {args.layers}x{args.dim} MLP, batch 1, 1 thread; median per call over rounds: "
+          + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in med.items()))
+    print("HTTP (edgeship-agent run: uvicorn on 127.0.0.1, keep-alive client, 2x16 MLP, 16 floats in/out); "
+          "median wall per call: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in hmed.items()))
+    rep = verdicts(fig, load=mon.load(), load_http=mon_http.load())
+    rep.print()
+    return rep.exit_code()
 
 
 if __name__ == "__main__":

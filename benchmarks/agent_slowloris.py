@@ -8,9 +8,9 @@ MLP on ONNX Runtime. Each round measures the client on the idle server, then ope
 connections that send part of a request head and stop (any the server closes is reopened at
 once, so 2,000 stay held), measures the client again, and closes them.
 
-Targets: 0 failed requests under attack (exact), and under-attack p50 <= 1.2 x the idle p50 of
-the same round. PASS when every round meets them, FAIL when none does (or any request failed),
-inconclusive when the rounds disagree. Exit 1 on FAIL, 3 when inconclusive, else 0.
+Targets (``TARGETS``): 0 failed requests under attack (exact), and under-attack p50 <= 1.2 x
+the idle p50 of the same round, judged over the rounds by the shared rules (``_verdict``:
+spread, load during the run). Exit 1 on FAIL, 3 when inconclusive, else 0.
 Usage: ``python benchmarks/agent_slowloris.py [--connections N] [--requests N] [--rounds R]``.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import resource
 import socket
 import sys
@@ -34,9 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from agent_overhead import active_store, free_port, make_bundle, spawn_agent, wait_ready, write_config  # noqa: E402
+from _agent_rig import active_store, free_port, make_bundle, spawn_agent, wait_ready, write_config  # noqa: E402
+from _verdict import Load, LoadMonitor, Report, Target  # noqa: E402
 
 RATIO_LIMIT = 1.2
+TARGETS = {
+    "failed": Target("failed requests under attack (all rounds)", "<=", 0, fmt=".0f", load="none"),
+    # idle and attacked phases of a round run back to back: load moves the ratio either way
+    "ratio": Target("p50 under attack / idle p50 (same round)", "<=", RATIO_LIMIT, "x", fmt=".2f"),
+}
 HEAD = b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: device\r\nContent-Type: application/json\r\nContent-Le"
 
 
@@ -108,7 +113,7 @@ def main(argv=None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # as the unit's LimitNOFILE does
     rows = []
-    with tempfile.TemporaryDirectory(prefix="slowloris-") as tmpd:
+    with tempfile.TemporaryDirectory(prefix="slowloris-") as tmpd, LoadMonitor() as mon:
         tmp = Path(tmpd)
         b = make_bundle(tmp, release=1, dim=16, layers=1)
         active_store(tmp / "state", b.path)
@@ -132,29 +137,27 @@ def main(argv=None) -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    return report(rows, args, (soft, hard))
+    return report(rows, args, (soft, hard), mon.load())
 
 
-def report(rows, args, nofile) -> int:
+def verdicts(rows, *, load: Load | None) -> Report:
+    """Rows are ``(idle p50 s, attacked p50 s, failed, held, reopened)`` per round (pure)."""
+    rep = Report()
+    rep.judge(TARGETS["failed"], sum(r[2] for r in rows) if rows else [], exact=True, load=load)
+    rep.judge(TARGETS["ratio"], [r[1] / r[0] for r in rows], load=load)
+    return rep
+
+
+def report(rows, args, nofile, load: Load | None) -> int:
     print(f"slowloris: {args.connections} half-open connections held against edgeship-agent run (defaults: "
           f"header timeout 10 s, cap = open-file limit - 256; RLIMIT_NOFILE {nofile[0]} -> {nofile[1]}), "
-          f"keep-alive client, {args.requests} requests per phase, {args.rounds} rounds; load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    ok_rounds = []
+          f"keep-alive client, {args.requests} requests per phase, {args.rounds} rounds")
     for i, (idle, under, failed, held, reopened) in enumerate(rows):
-        ratio = under / idle
-        ok = failed == 0 and ratio <= RATIO_LIMIT
-        ok_rounds.append(ok)
         print(f"  round {i + 1}: idle p50 {idle * 1e3:.3f} ms, under attack p50 {under * 1e3:.3f} ms "
-              f"({ratio:.2f} x, target <= {RATIO_LIMIT}), failed {failed} (target 0), held {held}, "
-              f"reopened {reopened}")
-    total_failed = sum(r[2] for r in rows)
-    ratios = [r[1] / r[0] for r in rows]
-    verdict = ("FAIL" if total_failed or not any(ok_rounds) else "PASS" if all(ok_rounds) else "inconclusive")
-    why = " (the rounds disagree: machine noise)" if verdict == "inconclusive" else ""
-    print(f"  failed requests under attack {total_failed} (target 0); p50 under attack / idle "
-          f"{np.median(ratios):.2f} x [{min(ratios):.2f}..{max(ratios):.2f}] (target <= {RATIO_LIMIT}): {verdict}{why}")
-    return {"PASS": 0, "FAIL": 1, "inconclusive": 3}[verdict]
+              f"({under / idle:.2f} x), failed {failed}, held {held}, reopened {reopened}")
+    rep = verdicts(rows, load=load)
+    rep.print()
+    return rep.exit_code()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ Also printed (informative, no goal): a latency regression (p95 x2 on the new rel
 perfect install health) from the first metrics window of the new release to the pause, i.e.
 how long the sequential test needs with a 10-device wave and 1 s windows.
 
+Verdicts by the shared rules (benchmarks/_verdict.py; the delay is a load-"up" figure); a round
+where no breach or no pause was seen FAILs. Exit 1 on a miss, 3 when inconclusive, else 0.
+
 Run: PYTHONPATH=. python benchmarks/fleet_breach.py [--devices 1000] [--rounds 5]
 """
 
@@ -23,10 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _fleet_setup import Counting, LoadSampler, fleet_env, run_rollout, start_sim  # noqa: E402
-from _fleet_verdict import Report, Target  # noqa: E402
+from _fleet_setup import Counting, fleet_env, run_rollout, start_sim  # noqa: E402
+from _verdict import Load, LoadMonitor, Report, Target  # noqa: E402
 
-PAUSE = Target("install breach in a wave -> rollout paused", "<", 2.0, "s", min_rounds=3)
+PAUSE = Target("install breach in a wave -> rollout paused", "<", 2.0, "s", load="up")
+UNSEEN = Target("rounds where no breach or no pause was seen", "<=", 0, "", ".0f", load="none")
 MIN_SAMPLE, MAX_FAILURE_PCT = 10, 20.0
 
 
@@ -43,6 +47,18 @@ def breach_time(events, dep: str) -> float | None:
     return None
 
 
+def verdicts(*, lat: list[float], model_lat: list[float], unseen: int, load: Load | None,
+             title: str = "") -> Report:
+    """The verdict rows (pure): ``lat`` one breach -> pause delay per round that saw both."""
+    report = Report(title)
+    report.judge(UNSEEN, unseen, exact=True)
+    report.judge(PAUSE, lat, load=load)
+    if model_lat:
+        report.info("latency x2 (perfect installs): first window -> paused", model_lat, unit="s", load=load,
+                    note="informative: the sequential test's minimum exposure, 10 devices, 1 s windows")
+    return report
+
+
 def main(argv=None) -> int:
     from toolchain.fleet.sim.behaviour import SimBehaviour
 
@@ -50,13 +66,12 @@ def main(argv=None) -> int:
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
-    report, load = Report(), LoadSampler()
-    lat, model_lat = [], []
+    lat, model_lat, unseen = [], [], 0
     beh = SimBehaviour(seed=2, metrics_interval_s=1.0, install_s=0.6, requests_per_s=20.0, heartbeat_s=60.0)
     for r in range(args.rounds):
         beh = beh.with_release(2 + r, gate_fail_share=0.4)
     beh = beh.with_release(50, latency_factor=2.0)
-    with fleet_env() as env:
+    with LoadMonitor() as mon, fleet_env() as env:
         sim = start_sim(env, args.devices, beh)
         counter = Counting(env["broker"].port)
         try:
@@ -70,7 +85,7 @@ def main(argv=None) -> int:
                 t_breach, t_pause = breach_time(counter.events, rid), counter.first.get(f"{rid}:paused")
                 if t_breach is None or t_pause is None:
                     print(f"round {r + 1}: no breach/pause seen ({end.status.value}: {end.reason})")
-                    report.verdicts.append("FAIL")
+                    unseen += 1
                     continue
                 lat.append(t_pause - t_breach)
                 print(f"round {r + 1}: {end.reason}; breach -> paused {t_pause - t_breach:.3f} s", flush=True)
@@ -87,16 +102,11 @@ def main(argv=None) -> int:
         finally:
             counter.close()
             sim.stop()
-    max_load = load.stop()
-    print(f"\nbreach-to-pause figures: {args.devices} simulated devices, waves of 50 + rest, pause at "
-          f">= {MAX_FAILURE_PCT:g}% failures of >= {MIN_SAMPLE} results, {len(lat)} round(s) (median [min..max]); "
-          f"max load average {max_load:.1f} on {__import__('os').cpu_count()} cores")
-    report.judge(PAUSE, lat, max_load=max_load)
-    if model_lat:
-        print(f"  {'latency x2 (perfect installs): first window -> paused':<52} {model_lat[0]:8.3g} s    "
-              f"(informative: the sequential test's minimum exposure, 10 devices, 1 s windows)")
+    report = verdicts(lat=lat, model_lat=model_lat, unseen=unseen, load=mon.load(),
+                      title=f"\nbreach-to-pause figures: {args.devices} simulated devices, waves of 50 + rest, pause at "
+                            f">= {MAX_FAILURE_PCT:g}% failures of >= {MIN_SAMPLE} results, {args.rounds} round(s)")
+    report.print()
     return report.exit_code()
-
 
 if __name__ == "__main__":
     sys.exit(main())

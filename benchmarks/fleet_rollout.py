@@ -11,6 +11,10 @@ Prints, per the issue's goals:
   broker messages per device per rollout          target <= 15, metrics windows excluded
                                                   (they flow with or without a rollout; shown apart)
 
+Verdicts by the shared rules (benchmarks/_verdict.py): the durations are load-"up" figures (a
+PASS under load stands), messages per device cannot be changed by load; a round whose rollout
+did not complete FAILs. Exit 1 on a miss, 3 when a figure is inconclusive, else 0.
+
 Run: PYTHONPATH=. python benchmarks/fleet_rollout.py [--devices 1000] [--rounds 3]
 """
 
@@ -23,12 +27,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _fleet_setup import Counting, LoadSampler, fleet_env, run_rollout, start_sim  # noqa: E402
-from _fleet_verdict import Report, Target  # noqa: E402
+from _fleet_setup import Counting, fleet_env, run_rollout, start_sim  # noqa: E402
+from _verdict import Load, LoadMonitor, Report, Target  # noqa: E402
 
 BAKE_S = 10.0
-E2E = Target("3-wave rollout, end to end (10 s bakes)", "<", 60.0, "s")
-MSGS = Target("broker messages per device per rollout (no metrics)", "<=", 15.0, "msg")
+E2E = Target("3-wave rollout, end to end (10 s bakes)", "<", 60.0, "s", load="up")
+MSGS = Target("broker messages per device per rollout (no metrics)", "<=", 15.0, "msg", load="none")
+INCOMPLETE = Target("rollouts that did not complete", "<=", 0, "", ".0f", load="none")
+
+
+def verdicts(*, e2e: list[float], overhead: list[float], per_device: list[float],
+             metrics_per_device: list[float], incomplete: int, load: Load | None, title: str = "") -> Report:
+    """The verdict rows (pure): one value per round in each list."""
+    report = Report(title)
+    report.judge(INCOMPLETE, incomplete, exact=True)
+    report.judge(E2E, e2e, load=load)
+    report.info("installs + controller beyond the 3 bakes", overhead, unit="s", load=load)
+    report.judge(MSGS, per_device, load=load)
+    report.info("metrics windows per device during the rollout", metrics_per_device, unit="msg",
+                note="every 2 s, rollout or not")
+    return report
 
 
 def main(argv=None) -> int:
@@ -38,10 +56,9 @@ def main(argv=None) -> int:
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
-    report = Report()
-    load = LoadSampler()
     e2e, overhead, per_device, metrics_per_device = [], [], [], []
-    with fleet_env() as env:
+    incomplete = 0
+    with LoadMonitor() as mon, fleet_env() as env:
         t0 = time.monotonic()
         sim = start_sim(env, args.devices, SimBehaviour(seed=1, metrics_interval_s=2.0, install_s=0.6,
                                                         requests_per_s=20.0, heartbeat_s=60.0))
@@ -69,7 +86,7 @@ def main(argv=None) -> int:
                       f"devices on it ({waves}); messages {kinds}; controller published {ctl.published}", flush=True)
                 if end.status.value != "completed":
                     print(f"  the rollout did not complete: {end.reason}", flush=True)
-                    report.verdicts.append("FAIL")
+                    incomplete += 1
                 e2e.append(secs)
                 overhead.append(secs - BAKE_S * len(end.waves))
                 per_device.append(rollout_msgs / args.devices)
@@ -77,17 +94,12 @@ def main(argv=None) -> int:
         finally:
             counter.close()
             sim.stop()
-    max_load = load.stop()
-    print(f"\nfleet rollout figures: {args.devices} simulated devices, 3 waves (1%/10%/rest), {BAKE_S:g} s bakes, "
-          f"{args.rounds} round(s) (median [min..max]); max load average {max_load:.1f} on {__import__('os').cpu_count()} cores")
-    report.judge(E2E, e2e, max_load=max_load)
-    print(f"  {'installs + controller beyond the 3 bakes':<52} {sorted(overhead)[len(overhead) // 2]:8.3g} s    "
-          f"[{min(overhead):.3g} .. {max(overhead):.3g}]")
-    report.judge(MSGS, per_device, max_load=max_load)
-    print(f"  {'metrics windows per device during the rollout':<52} "
-          f"{sorted(metrics_per_device)[len(metrics_per_device) // 2]:8.3g} msg  (every 2 s, rollout or not)")
+    report = verdicts(e2e=e2e, overhead=overhead, per_device=per_device, metrics_per_device=metrics_per_device,
+                      incomplete=incomplete, load=mon.load(),
+                      title=f"\nfleet rollout figures: {args.devices} simulated devices, 3 waves (1%/10%/rest), "
+                            f"{BAKE_S:g} s bakes, {args.rounds} round(s)")
+    report.print()
     return report.exit_code()
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,6 +6,9 @@ keep sending their metrics windows; each run reads every device's retained statu
 reported and desired documents and prints one row per device. The command waits 0.5 s
 without a new message before it answers (its settle time), which is part of the figure.
 
+Verdicts by the shared rules (benchmarks/_verdict.py; the time is a load-"up" figure); a run
+that did not list every device FAILs. Exit 1 on a miss, 3 when inconclusive, else 0.
+
 Run: PYTHONPATH=. python benchmarks/fleet_status.py [--devices 1000] [--rounds 5]
 """
 
@@ -21,10 +24,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _fleet_setup import LoadSampler, fleet_env, start_sim  # noqa: E402
-from _fleet_verdict import Report, Target  # noqa: E402
+from _fleet_setup import fleet_env, start_sim  # noqa: E402
+from _verdict import Load, LoadMonitor, Report, Target  # noqa: E402
 
-STATUS = Target("`edgeship fleet status --json` over the fleet", "<", 2.0, "s")
+STATUS = Target("`edgeship fleet status --json` over the fleet", "<", 2.0, "s", load="up")
+SHORT = Target("runs that did not list every device", "<=", 0, "", ".0f", load="none")
+
+
+def verdicts(*, times: list[float], table_s: list[float], short: int, load: Load | None, title: str = "") -> Report:
+    """The verdict rows (pure): ``times`` one per --json run, ``short`` runs that missed devices."""
+    report = Report(title)
+    report.judge(SHORT, short, exact=True)
+    report.judge(STATUS, times, load=load)
+    report.info("the table instead of --json (one run)", table_s, unit="s", load=load)
+    return report
 
 
 def main(argv=None) -> int:
@@ -34,11 +47,10 @@ def main(argv=None) -> int:
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
-    report, load = Report(), LoadSampler()
-    times, table = [], []
+    times, table, short = [], [], 0
     root = Path(__file__).resolve().parents[1]
     env_vars = dict(os.environ, PYTHONPATH=str(root))
-    with fleet_env() as env:
+    with LoadMonitor() as mon, fleet_env() as env:
         sim = start_sim(env, args.devices, SimBehaviour(seed=3, metrics_interval_s=2.0))
         cmd = [sys.executable, "-m", "toolchain.cli", "fleet", "status", "--fleet", "bench",
                "--broker", f"127.0.0.1:{env['broker'].port}"]
@@ -50,7 +62,7 @@ def main(argv=None) -> int:
                 rows = json.loads(p.stdout) if p.returncode == 0 else []
                 print(f"round {r + 1}: {len(rows)} rows in {times[-1]:.2f} s (exit {p.returncode})", flush=True)
                 if len(rows) != args.devices:
-                    report.verdicts.append("FAIL")
+                    short += 1
                     print(f"  expected {args.devices} rows: {p.stderr[-500:]}")
             t0 = time.monotonic()
             p = subprocess.run(cmd, capture_output=True, text=True, env=env_vars, timeout=60)
@@ -58,13 +70,11 @@ def main(argv=None) -> int:
             print(f"table: {len(p.stdout.splitlines()) - 2} rows in {table[0]:.2f} s", flush=True)
         finally:
             sim.stop()
-    max_load = load.stop()
-    print(f"\nfleet status figures: {args.devices} simulated devices sending metrics every 2 s, {len(times)} run(s) "
-          f"(median [min..max]); max load average {max_load:.1f} on {os.cpu_count()} cores")
-    report.judge(STATUS, times, max_load=max_load)
-    print(f"  {'the table instead of --json (one run)':<52} {table[0]:8.3g} s")
+    report = verdicts(times=times, table_s=table, short=short, load=mon.load(),
+                      title=f"\nfleet status figures: {args.devices} simulated devices sending metrics every 2 s, "
+                            f"{len(times)} run(s)")
+    report.print()
     return report.exit_code()
-
 
 if __name__ == "__main__":
     sys.exit(main())

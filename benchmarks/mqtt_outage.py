@@ -33,13 +33,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _mqtt_verdict import Row, Target, exit_code, info, judge_exact, summary  # noqa: E402
+from _verdict import Row, Target, exit_code, info, judge, summary  # noqa: E402
 
 TARGETS = {
     "lost_at_kill": Target("queued by the killed agent, neither on disk after kill -9 nor delivered", "<=", 0, "",
-                           ",.0f"),
-    "missing": Target("queued messages missing at the consumer (both agents)", "<=", 0, "", ",.0f"),
-    "failed": Target("inference requests failed (both agents)", "<=", 0, "", ",.0f"),
+                           ",.0f", load="none"),
+    "missing": Target("queued messages missing at the consumer (both agents)", "<=", 0, "", ",.0f", load="none"),
+    "failed": Target("inference requests failed (both agents)", "<=", 0, "", ",.0f", load="none"),
 }
 
 
@@ -63,12 +63,12 @@ class OutageFigures:
     loadavg: tuple[float, float]  # 1-minute load average at the start and at the end
 
 
-def judge(f: OutageFigures) -> list[Row]:
+def verdicts(f: OutageFigures) -> list[Row]:
     """The verdict rows (pure)."""
     return [
-        judge_exact(TARGETS["lost_at_kill"], f.lost_at_kill),
-        judge_exact(TARGETS["missing"], f.missing),
-        judge_exact(TARGETS["failed"], f.failed),
+        judge(TARGETS["lost_at_kill"], f.lost_at_kill, exact=True),
+        judge(TARGETS["missing"], f.missing, exact=True),
+        judge(TARGETS["failed"], f.failed, exact=True),
         info("messages queued by the killed agent", f.queued_first, fmt=",.0f"),
         info("messages queued by the restarted agent", f.queued_second, fmt=",.0f"),
         info("rows on disk right after the kill", f.on_disk_at_kill, fmt=",.0f"),
@@ -194,7 +194,7 @@ def main() -> int:
           f"under {args.rps:.0f} inference req/s, {args.events_per_s:.0f} events/s enqueued and "
           f"{args.staged_per_s:.0f}/s staged", flush=True)
     figures = run(args)
-    rows = judge(figures)
+    rows = verdicts(figures)
     if args.json:
         print(json.dumps({"figures": asdict(figures), "rows": [
             {"name": r.target.name, "values": r.values, "verdict": r.verdict and r.verdict.value} for r in rows],

@@ -12,10 +12,9 @@ tensor data), and tritonclient gRPC (raw contents). "Added" is the median over c
 (variant call i - bare call i), per round; the figure is the median of the rounds with their
 range.
 
-Target: on the image input the binary path adds at most a third of what JSON adds
-(``binary added / JSON added <= 0.33``), in every round. PASS when every round meets it,
-FAIL when none does, inconclusive when the rounds disagree. Exit 1 on FAIL, 3 when
-inconclusive, else 0. Usage: ``python benchmarks/oip_overhead.py [--iters N] [--rounds R]``.
+Target (``TARGETS``): on the image input the binary path adds at most a third of what JSON
+adds (``binary added / JSON added <= 0.33``), judged over the rounds by the shared rules
+(``_verdict``: spread, load during the run). Exit 1 on FAIL, 3 when inconclusive, else 0. Usage: ``python benchmarks/oip_overhead.py [--iters N] [--rounds R]``.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import tempfile
 import time
@@ -35,9 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from agent_overhead import active_store, free_port, make_bundle, spawn_agent, wait_ready  # noqa: E402
+from _agent_rig import active_store, free_port, make_bundle, spawn_agent, wait_ready  # noqa: E402
+from _verdict import Load, LoadMonitor, Report, Target  # noqa: E402
 
 RATIO_LIMIT = 0.33
+TARGETS = {"ratio": Target("image: HTTP binary added / HTTP JSON added", "<=", RATIO_LIMIT, "x", fmt=".3f")}
 
 
 def image_bundle(tmp: Path):
@@ -143,6 +143,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     procs, clients = [], []
     rows: dict[tuple[str, str], list] = {}
+    mon = LoadMonitor().__enter__()
     try:
         with tempfile.TemporaryDirectory(prefix="oip-bench-") as tmpd:
             tmp = Path(tmpd)
@@ -167,27 +168,30 @@ def main(argv=None) -> int:
         for p in procs:
             p.terminate()
             p.wait(timeout=30)
-    return report(rows, args)
+        mon.__exit__(None, None, None)
+    return report(rows, args, mon.load())
 
 
-def report(rows: dict, args) -> int:
-    load = os.getloadavg()[0]
+def verdicts(rows: dict, *, load: Load | None) -> Report:
+    """``rows[(model, path)]`` holds per-round ``(p50 s, added s)`` (pure; tests feed synthetic numbers)."""
+    rep = Report()
+    ratios = [b[1] / j[1] for b, j in zip(rows.get(("image", "HTTP binary"), []), rows.get(("image", "HTTP JSON"), []))]
+    rep.judge(TARGETS["ratio"], ratios, load=load)
+    return rep
+
+
+def report(rows: dict, args, load: Load | None) -> int:
     print(f"Open Inference Protocol overhead over the bare in-process call (Agent.infer), tritonclient 127.0.0.1, "
-          f"{args.rounds} rounds (median [min..max] of per-round medians); load average {load:.1f} on "
-          f"{os.cpu_count()} cores")
+          f"{args.rounds} rounds (median [min..max] of per-round medians)")
     print(f"  {'model':6} {'path':12} {'p50 per call':>26}   {'added over bare':>26}")
     for (model, n), vals in rows.items():
         p50 = np.array([v[0] for v in vals]) * 1e3
         add = np.array([v[1] for v in vals]) * 1e3
         extra = "" if n == "bare" else f"{np.median(add):9.3f} ms [{add.min():.3f}..{add.max():.3f}]"
         print(f"  {model:6} {n:12} {np.median(p50):9.3f} ms [{p50.min():.3f}..{p50.max():.3f}]   {extra}")
-    ratios = [b[1] / j[1] for b, j in zip(rows[("image", "HTTP binary")], rows[("image", "HTTP JSON")])]
-    ok = [r <= RATIO_LIMIT for r in ratios]
-    verdict = "PASS" if all(ok) else ("FAIL" if not any(ok) else "inconclusive")
-    why = "" if verdict != "inconclusive" else " (the rounds disagree: machine noise)"
-    print(f"  image: HTTP binary adds {np.median(ratios):.3f} x what HTTP JSON adds "
-          f"[{min(ratios):.3f}..{max(ratios):.3f}] (target <= {RATIO_LIMIT}): {verdict}{why}")
-    return {"PASS": 0, "FAIL": 1, "inconclusive": 3}[verdict]
+    rep = verdicts(rows, load=load)
+    rep.print()
+    return rep.exit_code()
 
 
 if __name__ == "__main__":

@@ -8,13 +8,14 @@ does not depend on this machine's free memory; loading and the gate are real.
 
 Figures: the outcome, the update time, the 503 window (old model unloaded -> new model
 serving) and the requests answered "retry" (NotReadyError with Retry-After) or failed.
+Targets (``CASES``/``TARGETS``): each policy gives its outcome in every run, and no request
+fails; times are printed with their spread, without a target.
 
     .venv/bin/python benchmarks/ota_unload_first.py [--bundle-mb 10] [--rate 200] [--runs 3]
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 import time
@@ -24,6 +25,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ota_update_latency import Load, make_bundle, parse_args, serve_first_release  # noqa: E402
+from _verdict import Load as MachineLoad, LoadMonitor, Report, Target  # noqa: E402
+
+#: (memory, policy, tight memory?, the outcome the policy must give)
+CASES = (("room for both", "refuse", False, "commit (ok)"),
+         ("one model only", "refuse", True, "failed (gate.memory)"),
+         ("one model only", "unload_first", True, "commit (ok)"))
+TARGETS = {
+    "outcome": lambda label, policy: Target(f"{label}, {policy}: outcome as expected", ">=", 1.0,
+                                            "of runs", fmt=".0%", load="none"),
+    "failed": lambda label, policy: Target(f"{label}, {policy}: failed requests", "<=", 0, fmt=".0f",
+                                           load="none"),
+}
 
 
 def one_run(tmp: Path, *, pad: int, rate: float, policy: str, tight: bool) -> dict:
@@ -76,33 +89,37 @@ def one_run(tmp: Path, *, pad: int, rate: float, policy: str, tight: bool) -> di
             "ok": load.ok, "retry": load.retry, "failed": load.failed}
 
 
+def verdicts(cases: list[tuple[str, str, str, list[dict]]], *, load: MachineLoad | None) -> Report:
+    """Verdict rows from per-case runs ``(label, policy, expected outcome, runs)`` (pure)."""
+    rep = Report()
+    for label, policy, expected, rows in cases:
+        got = [r["outcome"] for r in rows]
+        rep.judge(TARGETS["outcome"](label, policy), (sum(o == expected for o in got) / len(got)) if got else [],
+                  exact=True, load=load, note=f"expected {expected}; got {', '.join(sorted(set(got))) or 'nothing'}")
+        rep.judge(TARGETS["failed"](label, policy), sum(r["failed"] for r in rows) if rows else [], exact=True, load=load,
+                  note=f"ok {sum(r['ok'] for r in rows)}, retry {sum(r['retry'] for r in rows)}")
+        rep.info(f"{label}, {policy}: update time", [r["update_s"] for r in rows], unit="s", fmt=".3f", load=load)
+        window = [r["window_s"] for r in rows if r["window_s"] is not None]
+        if window:
+            rep.info(f"{label}, {policy}: 503 window", window, unit="s", fmt=".3f", load=load)
+    return rep
+
+
 def main(argv=None) -> int:
     a, pad = parse_args(argv, description=__doc__.splitlines()[0])
-    cases = [("room for both", "refuse", False), ("one model only", "refuse", True),
-             ("one model only", "unload_first", True)]
-    print(f"memory_policy figures: {a.bundle_mb:g} MB bundles, steady {a.rate:g} req/s through Agent.infer, "
-          f"{a.runs} runs each (median [min..max]; requests summed over runs)")
-    print(f"  {'memory':<15} {'policy':<13} {'outcome':<22} {'update':>22} {'503 window':>24} "
-          f"{'ok':>6} {'retry':>6} {'failed':>6}")
-    bad = 0
-    for label, policy, tight in cases:
-        rows = []
-        for _ in range(a.runs):
-            with tempfile.TemporaryDirectory(prefix="edgeship-unload-bench-") as d:
-                rows.append(one_run(Path(d), pad=pad, rate=a.rate, policy=policy, tight=tight))
-
-        def fig(key):
-            xs = [r[key] for r in rows if r[key] is not None]
-            if not xs:
-                return "-"
-            return f"{statistics.median(xs):.3f} s [{min(xs):.3f}..{max(xs):.3f}]"
-
-        outcomes = sorted({r["outcome"] for r in rows})
-        ok, retry, failed = (sum(r[k] for r in rows) for k in ("ok", "retry", "failed"))
-        bad += failed
-        print(f"  {label:<15} {policy:<13} {', '.join(outcomes):<22} {fig('update_s'):>22} {fig('window_s'):>24} "
-              f"{ok:>6} {retry:>6} {failed:>6}")
-    return 0 if bad == 0 else 1
+    print(f"memory_policy figures: {a.bundle_mb:g} MB bundles, open-loop {a.rate:g} req/s through Agent.infer, "
+          f"{a.runs} runs each (median [spread]; requests summed over runs)")
+    measured = []
+    with LoadMonitor() as mon:
+        for label, policy, tight, expected in CASES:
+            rows = []
+            for _ in range(a.runs):
+                with tempfile.TemporaryDirectory(prefix="edgeship-unload-bench-") as d:
+                    rows.append(one_run(Path(d), pad=pad, rate=a.rate, policy=policy, tight=tight))
+            measured.append((label, policy, expected, rows))
+    rep = verdicts(measured, load=mon.load())
+    rep.print()
+    return rep.exit_code()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 1. from a verified 10 MB bundle to serving it (stage + gate + switch), target < 2 s;
 2. automatic rollback after a failed trial (trial verdict -> old model serving), target < 1 s;
-3. failed requests through both under a steady 200 requests/s, target 0.
+3. failed requests through both under a steady open-loop 200 requests/s, target 0.
+
+The targets live in ``TARGETS``; each time figure is judged over ``--runs`` runs (median and
+spread, see ``_verdict``) and the script exits 1 on a miss, 3 when a figure is inconclusive.
 
 A real repository (`edgeship keys init` + `edgeship publish` code), served on loopback by
 the `edgeship repo serve` server, a real store and Agent, ONNX Runtime. The trial that
@@ -16,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +29,16 @@ from typing import NamedTuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _load import OpenLoop  # noqa: E402
+from _verdict import Load as MachineLoad, LoadMonitor, Report, Target  # noqa: E402
+
+TARGETS = {
+    "verified_to_serving_s": Target("verified bundle -> serving it (stage+gate+switch)", "<", 2.0, "s",
+                                    fmt=".3f", load="up"),
+    "rollback_s": Target("failed trial -> old model serving (rollback)", "<", 1.0, "s", fmt=".3f", load="up"),
+    "failed": Target("failed requests during update + rollback", "<=", 0, fmt=".0f", load="none"),
+}
 
 X = np.array([[[0.5, 1.0, 2.0, 3.0]], [[-1.0, 0.0, 4.0, 5.0]]], np.float32)
 
@@ -77,53 +88,43 @@ def make_bundle(out: Path, *, release: int, pad_bytes: int, budget_ms: float) ->
 
 
 class Load:
-    """A steady open-loop load: one request every 1/rate s through Agent.infer, counted.
+    """A steady open-loop load through Agent.infer (``_load.OpenLoop``: request i due at
+    t0 + i/rate, latency from that time, several workers), counted by outcome.
 
     With ``count_retry`` a NotReadyError carrying Retry-After (the unload-first 503 window)
     counts as ``retry``; otherwise every exception counts as ``failed`` (its repr in ``errors``).
     """
 
-    def __init__(self, agent, rate: float, *, count_retry: bool = False) -> None:
-        self.agent, self.period, self.count_retry = agent, 1.0 / rate, count_retry
-        self.ok = self.retry = self.failed = 0
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
+    def __init__(self, agent, rate: float, *, count_retry: bool = False, workers: int = 8) -> None:
+        self.agent, self.count_retry = agent, count_retry
+        self._loop = OpenLoop(self._make_call, rate=rate, workers=workers)
+
+    def _make_call(self):
+        from device_agent.agent import NotReadyError
+
+        feeds = {"x": X[0]}
+
+        def call():
+            try:
+                self.agent.infer(feeds)
+                return "ok"
+            except NotReadyError as e:
+                if self.count_retry and e.retry_after_s is not None:
+                    return "retry"
+                raise
+        return call
 
     def __enter__(self):
-        self.t0 = time.perf_counter()
-        self._t.start()
+        self._loop.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.duration_s = time.perf_counter() - self.t0
-
-    def _run(self) -> None:
-        from device_agent.agent import NotReadyError
-
-        nxt = time.perf_counter()
-        feeds = {"x": X[0]}
-        while not self._stop.is_set():
-            try:
-                self.agent.infer(feeds)
-                self.ok += 1
-            except NotReadyError as e:
-                if not self.count_retry:
-                    self._fail(e)
-                elif e.retry_after_s is None:
-                    raise
-                else:
-                    self.retry += 1
-            except Exception as e:  # noqa: BLE001 - every failure is the figure
-                self._fail(e)
-            nxt += self.period
-            time.sleep(max(0.0, nxt - time.perf_counter()))
-
-    def _fail(self, e: BaseException) -> None:
-        self.failed += 1
-        self.errors.append(repr(e))
+        self._loop.stop()
+        self.summary = self._loop.summary()
+        self.duration_s = self.summary["duration_s"]
+        self.ok, self.retry = self._loop.count("ok"), self._loop.count("retry")
+        self.failed = self._loop.count("failed")
+        self.errors = list(self._loop.errors)
 
 
 class Rig(NamedTuple):
@@ -198,7 +199,8 @@ def one_run(tmp: Path, *, pad: int, rate: float) -> dict:
         out["serving_release_after"] = agent.current().ref.release
         time.sleep(0.2)
     out.update(requests=load.ok + load.failed, failed=load.failed, errors=load.errors[:3],
-               achieved_rate=(load.ok + load.failed) / load.duration_s)
+               achieved_rate=load.summary["achieved_per_s"], p99_ms=load.summary["latency_ms"]["p99"],
+               worst_ms=load.summary["latency_ms"]["max"])
     agent.close()
     srv.shutdown()
     return out
@@ -214,31 +216,40 @@ def parse_args(argv, *, description: str) -> tuple[argparse.Namespace, int]:
     return a, int(a.bundle_mb * (1 << 20))
 
 
+def verdicts(rows: list[dict], *, load: MachineLoad | None) -> Report:
+    """Verdict rows from per-run figures (pure; tests feed synthetic numbers)."""
+    rep = Report()
+    rep.judge(TARGETS["verified_to_serving_s"], [r["verified_to_serving_s"] for r in rows], load=load)
+    rep.info("fetch start -> serving it (incl. TUF + download)", [r["fetch_to_serving_s"] for r in rows],
+             unit="s", fmt=".3f", load=load)
+    reasons = sorted({f"{r['rollback_reason']}, serving release {r['serving_release_after']}" for r in rows})
+    rep.judge(TARGETS["rollback_s"], [r["rollback_s"] for r in rows], load=load, note="; ".join(reasons))
+    rep.judge(TARGETS["failed"], sum(r["failed"] for r in rows) if rows else [], exact=True, load=load,
+              note=f"{sum(r['requests'] for r in rows)} sent")
+    if rows:
+        rep.info("achieved request rate", [r["achieved_rate"] for r in rows], unit="/s", fmt=".0f", load=load)
+        rep.info("p99 request latency from its schedule", [r["p99_ms"] for r in rows], unit="ms", fmt=".2f",
+                 load=load)
+        rep.info("worst request latency from its schedule", [r["worst_ms"] for r in rows], unit="ms", fmt=".2f",
+                 load=load)
+    return rep
+
+
 def main(argv=None) -> int:
     a, pad = parse_args(argv, description=__doc__.splitlines()[0])
     rows = []
-    for i in range(a.runs):
-        with tempfile.TemporaryDirectory(prefix="edgeship-ota-bench-") as d:
-            rows.append(one_run(Path(d), pad=pad, rate=a.rate))
-    print(f"OTA update figures: {a.bundle_mb:g} MB bundles, steady {a.rate:g} req/s through Agent.infer, "
-          f"{a.runs} runs (median [min..max])")
-
-    def fig(key):
-        xs = [r[key] for r in rows]
-        return f"{statistics.median(xs):.3f} s  [{min(xs):.3f} .. {max(xs):.3f}]"
-
-    print(f"  verified bundle -> serving it (stage+gate+switch)   {fig('verified_to_serving_s')}   target < 2 s")
-    print(f"  fetch start -> serving it (incl. TUF + download)    {fig('fetch_to_serving_s')}")
-    print(f"  failed trial -> old model serving (rollback)        {fig('rollback_s')}   target < 1 s"
-          f"   reason {rows[0]['rollback_reason']}, serving release {rows[0]['serving_release_after']}")
-    total, failed = sum(r["requests"] for r in rows), sum(r["failed"] for r in rows)
-    rate = statistics.median(r["achieved_rate"] for r in rows)
-    print(f"  requests during update + rollback                   {total} sent ({rate:.0f} req/s achieved), "
-          f"{failed} failed   target 0")
+    with LoadMonitor() as mon:
+        for i in range(a.runs):
+            with tempfile.TemporaryDirectory(prefix="edgeship-ota-bench-") as d:
+                rows.append(one_run(Path(d), pad=pad, rate=a.rate))
+    print(f"OTA update figures: {a.bundle_mb:g} MB bundles, open-loop {a.rate:g} req/s through Agent.infer, "
+          f"{a.runs} runs (median [spread])")
     for r in rows:
         for e in r["errors"]:
             print(f"    error: {e}")
-    return 0 if failed == 0 else 1
+    rep = verdicts(rows, load=mon.load())
+    rep.print()
+    return rep.exit_code()
 
 
 if __name__ == "__main__":

@@ -9,13 +9,14 @@ calibration/validation data, then benchmarks every artifact that verified at bat
 status (the reason when failed), the fidelity figure the model's task calls for, size,
 p50 at 1 and 2 threads, and the speedup against fp32 of the same engine.
 
-Verdicts (exit 0 PASS, 1 FAIL, 3 inconclusive):
+Verdicts by the shared rules (``benchmarks/_verdict.py``; exit 0 PASS, 1 FAIL, 3 inconclusive):
 
 - MiniLM: the default int8 of ONNX Runtime and of OpenVINO keeps min cosine >= 0.99 against
   PyTorch on real sentences (compiled with ``--min-cosine 0.99``, so the accuracy-aware loop
   aims at it) and runs >= 1.7x faster than fp32 of the same engine at batch 1, 1 thread. The
   speedup is judged on the p50 confidence intervals: both bounds above 1.7 PASS, both below
-  FAIL, straddling it "inconclusive" (this 2-core machine is shared).
+  FAIL, straddling it (or measured while the load average was above the core count) "inconclusive"
+  (this 2-core machine is shared).
 - Corpus coverage: every int8 either verified within its budget or failed with a reason that
   names something (op, layer, engine limit); a bare or empty reason is a FAIL.
 """
@@ -23,7 +24,6 @@ Verdicts (exit 0 PASS, 1 FAIL, 3 inconclusive):
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +35,9 @@ from runtime.bench.spec import RunLength  # noqa: E402
 from toolchain.console import format_table, human_bytes  # noqa: E402
 from toolchain.errors import ToolchainError  # noqa: E402
 from toolchain.models import corpus  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _verdict import Load, LoadMonitor, Report, Row, Target, judge  # noqa: E402
 
 RUN = RunLength(warmup_min_iters=5, warmup_min_s=0.5, min_iters=100, min_duration_s=3.0, max_duration_s=20.0)
 QUICK_RUN = RunLength(warmup_min_iters=3, warmup_min_s=0.2, min_iters=40, min_duration_s=1.0, max_duration_s=8.0)
@@ -164,37 +167,36 @@ def _x(v: float | None) -> str | None:
     return None if v is None else f"{v:.2f}x"
 
 
-def minilm_verdicts(manifest: dict, cells: dict[str, dict[int, dict]]) -> list[tuple[str, str, str]]:
-    """``(target, verdict, detail)`` for the MiniLM goals."""
-    out = []
+def _targets(engine: str) -> tuple[Target, Target]:
+    return (Target(f"minilm {engine} int8 min cosine vs PyTorch", ">=", MINILM_MIN_COSINE, "", ".4f", load="none"),
+            Target(f"minilm {engine} int8 speedup vs fp32 (b1 t1, p50 CIs)", ">=", MINILM_MIN_SPEEDUP, "x", ".2f",
+                   load="either"))
+
+
+NOT_BUILT = Target("minilm int8 artifacts missing or not verified", "<=", 0, "", ".0f", load="none")
+BARE = Target("corpus int8 failures whose reason names nothing", "<=", 0, "", ".0f", load="none")
+
+
+def minilm_verdicts(manifest: dict, cells: dict[str, dict[int, dict]], *, load: Load | None) -> list[Row]:
+    """The MiniLM goals (pure): min cosine (exact) and the speedup judged on the interval the
+    two p50 confidence intervals give (straddling it, or under load, is inconclusive)."""
+    rows, missing = [], []
     arts = {a["id"]: a for a in manifest["artifacts"]}
     for engine in ("onnxruntime", "openvino"):
         a = arts.get(f"{engine}-int8")
         if a is None or a["status"] != "ok":
-            out.append((f"minilm {engine} int8", "FAIL", f"no verified int8 artifact: {a and a.get('error')}"))
+            missing.append(f"{engine}: {a and a.get('error')}")
             continue
-        cos = a["verification"]["cosine_min"]
+        cos_t, sp_t = _targets(engine)
+        rows.append(judge(cos_t, a["verification"]["cosine_min"], exact=True))
         sp, bounds = _speedup(cells.get(f"{engine}-fp32", {}).get(1), cells.get(f"{engine}-int8", {}).get(1))
-        cos_ok = cos >= MINILM_MIN_COSINE
-        detail = f"min cosine {cos:.4f} (goal >= {MINILM_MIN_COSINE}), speedup b1 t1 {_x(sp)}"
-        if bounds:
-            detail += f" [CI {bounds[0]:.2f}-{bounds[1]:.2f}] (goal >= {MINILM_MIN_SPEEDUP}x)"
-        if not cos_ok or sp is None:
-            verdict = "FAIL"
-        elif bounds is None:
-            verdict = "PASS" if sp >= MINILM_MIN_SPEEDUP else "FAIL"
-        elif bounds[0] >= MINILM_MIN_SPEEDUP:
-            verdict = "PASS"
-        elif bounds[1] < MINILM_MIN_SPEEDUP:
-            verdict = "FAIL"
-        else:
-            verdict = "inconclusive"
-            detail += f"; the p50 intervals straddle {MINILM_MIN_SPEEDUP}x (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
-        out.append((f"minilm {engine} int8", verdict, detail))
-    return out
+        rows.append(judge(sp_t, [] if sp is None else sp, interval=bounds, load=load,
+                          refuse=[None if bounds else "no p50 confidence interval (too few samples)"]))
+    return [judge(NOT_BUILT, len(missing), exact=True, note="; ".join(missing))] + rows
 
 
-def coverage_verdict(manifests: dict[str, dict]) -> tuple[str, str, str]:
+def coverage_verdict(manifests: dict[str, dict]) -> Row:
+    """Every int8 either verified within its budget or failed with a reason that names something (pure)."""
     bare = []
     ok = total = 0
     for name, man in manifests.items():
@@ -206,8 +208,8 @@ def coverage_verdict(manifests: dict[str, dict]) -> tuple[str, str, str]:
             err = (a.get("error") or "").strip()
             if a["status"] != "ok" and (not err or err.rstrip(":").endswith("Error")):
                 bare.append(f"{name}/{a['id']}")
-    detail = f"{ok}/{total} int8 artifacts within budget; the others failed naming why"
-    return ("corpus int8 coverage", "FAIL" if bare else "PASS", detail + (f"; bare reasons: {bare}" if bare else ""))
+    note = f"{ok}/{total} int8 artifacts within budget" + (f"; bare reasons: {bare}" if bare else "")
+    return judge(BARE, len(bare), exact=True, note=note)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,43 +223,46 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="edgeship-real-models-"))
     run = QUICK_RUN if args.quick else RUN
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
-    rows, manifests, verdicts, missing = [], {}, [], []
-    for name in [n.strip() for n in args.models.split(",") if n.strip()]:
-        m = corpus.get(name)
-        if not m.installed():
-            missing.append(f"{name} ({m.package}: run `make corpus`)")
-            continue
-        if m.source.endswith(".tflite"):  # shipped compiled: a bench input only
-            cells = bench_file(m.path(), run=run, out=out / name / "bench")
-            shipped = (cells.get(1) or {}).get("executed_precision") or "?"
-            rows.append([name, "tflite", f"as shipped ({shipped})", "ok (bench input; int8 needs the source model)", "-",
-                         human_bytes(m.path().stat().st_size), _ms(p50_ms(cells.get(1))), _ms(p50_ms(cells.get(2))), "-", "-"])
-            continue
-        try:
-            manifest = compile_one(m, out, quick=args.quick, engines=engines)
-        except (ToolchainError, TypeError) as e:  # refused before any artifact (data, shapes, options)
-            rows.append([name, ",".join(m.engines), "all", f"refused: {type(e).__name__}: {str(e)[:100]}",
-                         "-", "-", "-", "-", "-", "-"])
-            manifests[name] = {"artifacts": [{"id": f"{name}-int8", "precision": "int8", "status": "failed",
-                                              "error": f"{type(e).__name__}: {e}"}]}
-            continue
-        manifests[name] = manifest
-        cells = bench_build(out / name, run=run)
-        rows += rows_for(m, manifest, cells, engines)
-        if name == "minilm":
-            verdicts += minilm_verdicts(manifest, cells)
+    rows, manifests, missing = [], {}, []
+    minilm = None
+    with LoadMonitor() as mon:  # the load over the whole run: the speedup's cells are spread across it
+        for name in [n.strip() for n in args.models.split(",") if n.strip()]:
+            m = corpus.get(name)
+            if not m.installed():
+                missing.append(f"{name} ({m.package}: run `make corpus`)")
+                continue
+            if m.source.endswith(".tflite"):  # shipped compiled: a bench input only
+                cells = bench_file(m.path(), run=run, out=out / name / "bench")
+                shipped = (cells.get(1) or {}).get("executed_precision") or "?"
+                rows.append([name, "tflite", f"as shipped ({shipped})", "ok (bench input; int8 needs the source model)", "-",
+                             human_bytes(m.path().stat().st_size), _ms(p50_ms(cells.get(1))), _ms(p50_ms(cells.get(2))), "-", "-"])
+                continue
+            try:
+                manifest = compile_one(m, out, quick=args.quick, engines=engines)
+            except (ToolchainError, TypeError) as e:  # refused before any artifact (data, shapes, options)
+                rows.append([name, ",".join(m.engines), "all", f"refused: {type(e).__name__}: {str(e)[:100]}",
+                             "-", "-", "-", "-", "-", "-"])
+                manifests[name] = {"artifacts": [{"id": f"{name}-int8", "precision": "int8", "status": "failed",
+                                                  "error": f"{type(e).__name__}: {e}"}]}
+                continue
+            manifests[name] = manifest
+            cells = bench_build(out / name, run=run)
+            rows += rows_for(m, manifest, cells, engines)
+            if name == "minilm":
+                minilm = (manifest, cells)
     print()
     print(format_table(["model", "engine", "precision", "status", "fidelity", "size", "p50 t1 ms", "p50 t2 ms",
                         "speedup t1", "speedup t2"], rows, align="llllllrrrr"))
     if missing:
         print(f"\nnot installed (skipped): {', '.join(missing)}")
-    verdicts.append(coverage_verdict(manifests))
+    report = Report()
+    if minilm is not None:
+        report.rows += minilm_verdicts(*minilm, load=mon.load())
+    report.rows.append(coverage_verdict(manifests))
     print()
-    for target, verdict, detail in verdicts:
-        print(f"{verdict:12s} {target}: {detail}")
-    print(f"\nbuilds: {out}  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
-    states = {v for _, v, _ in verdicts}
-    return 1 if "FAIL" in states else 3 if "inconclusive" in states else 0
+    report.print()
+    print(f"\nbuilds: {out}")
+    return report.exit_code()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ HEAVY = ("torch", "onnx", "openvino", "litert_torch", "tensorflow", "toolchain")
 #: the only modules of device_agent/runtime allowed to import a heavy package (and only lazily)
 HEAVY_ALLOWED = {"runtime.backends.openvino": {"openvino"}}
 CONTRACTS = "runtime.contracts"
-CONTRACTS_MAY_IMPORT = ("numpy", "cryptography", "runtime.contracts", "runtime.errors", "runtime.spec")
+#: runtime.numerics: numpy-only definitions (the exact-answer rule) the golden gate shares with compile
+CONTRACTS_MAY_IMPORT = ("numpy", "cryptography", "runtime.contracts", "runtime.errors", "runtime.spec",
+                        "runtime.numerics")
 _TARGET = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+):[A-Za-z_]\w*$")
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import EdgeshipRuntimeError
 from ..fsutil import atomic_write_bytes, atomic_write_json, sha256_file
 from . import fingerprint, inputs, loop
-from .errors import BenchError, CellSpecError
+from .errors import BenchError, CellSpecError, ModelInputError
 from .spec import CellSpec
 from .stats import drift, summarize
 
@@ -60,7 +60,9 @@ def _error_result(spec: CellSpec | None, exc: BaseException, phase: str) -> dict
         "result_version": RESULT_VERSION,
         "cell_id": spec.cell_id if spec else None,
         "status": "error",
-        "error": {"type": type(exc).__name__, "phase": phase, "message": str(exc)},
+        # bad_input: no cell of this model can run with these inputs (the toolchain stops, exit 2)
+        "error": {"type": type(exc).__name__, "phase": phase, "message": str(exc),
+                  "bad_input": isinstance(exc, ModelInputError)},
         "meta": spec.meta if spec else {},
     }
 
@@ -77,17 +79,27 @@ def _pin(spec: CellSpec) -> list[int] | None:
         return None
 
 
+def _batched_shape(stored: tuple[int, ...], axis: int | None, batch: int) -> list[int]:
+    """The fed shape of an input stored without its batch axis (``state [2, 128]`` at axis 1 -> [2, B, 128])."""
+    dims = list(stored)
+    if axis is not None:
+        dims.insert(axis, batch)
+    return dims
+
+
 def _sample_arrays(spec: CellSpec, session) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    axes = inputs.resolve_batch_axes(session.inputs, spec.batch_axes)
     if spec.inputs_npz:
-        arrays = inputs.load_validation(spec.inputs_npz, session.inputs)
+        arrays = inputs.load_validation(spec.inputs_npz, session.inputs, spec.batch_axes)
         src = {"source": "validation", "file": spec.inputs_npz,
                "samples": int(min(len(v) for v in arrays.values()))}
     else:
         arrays = inputs.random_sample_arrays(session.inputs, count=max(spec.input_pool * spec.batch, 1),
-                                             seed=spec.input_seed)
+                                             seed=spec.input_seed, batch_axes=spec.batch_axes,
+                                             shapes=spec.input_shapes)
         src = {"source": "random", "seed": spec.input_seed,
                "distribution": "standard normal (float); 0/1 (int16+); full range ((u)int8)",
-               "shapes": {k: [spec.batch] + list(v.shape[1:]) for k, v in arrays.items()}}
+               "shapes": {k: _batched_shape(v.shape[1:], axes[k], spec.batch) for k, v in arrays.items()}}
     return arrays, src
 
 
@@ -109,9 +121,11 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
                                  device=spec.device, precision_hint=spec.precision_hint)
     load_s = time.perf_counter() - t0
     try:
-        inputs.check_batch(session.inputs, spec.batch)
+        inputs.check_batch(session.inputs, spec.batch, spec.batch_axes)
+        inputs.check_input_shapes(session.inputs, spec.input_shapes)
         arrays, input_info = _sample_arrays(spec, session)
-        pool = inputs.feed_pool(arrays, session.inputs, batch=spec.batch, pool=spec.input_pool)
+        pool = inputs.feed_pool(arrays, session.inputs, batch=spec.batch, pool=spec.input_pool,
+                                batch_axes=spec.batch_axes)
         del arrays
         rss_loaded = _proc_status()
         try:

@@ -19,3 +19,22 @@ class BatchShapeError(BenchError, ValueError):
 
 class InputDataError(BenchError):
     """The validation inputs file is missing, corrupt or does not match the model's inputs."""
+
+
+class ModelInputError(InputDataError):
+    """The model's inputs cannot be made from what was given (a dynamic dim without a size or
+    that breaks at the size given, an ``--input-shape`` that does not fit): bad input for every
+    cell of the model, so ``edgeship bench`` stops (exit 2) instead of reporting failed cells."""
+
+
+class DynamicDimError(ModelInputError):
+    """The model fails at the sizes its dynamic dims were given (names the dims and sizes)."""
+
+
+class UnsizedDimError(ModelInputError):
+    """A dynamic dim other than the batch has no size to generate random data at (names it)."""
+
+
+class InputShapeError(ModelInputError):
+    """An example shape (``--input-shape``) names no input of the model, has another rank, or
+    contradicts a fixed dim."""

@@ -20,18 +20,18 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..spec import TensorSpec, batch_axes as find_batch_axes, contiguous, is_dynamic
-from .errors import BatchShapeError, InputDataError
+from .errors import (
+    BatchShapeError, DynamicDimError, InputDataError, InputShapeError, UnsizedDimError,
+)
 
 Feeds = dict[str, np.ndarray]
 BatchAxes = Mapping[str, "int | None"]
 
 
-class DynamicDimError(InputDataError):
-    """The model fails at the sizes its dynamic dims were given (names the dims and sizes)."""
-
-
-def _axes(specs: Sequence[TensorSpec], batch_axes: BatchAxes | None) -> dict[str, int | None]:
+def resolve_batch_axes(specs: Sequence[TensorSpec], batch_axes: BatchAxes | None) -> dict[str, int | None]:
+    """The batch axis of every input: the declared one (a manifest's), else found from its dims."""
     return find_batch_axes(specs, batch_axes)
+
 
 
 def check_batch(specs: Sequence[TensorSpec], batch: int, batch_axes: BatchAxes | None = None) -> None:
@@ -40,7 +40,7 @@ def check_batch(specs: Sequence[TensorSpec], batch: int, batch_axes: BatchAxes |
     Inputs without a batch axis are fed whole and never block a batch size.
     """
     for s in specs:
-        b = _axes(specs, batch_axes)[s.name]
+        b = resolve_batch_axes(specs, batch_axes)[s.name]
         if b is None:
             continue
         d = s.shape[b]
@@ -72,7 +72,7 @@ def load_validation(path: str | Path, specs: Sequence[TensorSpec],
         raise InputDataError(f"{p}: validation inputs file not found") from e
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise InputDataError(f"{p}: cannot read validation inputs ({e})") from e
-    axes = _axes(specs, batch_axes)
+    axes = resolve_batch_axes(specs, batch_axes)
     out: dict[str, np.ndarray] = {}
     n = None
     for s in specs:
@@ -107,7 +107,7 @@ def random_sample_arrays(specs: Sequence[TensorSpec], *, count: int, seed: int,
         InputDataError: a dynamic dim with no size (names it), or a dtype random data cannot fill.
     """
     rng = np.random.default_rng(seed)
-    axes = _axes(specs, batch_axes)
+    axes = resolve_batch_axes(specs, batch_axes)
     out = {}
     for s in specs:
         shape = (count,) + _sample_shape(s, axes[s.name], (shapes or {}).get(s.name))
@@ -140,11 +140,36 @@ def _sample_shape(s: TensorSpec, b: int | None, example: Sequence[int] | None) -
         else:
             unknown.append(f"{axis} ({'?' if d is None or isinstance(d, int) else d})")
     if unknown:
-        raise InputDataError(
+        raise UnsizedDimError(
             f"input {s.name!r} {s.describe()}: no size is known for dynamic dim(s) {', '.join(unknown)}, and a "
-            "guessed one may not fit the model; benchmark a build instead (its validation data has the sizes; "
-            f"`edgeship compile MODEL --input-shape {s.name}=...` gives them to a model without data)")
+            f"guessed one may not fit the model; pass `--input-shape {s.name}={_hint(s, b)}` with sizes the model "
+            "takes (N), or benchmark a build (its validation data has the sizes)")
     return tuple(dims)
+
+
+def _hint(s: TensorSpec, b: int | None) -> str:
+    """The flag's value to fill in: fixed dims as they are, the batch axis 1, other dynamic dims N."""
+    return ",".join("1" if i == b else str(d) if not is_dynamic(d) else "N" for i, d in enumerate(s.shape))
+
+
+def check_input_shapes(specs: Sequence[TensorSpec], shapes: Mapping[str, Sequence[int]] | None) -> None:
+    """Every example shape names an input of the model, has its rank and keeps its fixed dims.
+
+    Raises:
+        InputShapeError: naming the input, the shape given and the model's.
+    """
+    by_name = {s.name: s for s in specs}
+    for name, shape in (shapes or {}).items():
+        s = by_name.get(name)
+        given = f"--input-shape {name}={','.join(map(str, shape))}"
+        if s is None:
+            raise InputShapeError(f"{given}: the model has no input {name!r} (inputs: {sorted(by_name)})")
+        if len(shape) != len(s.shape):
+            raise InputShapeError(f"{given}: rank {len(shape)}, the model's input is {s.describe()} "
+                                  f"(rank {len(s.shape)})")
+        fixed = [f"axis {i} is {d}" for i, (d, g) in enumerate(zip(s.shape, shape)) if not is_dynamic(d) and d != g]
+        if fixed:
+            raise InputShapeError(f"{given}: the model's input is {s.describe()} ({', '.join(fixed)})")
 
 
 def feed_pool(samples: dict[str, np.ndarray], specs: Sequence[TensorSpec], *, batch: int,
@@ -154,7 +179,7 @@ def feed_pool(samples: dict[str, np.ndarray], specs: Sequence[TensorSpec], *, ba
     An input without a batch axis is fed whole: the first sample of each batch.
     """
     check_batch(specs, batch, batch_axes)
-    axes = _axes(specs, batch_axes)
+    axes = resolve_batch_axes(specs, batch_axes)
     n = min(len(v) for v in samples.values())
     distinct = max(1, min(pool, n // batch))  # no two batches repeat the same samples
     feeds = []
@@ -184,4 +209,4 @@ def explain_failure(e: BaseException, feed: Feeds, specs: Sequence[TensorSpec]) 
     first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
     return DynamicDimError(
         f"the model declares dynamic dims but fails at {', '.join(sized)}: {first[:300]}; benchmark it at "
-        "sizes it takes (a build's validation data, or another --batch)")
+        "sizes it takes (--input-shape NAME=d0,d1,..., a build's validation data, or another --batch)")

@@ -23,6 +23,17 @@ def scenario_for(*, batch: int, streams: int) -> Scenario:
     return Scenario.SINGLE_STREAM if batch == 1 and streams == 1 else Scenario.THROUGHPUT
 
 
+def check_count(name: str, value: object) -> int:
+    """``value`` as a count >= 1 (threads, batch, streams, input pool): the one check of them.
+
+    Raises:
+        CellSpecError: not an integer, a bool, or below 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CellSpecError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class RunLength:
     """Warm-up and measurement length. Each phase ends only when BOTH its minima are met.
@@ -99,14 +110,17 @@ class CellSpec:
     input_seed: int = 0
     input_pool: int = 16  # distinct preloaded feeds, cycled in a fixed order
     samples_path: str | None = None  # where the cell writes raw samples (.npy, float64 seconds)
+    #: batch axis per input as the build's manifest declares it (None: the input has none);
+    #: inputs not named here are found from their dims (runtime.spec.find_batch_axis)
+    batch_axes: dict[str, int | None] | None = None
+    #: a full example shape per input, giving sizes to dynamic dims where inputs are generated
+    input_shapes: dict[str, tuple[int, ...]] | None = None
     trial: int = 0
     meta: dict[str, Any] = field(default_factory=dict)  # opaque to the cell, echoed back
 
     def __post_init__(self) -> None:
         for name in ("threads", "batch", "streams", "input_pool"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise CellSpecError(f"{name} must be an integer >= 1, got {v!r}")
+            check_count(name, getattr(self, name))
         if self.cpu_affinity is not None and not self.cpu_affinity:
             raise CellSpecError("cpu_affinity, when given, must name at least one CPU")
 
@@ -118,6 +132,8 @@ class CellSpec:
         d = asdict(self)
         d["run_length"] = self.run_length.to_json()
         d["cpu_affinity"] = list(self.cpu_affinity) if self.cpu_affinity is not None else None
+        if self.input_shapes is not None:
+            d["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
         return d
 
     @classmethod
@@ -128,6 +144,8 @@ class CellSpec:
         d["run_length"] = RunLength.from_json(d["run_length"])
         if d.get("cpu_affinity") is not None:
             d["cpu_affinity"] = tuple(int(c) for c in d["cpu_affinity"])
+        if d.get("input_shapes") is not None:
+            d["input_shapes"] = {str(k): tuple(int(x) for x in v) for k, v in d["input_shapes"].items()}
         try:
             return cls(**d)
         except TypeError as e:

@@ -23,7 +23,7 @@ TINY = RunLength(warmup_min_iters=3, warmup_min_s=0.0, min_iters=80, min_duratio
 @pytest.fixture(scope="module")
 def bench_result(build_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-out")
-    cfg = api.make_config(batches=(1, 2), threads=(1, 0), ov_precision="both", max_accuracy_drop=1.0,
+    cfg = api.make_config(batches=(1, 2), threads=(1,), ov_precision="both", max_accuracy_drop=1.0,
                           run_length=TINY, seed=7)
     res = api.bench(build_dir, config=cfg, out_dir=out, progress=None)
     return res, out
@@ -36,8 +36,8 @@ def cells_by_key(res):
 def test_every_configuration_is_a_cell_and_scenarios_are_separate(bench_result):
     res, _ = bench_result
     c = cells_by_key(res)
-    # 4 manifest-ok targets x 2 batches x 2 threads + OpenVINO's second (f32) hint; failed artifact skipped
-    assert len(c) == 5 * 2 * 2 + 2 * 2
+    # 6 manifest ok/gate_failed targets x 2 batches + OpenVINO's second (f32) hint; the failed artifact skipped
+    assert len(c) == 6 * 2 + 2
     assert [s["id"] for s in res["source"]["skipped"]] == ["tflite-int8"]
     for cell in res["cells"]:
         expect = "single_stream" if cell["batch"] == 1 and cell["streams"] == 1 else "throughput"
@@ -76,7 +76,7 @@ def test_each_cell_ran_in_its_own_process(bench_result):
 def test_order_is_shuffled_by_the_recorded_seed(bench_result, build_dir, tmp_path):
     res, _ = bench_result
     assert res["settings"]["seed"] == 7
-    cfg = api.make_config(batches=(1, 2), threads=(1, 0), ov_precision="both", run_length=TINY, seed=7)
+    cfg = api.make_config(batches=(1, 2), threads=(1,), ov_precision="both", run_length=TINY, seed=7)
     again = [c.cell_id for c in plan.plan_cells(plan.read_source(build_dir), cfg, work_dir=tmp_path)]
     assert res["order"] == again
     assert sorted(res["order"]) != res["order"]  # not the natural order
@@ -90,9 +90,36 @@ def test_bad_cells_fail_alone_with_clear_errors(bench_result):
     batch = c["onnxruntime-fixed__b2_t1_s1"]
     assert batch["errors"][0]["type"] == "BatchShapeError" and "fixed shape" in batch["errors"][0]["message"]
     assert c["onnxruntime-fixed__b1_t1_s1"]["status"] == "ok"
-    zero = c["onnxruntime-fp32__b1_t0_s1"]
-    assert zero["status"] == "error" and "threads must be an integer >= 1" in zero["errors"][0]["message"]
     assert api.exit_code(res) == 3
+
+
+@pytest.mark.parametrize("flag,value", [("threads", (1, 0)), ("batches", (0,)), ("streams", (-1,)),
+                                        ("threads", ()), ("repeats", 0)])
+def test_bad_matrix_values_are_bad_input_before_any_work(flag, value):
+    with pytest.raises(BenchInputError, match="must be an integer >= 1|at least one value"):
+        api.make_config(**{flag: value})
+
+
+def test_gate_failed_artifact_is_marked_everywhere_and_never_ranked(bench_result):
+    from toolchain.bench import report_md, report_plots
+
+    res, _ = bench_result
+    gated = cells_by_key(res)["onnxruntime-int8-gated__b1_t1_s1"]
+    assert gated["status"] == "ok" and gated["gate_failed"] and gated["fidelity"]["passed"] is False
+    rec = res["analysis"]["recommendation"]
+    assert all(r is None or not r["artifact_id"].startswith("onnxruntime-int8-gated")
+               for r in [rec["best"], *rec["by_threads"].values()])
+    assert any(e["key"] == gated["key"] and "fidelity gate" in e["reason"] for e in rec["excluded"])
+    md = report_md.render(res)
+    rows = [line for line in md.splitlines() if line.startswith("| onnxruntime-int8-gated")]
+    assert rows and all("GATE FAILED" in r for r in rows)
+    assert "accuracy drop 0.20 pts" in rows[0]
+    pts, _ = report_plots._pareto_points(res)
+    ids = [c["artifact_id"] for *_, c in pts]
+    assert "onnxruntime-int8-gated" in ids  # drawn ...
+    ok = [i for i, (*_, c) in enumerate(pts) if not c.get("gate_failed")]
+    front = [ok[j] for j in report_plots.pareto_front([(pts[i][0], pts[i][1].loss) for i in ok])]
+    assert all(pts[i][3]["artifact_id"] != "onnxruntime-int8-gated" for i in front)  # ... never on the front
 
 
 def test_speedup_and_recommendation_respect_the_budget(bench_result):
@@ -136,6 +163,11 @@ def test_reports_written_with_plots(bench_result):
     html = paths["html"].read_text()
     assert html.count("data:image/png;base64,") == 3
     assert "<script" not in html and "http://" not in html.replace("http://www.w3.org", "")
+    # rendered from the data: every table row is there, gate-failed rows carry their mark
+    n_rows = sum(1 for c in res["cells"])
+    assert html.count("<tr class=\"gate-failed\">") == sum(c["gate_failed"] for c in res["cells"]) > 0
+    assert html.count("<tr") == n_rows + 2  # two scenario tables, one header row each
+    assert "GATE FAILED" in html and "|" not in html.split("<body>")[1].split("<h1>Plots")[0].replace("&#x27;", "")
     assert result_mod.load(paths["json"])["schema_version"] == 1
 
 
@@ -190,9 +222,10 @@ def test_cli_on_a_model_file_and_bad_paths(tiny_onnx, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x00garbage")
     assert main(["bench", str(corrupt), "-o", str(tmp_path / "c"), "-q", "--min-iters", "5",
-                 "--min-duration", "0"]) == 1  # the only cell failed
-    err = result_mod.load(tmp_path / "c" / "result.json")["cells"][0]["errors"][0]
-    assert err["type"] == "ModelLoadError" and "corrupt.onnx" in err["message"]
+                 "--min-duration", "0"]) == 2  # bad input: found before any work
+    assert "corrupt.onnx" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert main(["bench", str(tiny_onnx), "--threads", "0", "-o", str(tmp_path / "z"), "-q"]) == 2
+    assert "--threads 0" in capsys.readouterr().err and not (tmp_path / "z").exists()
 
 
 def test_bad_manifest_is_a_clear_input_error(tmp_path):

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import base64
 
-from toolchain.bench import report_html
+from toolchain.bench import report_plots
 
 
 def test_pareto_front_lower_is_better_on_both_axes():
     pts = [(5.0, 9.4), (9.3, 9.4), (10.3, 12.5), (17.0, 0.0), (36.0, 0.0), (4.0, 20.0)]
-    assert report_html.pareto_front(pts) == [5, 0, 3]
+    assert report_plots.pareto_front(pts) == [5, 0, 3]
 
 
 def test_equal_drop_labels_are_staggered_not_on_one_line():
     pts = [(0.02 + 0.001 * i, 0.0) for i in range(12)]
-    offs = report_html.label_offsets(pts)
+    offs = report_plots.label_offsets(pts)
     # neighbours never share a text position, and the labels spread over several rows
     assert all(a != b for a, b in zip(offs, offs[1:]))
     assert len({dy for _, dy in offs}) >= 4
     # points with their own accuracy value keep the default position above the marker
-    assert report_html.label_offsets([(1.0, 0.0), (2.0, 5.0)])[1] == report_html.label_offsets([(1.0, 0.0)])[0]
+    assert report_plots.label_offsets([(1.0, 0.0), (2.0, 5.0)])[1] == report_plots.label_offsets([(1.0, 0.0)])[0]
 
 
 def _cell(i: int, p90_ms: float, drop: float) -> dict:
@@ -33,6 +33,6 @@ def test_pareto_plot_with_all_zero_drop_renders_png(tmp_path):
 
     matplotlib.use("Agg", force=True)
     res = {"cells": [_cell(i, 0.02 + 0.007 * i, 0.0) for i in range(18)]}
-    png = base64.b64decode(report_html.plot_pareto(res))
+    png = base64.b64decode(report_plots.plot_pareto(res))
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert report_html.plot_pareto({"cells": []}) is None
+    assert report_plots.plot_pareto({"cells": []}) is None

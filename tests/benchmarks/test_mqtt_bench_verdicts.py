@@ -25,9 +25,9 @@ def _load(name: str):
 
 tput = _load("mqtt_throughput")
 outage = _load("mqtt_outage")
-verdict = sys.modules["_mqtt_verdict"]  # the one both scripts imported
-IDLE = verdict.Load(foreign_cores=0.05, loadavg=2.1, cores=2)
-BUSY = verdict.Load(foreign_cores=1.2, loadavg=4.5, cores=2)
+verdict = sys.modules["_verdict"]  # the shared rules both scripts imported
+IDLE = verdict.CpuLoad(foreign_cores=0.05, loadavg=2.1, cores=2)
+BUSY = verdict.CpuLoad(foreign_cores=1.2, loadavg=4.5, cores=2)
 
 
 def rounds(side, rates, *, lost=0, load=IDLE):
@@ -35,7 +35,7 @@ def rounds(side, rates, *, lost=0, load=IDLE):
 
 
 def tput_rows(raw, stage, enq):
-    return {r.target.name: r for r in tput.judge({"raw": raw, "stage": stage, "enqueue": enq})}
+    return {r.target.name: r for r in tput.verdicts({"raw": raw, "stage": stage, "enqueue": enq})}
 
 
 def by_target(rows, key):
@@ -81,9 +81,20 @@ def test_throughput_is_inconclusive_when_noise_could_decide(case):
 
 def test_a_rate_that_passes_under_load_stands_one_that_fails_does_not():
     target = tput.TARGETS["rate"]
-    ok = verdict.judge_spread(target, [5000] * 3, loads=[BUSY], load_lowers=True)
-    bad = verdict.judge_spread(target, [500] * 3, loads=[BUSY], load_lowers=True)
+    assert target.load == "down"                          # load can only lower a rate
+    ok = verdict.judge(target, [5000] * 3, load=BUSY)
+    bad = verdict.judge(target, [500] * 3, load=BUSY)
     assert ok.verdict is verdict.Verdict.PASS and bad.verdict is verdict.Verdict.INCONCLUSIVE
+    assert "other processes used 1.20 cores" in bad.reason
+    ratio = verdict.judge(tput.TARGETS["ratio_stage"], [0.9] * 3, load=BUSY)
+    assert ratio.verdict is verdict.Verdict.INCONCLUSIVE     # a ratio gets no verdict under load
+
+
+def test_a_figure_over_rounds_takes_its_busiest_round_and_refuses_mixed_monitors():
+    w = verdict.worst([IDLE, BUSY, IDLE])
+    assert w.foreign_cores == BUSY.foreign_cores and w.loadavg == BUSY.loadavg
+    with pytest.raises(TypeError):
+        verdict.worst([IDLE, verdict.Load(0.3, 0.5, 2)])
 
 
 GOOD = outage.OutageFigures(queued_first=900, queued_second=1000, on_disk_at_kill=700, lost_at_kill=0,
@@ -94,7 +105,7 @@ GOOD = outage.OutageFigures(queued_first=900, queued_second=1000, on_disk_at_kil
 
 @pytest.mark.parametrize("change", [{"lost_at_kill": 1}, {"missing": 3}, {"failed": 1}])
 def test_outage_fails_on_any_lost_message_or_failed_request(change):
-    assert verdict.exit_code(outage.judge(GOOD)) == 0
-    rows = outage.judge(replace(GOOD, **change))
+    assert verdict.exit_code(outage.verdicts(GOOD)) == 0
+    rows = outage.verdicts(replace(GOOD, **change))
     assert verdict.exit_code(rows) == 1
     assert sum(r.verdict is verdict.Verdict.FAIL for r in rows) == 1

@@ -1,6 +1,6 @@
 """Derived figures (pure): speedup against the fp32 artifact on the same engine, the
-recommendation (fastest artifact within the accuracy budget, per device) and the notes that
-explain int8 results on this hardware.
+recommendation (fastest artifact that passed its fidelity gate and fits the budget, per
+device) and the notes that explain int8 results on this hardware.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.bench.fingerprint import describe_int8_hardware, int8_features
+
+from .fidelity import Fidelity, common_metric, from_verification
 
 INT8_PRECISIONS = ("int8", "int8-static", "int8-dynamic")
 
@@ -41,34 +43,45 @@ def speedups(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def accuracy_drop(cell: dict[str, Any]) -> tuple[float | None, str]:
-    """(drop in points, what it is). Label-based drop when the build had labels, else the
-    disagreement with the fp32 reference (100 * (1 - top-1 agreement))."""
+def fidelity_of(cell: dict[str, Any]) -> Fidelity | None:
+    """The cell's fidelity (by its task's metric); for results written before fidelity was
+    recorded, derived from the raw figures (a label accuracy drop means a classifier;
+    otherwise the cosine: top-1 agreement is never taken for an accuracy figure)."""
+    if cell.get("fidelity"):
+        return Fidelity.from_json(cell["fidelity"])
     acc = cell.get("accuracy") or {}
-    if acc.get("accuracy_drop_pts") is not None:
-        return float(acc["accuracy_drop_pts"]), "accuracy drop (labels)"
-    if acc.get("top1_agreement") is not None:
-        return 100.0 * (1.0 - float(acc["top1_agreement"])), "top-1 disagreement with fp32"
-    return None, "unknown"
+    return from_verification(acc, task="classify" if acc.get("accuracy_drop_pts") is not None else None)
+
+
+def gate_failed(cell: dict[str, Any]) -> bool:
+    """Whether the artifact failed the build's fidelity/tolerance gate."""
+    f = fidelity_of(cell)
+    return bool(cell.get("gate_failed") or cell.get("artifact_status") == "gate_failed"
+                or (f is not None and f.passed is False))
 
 
 def recommend(cells: list[dict[str, Any]], *, max_drop_pts: float | None, device_name: str) -> dict[str, Any]:
     """Fastest single-stream batch-1 artifact within the budget, overall and per thread count.
 
-    Never ranks artifacts that failed the build's accuracy gate; artifacts without any accuracy
-    figure are ranked only when no budget is set.
+    Never ranks an artifact that failed the build's gate. ``max_drop_pts`` bounds the accuracy
+    points a classifier loses (label accuracy drop, or top-1 disagreement without labels);
+    other tasks are judged by their own metric's gate in the build. With a budget set, an
+    artifact without any fidelity figure is not ranked.
     """
     excluded, cands = [], []
     for c in cells:
         if c["scenario"] != "single_stream" or c["status"] == "error" or p50(c) is None:
             continue
-        drop, kind = accuracy_drop(c)
-        if c.get("artifact_status") == "gate_failed":
-            excluded.append({"key": c["key"], "reason": "failed the build's accuracy/tolerance gate"})
-        elif max_drop_pts is not None and drop is None:
-            excluded.append({"key": c["key"], "reason": "no accuracy figure for this artifact"})
-        elif max_drop_pts is not None and drop > max_drop_pts:
-            excluded.append({"key": c["key"], "reason": f"{kind} {drop:.2f} pts > budget {max_drop_pts} pts"})
+        f = fidelity_of(c)
+        if gate_failed(c):
+            excluded.append({"key": c["key"], "reason": "failed the build's fidelity gate"
+                             + (f" ({f.text()}" + (f", budget {f.budget:g})" if f.budget is not None else ")")
+                                if f else "")})
+        elif max_drop_pts is not None and f is None:
+            excluded.append({"key": c["key"], "reason": "no fidelity figure for this artifact"})
+        elif max_drop_pts is not None and f.drop_pts is not None and f.drop_pts > max_drop_pts:
+            what = "accuracy drop" if f.metric.value == "accuracy_drop_pts" else "top-1 disagreement with fp32"
+            excluded.append({"key": c["key"], "reason": f"{what} {f.drop_pts:.2f} pts > budget {max_drop_pts} pts"})
         else:
             cands.append(c)
 
@@ -76,17 +89,21 @@ def recommend(cells: list[dict[str, Any]], *, max_drop_pts: float | None, device
         if not cs:
             return None
         best = min(cs, key=lambda c: (p50(c), c["key"]))
-        drop, kind = accuracy_drop(best)
+        f = fidelity_of(best)
         return {"key": best["key"], "artifact_id": best["artifact_id"], "engine": best["engine"],
                 "precision": best["precision"], "executed_precision": best.get("executed_precision"),
                 "threads": best["threads"], "precision_hint": best.get("precision_hint"),
                 "p50_s": p50(best), "p90_s": (best["stats"]["percentiles_s"] or {}).get("p90"),
-                "accuracy_drop_pts": drop, "accuracy_kind": kind, "size_bytes": best.get("size_bytes")}
+                "fidelity": f.to_json() if f else None, "accuracy_drop_pts": f.drop_pts if f else None,
+                "size_bytes": best.get("size_bytes")}
 
     by_threads = {}
-    for th in sorted({c["threads"] for c in cands if c["threads"] is not None}):
+    for th in sorted({c["threads"] for c in cands}):
         by_threads[str(th)] = pick([c for c in cands if c["threads"] == th])
+    metric = common_metric([fidelity_of(c) for c in cells])
     return {"device": device_name, "scenario": "single_stream, batch 1", "max_accuracy_drop_pts": max_drop_pts,
+            "metric": metric.value if metric else None,
+            "budget_applies": metric is not None and metric.value in ("accuracy_drop_pts", "top1_agreement"),
             "best": pick(cands), "by_threads": by_threads, "excluded": excluded}
 
 

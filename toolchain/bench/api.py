@@ -10,9 +10,9 @@ latencies) and ``cells/`` (per-trial specs and results) while measuring.
 from __future__ import annotations
 
 import os
-import sys
+import shutil
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, Mapping, Sequence, TextIO
 
 from runtime.bench import fingerprint
 from runtime.bench.spec import Preset, RunLength
@@ -29,8 +29,14 @@ def make_config(*, preset: Preset | str = Preset.QUICK, batches: Sequence[int] =
                 threads: Sequence[int] = (1,), streams: Sequence[int] = (1,), repeats: int | None = None,
                 pin: str = "none", seed: int = 0, ov_precision: OvPrecision | str = OvPrecision.DEPLOY,
                 max_accuracy_drop: float | None = None, run_length: RunLength | None = None,
-                engines: Sequence[str] | None = None, artifacts: Sequence[str] | None = None) -> BenchConfig:
-    """A validated :class:`BenchConfig`. Raises BenchInputError on a bad preset/option."""
+                engines: Sequence[str] | None = None, artifacts: Sequence[str] | None = None,
+                input_shapes: Mapping[str, Sequence[int]] | None = None) -> BenchConfig:
+    """A validated :class:`BenchConfig`.
+
+    Raises:
+        BenchInputError: a bad preset, precision mode, pin list, or a batch/thread/stream/repeat
+            count below 1 (checked once, by BenchConfig).
+    """
     try:
         pre = Preset(preset)
         ovp = OvPrecision(ov_precision)
@@ -39,13 +45,12 @@ def make_config(*, preset: Preset | str = Preset.QUICK, batches: Sequence[int] =
                               f"ov precision: {[o.value for o in OvPrecision]}") from e
     if pin not in ("none", "auto") and not all(x.strip().isdigit() for x in pin.split(",")):
         raise BenchInputError(f"--pin must be none, auto or a comma list of CPU ids, got {pin!r}")
-    if repeats is not None and repeats < 1:
-        raise BenchInputError(f"repeats must be >= 1, got {repeats}")
     return BenchConfig(preset=pre, batches=tuple(batches), threads=tuple(threads), streams=tuple(streams),
                        repeats=repeats, pin=pin, seed=seed, ov_precision=ovp,
                        max_accuracy_drop_pts=max_accuracy_drop, run_length=run_length,
                        engines=tuple(engines) if engines else None,
-                       artifacts=tuple(artifacts) if artifacts else None)
+                       artifacts=tuple(artifacts) if artifacts else None,
+                       input_shapes={k: tuple(v) for k, v in (input_shapes or {}).items()})
 
 
 def environment() -> dict[str, Any]:
@@ -59,19 +64,34 @@ def bench(target: str | os.PathLike, *, config: BenchConfig, out_dir: str | os.P
     """Measure a build directory or one model file; return the result document.
 
     Raises:
-        BenchInputError: the target cannot be read at all (per-cell problems are in the result).
+        BenchInputError: the target cannot be read at all: no such build or file, an unreadable
+            manifest, a corrupt model file (per-cell problems are in the result); or a cell
+            found the model's inputs cannot be made from what was given (:func:`stop_reason`).
+            No report is written then (a new ``out_dir`` is removed).
     """
     source = read_source(target, engine=engine)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     env = environment()
     cells = plan_cells(source, config, work_dir=out)
     if not cells:
         raise BenchInputError(f"{target}: nothing to measure (no artifacts match the engine/artifact filters)")
+    fresh = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
     if progress:
         print(f"edgeship bench: {len(cells)} cell(s) from {len(source.targets)} target(s), preset "
               f"{config.preset.value}, order seed {config.seed}; each cell in a fresh process", file=progress)
-    trial_results = runner.run_all(cells, work_dir=out, progress=progress, timeout_s=config.cell_timeout_s)
+    def stop(res: dict[str, Any]) -> None:
+        why = stop_reason(res, source)
+        if why:
+            raise BenchInputError(f"{source.path}: {why}")
+
+    try:
+        trial_results = runner.run_all(cells, work_dir=out, progress=progress, timeout_s=config.cell_timeout_s,
+                                       on_result=stop)
+    except BenchInputError:
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     targets = {t.id: t.to_json() for t in source.targets}
     grouped = result_mod.aggregate(trial_results, targets)
     return result_mod.new_result(
@@ -80,9 +100,26 @@ def bench(target: str | os.PathLike, *, config: BenchConfig, out_dir: str | os.P
         analysis=analysis.analyze(grouped, env, max_drop_pts=config.max_accuracy_drop_pts))
 
 
+def stop_reason(res: dict[str, Any], source: Source) -> str | None:
+    """Why a cell's error stops the whole run, else None (pure).
+
+    The cell marks errors that no cell of the model can get past (``bad_input``: a dynamic dim
+    without a size, an ``--input-shape`` that does not fit, a dynamic dim the model fails at).
+    In a build, a model failing at the build's own validation sizes is that artifact's failure
+    (a failed cell), not bad input.
+    """
+    err = res.get("error") or {}
+    if res.get("status") != "error" or not err.get("bad_input"):
+        return None
+    if source.kind == "build" and err.get("type") == "DynamicDimError":
+        return None
+    return err.get("message") or err.get("type")
+
+
 def _source_json(s: Source) -> dict[str, Any]:
     return {"kind": s.kind, "path": s.path, "model": s.model, "manifest_sha256": s.manifest_sha256,
-            "validation_npz": s.validation_npz, "validation_random": s.validation_random, "skipped": list(s.skipped)}
+            "validation_npz": s.validation_npz, "validation_random": s.validation_random, "skipped": list(s.skipped),
+            "task": s.task, "task_recorded": s.task_recorded}
 
 
 def bench_build(build_dir: str | os.PathLike, *, preset: Preset | str = Preset.QUICK,
@@ -139,8 +176,7 @@ def report_builds(build_dirs: Sequence[str | os.PathLike], *, smoke: bool = Fals
         paths = write_reports(res, Path(b) / "bench")
         print(f"\n=== edgeship bench {b} ===\n", file=stdout)
         print(report_md.tables(res), file=stdout)
-        print(report_md.render(res).split("## Recommendation\n\n", 1)[1].split("\n## Results", 1)[0].strip(),
-              file=stdout)
+        print(report_md.recommendation(res), file=stdout)
         print(f"\nreport: {paths['html']}", file=stdout)
         results.append(res)
     return results

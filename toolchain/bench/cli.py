@@ -46,6 +46,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--engine", action="append", default=None, help="only this engine (repeatable); "
                    "for a single .onnx file, run it on this engine")
     p.add_argument("--artifact", action="append", default=None, help="only this artifact id (repeatable)")
+    p.add_argument("--input-shape", action="append", default=None, metavar="INPUT=D0,D1,...",
+                   help="full example shape of an input (repeatable), as in `edgeship compile`: sizes for its "
+                        "dynamic dims where inputs are generated (a model file, a build without validation "
+                        "data); the batch axis takes --batch, e.g. x=1,3,48,192")
     p.add_argument("--min-iters", type=int, default=None, help="override the preset's minimum runs")
     p.add_argument("--min-duration", type=float, default=None, help="override the preset's minimum seconds")
     p.add_argument("--warmup-iters", type=int, default=None, help="override the preset's warm-up runs")
@@ -85,6 +89,7 @@ def run(args) -> int:
 
     from runtime.bench.errors import CellSpecError
 
+    from ..compile.options import parse_input_shapes
     from . import api
     from .errors import BenchInputError
 
@@ -95,7 +100,8 @@ def run(args) -> int:
         cfg = api.make_config(preset=args.preset, batches=args.batch, threads=args.threads, streams=args.streams,
                               repeats=args.repeats, pin=args.pin, seed=args.seed, ov_precision=args.ov_precision,
                               max_accuracy_drop=args.max_accuracy_drop, run_length=_length(args),
-                              engines=None if single_file else args.engine, artifacts=args.artifact)
+                              engines=None if single_file else args.engine, artifacts=args.artifact,
+                              input_shapes=parse_input_shapes(args.input_shape))
         result = api.bench(target, config=cfg, out_dir=out,
                            engine=(args.engine[0] if single_file and args.engine else None),
                            progress=None if args.quiet else sys.stderr)

@@ -6,7 +6,14 @@ when it exceeds BOTH the minimum relative change (default 5%) AND the noise:
   CI's high end (the intervals do not overlap);
 - otherwise the change must exceed 3 standard errors of the difference of medians, from each
   cell's coefficient of variation and count (SE(median) ~ 1.2533 * std / sqrt(n)).
-A cell that was measured before and fails now is a regression too.
+A cell that was measured before and fails now is a regression too, and so is an artifact
+whose fidelity gate passed before and fails now. Fidelity is compared by the metric of the
+model's task (never top-1 agreement for a non-classifier).
+
+The machine matters as much as the code: when the fingerprints of the two runs differ (CPU,
+cores, ISA flags, kernel, Python, engine versions, governor) or their load averages do
+(busier by more than half a core, or either run above half the cores), the comparison says
+so and that the difference may be the machine.
 """
 
 from __future__ import annotations
@@ -18,7 +25,10 @@ from typing import Any
 DEFAULT_MIN_REL = 0.05
 
 #: environment fields whose change makes figures hard to compare
-_ENV_FIELDS = ("cpu_model", "logical_cpus", "kernel", "python")
+_ENV_FIELDS = ("cpu_model", "logical_cpus", "allowed_cpus", "machine", "isa_x86", "isa_arm", "mem_total_bytes",
+               "kernel", "python", "engines", "cpu_governor", "thread_env", "virtualized", "container")
+#: load averages further apart than this (in cores) make two runs' latencies hard to compare
+LOAD_DIFF_CORES = 0.5
 
 
 @dataclass(frozen=True)
@@ -83,12 +93,72 @@ def compare(old: dict[str, Any], new: dict[str, Any], *, min_rel: float = DEFAUL
             continue
         verdict, ch = judge(o, n, min_rel=min_rel)
         {"regression": out["regressions"], "improvement": out["improvements"], "same": out["same"]}[verdict].append(ch.to_json())
+    out["fidelity"] = fidelity_changes(oc, nc)
     eo, en = old.get("environment", {}), new.get("environment", {})
-    out["environment_changes"] = {k: [eo.get(k), en.get(k)] for k in _ENV_FIELDS if eo.get(k) != en.get(k)}
+    out["environment_changes"] = env_diff(eo, en)
+    out["load"] = load_change(old, new)
+    out["machine_warning"] = bool(out["environment_changes"] or out["load"]["differs"])
     out["source_changes"] = {k: [a, b] for k, a, b in (("model", _model_name(old), _model_name(new)),)
                              if a != b}
-    out["regressed"] = bool(out["regressions"] or out["broken"])
+    out["regressed"] = bool(out["regressions"] or out["broken"] or out["fidelity"]["newly_failed"])
     return out
+
+
+def env_diff(eo: dict[str, Any], en: dict[str, Any]) -> dict[str, list[Any]]:
+    """Fingerprint fields that differ (dict fields per key, e.g. ``engines.openvino``); a field
+    one side did not record is not a difference."""
+    out: dict[str, list[Any]] = {}
+    for k in _ENV_FIELDS:
+        if k not in eo or k not in en or eo[k] == en[k]:
+            continue
+        a, b = eo[k], en[k]
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update({f"{k}.{s}": [a.get(s), b.get(s)] for s in sorted(set(a) | set(b)) if a.get(s) != b.get(s)})
+        else:
+            out[k] = [a, b]
+    return out
+
+
+def run_load(res: dict[str, Any]) -> float | None:
+    """The highest 1-minute load average a run recorded (host before the run, every trial)."""
+    loads = [c.get("load_avg_max") for c in res.get("cells", []) if c.get("load_avg_max") is not None]
+    loads += [t[k][0] for c in res.get("cells", []) for t in c.get("trials", [])
+              for k in ("load_avg_before", "load_avg_after") if t.get(k)]
+    env = res.get("environment") or {}
+    if env.get("load_avg"):
+        loads.append(env["load_avg"][0])
+    return max(loads) if loads else None
+
+
+def load_change(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Whether the two runs ran on a comparably loaded machine."""
+    lo, ln = run_load(old), run_load(new)
+    cpus = (new.get("environment") or {}).get("logical_cpus") or (old.get("environment") or {}).get("logical_cpus") or 1
+    differs = (lo is not None and ln is not None
+               and (abs(lo - ln) > LOAD_DIFF_CORES or max(lo, ln) > 0.5 * cpus))
+    return {"old": lo, "new": ln, "cpus": cpus, "differs": bool(differs)}
+
+
+def fidelity_changes(oc: dict[str, dict[str, Any]], nc: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per matched cell: the fidelity before and after (by its metric), and the artifacts whose
+    gate passed before and fails now."""
+    from .analysis import fidelity_of, gate_failed
+
+    rows, newly_failed = [], []
+    for key in sorted(set(oc) & set(nc)):
+        fo, fn = fidelity_of(oc[key]), fidelity_of(nc[key])
+        if fo is None and fn is None:
+            continue
+        if fo is not None and fn is not None and fo.metric is fn.metric and fo.value == fn.value \
+                and gate_failed(oc[key]) == gate_failed(nc[key]):
+            continue
+        rows.append({"key": key, "old": fo.text() if fo else None, "new": fn.text() if fn else None,
+                     "comparable": fo is not None and fn is not None and fo.metric is fn.metric,
+                     "worse": fo is not None and fn is not None and fo.metric is fn.metric and fn.loss > fo.loss,
+                     "old_gate_failed": gate_failed(oc[key]), "new_gate_failed": gate_failed(nc[key])})
+        if not gate_failed(oc[key]) and gate_failed(nc[key]):
+            newly_failed.append(key)
+    return {"changes": rows, "newly_failed": newly_failed}
 
 
 def _model_name(res: dict[str, Any]) -> str | None:
@@ -104,8 +174,15 @@ def format_comparison(cmp: dict[str, Any]) -> str:
             + " (cells with the same key measure different models)")
         lines.append("")
     if cmp["environment_changes"]:
-        lines.append("WARNING: environments differ: " + ", ".join(
-            f"{k}: {a!r} -> {b!r}" for k, (a, b) in cmp["environment_changes"].items()))
+        lines.append("WARNING: the machines' fingerprints differ: " + ", ".join(
+            f"{k}: {a!r} -> {b!r}" for k, (a, b) in cmp["environment_changes"].items())
+            + ". The difference may be the machine.")
+        lines.append("")
+    ld = cmp.get("load") or {}
+    if ld.get("differs"):
+        lines.append(f"WARNING: the load average differed (old run up to {ld['old']:.2f}, new run up to "
+                     f"{ld['new']:.2f} on {ld['cpus']} CPUs). The difference may be the machine, not the model: "
+                     "re-run both on an idle machine before trusting a change.")
         lines.append("")
     lines += ["| cell | old p50 ms | new p50 ms | change | threshold | verdict |", "|---|---:|---:|---:|---:|---|"]
     for verdict, rows in (("REGRESSION", cmp["regressions"]), ("improvement", cmp["improvements"]),
@@ -117,7 +194,18 @@ def format_comparison(cmp: dict[str, Any]) -> str:
         lines.append(f"| {b['key']} | | FAILED | | | BROKEN: {b['error'].get('message', '')[:120]} |")
     for k in cmp["missing_in_new"]:
         lines.append(f"| {k} | | missing | | | not measured in NEW |")
+    fid = cmp.get("fidelity") or {"changes": [], "newly_failed": []}
+    if fid["changes"]:
+        lines += ["", "| cell | old fidelity | new fidelity | note |", "|---|---|---|---|"]
+        for r in fid["changes"]:
+            note = ("GATE NEWLY FAILED" if r["key"] in fid["newly_failed"] else
+                    "worse" if r["worse"] else "" if r["comparable"] else "different metrics: not comparable")
+            lines.append(f"| {r['key']} | {r['old'] or 'n/a'}{' (gate failed)' if r['old_gate_failed'] else ''} | "
+                         f"{r['new'] or 'n/a'}{' (gate failed)' if r['new_gate_failed'] else ''} | {note} |")
     lines.append("")
     lines.append(f"{len(cmp['regressions'])} regression(s), {len(cmp['broken'])} broken, "
-                 f"{len(cmp['improvements'])} improvement(s), {len(cmp['same'])} within noise.")
+                 f"{len(fid['newly_failed'])} newly gate-failed, "
+                 f"{len(cmp['improvements'])} improvement(s), {len(cmp['same'])} within noise."
+                 + (" The machines differ (see the warnings): the difference may be the machine."
+                    if cmp.get("machine_warning") else ""))
     return "\n".join(lines)

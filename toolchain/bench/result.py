@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from runtime.bench.spec import CellSpec
 from runtime.bench.stats import summarize
 from runtime.fsutil import atomic_write_json
 
@@ -27,7 +28,7 @@ KIND = "edgeship-bench-result"
 _REQUIRED_TOP = {"schema_version": int, "kind": str, "created_utc": str, "source": dict, "settings": dict,
                  "environment": dict, "targets": list, "cells": list, "order": list, "analysis": dict}
 _REQUIRED_CELL = {"key": str, "artifact_id": str, "engine": str, "precision": str, "scenario": str,
-                  "batch": int, "threads": (int, type(None)), "streams": int, "status": str, "trials": list}
+                  "batch": int, "threads": int, "streams": int, "status": str, "trials": list}
 
 
 def _samples(res: dict[str, Any]) -> np.ndarray | None:
@@ -40,33 +41,30 @@ def _samples(res: dict[str, Any]) -> np.ndarray | None:
         return None
 
 
-def aggregate(results: Sequence[dict[str, Any]], targets: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Group per-trial cell results by configuration key into result cells."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
-        groups.setdefault(r["meta"]["key"], []).append(r)
+def aggregate(results: Sequence[tuple[CellSpec, dict[str, Any]]],
+              targets: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Group per-trial (spec, result) pairs by configuration key into result cells."""
+    groups: dict[str, list[tuple[CellSpec, dict[str, Any]]]] = {}
+    for spec, r in results:
+        groups.setdefault(spec.meta["key"], []).append((spec, r))
     cells = []
     for key in sorted(groups):
-        trials = sorted(groups[key], key=lambda r: r["meta"]["trial"])
-        cells.append(_group(key, trials, targets.get(trials[0]["meta"]["artifact_id"], {})))
+        trials = sorted(groups[key], key=lambda sr: sr[0].trial)
+        cells.append(_group(key, trials, targets.get(trials[0][0].meta["artifact_id"], {})))
     return cells
 
 
-def _group(key: str, trials: list[dict[str, Any]], target: dict[str, Any]) -> dict[str, Any]:
-    m = trials[0]["meta"]
+def _group(key: str, pairs: list[tuple[CellSpec, dict[str, Any]]], target: dict[str, Any]) -> dict[str, Any]:
+    spec = pairs[0][0]  # the configuration: validated once, when the bench was planned
+    trials = [r for _, r in pairs]
     ok = [t for t in trials if t["status"] == "ok"]
-    from runtime.bench.spec import scenario_for
-
-    threads = m["threads"] if isinstance(m["threads"], int) else None
-    batch = m["batch"] if isinstance(m["batch"], int) else 0
-    streams = m["streams"] if isinstance(m["streams"], int) else 0
     cell: dict[str, Any] = {
-        "key": key, "artifact_id": m["artifact_id"], "engine": m["engine"], "precision": m["precision"],
-        "scenario": scenario_for(batch=batch, streams=streams).value,
-        "batch": batch, "threads": threads, "streams": streams,
-        "precision_hint": m.get("precision_hint"), "device": "CPU",
+        "key": key, "artifact_id": spec.meta["artifact_id"], "engine": spec.engine, "precision": spec.meta["precision"],
+        "scenario": spec.scenario.value, "batch": spec.batch, "threads": spec.threads, "streams": spec.streams,
+        "precision_hint": spec.precision_hint, "device": spec.device,
         "size_bytes": target.get("size_bytes"), "accuracy": target.get("accuracy") or {},
-        "artifact_status": target.get("status", "ok"),
+        "fidelity": target.get("fidelity"), "artifact_status": target.get("status", "ok"),
+        "gate_failed": bool(target.get("gate_failed")),
         "status": "ok" if len(ok) == len(trials) else ("partial" if ok else "error"),
         "errors": [t["error"] for t in trials if t["status"] != "ok"],
         "trials": [_trial_view(t) for t in trials],
@@ -78,8 +76,8 @@ def _group(key: str, trials: list[dict[str, Any]], target: dict[str, Any]) -> di
     if len(pooled) == len(ok):
         samples = np.concatenate(pooled)
         wall = sum(t["stats"]["duration_s"] for t in ok)
-        stats = summarize(samples, wall_s=wall, items_per_call=batch).to_json()
-        if streams > 1:  # throughput under concurrency is per phase wall time, summed over trials
+        stats = summarize(samples, wall_s=wall, items_per_call=spec.batch).to_json()
+        if spec.streams > 1:  # throughput under concurrency is per phase wall time, summed over trials
             stats["throughput_per_s"] = float(np.median([t["stats"]["throughput_per_s"] for t in ok]))
     else:
         stats = ok[0]["stats"]  # samples unavailable: fall back to the first trial's summary
@@ -95,8 +93,15 @@ def _group(key: str, trials: list[dict[str, Any]], target: dict[str, Any]) -> di
         "peak_rss_bytes": max((t["memory"].get("peak_rss_bytes") or 0) for t in ok) or None,
         "length_met": all(t.get("length_met") for t in ok),
         "samples_files": [t["samples_file"]["path"] for t in ok if t.get("samples_file")],
+        "load_avg_max": _max_load(ok),
     })
     return cell
+
+
+def _max_load(trials: list[dict[str, Any]]) -> float | None:
+    """Highest 1-minute load average seen before or after any trial of the cell."""
+    loads = [t[k][0] for t in trials for k in ("load_avg_before", "load_avg_after") if t.get(k)]
+    return max(loads) if loads else None
 
 
 def _trial_view(t: dict[str, Any]) -> dict[str, Any]:

@@ -16,9 +16,9 @@ from typing import Any, Callable, Sequence, TextIO
 
 from runtime.fsutil import atomic_write_json
 
-from toolchain.console import STDERR
+from runtime.bench.spec import CellSpec
 
-from .plan import is_invalid
+from toolchain.console import STDERR
 
 _ROOT = Path(__file__).resolve().parents[2]  # repo root holding runtime/ and toolchain/
 
@@ -34,11 +34,8 @@ def _timeout_s(cell) -> float:
     return rl.cooldown_s + rl.warmup_min_s * 20 + rl.max_duration_s * 1.5 + 600.0
 
 
-def run_one(cell, *, work_dir: Path, timeout_s: float | None = None) -> dict[str, Any]:
+def run_one(cell: CellSpec, *, work_dir: Path, timeout_s: float | None = None) -> dict[str, Any]:
     """Run one cell in a child process and return its result dict (ok or error)."""
-    if is_invalid(cell):
-        return {"cell_id": cell.cell_id, "status": "error", "meta": cell.meta,
-                "error": {"type": "CellSpecError", "phase": "plan", "message": cell.error}}
     cells_dir = Path(os.path.abspath(work_dir)) / "cells"  # the cell process runs in _ROOT, not here
     cells_dir.mkdir(parents=True, exist_ok=True)
     spec_path = cells_dir / f"{cell.cell_id}.spec.json"
@@ -70,29 +67,28 @@ def _failed(cell, kind: str, message: str) -> dict[str, Any]:
             "error": {"type": kind, "phase": "process", "message": message}}
 
 
-def run_all(cells: Sequence, *, work_dir: Path, progress: TextIO | None = STDERR,
+def run_all(cells: Sequence[CellSpec], *, work_dir: Path, progress: TextIO | None = STDERR,
             timeout_s: float | None = None,
-            on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Run ``cells`` in the given (already shuffled) order; return results in that order."""
+            on_result: Callable[[dict[str, Any]], None] | None = None) -> list[tuple[CellSpec, dict[str, Any]]]:
+    """Run ``cells`` in the given (already shuffled) order; return (spec, result) in that order."""
     results = []
     n = len(cells)
     t_all = time.monotonic()
     for i, cell in enumerate(cells, 1):
-        m = cell.meta
-        label = (f"{m['artifact_id']} b{m['batch']} t{m['threads']} s{m['streams']}"
-                 + (f" hint={m['precision_hint']}" if m.get("precision_hint") else "")
-                 + (f" trial {m['trial'] + 1}" if m.get("trial") else ""))
+        label = (f"{cell.meta['artifact_id']} b{cell.batch} t{cell.threads} s{cell.streams}"
+                 + (f" hint={cell.precision_hint}" if cell.precision_hint else "")
+                 + (f" trial {cell.trial + 1}" if cell.trial else ""))
         if progress:
             print(f"[{i}/{n}] {label} ...", file=progress, end=" ", flush=True)
         t0 = time.monotonic()
         res = run_one(cell, work_dir=work_dir, timeout_s=timeout_s)
-        results.append(res)
+        results.append((cell, res))
         if progress:
             print(_progress_tail(res, time.monotonic() - t0), file=progress, flush=True)
         if on_result:
             on_result(res)
     if progress:
-        bad = sum(r["status"] != "ok" for r in results)
+        bad = sum(r["status"] != "ok" for _, r in results)
         print(f"measured {n - bad}/{n} cells in {time.monotonic() - t_all:.1f} s"
               + (f"; {bad} failed" if bad else ""), file=progress, flush=True)
     return results
