@@ -10,11 +10,10 @@ each write: the fsync waits of the atomic write are printed but not counted, the
 CPU and the request never waits for them). The figures are
 medians over blocks, so a load change hits all of them alike.
 
-Two verdicts against the target (< 3% of the p50 of ``Agent.infer``): the request thread
-alone (what a request pays) and the total (request thread + the writer's CPU). Each is PASS
-when the 75th percentile of its per-block ratios is under the target, FAIL when the 25th
-percentile is over it, else inconclusive (the blocks disagree: noise on a shared machine).
-Exit 1 when either FAILs, 3 when either is inconclusive, 0 when both PASS.
+Two verdicts against the target (< 3% of the p50 of ``Agent.infer``), by the shared rules of
+``benchmarks/_verdict.py`` over the per-block ratios: the request thread alone (what a request
+pays) and the total (request thread + the writer's CPU). Exit 1 when either FAILs, 3 when
+either is inconclusive (spread or load), 0 when both PASS.
 
 Usage: ``python benchmarks/capture_cost.py [--build BUILD_DIR/digits] [--requests 6000] [--block 500]``.
 """
@@ -35,10 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _verdict import LoadMonitor, Report, Target  # noqa: E402
 from drift_digits import _agent, _build  # noqa: E402 - the same digits build and agent
 
 TARGET = 0.03
 RATE = 0.01
+TARGETS = {
+    "request": Target("capture cost, request thread / Agent.infer p50", "<", TARGET, "%", fmt=".2f", scale=100),
+    "total": Target("capture cost, request thread + writer CPU / Agent.infer p50", "<", TARGET, "%", fmt=".2f",
+                    scale=100),
+}
 
 
 def _recorder(work: Path, agent):
@@ -65,10 +70,6 @@ def _recorder(work: Path, agent):
     return rec.start(), writes
 
 
-def _pct(a, q: float) -> float:
-    return float(np.percentile(np.asarray(a), q))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", help="a digits build dir (edgeship compile ref:digits); default: compile one")
@@ -91,25 +92,26 @@ def main(argv=None) -> int:
         rec.rules_for(sha)
         p50s, req_s, wr_s, ratios = [], [], [], []
         k = args.block
-        for start in range(0, len(feeds) - k + 1, k):
-            block = feeds[start:start + k]
-            outs, lat = [], []
-            for f in block:
+        with LoadMonitor() as mon:
+            for start in range(0, len(feeds) - k + 1, k):
+                block = feeds[start:start + k]
+                outs, lat = [], []
+                for f in block:
+                    t0 = time.perf_counter()
+                    outs.append(agent.infer(f))
+                    lat.append(time.perf_counter() - t0)
+                before = len(writes)
                 t0 = time.perf_counter()
-                outs.append(agent.infer(f))
-                lat.append(time.perf_counter() - t0)
-            before = len(writes)
-            t0 = time.perf_counter()
-            for f, o in zip(block, outs):
-                rec.on_result(sha, f, o)
-            t1 = time.perf_counter()
-            rec.wait_idle(30)
-            p50 = float(np.median(lat))
-            r, w = (t1 - t0) / k, sum(c for c, _ in writes[before:]) / k
-            p50s.append(p50)
-            req_s.append(r)
-            wr_s.append(w)
-            ratios.append((r + w) / p50)
+                for f, o in zip(block, outs):
+                    rec.on_result(sha, f, o)
+                t1 = time.perf_counter()
+                rec.wait_idle(30)
+                p50 = float(np.median(lat))
+                r, w = (t1 - t0) / k, sum(c for c, _ in writes[before:]) / k
+                p50s.append(p50)
+                req_s.append(r)
+                wr_s.append(w)
+                ratios.append((r + w) / p50)
         stats = rec.stats()
         rec.stop()
         agent.close()
@@ -125,28 +127,15 @@ def main(argv=None) -> int:
           f"{wall_write * 1e3:.2f} ms wall with the fsync waits)")
     print(f"  Agent.infer p50 {p50 * 1e6:.1f} us; request thread (on_result) {r * 1e6:.2f} us = {r / p50:.2%}; "
           f"writer thread CPU per request {w * 1e6:.2f} us = {w / p50:.2%}; total {(r + w) / p50:.2%} "
-          f"(per-block ratios p25 {_pct(ratios, 25):.2%}, p75 {_pct(ratios, 75):.2%}; target < {TARGET:.0%})")
-    req_ratios = [a / b for a, b in zip(req_s, p50s)]
-    ok = _verdict("request thread", req_ratios, r / p50)
-    ok = min(ok, _verdict("total (request thread + writer CPU)", ratios, (r + w) / p50))
+          f"(medians of the blocks)")
+    rep = Report("verdicts (benchmarks/_verdict.py rules: the per-block ratios' 95% interval of the median):")
+    load = mon.load()
+    rep.judge(TARGETS["request"], [a / b for a, b in zip(req_s, p50s)], load=load)
+    rep.judge(TARGETS["total"], ratios, load=load)
+    rep.print()
     print(f"  (the total would stay under {TARGET:.0%} for a model whose p50 is at least "
           f"{(r + w) / TARGET * 1e6:.0f} us at this sampling rate)")
-    return {2: 0, 1: 3, 0: 1}[ok]
-
-
-def _verdict(what: str, ratios: list[float], value: float) -> int:
-    """2 PASS, 1 inconclusive, 0 FAIL, printed."""
-    lo, hi = _pct(ratios, 25), _pct(ratios, 75)
-    if hi < TARGET:
-        print(f"PASS capture cost, {what}: {value:.2%} of p50 inference at {RATE:.0%} sampling")
-        return 2
-    if lo > TARGET:
-        print(f"FAIL capture cost, {what}: {value:.2%} of p50 inference at {RATE:.0%} sampling "
-              f"(target < {TARGET:.0%})")
-        return 0
-    print(f"inconclusive capture cost, {what}: {value:.2%} of p50, but the blocks straddle the {TARGET:.0%} "
-          f"target (p25 {lo:.2%}, p75 {hi:.2%}): noise on this machine")
-    return 1
+    return rep.exit_code()
 
 
 if __name__ == "__main__":
