@@ -83,7 +83,7 @@ def to_bench_result(doc: dict, *, out_dir: str | os.PathLike, fleet: str, device
     target = doc["target"]
     env = dict(doc.get("environment") or {})
     env["measured_on"] = f"device {fleet}/{device} (edgeship fleet profile)"
-    cells = result_mod.aggregate(trials, {target["id"]: target})
+    cells = result_mod.aggregate([(_spec(c, doc, fleet, device), c) for c in trials], {target["id"]: target})
     st = doc.get("settings") or {}
     settings = {"preset": st.get("preset"), "batches": [1], "threads": st.get("threads"), "streams": [1],
                 "repeats": 1, "pin": "none", "seed": 0, "ov_precision": "deploy", "max_accuracy_drop_pts": None,
@@ -95,6 +95,28 @@ def to_bench_result(doc: dict, *, out_dir: str | os.PathLike, fleet: str, device
     return result_mod.new_result(source=source, settings=settings, environment=env, targets=[target], cells=cells,
                                  order=[c.get("cell_id") for c in trials],
                                  analysis=analysis.analyze(cells, env, max_drop_pts=None))
+
+
+def _spec(cell: dict, doc: dict, fleet: str, device: str):
+    """The configuration a device cell ran with, from what it echoed (``meta``) and the document's
+    settings: the bench's aggregation reads a cell's configuration from its spec.
+
+    Raises:
+        FleetError: the cell does not say its configuration (the result is not a profile's).
+    """
+    from runtime.bench.errors import BenchError
+    from runtime.bench.spec import CellSpec, RunLength
+
+    m, target = cell.get("meta") or {}, doc["target"]
+    try:
+        return CellSpec(cell_id=cell.get("cell_id") or f"{m['key']}_r0", model_path=str(target.get("model_path", "")),
+                        engine=str(m.get("engine", target["engine"])), threads=int(m["threads"]),
+                        batch=int(m.get("batch", 1)), streams=int(m.get("streams", 1)),
+                        run_length=RunLength.from_json((doc.get("settings") or {})["run_length"]),
+                        precision_hint=m.get("precision_hint"), trial=int(m.get("trial", 0)), meta=m)
+    except (KeyError, TypeError, ValueError, BenchError) as e:
+        raise FleetError(f"profile from {fleet}/{device}: cell {cell.get('cell_id')!r} does not say its "
+                         f"configuration ({type(e).__name__}: {e})") from e
 
 
 def _npy(a: np.ndarray) -> bytes:
