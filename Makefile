@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo demo-ota bench clean system-deps corpus dist grpc-stubs
+.PHONY: venv test demo demo-ota demo-loop bench clean system-deps corpus dist grpc-stubs
 
 $(PY):
 	command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -49,6 +49,10 @@ demo: venv
 
 demo-ota: venv system-deps
 	$(PY) -m toolchain.demo_ota
+
+# The lifecycle loop: deploy, drift, capture, pull, rebuild on the captures, roll out (docs/capture.md).
+demo-loop: venv system-deps
+	$(PY) -m toolchain.demo_loop
 
 # The wheel and sdist a device installs from (README: "On the device"), in dist/.
 # setuptools' scratch (build/lib, build/bdist.*) is removed; build/<model>/ from compile is kept.

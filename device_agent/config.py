@@ -27,6 +27,7 @@ from .configfile import ConfigError, doc, dump_table, load_table
 SECTIONS: dict[str, str] = {
     "update": "device_agent.ota.config:UpdateSection",
     "mqtt": "device_agent.mqtt.config:MqttConfig",
+    "capture": "device_agent.capture.config:CaptureSection",
     "drift": "device_agent.monitoring.drift:DriftSection",
 }
 

@@ -138,6 +138,8 @@ def toml_value(v: Any) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if dataclasses.is_dataclass(v):  # an element of a list of tables, e.g. [capture] rules: an inline table
+        return "{" + ", ".join(f"{f.name} = {toml_value(getattr(v, f.name))}" for f in dataclasses.fields(v)) + "}"
     if v is None:
         raise ConfigError("TOML has no null; give the setting a value")
     raise ConfigError(f"cannot write {type(v).__name__} to TOML")

@@ -91,6 +91,20 @@ class AtomicFile:
         fsync_dir(self.directory)
         return path
 
+    def commit_before_dir_sync(self, path: str | os.PathLike) -> Path:
+        """Like :meth:`commit` but without the directory fsync: the file is complete or absent
+        at ``path``, and the rename itself is durable only once the caller fsyncs the directory
+        (e.g. its next :meth:`commit` or atomic write there). For many small files followed by
+        one index write (the capture store): one directory fsync instead of one per file."""
+        path = Path(path)
+        if path.parent.resolve() != self.directory.resolve():
+            raise ValueError(f"{path}: an atomic rename stays in {self.directory}")
+        self.sync()
+        self.file.close()
+        os.replace(self.temp_path, path)
+        self.committed = path
+        return path
+
     def __enter__(self) -> "AtomicFile":
         return self
 

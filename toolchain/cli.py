@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "push": "toolchain.fleet.cli:add_push_parser",
     "fleet": "toolchain.fleet.cli:add_fleet_parser",
     "rollout": "toolchain.fleet.rollout.cli:add_parser",
+    "data": "toolchain.data.cli:add_parser",
 }
 
 

@@ -83,6 +83,7 @@ class Agent:
         #: set while the model is unloaded on purpose (see :meth:`unload`): (why, retry-after s)
         self._unloaded: tuple[str, float] | None = None
         self._batcher = None
+        self._capture: Any = None  # set_capture
         active = self.store.active()
         if active is not None:
             try:
@@ -113,22 +114,30 @@ class Agent:
         """
         return self.infer_traced(feeds, model)[0]
 
-    def infer_traced(self, feeds: Mapping[str, np.ndarray],
-                     model: str | None = None) -> tuple[dict[str, np.ndarray], ModelRef]:
-        """Like :meth:`infer`, also returning the model that ran (a switch may happen any time)."""
-        if self._batcher is not None and self._batcher.accepts(feeds):
-            out, ref = self._batcher.submit(feeds, model)
-            if self._tensor_observers:
-                self.notify_tensors(ref.sha256, feeds, out)
-            return out, ref
-        lease = self.acquire(model)
+    def infer_traced(self, feeds: Mapping[str, np.ndarray], model: str | None = None, *,
+                     expected: Any = None) -> tuple[dict[str, np.ndarray], ModelRef]:
+        """Like :meth:`infer`, also returning the model that ran (a switch may happen any time).
+        ``expected``: the classes the caller expects per sample, for capture rules (:meth:`set_capture`)."""
+        cap, lease = self._capture, None
         try:
-            out = self.run_on(lease, lambda: lease.session.run(feeds))
-        finally:
-            self.release(lease)
+            if self._batcher is not None and self._batcher.accepts(feeds):
+                out, ref = self._batcher.submit(feeds, model)
+            else:
+                lease = self.acquire(model)
+                try:
+                    out, ref = self.run_on(lease, lambda: lease.session.run(feeds)), lease.ref
+                finally:
+                    self.release(lease)
+        except Exception as e:
+            ran = lease or self._current  # bad input or no model: the model did not run
+            if cap is not None and ran is not None and not isinstance(e, (InputMismatchError, AgentError)):
+                _tap(cap.on_failure, ran.ref.sha256, feeds, e)
+            raise
         if self._tensor_observers:
-            self.notify_tensors(lease.ref.sha256, feeds, out)
-        return out, lease.ref
+            self.notify_tensors(ref.sha256, feeds, out)
+        if cap is not None:
+            _tap(cap.on_result, ref.sha256, feeds, out, expected)
+        return out, ref
 
     def notify_tensors(self, sha: str, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> None:
         """Tell the tensor observers about one successful call (an observer that raises is logged)."""
@@ -137,6 +146,12 @@ class Agent:
                 fn(sha, feeds, out)
             except Exception as e:
                 log.error("observer.failed", observer=getattr(fn, "__qualname__", repr(fn)), error=str(e))
+
+    def set_capture(self, tap: Any) -> None:
+        """Hand every call to ``tap`` (a ``device_agent.capture.recorder.CaptureRecorder``; None
+        stops it): ``on_result(sha, feeds, outputs, expected)``, ``on_failure(sha, feeds, error)``,
+        on the request's thread (it must be cheap; an error in it is logged, never raised)."""
+        self._capture = tap
 
     def run_on(self, lease: LoadedModel, fn: Callable[[], dict], *, requests: int = 1) -> dict:
         """Run ``fn`` for a leased model, counting it in metrics and telling observers."""
@@ -410,3 +425,10 @@ class Agent:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _tap(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception as e:  # capture never fails a request
+        log.error("capture.failed", error=f"{type(e).__name__}: {e}")

@@ -26,7 +26,7 @@ from .errors import QueueError, TelemetryConfigError, TelemetryError
 __all__ = ["start", "MqttConfig", "TelemetryError", "TelemetryConfigError", "QueueError"]
 
 
-def start(config: Any, agent: Any, updater: Any = None):
+def start(config: Any, agent: Any, updater: Any = None, *, capture_store: Any = None):
     """Start telemetry and control for ``agent`` (and ``updater``, may be None); returns the
     running :class:`~device_agent.mqtt.service.TelemetryService` (call ``.stop()``).
 
@@ -34,6 +34,8 @@ def start(config: Any, agent: Any, updater: Any = None):
     (a mapping or an MqttConfig) and a ``state_dir`` (the queue goes to ``<state_dir>/telemetry``).
     The operator keys come from ``[mqtt] operator_root`` or the state dir's TUF roots; with an
     ``updater``, a message signed by a key not seen yet triggers one TUF refresh (a rotation).
+    ``capture_store`` (a ``device_agent.capture.store.CaptureStore``) answers capture pulls;
+    without one they are refused (``capture.off``).
 
     Raises:
         TelemetryConfigError: the [mqtt] settings are invalid or missing.
@@ -46,7 +48,8 @@ def start(config: Any, agent: Any, updater: Any = None):
     roots = [Path(cfg.operator_root)] if cfg.operator_root else (
         list(StateDir(state_dir).trusted_roots) if state_dir is not None else [])
     refresh = getattr(updater, "refresh_trust", None)
-    return TelemetryService(cfg, agent, updater, trust=OperatorTrust(roots, refresh=refresh)).start()
+    return TelemetryService(cfg, agent, updater, trust=OperatorTrust(roots, refresh=refresh),
+                            capture_store=capture_store).start()
 
 
 def _mqtt_config(config: Any) -> tuple[MqttConfig, Path | None]:

@@ -44,7 +44,7 @@ class TelemetryService:
     """Handle returned by :func:`device_agent.mqtt.start`; call :meth:`stop` on shutdown."""
 
     def __init__(self, config: MqttConfig, agent: control.AgentLike,
-                 updater: control.UpdaterLike | None, *, trust: OperatorTrust) -> None:
+                 updater: control.UpdaterLike | None, *, trust: OperatorTrust, capture_store: Any = None) -> None:
         if not config.queue_dir:
             raise ValueError("MqttConfig.queue_dir is required (see MqttConfig.with_state_dir)")
         self.config = config
@@ -67,6 +67,11 @@ class TelemetryService:
         self.link = MqttLink(config=config, queue=self.queue, on_connected=self._on_connected,
                              on_message=self._on_message, will_body=self._will_body)
         self.topics = self.link.topics
+        from ..capture.pull import PullServer  # capture pull rounds (capture_store None: refused, capture off)
+
+        self.capture_pull = PullServer(capture_store, fleet=config.fleet, device=config.device_id,
+                                       publish=lambda pid, body: self.link.publish_direct(
+                                           self.topics.of(Kind.CAPTURE_DATA, id=pid), Kind.CAPTURE_DATA, body))
         from .profile_cmd import ProfileRunner
 
         self.profiles = ProfileRunner(agent, updater, lambda kind, body, pid: self._enqueue(
@@ -200,13 +205,19 @@ class TelemetryService:
             msg = self.gate.admit(leaf, bytes(message.payload))
         except ControlMessageRefused as e:
             emitted = self.reject(leaf, e.error, {"bytes": len(message.payload), "topic": leaf})
-            if e.spec.kind is not Kind.DESIRED and emitted:
+            if e.spec.kind is Kind.CAPTURE_PULL:
+                if emitted:
+                    self.capture_pull.refuse(_pull_id_of(message.payload), e.error.reason_code, e.error.detail)
+            elif e.spec.kind is not Kind.DESIRED and emitted:
                 answer_refused(self, _command_name(leaf, e.levels), e.error, message.properties)
             return
         if msg is None:
             return
         if msg.spec.kind is Kind.DESIRED:
             self._on_desired(msg.body)
+        elif msg.spec.kind is Kind.CAPTURE_PULL:
+            if msg.fresh:  # one round per signed request
+                self.capture_pull.handle(msg.body)
         elif msg.fresh:  # a command redelivered (same signed message) runs once
             run_command(self, _command_name(leaf, msg.levels), msg.body, message.properties)
         else:
@@ -368,6 +379,18 @@ class TelemetryService:
                         context={"model": model, "release": penalty.release, "sha256": penalty.sha256,
                                  "reason": penalty.reason})
         self.publish_reported()
+
+
+def _pull_id_of(raw: bytes) -> str:
+    """The pull id a refused (unauthenticated) pull request names, only to answer on its topic."""
+    import json
+
+    try:
+        doc = json.loads(raw)
+        pid = doc.get("signed", {}).get("body", {}).get("pull_id") if isinstance(doc, dict) else None
+    except (ValueError, AttributeError):
+        pid = None
+    return pid if isinstance(pid, str) else "unknown"
 
 
 def _command_name(leaf: str, levels: dict) -> str:

@@ -101,9 +101,9 @@ class _V2Handlers:
             self.service.loaded(name, req.model_version)
         avg = cur.avg_latency_s
         if avg is not None and avg < self.inline_below_s and not self.agent.batching:
-            out, ref = self.service.run(req.feeds, name)  # a fast model: skip the thread hop
+            out, ref = self.service.run(req.feeds, name, expected=req.expected)  # a fast model: no thread hop
         else:
-            out, ref = await run_in_threadpool(self.service.run, req.feeds, name)
+            out, ref = await run_in_threadpool(self.service.run, req.feeds, name, expected=req.expected)
         header, chunks = infer_response(model_name=ref.name, model_version=ref.version, outputs=out, request=req)
         return _infer_answer(header, chunks)
 

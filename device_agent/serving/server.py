@@ -87,6 +87,7 @@ def run(config: AgentConfig) -> int:
         app = create_app(agent, control_token=token, updates=updates, service=service,
                          metrics_registry=monitoring.registry)
         try:
+            capture = _start_capture(config, agent, monitoring)
             stop_grpc, grpc_port = _start_grpc(config, service)
         except Exception:
             agent.close()
@@ -103,8 +104,8 @@ def run(config: AgentConfig) -> int:
         # cleanup below runs and the exit code is 0.
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
             target=_reload, args=(agent,), daemon=True).start())
-        stoppers = [stop_grpc, updates.cancel, monitoring.stop,
-                    *_start_extensions(config, agent, updates, monitoring)]
+        stoppers = [stop_grpc, updates.cancel, monitoring.stop, *([capture.stop] if capture else []),
+                    *_start_extensions(config, agent, updates, monitoring, capture=capture)]
         advertise(paths, host=s.host, port=port)
         log.info("agent.started", host=s.host, port=port, grpc_port=grpc_port, pid=os.getpid(),
                  ready=agent.ready, model=(agent.current().ref.name if agent.current() else None),
@@ -189,7 +190,24 @@ def _start_grpc(config: AgentConfig, service) -> tuple:
     return stop, port
 
 
-def _start_extensions(config: AgentConfig, agent, updates=None, monitoring=None) -> list:
+def _start_capture(config: AgentConfig, agent, monitoring=None):
+    """Capture when ``[capture] enabled`` (a handle with ``stop``), else None.
+
+    Raises:
+        ConfigError: the redaction hook does not load: the agent does not start rather than
+            capture unredacted.
+    """
+    if "capture" not in config.extensions:
+        return None
+    from ..capture.startup import attach_drift, start_capture
+
+    handle = start_capture(config, agent)
+    if handle is not None and monitoring is not None and monitoring.drift is not None:
+        attach_drift(handle, monitoring.drift)  # drift alarms capture the calls that moved the score
+    return handle
+
+
+def _start_extensions(config: AgentConfig, agent, updates=None, monitoring=None, *, capture=None) -> list:
     """Start OTA updates and MQTT telemetry when configured; return their stop callables.
 
     Updates start when ``[update]`` is in the config or an update journal exists (an update
@@ -213,12 +231,16 @@ def _start_extensions(config: AgentConfig, agent, updates=None, monitoring=None)
         try:
             from .. import mqtt
 
-            svc = mqtt.start(config, agent, updater)
+            svc = mqtt.start(config, agent, updater, capture_store=capture.store if capture else None)
             stoppers.append(svc.stop)
             if monitoring is not None:
                 from ..monitoring.startup import attach_telemetry
 
                 attach_telemetry(monitoring, svc)
+            if capture is not None:
+                from ..capture.startup import attach_telemetry as attach_capture_telemetry
+
+                attach_capture_telemetry(capture, svc)
         except Exception as e:
             log.error("telemetry.start_failed", error=f"{type(e).__name__}: {e}")
     if updater is not None:

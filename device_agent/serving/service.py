@@ -91,6 +91,8 @@ class InferenceService:
                                f"{cur.ref.version} (switch with `edgeship-agent rollback` or an update)")
         raise V2Error(404, f"{what} is not served here; serving {cur.ref.name!r} version {cur.ref.version}")
 
-    def run(self, feeds: dict[str, np.ndarray], name: str) -> tuple[dict[str, np.ndarray], ModelRef]:
-        """Run the served model (the one that really ran is returned: a switch may land in between)."""
-        return self.agent.infer_traced(feeds, name)
+    def run(self, feeds: dict[str, np.ndarray], name: str, *,
+            expected: Any = None) -> tuple[dict[str, np.ndarray], ModelRef]:
+        """Run the served model (the one that really ran is returned: a switch may land in between).
+        ``expected``: the request's expected classes (``edgeship_expected``), for capture rules."""
+        return self.agent.infer_traced(feeds, name, expected=expected)

@@ -65,6 +65,8 @@ class InferRequest:
     request_id: Any = None
     binary_output: bool = False
     model_version: str | None = None  # the body's model_version, when it names one
+    #: request parameter ``edgeship_expected``: the expected class of each sample (capture rules)
+    expected: tuple[int, ...] | None = None
 
 
 def v2_shape(spec: TensorSpec) -> list[int]:
@@ -115,7 +117,19 @@ def parse_infer_request(body: bytes, inputs: list[TensorSpec], *, header_length:
         raise V2Error(400, f"missing input(s) {missing}; the model takes {sorted(specs)}")
     return InferRequest(feeds=feeds, outputs=_requested_outputs(req.get("outputs")), request_id=req.get("id"),
                         binary_output=_flag(params, "binary_data_output", "request"),
-                        model_version=None if req.get("model_version") in (None, "") else str(req["model_version"]))
+                        model_version=None if req.get("model_version") in (None, "") else str(req["model_version"]),
+                        expected=_expected(params))
+
+
+def _expected(params: dict) -> tuple[int, ...] | None:
+    """The ``edgeship_expected`` request parameter: an int or a list of ints (one per sample)."""
+    v = params.get("edgeship_expected")
+    if v is None:
+        return None
+    vals = v if isinstance(v, list) else [v]
+    if not vals or not all(isinstance(x, int) and not isinstance(x, bool) for x in vals):
+        raise V2Error(400, "request parameter \"edgeship_expected\" must be a class index or a list of them")
+    return tuple(vals)
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview | None]:

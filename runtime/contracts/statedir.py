@@ -14,6 +14,7 @@ use is named here once::
       trust/root.json        # the TUF root of trust the device was provisioned with (+ operator keys)
       update/                # OTA: journal.json, trusted_time.json, releases.json, metadata/, downloads/[partial/]
       telemetry/             # MQTT (default [mqtt] queue_dir): queue.sqlite, control.json, replay.json
+      capture/               # captured requests (default [capture] dir): index.json, <id>.npz, pulls.json
 
     <prefix>/etc/edgeship/agent.toml, <prefix>/var/lib/edgeship/ (the state dir),
     <prefix>/etc/systemd/system/edgeship-agent.service        # InstallLayout
@@ -125,6 +126,12 @@ class StateDir:
     def telemetry(self) -> Path:
         """The default ``[mqtt] queue_dir`` (see :class:`QueueDir`)."""
         return self.root / "telemetry"
+
+    # ------------------------------------------------------------ captured data
+    @property
+    def capture(self) -> Path:
+        """The default ``[capture] dir``: a capture set (runtime.contracts.capture.fileformat)."""
+        return self.root / "capture"
 
 
 @dataclass(frozen=True)

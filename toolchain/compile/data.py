@@ -8,6 +8,11 @@ Accepted sources (``--calibration`` / ``--validation``):
   optional ``__labels__`` array of integer class labels;
 * ``file.npy`` -- one array, for single-input models;
 * a directory of ``.npz``/``.npy`` files -- concatenated in sorted file-name order;
+* a capture set pulled from devices (a directory with a capture-set ``index.json``,
+  :mod:`runtime.contracts.capture.fileformat`) -- every file verified against the index first
+  (a missing, partial, tampered or unlisted file is refused, named), the captured inputs in
+  index order, ``__labels__`` when every capture carries labels (:mod:`toolchain.data.captures`);
+  one capture ``.npz`` given alone is checked against the index beside it;
 * ``file.py:fn`` -- a zero-argument callable returning a dict like an ``.npz`` (or a list of
   such dicts, one per batch).
 
@@ -26,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from runtime.contracts.capture import fileformat as ff
 from runtime.spec import TensorSpec, is_dynamic, tie_name
 from toolchain.compile.context import Feeds, SampleSet
 from toolchain.compile.samples import Arrays, Layout
@@ -46,6 +52,8 @@ def load_arrays(source: str | Path | Callable[[], Any]) -> Arrays:
         path, fn = text.rsplit(":", 1)
         return _from_callable(_load_callable(Path(path), fn), label=text)
     path = Path(text)
+    if path.is_dir() and ff.is_capture_set(path):
+        return _captured(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
         if not files:
@@ -59,13 +67,42 @@ def load_arrays(source: str | Path | Callable[[], Any]) -> Arrays:
 def _read_file(path: Path) -> Arrays:
     try:
         if path.suffix == ".npz":
+            if ff.set_of(path) is not None:  # one file of a capture set: checked against its index
+                return _captured(path)
             with np.load(path, allow_pickle=False) as z:
+                if ff.META_KEY in z.files:  # a device capture without its index
+                    return _captured(path)
                 return {k: z[k] for k in z.files}
         if path.suffix == ".npy":
             return {"": np.load(path, allow_pickle=False)}  # "" = the single model input
+    except DataError:
+        raise
     except Exception as e:
         raise DataError(f"{path}: cannot read: {e}") from e
     raise DataError(f"{path}: expected a .npz or .npy file")
+
+
+def _captured(path: Path) -> Arrays:
+    """A capture set (a directory) or one capture file, verified (toolchain.data.captures)."""
+    from toolchain.data import captures
+
+    try:
+        return captures.capture_arrays(path) if path.is_dir() else captures.capture_file_arrays(path)
+    except ff.CaptureFormatError as e:
+        raise DataError(f"capture data refused: {e}") from e
+
+
+def provenance(source: Any) -> dict[str, Any] | None:
+    """The capture set a data source comes from, for the manifest's ``data_provenance``
+    (None when the source is not a capture-set directory)."""
+    if not isinstance(source, (str, Path)) or ".py:" in str(source) or not ff.is_capture_set(source):
+        return None
+    from toolchain.data import captures
+
+    try:
+        return captures.provenance(source)
+    except ff.CaptureFormatError as e:
+        raise DataError(f"capture data refused: {e}") from e
 
 
 def _load_callable(path: Path, fn: str) -> Callable[[], Any]:

@@ -147,6 +147,9 @@ def _manifest(opts, ref: Reference, name, calib, val, npz, ref_acc, artifacts, s
         "validation": {"file": "data/validation.npz", "sha256": sha256_bytes(npz), "samples": len(val),
                        "labels": val.labels is not None, "source": val.source, "random": val.random,
                        "reference_accuracy": ref_acc, "layout": "samples along axis 0; batch axis moved to the front"},
+        # where captured device data came from (a capture set: its hash, devices, time range)
+        "data_provenance": {"calibration": data_mod.provenance(opts.calibration),
+                            "validation": data_mod.provenance(opts.validation)},
         "toolchain": compat.tool_versions(),
         "created_utc": mf.utc_now(),
         "status": mf.build_status(artifacts),

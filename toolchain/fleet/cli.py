@@ -78,6 +78,9 @@ def add_fleet_parser(sub) -> None:
     from .sim.cli import add_simulate_parser
 
     add_simulate_parser(fs, _broker_args)
+    from .capture.cli import add_capture_parser
+
+    add_capture_parser(fs, _broker_args, _keys_arg)
     from .monitor_cli import add_parsers
 
     add_parsers(fs)

@@ -30,6 +30,8 @@ class Kind(str, enum.Enum):
     EVENT = "event"
     CMD = "cmd"
     CMD_RESPONSE = "cmd_response"
+    CAPTURE_PULL = "capture_pull"
+    CAPTURE_DATA = "capture_data"
     DRIFT = "drift"
     PROFILE_CHUNK = "profile_chunk"
 
@@ -62,6 +64,9 @@ MESSAGES: dict[Kind, MessageSpec] = {m.kind: m for m in (
     MessageSpec(Kind.EVENT, "events", Sender.DEVICE, retained=False),          # alarms, rejections
     MessageSpec(Kind.CMD, "cmd/{name}", Sender.OPERATOR, retained=False),      # rollback, rebirth, cancel
     MessageSpec(Kind.CMD_RESPONSE, "cmd/{name}/resp", Sender.DEVICE, retained=False),
+    # one round of a capture pull, and what the device answers it (runtime.contracts.capture.pull)
+    MessageSpec(Kind.CAPTURE_PULL, "capture/pull", Sender.OPERATOR, retained=False),
+    MessageSpec(Kind.CAPTURE_DATA, "capture/data/{id}", Sender.DEVICE, retained=False),
     # drift scores of the model served now (the device's current state, like status)
     MessageSpec(Kind.DRIFT, "telemetry/drift", Sender.DEVICE, retained=True),
     # one chunk of a `profile` command's result (runtime.contracts.mqtt.telemetry)

@@ -1,0 +1,323 @@
+"""The capture shell on the request path: decide cheaply, copy what fired, write elsewhere.
+
+On the request's thread :meth:`CaptureRecorder.on_result` / :meth:`on_failure` look up the
+served model's rules (computed once per model: the config's, the bundle's, clamped to the
+disk budget), draw the rate coins and run the pure :func:`.policy.fired`; only when a rule
+fires are the call's tensors copied and put on a bounded queue (full: dropped and counted,
+the request never waits). A rule-less model costs one dict lookup. With a ``drift`` rule,
+the last ``recent_calls`` calls are also kept by reference (bounded by ``recent_bytes``) so
+that a drift alarm (:meth:`on_drift_alarm`) can keep the calls that moved the score.
+
+One writer thread turns queued drafts into captures: the redaction hook (a callable that may
+change or drop the draft; a hook that raises drops it: privacy fails closed), the format
+(runtime.contracts.capture.fileformat), the store's budgets and atomic files.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import random
+import secrets
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from runtime.contracts.capture.fileformat import Capture, CaptureMeta
+from runtime.contracts.capture.rules import RESULT_TRIGGERS, CaptureRule, Clamp, Trigger
+from runtime.spec import is_dynamic
+
+from ..logs import get_logger
+from . import policy
+from .config import CaptureSection
+from .store import CaptureStore
+
+log = get_logger("capture")
+
+#: how often the writer deletes expired captures
+_SWEEP_S = 60.0
+
+
+@dataclass
+class Draft:
+    """A capture about to be written: what the redaction hook gets and returns (changed or not)."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    rule: str
+    trigger: str
+    rules: tuple[str, ...]
+    model: dict
+    ts_ms: int
+    layout: str
+    score: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelRules:
+    """The rules of one served model, split by what triggers them."""
+
+    model: dict
+    result: tuple[CaptureRule, ...]
+    error: tuple[CaptureRule, ...]
+    drift: tuple[CaptureRule, ...]
+    layout: str
+    clamps: tuple[Clamp, ...] = ()
+    #: baseline (mean, std) per tensor name, for ranking drift candidates
+    stats: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+
+ModelLookup = Callable[[str], tuple[dict, Any]]  # sha -> (ModelRef json, BundleInfo)
+
+
+class CaptureRecorder:
+    def __init__(self, section: CaptureSection, store: CaptureStore, *, model_lookup: ModelLookup,
+                 fleet: str, device: str, redact: Callable[[Draft], Draft | None] | None = None,
+                 rng: Callable[[], float] = random.random, clock: Callable[[], float] = time.time) -> None:
+        self.section, self.store = section, store
+        self.fleet, self.device = fleet, device
+        self._lookup, self._redact, self._rng, self._clock = model_lookup, redact, rng, clock
+        self._models: dict[str, ModelRules] = {}
+        self._limits: dict[str, CaptureRule] = {r.name: r for r in section.rules}
+        self._queue: queue.Queue[Draft | None] = queue.Queue(maxsize=section.queue_max)
+        self._recent: deque = deque()
+        self._recent_bytes = 0
+        self._recent_lock = threading.Lock()
+        self.counters: Counter = Counter()
+        self.clamps: dict[str, Clamp] = {}
+        self._clamp_listeners: list[Callable[[Clamp], None]] = []
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._write_loop, name="edgeship-capture", daemon=True)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> "CaptureRecorder":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Write what is queued (within ``timeout_s``), then the index."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=timeout_s)
+        self.store.close()
+
+    def add_clamp_listener(self, fn: Callable[[Clamp], None]) -> None:
+        """``fn(clamp)`` once per rule clamped to fit the disk budget (e.g. an MQTT event)."""
+        self._clamp_listeners.append(fn)
+
+    def wait_idle(self, timeout_s: float = 5.0) -> bool:
+        """Wait until every queued draft was written (tests, the pull)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._queue.unfinished_tasks == 0:
+                self.store.flush_index(force=True)
+                return True
+            time.sleep(0.005)
+        return False
+
+    # ------------------------------------------------------------ request path
+    def rules_for(self, sha: str) -> ModelRules:
+        m = self._models.get(sha)
+        if m is None:
+            m = self._models[sha] = self._compute_rules(sha)
+        return m
+
+    def on_result(self, sha: str, feeds: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
+                  expected: Any = None) -> None:
+        """A successful call (request thread). ``expected``: the classes the caller expected, if any."""
+        m = self._models.get(sha) or self.rules_for(sha)
+        if m.drift:
+            self._remember(sha, feeds, outputs, expected)
+        rules = m.result
+        if not rules:
+            return
+        rng = self._rng
+        if len(rules) == 1:  # the common case, kept cheap: most calls lose the coin toss here
+            draw = rng()
+            if draw >= rules[0].rate:
+                return
+            draws = [draw]
+        else:
+            draws = [rng() for _ in rules]
+        hits = policy.fired(rules, outputs, _labels(expected), draws)
+        if not hits:
+            return
+        rule, score = policy.attribute(hits)
+        self._offer(m, rule, tuple(r.name for r, _ in hits), feeds, outputs, expected, score=score)
+
+    def on_failure(self, sha: str, feeds: Mapping[str, np.ndarray], error: BaseException) -> None:
+        """The engine raised on a call (request thread)."""
+        m = self._models.get(sha) or self.rules_for(sha)
+        hits = [r for r in m.error if self._rng() < r.rate]
+        if hits:
+            rule = max(hits, key=lambda r: r.priority)
+            self._offer(m, rule, tuple(r.name for r in hits), feeds, {}, None,
+                        error=f"{type(error).__name__}: {error}"[:500])
+
+    def on_drift_alarm(self, sha: str, tensor: str) -> int:
+        """A drift alarm on ``tensor`` was raised: queue the recent calls of ``sha`` that sit
+        farthest from the baseline on it. Returns how many were queued."""
+        m = self.rules_for(sha)
+        if not m.drift:
+            return 0
+        with self._recent_lock:
+            calls = [c for c in self._recent if c[0] == sha]
+        base = m.stats.get(tensor)
+        queued = 0
+        for rule in m.drift:
+            if self._rng() >= rule.rate:
+                continue
+            ranked = sorted(calls, key=lambda c: -_distance(c, tensor, base))[:rule.drift_samples]
+            for _sha, feeds, outputs, expected, _n in ranked:
+                score = _distance((_sha, feeds, outputs, expected, _n), tensor, base)
+                queued += self._offer(m, rule, (rule.name,), feeds, outputs, expected,
+                                      score=score if math.isfinite(score) else None)
+        return queued
+
+    def _offer(self, m: ModelRules, rule: CaptureRule, names: tuple[str, ...], feeds: Mapping[str, np.ndarray],
+               outputs: Mapping[str, np.ndarray], expected: Any, *, score: float | None = None,
+               error: str | None = None) -> bool:
+        self.counters[f"fired.{rule.name}"] += 1
+        if self._queue.full():
+            self.counters["dropped.queue_full"] += 1
+            return False
+        draft = Draft(inputs={k: np.array(v, copy=True) for k, v in feeds.items()},
+                      outputs={k: np.array(v, copy=True) for k, v in outputs.items()},
+                      labels=_labels(expected), rule=rule.name, trigger=rule.trigger.value, rules=names,
+                      model=m.model, ts_ms=int(self._clock() * 1000), layout=m.layout, score=score, error=error)
+        try:
+            self._queue.put_nowait(draft)
+        except queue.Full:
+            self.counters["dropped.queue_full"] += 1
+            return False
+        return True
+
+    def _remember(self, sha: str, feeds: Mapping, outputs: Mapping, expected: Any) -> None:
+        n = sum(getattr(v, "nbytes", 0) for v in feeds.values()) + sum(getattr(v, "nbytes", 0) for v in outputs.values())
+        s = self.section
+        with self._recent_lock:
+            self._recent.append((sha, feeds, outputs, expected, n))
+            self._recent_bytes += n
+            while self._recent and (len(self._recent) > s.recent_calls or self._recent_bytes > s.recent_bytes):
+                self._recent_bytes -= self._recent.popleft()[4]
+
+    # ------------------------------------------------------------ rules of a model
+    def _compute_rules(self, sha: str) -> ModelRules:
+        ref, info = self._lookup(sha)
+        s = self.section
+        bundle = tuple(getattr(getattr(info, "capture", None), "rules", ()) or ())
+        rules, clamps = policy.effective_rules(s.rules, bundle, use_bundle_rules=s.use_bundle_rules,
+                                               disk_budget_bytes=s.disk_budget_bytes)
+        for c in clamps:
+            if c.rule not in self.clamps:
+                self.clamps[c.rule] = c
+                log.warning("capture.rule_clamped", rule=c.rule, asked_bytes=c.asked_bytes,
+                            granted_bytes=c.granted_bytes, detail=c.describe())
+                for fn in list(self._clamp_listeners):
+                    fn(c)
+        self._limits.update({r.name: r for r in rules})
+        live = tuple(r for r in rules if r.max_bytes > 0 and r.rate > 0)
+        inputs = tuple(info.inputs) if info is not None else ()
+        layout = "batch" if inputs and all(len(t.shape) >= 1 and is_dynamic(t.shape[0]) for t in inputs) else "whole"
+        stats = {}
+        if info is not None:
+            stats = {k: (v.mean, v.std) for k, v in {**info.input_stats, **info.output_stats}.items()}
+        return ModelRules(model={k: ref.get(k) for k in ("name", "version", "release", "sha256")},
+                          result=tuple(r for r in live if r.trigger in RESULT_TRIGGERS),
+                          error=tuple(r for r in live if r.trigger is Trigger.ERROR),
+                          drift=tuple(r for r in live if r.trigger is Trigger.DRIFT),
+                          layout=layout, clamps=tuple(clamps), stats=stats)
+
+    # ------------------------------------------------------------ writer thread
+    def _write_loop(self) -> None:
+        next_sweep = time.monotonic() + _SWEEP_S
+        while True:
+            try:
+                draft = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                draft = False  # nothing came: still flush the index and sweep when due
+            try:
+                if draft is None:
+                    return
+                if draft is not False:
+                    self._write(draft)
+            finally:
+                if draft is not False:
+                    self._queue.task_done()
+            if self._queue.empty():
+                self.store.flush_index()
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + _SWEEP_S
+                self.store.sweep(rules=self._limits, default_retention_s=CaptureRule().retention_s)
+
+    def _write(self, draft: Draft) -> None:
+        if self._redact is not None:
+            try:
+                out = self._redact(draft)
+            except Exception as e:  # fail closed: an unredacted capture is never written
+                self.counters["dropped.redact_failed"] += 1
+                log.error("capture.redact_failed", rule=draft.rule, error=f"{type(e).__name__}: {e}")
+                return
+            if out is None:
+                self.counters["dropped.redacted"] += 1
+                return
+            draft = out
+        try:
+            cap = self._capture(draft)
+            why = self.store.put(cap, rules=self._limits)
+        except Exception as e:  # a bad draft (from the hook) or a disk error: counted, serving goes on
+            self.counters["dropped.write_failed"] += 1
+            log.error("capture.write_failed", rule=draft.rule, error=f"{type(e).__name__}: {e}")
+            return
+        if why:
+            self.counters[f"dropped.{why}"] += 1
+        else:
+            self.counters["stored"] += 1
+
+    def _capture(self, d: Draft) -> Capture:
+        inputs, outputs, labels = d.inputs, d.outputs, d.labels
+        if d.layout == "whole":  # one whole request per sample
+            inputs = {k: np.asarray(v)[None] for k, v in inputs.items()}
+        samples = len(next(iter(inputs.values()))) if inputs else 1
+        if labels is not None and labels.size != samples:
+            labels = None  # an expectation that does not name one class per sample is not a label
+        meta = CaptureMeta(id=f"{d.ts_ms}-{secrets.token_hex(4)}", ts_ms=d.ts_ms, fleet=self.fleet,
+                           device=self.device, model=d.model, rule=d.rule, trigger=d.trigger, rules=d.rules,
+                           samples=samples, inputs=tuple(inputs), outputs=tuple(outputs),
+                           labels=labels is not None, layout=d.layout, score=d.score, error=d.error)
+        return Capture(meta=meta, inputs=inputs, outputs=outputs, labels=labels)
+
+    # ------------------------------------------------------------ reporting
+    def stats(self) -> dict:
+        return {"counters": dict(self.counters), "queued": self._queue.qsize(),
+                "store": {**self.store.usage(), "refused": dict(self.store.counters.refused),
+                          "evicted": dict(self.store.counters.evicted), "expired": self.store.counters.expired,
+                          "removed_after_pull": self.store.counters.removed_after_pull},
+                "clamped": [c.describe() for c in self.clamps.values()]}
+
+
+def _labels(expected: Any) -> np.ndarray | None:
+    if expected is None:
+        return None
+    a = np.asarray(expected)
+    if not np.issubdtype(a.dtype, np.integer):
+        return None
+    return a.astype(np.int64).reshape(-1)
+
+
+def _distance(call: tuple, tensor: str, base: tuple[float, float] | None) -> float:
+    _sha, feeds, outputs, _exp, _n = call
+    x = feeds.get(tensor)
+    if x is None:
+        x = outputs.get(tensor)
+    if x is None or base is None:
+        return 0.0
+    return policy.drift_contribution(x, mean=base[0], std=base[1])
+
