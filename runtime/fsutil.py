@@ -81,15 +81,9 @@ class AtomicFile:
 
     def commit(self, path: str | os.PathLike) -> Path:
         """Make the file ``path`` (which must be in :attr:`directory`), durably."""
-        path = Path(path)
-        if path.parent.resolve() != self.directory.resolve():
-            raise ValueError(f"{path}: an atomic rename stays in {self.directory}")
-        self.sync()
-        self.file.close()
-        os.replace(self.temp_path, path)
-        self.committed = path
+        self.commit_before_dir_sync(path)
         fsync_dir(self.directory)
-        return path
+        return self.committed
 
     def commit_before_dir_sync(self, path: str | os.PathLike) -> Path:
         """Like :meth:`commit` but without the directory fsync: the file is complete or absent

@@ -18,22 +18,14 @@ agreement is only ever shown for a classifier, and never as an accuracy drop.
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+# the metrics are compile's (one enum; compile.fidelity is pure numpy)
+from toolchain.compile.fidelity import Metric
 
-class Metric(str, enum.Enum):
-    TOP1_AGREEMENT = "top1_agreement"
-    ACCURACY_DROP_PTS = "accuracy_drop_pts"
-    COSINE_MIN = "cosine_min"
-    REL_MAX_ABS = "rel_max_abs"
-    PSNR_DB = "psnr_db"
-
-
-HIGHER_IS_BETTER = {Metric.TOP1_AGREEMENT: True, Metric.ACCURACY_DROP_PTS: False, Metric.COSINE_MIN: True,
-                    Metric.REL_MAX_ABS: False, Metric.PSNR_DB: True}
+HIGHER_IS_BETTER = {m: m.higher_is_better for m in Metric}
 
 #: how each metric is named in tables and on plot axes
 LABELS = {Metric.TOP1_AGREEMENT: "top-1 agreement", Metric.ACCURACY_DROP_PTS: "accuracy drop",
