@@ -210,3 +210,32 @@ def test_cli_json_and_table(tiny_factory: Path, tmp_path: Path, run_cli) -> None
     assert m["model"]["source_sha256"] and m["io"]["inputs"][0]["name"] == "pixels"
     bad = run_cli(["compile", f"{tiny_factory}:build", "--targets", "tensorrt"])
     assert bad.returncode == 2 and "unknown target 'tensorrt'" in bad.stderr
+
+
+def test_a_relative_out_dir_builds_onnxruntime_artifacts(tmp_path, monkeypatch):
+    """`edgeship compile model --out build` (the default is the relative `build`): ORT's
+    quantizer runs with the scratch dir as cwd, so relative paths must not reach it. Every
+    ORT artifact failed with 'No such file or directory: build/.m.staging-N/reference/...'."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from runtime.spec import Engine
+    from toolchain.compile.options import CompileOptions
+    from toolchain.compile.pipeline import compile_model
+    from toolchain.compile.verify import Precision
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], [w])
+    monkeypatch.chdir(tmp_path)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), "mm.onnx")
+    np.savez("d.npz", x=rng.standard_normal((16, 8)).astype(np.float32))
+    res = compile_model(CompileOptions(source="mm.onnx", out_dir=Path("build"), targets=(Engine.ONNXRUNTIME,),
+                                       precisions=(Precision.FP32, Precision.INT8_STATIC, Precision.INT8_DYNAMIC),
+                                       calibration="d.npz", validation="d.npz"))
+    arts = {a["id"]: a for a in res.manifest["artifacts"]}
+    assert {k: a["status"] for k, a in arts.items()} == dict.fromkeys(
+        ["onnxruntime-fp32", "onnxruntime-int8-static", "onnxruntime-int8-dynamic"], "ok"), arts
+    assert (tmp_path / "build" / "mm" / "manifest.json").is_file()

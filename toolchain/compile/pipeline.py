@@ -64,7 +64,7 @@ def compile_model(opts: CompileOptions, *, progress: Callable[[str], None] | Non
     shapes = mi.example_shapes(src, expected, opts)
     calib = _calibration(opts, src, expected, layout, shapes, plan, warn)
     val = _validation(opts, src, expected, layout, shapes, calib, warn)
-    out_dir = Path(opts.out_dir)
+    out_dir = Path(opts.out_dir).resolve()  # converters chdir into scratch dirs (ORT)
     out_dir.mkdir(parents=True, exist_ok=True)
     mf.clean_leftovers(out_dir, name)
     staging = mf.staging_dir(out_dir, name)
