@@ -13,8 +13,9 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 # torch goes in first, pinned: a range would let the resolver fetch a multi-GB CUDA build.
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu where the default index serves the CUDA wheel.
 $(STAMP): $(PY) pyproject.toml
-	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -q -e '.[toolchain,agent,grpc,openvino,tflite,dev,models]'
 	touch $(STAMP)
 

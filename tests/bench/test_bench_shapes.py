@@ -162,3 +162,14 @@ def test_stop_reason_is_pure_and_spares_a_builds_failing_artifact():
     assert api.stop_reason(dyn, single) == "fails at x:1" and api.stop_reason(dyn, build) is None
     assert api.stop_reason(unsized, build) == "no size"
     assert api.stop_reason(engine, single) is None and api.stop_reason({"status": "ok"}, single) is None
+
+
+def test_a_filter_that_matches_nothing_names_the_value_and_what_the_build_has(tmp_path):
+    b = _state_build(tmp_path)
+    with pytest.raises(BenchInputError, match=r"--engine 'openvno' \(it has onnxruntime\)"):
+        api.bench(b, config=api.make_config(run_length=TINY, engines=("openvno",)), out_dir=tmp_path / "o",
+                  progress=None)
+    with pytest.raises(BenchInputError, match=r"--artifact 'onnxruntime-int9' \(it has onnxruntime-fp32\)"):
+        api.bench(b, config=api.make_config(run_length=TINY, artifacts=("onnxruntime-int9",)),
+                  out_dir=tmp_path / "o", progress=None)
+    assert not (tmp_path / "o").exists()

@@ -59,6 +59,15 @@ def environment() -> dict[str, Any]:
     return env
 
 
+def _filter_miss(source: Any, config: BenchConfig) -> str:
+    """Which --engine / --artifact value matched nothing, and what the target has."""
+    have_e = sorted({t.engine for t in source.targets})
+    have_a = sorted(t.id for t in source.targets)
+    bad = [f"--engine {e!r} (it has {', '.join(have_e)})" for e in config.engines or () if e not in have_e]
+    bad += [f"--artifact {a!r} (it has {', '.join(have_a)})" for a in config.artifacts or () if a not in have_a]
+    return "; ".join(bad) or f"no artifact matches both the --engine and --artifact filters (it has {', '.join(have_a)})"
+
+
 def bench(target: str | os.PathLike, *, config: BenchConfig, out_dir: str | os.PathLike,
           engine: str | None = None, progress: TextIO | None = STDERR) -> dict[str, Any]:
     """Measure a build directory or one model file; return the result document.
@@ -74,7 +83,7 @@ def bench(target: str | os.PathLike, *, config: BenchConfig, out_dir: str | os.P
     env = environment()
     cells = plan_cells(source, config, work_dir=out)
     if not cells:
-        raise BenchInputError(f"{target}: nothing to measure (no artifacts match the engine/artifact filters)")
+        raise BenchInputError(f"{target}: nothing to measure: {_filter_miss(source, config)}")
     fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     if progress:

@@ -26,7 +26,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--out", default="build", help="output root (default: build)")
     p.add_argument("--targets", default="onnxruntime,openvino,tflite", help="comma list of engines")
     p.add_argument("--precisions", default="fp32,fp16,int8-static,int8-dynamic,int8",
-                   help="comma list: fp32,fp16,int8-static,int8-dynamic (ORT),int8 (each engine's static int8)")
+                   help="comma list: fp32,fp16,int8-static,int8-dynamic (ORT),int8 (each engine's default int8: "
+                        "static on OpenVINO/TFLite, on ORT the recipe that fits the graph)")
     p.add_argument("--calibration", metavar="PATH", help=".npz/.npy, a directory of them, or file.py:fn")
     p.add_argument("--validation", metavar="PATH", help=".npz/.npy, a directory of them, or file.py:fn")
     p.add_argument("--labels", metavar="PATH", help="labels for --validation: file.npy or file.npz:key")

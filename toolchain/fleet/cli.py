@@ -54,7 +54,7 @@ def add_fleet_parser(sub) -> None:
     w.add_argument("--json", action="store_true", help="one JSON object per line")
     _broker_args(w)
     w.set_defaults(func=_watch)
-    c = fs.add_parser("command", help="send rollback / rebirth / cancel to one device and print its answer")
+    c = fs.add_parser("command", help="send rollback / rebirth / cancel / retry to one device and print its answer")
     c.add_argument("name", choices=["rollback", "rebirth", "cancel", "retry"])
     c.add_argument("--fleet", required=True)
     c.add_argument("--device", required=True)
