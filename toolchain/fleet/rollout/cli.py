@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from ...errors import BadInputError
+from .plan import Action, Criteria
 from ..cliargs import broker_args, check_fleet, keys_arg, settings, signer_of
 
 CRITERIA_FLAGS = {"bake": ("bake_s", float), "max_bake": ("max_bake_s", float),
@@ -28,6 +29,15 @@ CRITERIA_FLAGS = {"bake": ("bake_s", float), "max_bake": ("max_bake_s", float),
                   "on_model_regression": ("on_model_regression", str)}
 
 
+def _unit(name: str, typ: type) -> str:
+    """The metavar that says a criteria flag's unit."""
+    if name.endswith("_s"):
+        return "SECONDS"
+    if name.endswith("_pct"):
+        return "PCT"
+    return "N" if typ is int else "X"
+
+
 def _journal_arg(p) -> None:
     p.add_argument("--journal-dir", default=None, help="controller journals (default $EDGESHIP_ROLLOUTS or "
                                                       "~/.local/state/edgeship/rollouts)")
@@ -38,20 +48,24 @@ def add_parser(sub) -> None:
     rs = p.add_subparsers(dest="rollout_command", metavar="ACTION", required=True)
     s = rs.add_parser("start", help="start a rollout and run its controller until it ends")
     s.add_argument("plan", nargs="?", help="rollout plan (TOML); flags override it")
-    s.add_argument("--id", default=None)
-    s.add_argument("--fleet", default=None)
-    s.add_argument("--model", default=None)
-    s.add_argument("--release", type=int, default=None)
+    s.add_argument("--id", default=None, help="the rollout's name (default <model>-r<release>-<UTC time>, printed)")
+    s.add_argument("--fleet", default=None, help="fleet (required here or in the plan)")
+    s.add_argument("--model", default=None, help="model name of the release (required here or in the plan)")
+    s.add_argument("--release", type=int, default=None, help="release number (required here or in the plan)")
     who = s.add_mutually_exclusive_group()
-    who.add_argument("--group", default=None)
+    who.add_argument("--group", default=None, help="target the devices of this group")
     who.add_argument("--device", action="append", default=None, help="a target device (repeat)")
     who.add_argument("--select", action="append", default=None, metavar="K=V",
                      help="target devices whose reported K is V (arch, engine, group, model, release, ...)")
     s.add_argument("--waves", default=None, metavar="SIZES", help="comma-separated wave sizes, e.g. 1,10%%,rest")
     s.add_argument("--concurrency", type=int, default=None, help="devices updating at once, at most (default 50)")
     for flag, (name, typ) in CRITERIA_FLAGS.items():
+        default = getattr(Criteria(), name)
+        # the plan validates the values (one message for flags and TOML alike)
+        metavar = "|".join(a.value for a in Action) if name.startswith("on_") else _unit(name, typ)
         s.add_argument("--" + flag.replace("_", "-"), type=typ, default=None, dest=f"c_{name}",
-                       help=f"criteria {name} of every wave")
+                       help=f"criteria {name} of every wave (default {getattr(default, 'value', default)}; "
+                            "docs/fleet.md)", metavar=metavar)
     s.add_argument("--repo", required=True, help="TUF repository the release was published to")
     s.add_argument("--root", default=None, help="trusted root.json (default the repository's 1.root.json)")
     s.add_argument("--dry-run", action="store_true", help="print who would get what, wave by wave; publish nothing")
