@@ -99,7 +99,10 @@ def _row(c: dict[str, Any], sp: dict[str, Any]) -> tuple[str, ...]:
     head = (label(c), precision_text(c), str(c["batch"]), str(c["threads"]), str(c["streams"]),
             fmt_bytes(c.get("size_bytes")), fidelity_text(c), gate_text(c))
     if c["status"] == "error":
-        return head + ("FAILED",) + ("",) * 7
+        err = (c.get("errors") or [c.get("error") or {}])[0]
+        msg = (err.get("message") or "").splitlines()[0] if err.get("message") else ""
+        why = ": ".join(x for x in (err.get("type"), msg[:80] + ("..." if len(msg) > 80 else "")) if x)
+        return head + ("FAILED",) + (why.replace("|", "/"),) + ("",) * 6
     pc = c["stats"]["percentiles_s"]
     s = sp.get(c["key"])
     load = c.get("load_avg_max")

@@ -96,6 +96,19 @@ def layout_of(src: LoadedSource, inputs: tuple[TensorSpec, ...]) -> Layout:
     return Layout.of(inputs, src.batch_axes)
 
 
+def static_batch_note(src: LoadedSource, inputs: tuple[TensorSpec, ...]) -> str | None:
+    """A warning when a PyTorch export of batch-1 examples declares no dynamic axis: every
+    artifact will take batch 1 only (bench --batch 2 and batched requests are refused)."""
+    if not src.is_torch or src.kind is SourceKind.PT2 or src.dynamic_axes:
+        return None
+    ranked = [(s, t) for s, t in zip(inputs, src.example_inputs) if t.dim() >= 1 and s.name not in src.batch_axes]
+    if not ranked or {int(t.shape[0]) for _s, t in ranked} != {1}:
+        return None
+    axes = " ".join(f"--dynamic-axis {s.name}:0:batch" for s, _t in ranked)
+    return (f"the example inputs have batch 1 and no dynamic axes: every artifact takes batch 1 only "
+            f"(benchmarks at --batch 2 and batched requests will be refused); to batch, pass {axes}")
+
+
 def check_fixed_batch(src: LoadedSource, inputs: tuple[TensorSpec, ...], layout: Layout) -> None:
     """A PyTorch export whose example has a batch > 1 and no dynamic axis would only take that
     batch, while edgeship verifies and serves samples one at a time: refuse before any work.

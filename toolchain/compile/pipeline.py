@@ -61,6 +61,8 @@ def compile_model(opts: CompileOptions, *, progress: Callable[[str], None] | Non
     expected = mi.expected_inputs(src)
     layout = mi.layout_of(src, expected)
     mi.check_fixed_batch(src, expected, layout)
+    if note := mi.static_batch_note(src, expected):
+        warn(note)
     shapes = mi.example_shapes(src, expected, opts)
     calib = _calibration(opts, src, expected, layout, shapes, plan, warn)
     val = _validation(opts, src, expected, layout, shapes, calib, warn)
