@@ -113,10 +113,19 @@ def test_random_data_takes_symbolic_dims_from_the_example_inputs() -> None:
     layout = Layout.of(SEQ_INPUTS)
     shapes = {"input_ids": (1, 12), "attention_mask": (1, 12)}
     val = pipeline._validation(opts, src, SEQ_INPUTS, layout, shapes, None, lambda _msg: None)
-    cal = pipeline._calibration(opts, src, SEQ_INPUTS, layout, shapes, (), lambda _msg: None)
+    from runtime.spec import Engine
+    from toolchain.compile.verify import Precision
+
+    int8 = ((Engine.ONNXRUNTIME, Precision.INT8),)
+    cal = pipeline._calibration(opts, src, SEQ_INPUTS, layout, shapes, int8, lambda _msg: None)
     for ss in (val, cal):
         assert ss.random and ss.samples[0]["input_ids"].shape == (1, 12)
         assert ss.samples[0]["attention_mask"].shape == (1, 12)
+    # no int8 asked for: no random calibration set, and no warning about one
+    warned = []
+    fp32 = ((Engine.ONNXRUNTIME, Precision.FP32),)
+    assert pipeline._calibration(opts, src, SEQ_INPUTS, layout, shapes, fp32, warned.append) is None
+    assert warned == []
 
 
 def test_reference_run_failure_on_the_data_is_one_line_naming_the_user_line() -> None:

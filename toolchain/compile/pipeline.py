@@ -188,7 +188,7 @@ def _calibration(opts, src, expected, layout, shapes, plan, warn) -> SampleSet |
         return data_mod.load_sample_set(opts.calibration, **load)
     if src.calibration is not None:
         return data_mod.load_sample_set(src.calibration, **load)
-    if opts.random_calibration:
+    if opts.random_calibration and _needs_calibration(plan):
         warn("calibrating int8 on RANDOM data (--random-calibration): int8 scales will not match real inputs; "
              "accuracy figures of int8 artifacts are not meaningful")
         return data_mod.random_sample_set(expected, n=min(n, 32), layout=layout, example_shapes=shapes)
