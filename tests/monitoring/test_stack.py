@@ -204,6 +204,10 @@ def test_every_dashboard_panel_query_parses_and_returns_series(stack):
     try:
         prom.wait_for(f'rate(edgeship_requests_total{{instance="{instance}",outcome="ok"}}[30s]) > 0', timeout_s=30)
         prom.wait_for('edgeship_fleet_release_drift_psi_max{release="1"}', timeout_s=30)
+        # a rate needs two scrapes of the exporter inside the panels' 30 s window (a loaded
+        # machine may have made only one so far)
+        for counter in ("messages", "malformed"):
+            prom.wait_for(f"rate(edgeship_fleet_exporter_{counter}_total[30s])", timeout_s=45)
         _check_panels(prom, dashboards, instance)
     finally:
         stop.set()
