@@ -17,29 +17,6 @@ sys.path.insert(0, str(ROOT / "tests" / "agent"))
 from agentproc import agent_cmd, free_tcp_port, subprocess_env, wait_ready  # noqa: E402
 
 
-@pytest.fixture
-def broker(tmp_path):
-    from toolchain.fleet.localbroker import MOSQUITTO, Broker
-
-    if MOSQUITTO is None:
-        pytest.skip("mosquitto binary not found (install the Debian package 'mosquitto'; `make test` does)")
-    b = Broker(str(tmp_path / "broker")).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture(scope="session")
-def operator_keys(tmp_path_factory):
-    from types import SimpleNamespace
-
-    from toolchain.fleet.signer import OperatorSigner
-    from toolchain.ota.keys import init_keys
-
-    keys = tmp_path_factory.mktemp("capture-operator") / "keys"
-    root = init_keys(keys_dir=keys)
-    return SimpleNamespace(dir=keys, root=root, signer=OperatorSigner.from_keys_dir(keys))
-
-
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
     from toolchain.demo_ota import make_tiny_bundle

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import corpus_file
+from corpus_files import corpus_file
 from runtime.spec import Engine
 from toolchain.compile.options import CompileOptions, UsageError
 from toolchain.compile.pipeline import compile_model

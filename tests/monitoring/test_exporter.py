@@ -12,17 +12,7 @@ from promserver import promtool_check
 
 from toolchain.fleet.client import BrokerSettings
 from toolchain.fleet.exporter import Exporter
-from toolchain.fleet.localbroker import MOSQUITTO, Broker
 from toolchain.fleet.synthetic import SyntheticFleet
-
-
-@pytest.fixture
-def broker(tmp_path):
-    if MOSQUITTO is None:
-        pytest.skip("mosquitto binary not found (`make system-deps`)")
-    b = Broker(str(tmp_path / "broker")).start()
-    yield b
-    b.stop()
 
 
 def _scrape(port: int) -> str:

@@ -11,31 +11,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from mqtt_helpers import wait_for  # noqa: E402,F401  (re-exported for the fixtures)
-from toolchain.fleet.localbroker import MOSQUITTO, Broker  # noqa: E402
-
-
-
-@pytest.fixture
-def broker(tmp_path):
-    if MOSQUITTO is None:
-        pytest.skip("mosquitto binary not found (install the Debian package 'mosquitto'; `make test` does)")
-    b = Broker(str(tmp_path / "broker")).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture(scope="session")
-def operator_keys(tmp_path_factory):
-    """A key directory made by `edgeship keys init` (TUF roles + the operator key): its
-    root.json is what the test devices trust, its operator key signs what the tests send."""
-    from types import SimpleNamespace
-
-    from toolchain.fleet.signer import OperatorSigner
-    from toolchain.ota.keys import init_keys
-
-    keys = tmp_path_factory.mktemp("operator") / "keys"
-    root = init_keys(keys_dir=keys)
-    return SimpleNamespace(dir=keys, root=root, signer=OperatorSigner.from_keys_dir(keys))
 
 
 @pytest.fixture

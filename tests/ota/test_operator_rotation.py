@@ -9,18 +9,8 @@ import json
 
 import pytest
 
-from toolchain.fleet.localbroker import MOSQUITTO, Broker
 
 pytestmark = pytest.mark.mqtt
-
-
-@pytest.fixture
-def broker(tmp_path):
-    if MOSQUITTO is None:
-        pytest.skip("mosquitto not installed")
-    b = Broker(str(tmp_path / "broker")).start()
-    yield b
-    b.stop()
 
 
 def test_rotated_operator_key_is_learned_through_tuf_and_the_old_one_refused(env, broker, tmp_path):
