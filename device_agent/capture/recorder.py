@@ -251,11 +251,15 @@ class CaptureRecorder:
             finally:
                 if draft is not False:
                     self._queue.task_done()
-            if self._queue.empty():
-                self.store.flush_index()
-            if time.monotonic() >= next_sweep:
-                next_sweep = time.monotonic() + _SWEEP_S
-                self.store.sweep(rules=self._limits, default_retention_s=CaptureRule().retention_s)
+            try:  # a full disk must not end the writer: the store stays dirty and the next turn retries
+                if self._queue.empty():
+                    self.store.flush_index()
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + _SWEEP_S
+                    self.store.sweep(rules=self._limits, default_retention_s=CaptureRule().retention_s)
+            except OSError as e:
+                self.counters["dropped.index_failed"] += 1
+                log.error("capture.index_failed", error=f"{type(e).__name__}: {e}")
 
     def _write(self, draft: Draft) -> None:
         if self._redact is not None:

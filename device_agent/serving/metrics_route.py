@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -22,8 +23,9 @@ def metrics_route(collector_registry: Any) -> Route:
     from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4  # what Prometheus 2.x negotiates
 
     async def metrics(request: Request) -> Response:
-        # generated on the event loop: a scrape reads counters and copies small dicts (well
-        # under a millisecond), cheaper than the hop to a worker thread
-        return Response(generate_latest(collector_registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+        # generated in a worker thread: a scrape also reads the telemetry queue (SQLite, behind
+        # the writer's lock), /proc and the thermal zones, which must not stall inference
+        body = await run_in_threadpool(generate_latest, collector_registry)
+        return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     return Route(PATH, metrics, methods=["GET"])

@@ -134,32 +134,36 @@ def from_json(data: Any, *, name: str, datatype: str, shape: list[int]) -> np.nd
     if datatype == "BYTES":
         return _text_array(list(_flat(data)) if isinstance(data, list) else [data], name=name, shape=shape)
     try:
-        arr = np.array(data, dtype=dt)
+        natural = np.asarray(data)  # its kind says whether numpy would cast silently
+        # floats from numbers: one parse; integers keep numpy's range check (astype would wrap)
+        numeric = dt.kind == "f" and natural.dtype.kind in "biuf"
+        arr = natural.astype(dt) if numeric else np.array(data, dtype=dt)
     except (ValueError, TypeError, OverflowError) as e:
         raise V2Error(400, f"input {name!r}: data is not a {datatype} array: {e}") from e
-    _refuse_silent_cast(name, datatype, data, arr)
+    _refuse_silent_cast(name, datatype, data, arr, natural.dtype)
     if arr.size != math.prod(shape):
         raise V2Error(400, f"input {name!r}: {arr.size} values do not fill shape {shape} "
                            f"({math.prod(shape)} values)")
     return arr.reshape(shape)
 
 
-def _refuse_silent_cast(name: str, dt: str, data: Any, arr: np.ndarray) -> None:
-    """numpy turns ``null`` into NaN, truncates 0.5 to 0 and reads "7" as 7: refuse those (400)."""
+def _refuse_silent_cast(name: str, dt: str, data: Any, arr: np.ndarray, natural: np.dtype) -> None:
+    """numpy turns ``null`` into NaN, truncates 0.5 to 0 and reads "7" as 7: refuse those (400).
+    ``natural`` is the dtype numpy gives ``data`` by itself."""
     if arr.size == 0:
         return
     if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all():  # slow path only with NaN/Inf: null or a word other than ours
+        # slow path only with NaN/Inf (null, or a word other than ours) or with strings ("7")
+        if natural.kind not in "biuf" or not np.isfinite(arr).all():
             for v in _flat(data):
                 if v is None or (isinstance(v, str) and v not in NONFINITE):
                     raise V2Error(400, f"input {name!r}: data holds {json.dumps(v)}; send a number for every element "
                                        f"(non-finite values as \"NaN\", \"Infinity\", \"-Infinity\")")
         return
-    natural = np.asarray(data).dtype.kind
     want = "b" if arr.dtype.kind == "b" else "biu"
-    if natural not in want:
+    if natural.kind not in want:
         what = "true/false" if arr.dtype.kind == "b" else "integers"
-        raise V2Error(400, f"input {name!r}: {dt} data must be {what} (got {np.asarray(data).dtype} values); "
+        raise V2Error(400, f"input {name!r}: {dt} data must be {what} (got {natural} values); "
                            f"no silent casting")
 
 

@@ -118,11 +118,12 @@ def parse_infer_request(body: bytes, inputs: list[TensorSpec], *, header_length:
     return InferRequest(feeds=feeds, outputs=_requested_outputs(req.get("outputs")), request_id=req.get("id"),
                         binary_output=_flag(params, "binary_data_output", "request"),
                         model_version=None if req.get("model_version") in (None, "") else str(req["model_version"]),
-                        expected=_expected(params))
+                        expected=expected_param(params))
 
 
-def _expected(params: dict) -> tuple[int, ...] | None:
-    """The ``edgeship_expected`` request parameter: an int or a list of ints (one per sample)."""
+def expected_param(params: dict) -> tuple[int, ...] | None:
+    """The ``edgeship_expected`` request parameter: an int or a list of ints (one per sample;
+    gRPC's parameters hold one int64). Raises V2Error(400)."""
     v = params.get("edgeship_expected")
     if v is None:
         return None

@@ -55,3 +55,25 @@ def test_every_rpc_is_one_tritonclient_calls_with_those_messages():
     for rpc, (req, resp) in _RPCS.items():
         m = svc.methods_by_name[rpc]
         assert (m.input_type.name, m.output_type.name) == (req.DESCRIPTOR.name, resp.DESCRIPTOR.name)
+
+
+def test_the_expected_class_parameter_reaches_the_request_as_over_http():
+    """``edgeship_expected`` (capture's disagreement rule) is read from gRPC parameters too;
+    a non-integer is refused like over HTTP."""
+    import numpy as np
+
+    from device_agent.serving.errors import V2Error
+    from device_agent.serving.oip_grpc.handlers import parse_request
+    from runtime.spec import TensorSpec
+
+    spec = TensorSpec(name="x", dtype="float32", shape=("N", 2))
+    req = ours.ModelInferRequest(model_name="m")
+    t = req.inputs.add(name="x", datatype="FP32", shape=[1, 2])
+    t.contents.fp32_contents.extend([1.0, 2.0])
+    assert parse_request(req, [spec]).expected is None
+    req.parameters["edgeship_expected"].int64_param = 3
+    parsed = parse_request(req, [spec])
+    assert parsed.expected == (3,) and parsed.feeds["x"].dtype == np.float32
+    req.parameters["edgeship_expected"].string_param = "three"
+    with pytest.raises(V2Error, match="edgeship_expected"):
+        parse_request(req, [spec])

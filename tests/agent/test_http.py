@@ -75,6 +75,7 @@ def test_infer_contract(served):
     (lambda b: b["inputs"][0].update(shape=[3, 4]), 400, "8 values do not fill shape [3, 4]"),
     (lambda b: b["inputs"][0].update(data=["a"] * 8), 400, "data is not a FP32 array"),
     (lambda b: b["inputs"][0]["data"].__setitem__(0, None), 400, "data holds null"),  # not NaN
+    (lambda b: b["inputs"][0]["data"].__setitem__(0, "7"), 400, 'data holds "7"'),  # not 7.0
     (lambda b: b["inputs"][1].update(data=[0.5, 1]), 400, "INT64 data must be integers"),  # not 0
     (lambda b: b["inputs"].pop(), 400, "missing input(s) ['idx']"),
     (lambda b: b["inputs"][0].update(name="z"), 400, "unknown input 'z'"),

@@ -22,7 +22,7 @@ from ..catalog import EXTENSIONS
 from ..errors import V2Error, error_status
 from ..service import InferenceService
 from ..tensors import from_raw, np_dtype, serialize_bytes, to_raw, v2_datatype
-from ..v2 import InferRequest, RequestedOutput, check_header, response_outputs
+from ..v2 import InferRequest, RequestedOutput, check_header, expected_param, response_outputs
 from . import edgeship_oip_pb2 as pb
 
 SERVICE = "inference.GRPCInferenceService"
@@ -95,7 +95,7 @@ class Handlers:
         version = req.model_version or None
         cur = self.service.loaded(req.model_name, version)
         parsed = parse_request(req, cur.session.inputs)
-        out, ref = self.service.run(parsed.feeds, req.model_name)
+        out, ref = self.service.run(parsed.feeds, req.model_name, expected=parsed.expected)
         resp = pb.ModelInferResponse(model_name=ref.name, model_version=ref.version, id=req.id)
         for o, arr in response_outputs(out, parsed.outputs):
             resp.outputs.add(name=o.name, datatype=v2_datatype(arr.dtype.name), shape=list(arr.shape))
@@ -129,7 +129,10 @@ def parse_request(req: pb.ModelInferRequest, inputs) -> InferRequest:
     if req.outputs:
         outputs = tuple(RequestedOutput(o.name, True, int(_param(o.parameters["classification"]) or 0)
                                         if "classification" in o.parameters else 0) for o in req.outputs)
-    return InferRequest(feeds=feeds, outputs=outputs, request_id=req.id or None, binary_output=True)
+    expected = (expected_param({"edgeship_expected": _param(req.parameters["edgeship_expected"])})
+                if "edgeship_expected" in req.parameters else None)
+    return InferRequest(feeds=feeds, outputs=outputs, request_id=req.id or None, binary_output=True,
+                        expected=expected)
 
 
 def _from_contents(t, shape: list[int]) -> np.ndarray:
