@@ -24,6 +24,7 @@ time (names in base units; per-device labels ``fleet``, ``device``):
 from __future__ import annotations
 
 import statistics
+import sys
 import threading
 import time
 from typing import Any, Iterator
@@ -191,7 +192,11 @@ class Exporter:
         next_expiry = time.monotonic() + 1.0
         while not self._stop.is_set():
             for msg in self.client.messages(timeout_s=0.5):
-                self.state.feed(msg.topic, msg.payload, time.monotonic())
+                try:
+                    self.state.feed(msg.topic, msg.payload, time.monotonic())
+                except Exception as e:  # noqa: BLE001 - one bad message must not end the consumer
+                    print(f"edgeship fleet exporter: skipped a message on {msg.topic}: {type(e).__name__}: {e}",
+                          file=sys.stderr)
                 if self._stop.is_set():
                     return
             if time.monotonic() >= next_expiry:

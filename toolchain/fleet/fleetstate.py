@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.contracts.errors import PayloadRejected
+from runtime.contracts.mqtt.payloads import load_object
 from runtime.contracts.mqtt.telemetry import MetricsReading, parse_drift, parse_metrics, parse_status
 from runtime.contracts.mqtt.topics import DEFAULT_PREFIX, split_device_topic
+
+#: a retained desired/rollout document larger than this is counted malformed, not parsed
+MAX_DOC_BYTES = 1 << 20
 
 #: drift scores kept per device (a model's inputs and outputs, their class and confidence)
 MAX_SCORES = 32
@@ -159,12 +163,7 @@ def _active(d: Device, active: Any) -> None:
 
 def _rollout_doc(payload: bytes) -> dict:
     """A rollout state document (``edgeship.rollout/1``): id, model, release, status, wave, waves."""
-    import json
-
-    try:
-        doc = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise PayloadRejected("payload.not_json", f"rollout state: {e}") from e
+    doc = _object(payload, "rollout state")
     ok = (isinstance(doc, dict) and doc.get("schema") == "edgeship.rollout/1" and isinstance(doc.get("wave"), int)
           and isinstance(doc.get("waves"), list) and isinstance(doc.get("status"), str)
           and all(isinstance(w, dict) and isinstance(w.get("wave"), int) for w in doc["waves"]))
@@ -173,15 +172,15 @@ def _rollout_doc(payload: bytes) -> dict:
     return doc
 
 
-def _desired(payload: bytes) -> dict:
-    import json
+def _object(payload: bytes, what: str) -> dict:
+    """The shared inbound parser (size bound, nesting depth, an object); empty is not JSON."""
+    if not payload:
+        raise PayloadRejected("payload.not_json", f"{what}: empty payload")
+    return load_object(payload, max_bytes=MAX_DOC_BYTES, what=what)
 
-    try:
-        doc = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise PayloadRejected("payload.not_json", f"desired: {e}") from e
-    if not isinstance(doc, dict):
-        raise PayloadRejected("payload.schema", "desired: not an object")
+
+def _desired(payload: bytes) -> dict:
+    doc = _object(payload, "desired")
     signed = doc.get("signed")
     if isinstance(signed, dict) and isinstance(signed.get("body"), dict):  # the operator-signed envelope
         return signed["body"]

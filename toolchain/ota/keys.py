@@ -51,8 +51,7 @@ def role_dir(keys_dir: Path, role: str) -> Path:
 def _write_private(path: Path, pem: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    atomic_write_bytes(path, pem)
-    os.chmod(path, 0o600)
+    atomic_write_bytes(path, pem, mode=0o600)  # created 0600: never readable by others, not even briefly
 
 
 def _new_signer():

@@ -109,15 +109,17 @@ def _pull(args) -> int:
             raise FleetError(f"no online device in fleet {args.fleet!r}" + (f" (offline: {skipped})" if skipped else ""))
     progress = (lambda s: print(s, file=sys.stderr, flush=True)) if not args.json else None
     results, errors = {}, {}
-    for d in devices:
-        pull = DevicePull(connect=lambda: FleetClient(cfg), signer=signer, fleet=args.fleet, device=d,
-                          prefix=args.prefix, writer=writer, options=opts, progress=progress)
-        try:
-            results[d] = pull.run().to_json()
-        except FleetError as e:
-            errors[d] = str(e)
-            results[d] = pull.stats.to_json()
-    index = writer.commit()
+    try:
+        for d in devices:
+            pull = DevicePull(connect=lambda: FleetClient(cfg), signer=signer, fleet=args.fleet, device=d,
+                              prefix=args.prefix, writer=writer, options=opts, progress=progress)
+            try:
+                results[d] = pull.run().to_json()
+            except FleetError as e:
+                errors[d] = str(e)
+                results[d] = pull.stats.to_json()
+    finally:  # a disk error or ^C mid-pull: the verified files so far stay a readable set
+        index = writer.commit()
     from ...data.captures import set_sha256
 
     report = {"out": str(writer.root), "files": len(index.entries), "samples": sum(e.meta.samples for e in index.entries),

@@ -235,7 +235,7 @@ class DevicePull:
                              device=self.device, capture_id=cid, pull_id=self.pull_id)
         try:
             with urllib.request.urlopen(url, timeout=30) as resp:
-                data = resp.read()
+                data = resp.read(e.bytes + 1)  # the offered size bounds it; more is refused as partial
         except (urllib.error.URLError, OSError) as err:
             self.stats.failed[cid] = f"fetching {url}: {err}"
             return
