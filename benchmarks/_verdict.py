@@ -319,11 +319,11 @@ def info(name: str, values, *, unit: str = "", fmt: str = ".3g", scale: float = 
 
 
 def exit_code(rows: Sequence[Row]) -> int:
-    """1 when any figure failed, else 3 when any was inconclusive, else 0."""
+    """1 when any figure failed, else 3 when any was inconclusive or nothing was judged, else 0."""
     verdicts = [r.verdict for r in rows if r.verdict is not None]
     if Verdict.FAIL in verdicts:
         return 1
-    if Verdict.INCONCLUSIVE in verdicts:
+    if Verdict.INCONCLUSIVE in verdicts or not verdicts:
         return 3
     return 0
 
@@ -333,5 +333,7 @@ def summary(rows: Sequence[Row]) -> str:
     n = {v: sum(r.verdict is v for r in judged) for v in Verdict}
     code = exit_code(rows)
     word = {0: "all targets met", 1: "a target was missed", 3: "not every figure could be resolved"}[code]
+    if not judged:
+        word = "nothing was judged"
     return (f"verdict: {n[Verdict.PASS]} PASS, {n[Verdict.FAIL]} FAIL, {n[Verdict.INCONCLUSIVE]} inconclusive "
             f"-> {word} (exit {code})")

@@ -85,6 +85,7 @@ def fp32_by_threads(res: dict, engine: str, hint: str | None) -> dict[int, float
 def verdicts(per_model: dict[str, tuple[dict, Load | None]]) -> Report:
     """Verdict and info rows from each model's bench result and the load during it (pure)."""
     rep = Report()
+    judged = set()
     for name, (res, load) in per_model.items():
         for fig in speedup_figures(res):
             key = (name, fig["engine"], fig["threads"])
@@ -95,10 +96,13 @@ def verdicts(per_model: dict[str, tuple[dict, Load | None]]) -> Report:
             values = [fig["ratio"]]
             if key in TARGETS and fig["fp32_hint"] == ("f32" if fig["engine"] == "openvino" else None):
                 rep.judge(TARGETS[key], values, interval=fig["interval"], load=load, refuse=[refuse], note=note)
+                judged.add(key)
             else:
                 rep.info(f"{name} {fig['label']}, {fig['threads']} thread(s)", values, unit="x", fmt=".2f",
                          interval=fig["interval"], load=load,
                          note=note + (f"; caution: {refuse}" if refuse else ""))
+    for key in sorted(k for k in TARGETS if k[0] in per_model and k not in judged):
+        rep.judge(TARGETS[key], [], note="a cell of the pair failed or is missing")  # "not measured": exit 3
     return rep
 
 

@@ -83,6 +83,9 @@ def test_exit_codes_and_summary():
     rep.info("d", [5.0, 6.0])
     assert rep.exit_code() == 1 and "1 PASS, 1 FAIL, 1 inconclusive" in rep.lines()[-1]
     assert all(("target" in r.line()) == (r.verdict is not None) for r in rep.rows)
+    only_info = V.Report()
+    only_info.info("d", [5.0])
+    assert only_info.exit_code() == 3 and "nothing was judged" in only_info.lines()[-1]
 
 
 def test_paired_ratio_interval_resolves_a_few_percent_under_drift():
@@ -230,6 +233,13 @@ def test_bench_headline():
     row = next(r for r in rep.rows if "2 thread" in r.target.name)
     assert row.verdict is V.Verdict.INCONCLUSIVE and "2 threads slower than 1" in row.reason
     assert verdict_of(m.verdicts({"resnet18": (_hl_result((8.5, 8.6, 8.7)), BUSY)}), "1 thread") is V.Verdict.INCONCLUSIVE
+    # the int8 build failed: its cells are errors, so the >= 2x target is "not measured", never a silent 0
+    failed = _hl_result((8.5, 8.6, 8.7))
+    for c in failed["cells"]:
+        if c["precision"] == "int8-static":
+            c["status"] = "error"
+    rep = m.verdicts({"resnet18": (failed, IDLE)})
+    assert rep.exit_code() == 3 and all(verdict_of(rep, f"{t} thread") is V.Verdict.INCONCLUSIVE for t in (1, 2))
 
 
 def test_bench_fidelity():
