@@ -117,9 +117,24 @@ def test_gate_failed_artifact_is_marked_everywhere_and_never_ranked(bench_result
     pts, _ = report_plots._pareto_points(res)
     ids = [c["artifact_id"] for *_, c in pts]
     assert "onnxruntime-int8-gated" in ids  # drawn ...
-    ok = [i for i, (*_, c) in enumerate(pts) if not c.get("gate_failed")]
-    front = [ok[j] for j in report_plots.pareto_front([(pts[i][0], pts[i][1].loss) for i in ok])]
-    assert all(pts[i][3]["artifact_id"] != "onnxruntime-int8-gated" for i in front)  # ... never on the front
+    front = report_plots.front_indices(pts)
+    assert front and all(pts[i][3]["artifact_id"] != "onnxruntime-int8-gated" for i in front)  # ... never on it
+
+
+
+def test_the_front_leaves_out_a_gate_failed_point_that_would_dominate():
+    """The fastest and closest artifact failed its gate: by latency and loss it is the whole
+    front; the front shown is the best of the artifacts that passed."""
+    from toolchain.bench import report_plots
+    from toolchain.bench.fidelity import Fidelity, Metric
+
+    def pt(ms, cos, failed):
+        f = Fidelity(metric=Metric.COSINE_MIN, value=cos, higher_is_better=True, passed=not failed)
+        return (ms, f, 1, {"artifact_id": f"a{ms}", "gate_failed": failed})
+
+    pts = [pt(1.0, 0.999, True), pt(2.0, 0.99, False), pt(3.0, 0.995, False), pt(4.0, 0.98, False)]
+    assert report_plots.pareto_front([(x, f.loss) for x, f, _, _ in pts]) == [0]
+    assert report_plots.front_indices(pts) == [1, 2]
 
 
 def test_speedup_and_recommendation_respect_the_budget(bench_result):

@@ -134,6 +134,13 @@ def _pareto_points(result: dict[str, Any]):
     return pts, metric
 
 
+def front_indices(pts: list) -> list[int]:
+    """Indices of ``_pareto_points`` on the front: latency against fidelity loss, among the
+    artifacts that passed their gate only (a gate-failed one is drawn, never on the front)."""
+    ok_idx = [i for i, (*_, c) in enumerate(pts) if not gate_failed(c)]
+    return [ok_idx[j] for j in pareto_front([(pts[i][0], pts[i][1].loss) for i in ok_idx])]
+
+
 def plot_pareto(result: dict[str, Any]) -> str | None:
     """Markers carry a short number; the key beside the plot names every number (front rows marked
     with *, gate-failed rows with x), and only Pareto-front points get their full name on the plot.
@@ -145,8 +152,7 @@ def plot_pareto(result: dict[str, Any]) -> str | None:
         return None
     xy = [(x, f.value) for x, f, _, _ in pts]
     bad = [gate_failed(c) for *_, c in pts]
-    ok_idx = [i for i, b in enumerate(bad) if not b]
-    front = [ok_idx[j] for j in pareto_front([(pts[i][0], pts[i][1].loss) for i in ok_idx])]
+    front = front_indices(pts)
     fig, (ax, key) = plt.subplots(1, 2, figsize=(11.5, max(4.8, 0.16 * len(pts) + 1.5)),
                                   gridspec_kw={"width_ratios": [3, 2]})
     smax = max(p[2] for p in pts) or 1
