@@ -94,7 +94,8 @@ class Agent:
                          load_s=round(self._current.session.load_time_s, 4))
             except (AgentError, StoreError, EdgeshipRuntimeError, OSError, ValueError) as e:
                 self._load_error = f"{active.sha256[:12]}: {e}"
-                self.model_events.add(ModelEvent.LOAD_FAILED)
+                if not isinstance(e, ModelSwitchError):  # _load counted the engine's failure already
+                    self.model_events.add(ModelEvent.LOAD_FAILED)
                 log.error("model.load_failed", model=active.name, sha256=active.sha256, error=str(e))
         b = config.serving.batching
         if b.max_batch_size > 1:

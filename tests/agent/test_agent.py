@@ -188,6 +188,9 @@ def test_an_active_model_that_does_not_load_leaves_the_agent_up_but_not_ready(tm
     agent = Agent(AgentConfig.for_state_dir(tmp_path / "state"))
     st = agent.status()
     assert not st["ready"] and st["active"]["sha256"] == bad.sha256 and bad.sha256[:12] in st["load_error"]
+    from device_agent.agent.metrics import ModelEvent
+
+    assert agent.model_events.snapshot()[ModelEvent.LOAD_FAILED] == 1  # one failure, counted once
     with pytest.raises(NotReadyError, match="did not load"):
         agent.infer({"x": X})
     assert agent.rollback() == r1 and agent.ready  # the way out still works
