@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "bench": "toolchain.bench.cli:add_parser",
     "keys": "toolchain.ota.cli:add_keys_parser",
     "package": "toolchain.package:add_parser",
+    "bundle": "toolchain.bundle_cli:add_parser",
     "publish": "toolchain.ota.cli:add_publish_parser",
     "repo": "toolchain.ota.cli:add_repo_parser",
     "push": "toolchain.fleet.cli:add_push_parser",

@@ -3,7 +3,8 @@
 Reads ``<build>/manifest.json`` (docs/design.md "Build directory"), checks the artifact's
 files against their recorded hashes, runs the artifact once over (part of) the build's
 validation data to take the golden set and the baseline statistics, and writes a
-deterministic ``.tar`` named ``<name>-<release>-<sha256[:12]>.tar``.
+deterministic ``.tar`` named ``<name>-<release>-<sha256[:12]>.tar``. ``--capture-rules``
+adds the capture rules the release ships with (:mod:`toolchain.capture_rules`).
 
 Determinism: entries sorted, mtime 0, uid/gid 0, fixed modes, a golden.npz written with
 fixed zip timestamps, model.json with sorted keys. Packaging the same build twice gives
@@ -27,13 +28,15 @@ from typing import Any
 import numpy as np
 
 from runtime.contracts.bundle import (
-    GOLDEN_NPZ, MODEL_DIR, MODEL_JSON, SCHEMA_VERSION, Arch, BundleInfo, FileEntry, Precision,
-    Requirements, Source, TensorStats, parse_version,
+    GOLDEN_NPZ, MODEL_DIR, MODEL_JSON, Arch, BundleInfo, FileEntry, Precision, Requirements, Source,
+    TensorStats, parse_version, schema_version_for,
 )
 from runtime.contracts.bundle.baseline import DriftBaseline, DriftThresholds
+from runtime.contracts.capture.rules import CapturePolicy
 from runtime.fsutil import AtomicFile, current_umask, sha256_bytes, sha256_file
 from runtime.spec import Engine, TensorSpec, deploy_precision_hint
 
+from . import capture_rules as cr
 from .errors import BadInputError
 
 #: how many validation samples the baseline statistics and the drift baseline are taken over
@@ -64,8 +67,13 @@ def package_build(
     out_dir: str | os.PathLike, latency_budget_ms: float | None = None, golden_samples: int = 8,
     arch: tuple[str, ...] | None = None, min_engine_version: str | None = None,
     drift_thresholds: DriftThresholds | None = None,
+    capture_rules: str | os.PathLike | CapturePolicy | None = None,
 ) -> PackageResult:
     """Package one artifact of a build into a bundle in ``out_dir``.
+
+    ``capture_rules``: the capture rules the release ships with, a rules file
+    (:mod:`toolchain.capture_rules`) or a CapturePolicy; checked against the model's outputs
+    before anything runs.
 
     Raises:
         PackageError: missing/invalid manifest, unknown or failed artifact, a file whose hash
@@ -74,7 +82,11 @@ def package_build(
         DriftBaselineError: the validation data or outputs hold NaN/Inf, or the classifier
             output is not [samples, classes]: the drift baseline would be broken.
         EngineNotInstalledError: the artifact's engine is not installed here (names the extra).
+        CaptureRulesError: a bad rules file or a rule the model's outputs cannot serve.
     """
+    capture, rules_where = capture_rules, "capture rules"
+    if isinstance(capture_rules, (str, os.PathLike)):
+        capture, rules_where = cr.load_rules_file(capture_rules), os.fspath(capture_rules)
     build = Path(build_dir)
     manifest_path = build / "manifest.json"
     manifest, manifest_raw = _read_manifest(build)
@@ -87,6 +99,8 @@ def package_build(
                            f"is not in its files list")
     inputs = tuple(TensorSpec.from_json(s) for s in art["io"]["inputs"])
     outputs = tuple(TensorSpec.from_json(s) for s in art["io"]["outputs"])
+    if capture is not None:
+        cr.check_outputs(capture, outputs, where=rules_where)
     validation = _load_validation(build, manifest, inputs)
     hint = deploy_precision_hint(engine, art["precision"])
     golden, in_stats, out_stats, ran = _run_artifact(art_dir / art["model_file"], engine, hint, inputs,
@@ -99,7 +113,8 @@ def package_build(
                        bytes=(art_dir / p).stat().st_size) for p, _ in model_files]
     files.append(FileEntry(path=GOLDEN_NPZ, sha256=sha256_bytes(golden_bytes), bytes=len(golden_bytes)))
     info_json = {
-        "schema_version": SCHEMA_VERSION, "name": manifest["model"]["name"], "version": version, "release": release,
+        "schema_version": schema_version_for(capture=capture), "name": manifest["model"]["name"],
+        "version": version, "release": release,
         "engine": engine.value, "precision": Precision(art["precision"]).value,
         "model_file": art["model_file"],
         "io": {"inputs": [s.to_json() for s in inputs], "outputs": [s.to_json() for s in outputs]},
@@ -118,6 +133,8 @@ def package_build(
         "source": Source(build_manifest_sha256=sha256_bytes(manifest_raw), artifact_id=artifact_id).to_json(),
         "drift": drift.to_json() if drift else None,
     }
+    if capture is not None:
+        info_json["capture"] = capture.to_json()
     info = BundleInfo.from_json(info_json, where=f"{artifact_id} model.json")
     members = {MODEL_JSON: info.to_bytes(), GOLDEN_NPZ: golden_bytes}
     for p, _ in model_files:
@@ -351,6 +368,10 @@ def add_parser(sub) -> None:
                         f"(default {d.out_of_range_share})")
     p.add_argument("--drift-nonfinite", type=float, default=d.nonfinite_share, metavar="SHARE",
                    help=f"drift alarm: share of NaN/Inf values above SHARE (default {d.nonfinite_share})")
+    p.add_argument("--capture-rules", default=None, metavar="FILE",
+                   help="capture rules the release ships with: TOML [[rules]] tables (the keys of agent.toml's "
+                        "[[capture.rules]]) or JSON {\"rules\": [...]}; devices apply them only with [capture] "
+                        "enabled (docs/capture.md)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the bundle into")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd)
@@ -364,23 +385,11 @@ def _cmd(args) -> int:
                         golden_samples=args.golden_samples,
                         arch=tuple(args.arch) if args.arch else None,
                         min_engine_version=args.min_engine_version,
-                        drift_thresholds=_thresholds(args))
-    if args.json:
-        print(json.dumps({"path": str(res.path), "sha256": res.sha256, "model": res.info.to_json()},
-                         indent=2))
-    else:
-        i = res.info
-        print(f"{res.path}\n  sha256   {res.sha256}\n  model    {i.name} {i.version} (release {i.release})"
-              f"\n  engine   {i.engine.value} {i.precision.value}, needs >= {i.requirements.min_engine_version} "
-              f"on {', '.join(i.requirements.arch)}\n  golden   {i.golden_calls} calls, atol "
-              f"{i.tolerances.atol:.4g}, min cosine {i.tolerances.min_cosine:.4g}")
-        if i.drift is not None:
-            t = i.drift.thresholds
-            print(f"  drift    baseline of {len(i.drift.tensors)} tensor(s){' + class mix' if i.drift.classes else ''} "
-                  f"over {i.drift.samples} samples; alarms at PSI > {t.psi:g}, out of range > "
-                  f"{t.out_of_range_share:g}, NaN/Inf > {t.nonfinite_share:g}")
-        else:
-            print(f"  drift    {res.drift_note}")
+                        drift_thresholds=_thresholds(args), capture_rules=args.capture_rules)
+    from .bundle_cli import result_json, summary
+
+    print(json.dumps(result_json(res.path, res.sha256, res.info), indent=2) if args.json
+          else summary(res.path, res.sha256, res.info, drift_note=res.drift_note))
     return 0
 
 

@@ -65,11 +65,14 @@ def start_capture(config: Any, agent: Any) -> CaptureHandle | None:
     fleet, device = _identity(config)
     rec = CaptureRecorder(sec, store, model_lookup=_lookup(agent), fleet=fleet, device=device, redact=redact).start()
     cur = agent.current()
+    bundle_rules: list[str] = []
     if cur is not None:
-        rec.rules_for(cur.ref.sha256)  # the served model's rules now: clamps are reported at start
+        m = rec.rules_for(cur.ref.sha256)  # the served model's rules now: clamps are reported at start
+        mine = {r.name for r in sec.rules}
+        bundle_rules = [r.name for r in (*m.result, *m.error, *m.drift) if r.name not in mine]
     agent.set_capture(rec)
-    log.info("capture.started", dir=str(root), rules=[r.name for r in sec.rules], captures=len(store.entries()),
-             redact=sec.redact or None)
+    log.info("capture.started", dir=str(root), rules=[r.name for r in sec.rules], bundle_rules=bundle_rules,
+             captures=len(store.entries()), redact=sec.redact or None)
     return CaptureHandle(recorder=rec, store=store, agent=agent)
 
 

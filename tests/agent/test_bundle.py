@@ -48,7 +48,9 @@ def test_model_json_round_trips_and_is_strict(bundles):
         (lambda d: d.update(latency_budget_ms=-5), "latency_budget_ms: must be > 0"),  # gate could never pass
         (lambda d: d.update(version="one"), "not a semantic version"),
         (lambda d: d.update(engine="tensorrt"), "engine: 'tensorrt' is not one of"),
-        (lambda d: d.update(schema_version=3), "schema_version: 3 is not supported"),
+        (lambda d: d.update(schema_version=4), "schema_version: 4 is not supported"),
+        (lambda d: d.update(schema_version=3), "missing key(s) ['capture']"),  # schema 3 carries it (null allowed)
+        (lambda d: d.update(capture=None), "unknown key(s) ['capture']"),  # a rule-less bundle stays schema 2
         (lambda d: d.pop("drift"), "missing key(s) ['drift']"),  # schema 2 carries it (null allowed)
         (lambda d: d.update(schema_version=1), "unknown key(s) ['drift']"),  # schema 1 has none
         (lambda d: d["files"].append({"path": "../x", "sha256": "0" * 64, "bytes": 1}), "climbs out"),

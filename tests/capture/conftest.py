@@ -79,8 +79,8 @@ class AgentProc:
 def capture_agent(tmp_path, broker, operator_keys, tiny_bundle):
     made = []
 
-    def make(capture: str, *, device: str = "cap1") -> AgentProc:
-        a = AgentProc(tmp_path / f"agent-{device}", tiny_bundle.path, broker_port=broker.port,
+    def make(capture: str, *, device: str = "cap1", bundle: Path | None = None) -> AgentProc:
+        a = AgentProc(tmp_path / f"agent-{device}", bundle or tiny_bundle.path, broker_port=broker.port,
                       operator_root=operator_keys.root, device=device, capture=capture).start()
         made.append(a)
         return a

@@ -12,12 +12,13 @@ from .golden import compare_outputs, golden_calls
 from .members import check_members, read_bundle_info
 from .schema import (
     GOLDEN_NPZ, MAX_MODEL_JSON_BYTES, MODEL_DIR, MODEL_JSON, SCHEMA_VERSION, Arch, BundleInfo, FileEntry,
-    Precision, Requirements, Source, TensorStats, Tolerances, check_member_name, parse_version,
+    Precision, Requirements, Source, TensorStats, Tolerances, check_member_name, parse_version, schema_version_for,
 )
 
 __all__ = [
     "BundleError", "BundleInfo", "FileEntry", "Requirements", "Tolerances", "TensorStats", "Source",
     "Precision", "Arch", "SCHEMA_VERSION", "MODEL_JSON", "GOLDEN_NPZ", "MODEL_DIR", "MAX_MODEL_JSON_BYTES",
     "check_member_name", "check_members", "read_bundle_info", "golden_calls", "compare_outputs",
-    "parse_version", "normalize_arch", "compatibility_problems", "onnxruntime_max_opset", "ORT_MAX_OPSET",
+    "parse_version", "schema_version_for", "normalize_arch", "compatibility_problems", "onnxruntime_max_opset",
+    "ORT_MAX_OPSET",
 ]

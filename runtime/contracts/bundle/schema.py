@@ -29,14 +29,18 @@ from typing import Any, Mapping
 import numpy as np
 
 from ...spec import Engine, TensorSpec
+from ..capture.rules import CapturePolicy, class_output_problem
 from ..errors import BundleError
 from . import _strict as strict
 from .baseline import DriftBaseline
 
-#: written by this edgeship; 2 added ``drift`` (the drift baseline, may be null)
-SCHEMA_VERSION = 2
-#: read by this edgeship (a version-1 model.json has no ``drift`` key)
-READABLE_SCHEMA_VERSIONS = (1, 2)
+#: the newest schema this edgeship writes; 2 added ``drift`` (the drift baseline, may be null),
+#: 3 added ``capture`` (the release's capture rules, may be null). A bundle is written in the
+#: oldest schema that holds what it carries (:func:`schema_version_for`): one without capture
+#: rules stays schema 2, so agents that read only 1 and 2 keep installing it.
+SCHEMA_VERSION = 3
+#: read by this edgeship (a version-1 model.json has no ``drift`` key, version 1 and 2 no ``capture``)
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 MODEL_JSON = "model.json"
 GOLDEN_NPZ = "golden.npz"
 MODEL_DIR = "model"
@@ -50,6 +54,12 @@ def parse_version(v: str) -> tuple[int, ...] | None:
     """Leading numeric components of a version string ("1.32.0rc1" -> (1, 32, 0))."""
     m = re.match(r"^(\d+(?:\.\d+)*)", v.strip())
     return tuple(int(x) for x in m.group(1).split(".")) if m else None
+
+
+def schema_version_for(*, capture: CapturePolicy | None) -> int:
+    """The schema a new bundle is written in: 3 when it carries capture rules, else 2 (an
+    agent older than schema 3 refuses the first by its version and installs the second)."""
+    return 3 if capture is not None else 2
 
 
 def check_member_name(name: str, *, where: str = "bundle") -> str:
@@ -215,6 +225,8 @@ class BundleInfo:
     schema_version: int = field(default=SCHEMA_VERSION)
     #: the drift baseline (schema 2; None in a version-1 bundle or when the build had too little data)
     drift: DriftBaseline | None = None
+    #: the capture rules the release ships with (schema 3; None: no rules, as in every older bundle)
+    capture: CapturePolicy | None = None
 
     @property
     def model_path(self) -> str:
@@ -231,6 +243,11 @@ class BundleInfo:
         d = self._to_json_v1()
         if self.schema_version >= 2:
             d["drift"] = self.drift.to_json() if self.drift else None
+        if self.schema_version >= 3:
+            d["capture"] = self.capture.to_json() if self.capture is not None else None
+        elif self.capture is not None:
+            raise BundleError(f"schema_version {self.schema_version} has no capture section; "
+                              f"capture rules need schema 3")
         return d
 
     def _to_json_v1(self) -> dict[str, Any]:
@@ -270,8 +287,8 @@ class BundleInfo:
         if sv not in READABLE_SCHEMA_VERSIONS:
             raise BundleError(f"{where}.schema_version: {sv} is not supported (this edgeship reads "
                               f"{list(READABLE_SCHEMA_VERSIONS)}); upgrade edgeship")
-        d = strict.obj(d, keys | ({"drift"} if sv >= 2 else set()), where)
-        drift = d.get("drift")
+        d = strict.obj(d, keys | ({"drift"} if sv >= 2 else set()) | ({"capture"} if sv >= 3 else set()), where)
+        drift, capture = d.get("drift"), d.get("capture")
         io = strict.obj(d["io"], {"inputs", "outputs"}, f"{where}.io")
         budget = d["latency_budget_ms"]
         info = cls(
@@ -294,6 +311,7 @@ class BundleInfo:
                         for i, f in enumerate(strict.array(d["files"], f"{where}.files"))),
             source=Source.from_json(d["source"], where=f"{where}.source"),
             drift=None if drift is None else DriftBaseline.from_json(drift, where=f"{where}.drift"),
+            capture=None if capture is None else CapturePolicy.from_json(capture, where=f"{where}.capture"),
         )
         _check_consistent(info, where)
         return info
@@ -322,6 +340,10 @@ def _check_consistent(info: BundleInfo, where: str) -> None:
         unknown = sorted(set(info.drift.tensors) - names)
         if unknown:
             raise BundleError(f"{where}.drift.tensors: {unknown} are not inputs or outputs of the model")
+    for i, rule in enumerate(info.capture.rules if info.capture is not None else ()):
+        problem = class_output_problem(rule, info.outputs)
+        if problem:
+            raise BundleError(f"{where}.capture.rules[{i}]: {problem}")
     if info.requirements.engine != info.engine:
         raise BundleError(f"{where}.requirements.engine ({info.requirements.engine.value}) differs "
                           f"from engine ({info.engine.value})")

@@ -21,8 +21,11 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
+
+from ...spec import TensorSpec, is_dynamic
 from ..errors import BundleError
 
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -40,6 +43,8 @@ class Trigger(str, enum.Enum):
 
 #: triggers judged on a successful call's outputs (the rest: errors, drift alarms)
 RESULT_TRIGGERS = frozenset({Trigger.SAMPLE, Trigger.LOW_CONFIDENCE, Trigger.DISAGREEMENT})
+#: triggers that read a class-score output (the top-1 probability and class)
+CLASS_TRIGGERS = frozenset({Trigger.LOW_CONFIDENCE, Trigger.DISAGREEMENT})
 
 
 def _doc(text: str, default: Any) -> Any:
@@ -104,11 +109,50 @@ class CaptureRule:
             raise BundleError(f"{where}: {'; '.join(bad)}")
         return rule
 
+    @classmethod
+    def from_table(cls, d: Any, *, where: str) -> "CaptureRule":
+        """A rule as the agent config writes it: any key left out takes its default (the rest as
+        strict as :meth:`from_json`: unknown keys, wrong types and bad values are refused)."""
+        if not isinstance(d, dict):
+            raise BundleError(f"{where}: expected a table, got {type(d).__name__}")
+        return cls.from_json({**cls().to_json(), **d}, where=where)
+
 
 def _text(v: Any, where: str) -> str:
     if not isinstance(v, str):
         raise BundleError(f"{where}: expected a string, got {v!r}")
     return v
+
+
+def class_output_problem(rule: CaptureRule, outputs: Sequence[TensorSpec]) -> str | None:
+    """Why ``rule`` cannot judge this model's outputs (None when it can, or needs no class output).
+
+    A low_confidence/disagreement rule reads ``rule.output`` (empty: the first output), which
+    must be an output of the model, of a float type, with a class axis last (2 or more
+    classes, or a dynamic size)."""
+    if rule.trigger not in CLASS_TRIGGERS:
+        return None
+    have = ", ".join(f"{o.name} {o.describe()}" for o in outputs) or "none"
+    scores = [o.name for o in outputs if _class_scores(o)]
+    hint = f"set output to one of {scores}" if scores else "the model has no float class-score output"
+    spec = next((o for o in outputs if o.name == rule.output), None) if rule.output else next(iter(outputs), None)
+    if spec is None:
+        return (f"capture rule {rule.name!r} ({rule.trigger.value}): output {rule.output!r} is not an output of the "
+                f"model (outputs: {have})")
+    if not _class_scores(spec):
+        which = f"output {rule.output!r}" if rule.output else f"the first output ({spec.name!r}, output unset)"
+        return (f"capture rule {rule.name!r} ({rule.trigger.value}) needs a float class-score output [..., classes]; "
+                f"{which} is {spec.describe()}: {hint} (outputs: {have})")
+    return None
+
+
+def _class_scores(spec: TensorSpec) -> bool:
+    """Can this output be a class-score tensor: float, with a last axis of 2+ classes (or dynamic)."""
+    try:
+        floating = np.issubdtype(np.dtype(spec.dtype), np.floating)
+    except TypeError:
+        return False
+    return floating and bool(spec.shape) and (is_dynamic(spec.shape[-1]) or spec.shape[-1] >= 2)
 
 
 def duplicate_names(rules: tuple[CaptureRule, ...]) -> list[str]:
