@@ -2,14 +2,19 @@
 
 The devices are the fleet simulator's (``toolchain.fleet.sim.SimFleet``, what `edgeship fleet
 simulate --devices N` runs): retained status and reported state, a ``telemetry/metrics`` window
-every 2 s per device, built by the contracts' code. Simulated devices run no drift monitor, so
-each also gets a retained ``telemetry/drift`` document from ``toolchain.fleet.synthetic`` (real
-payloads through the contract's builder). A real ``edgeship fleet exporter`` process subscribes
+every 2 s per device, built by the contracts' code. The simulator runs its default behaviour
+(no drift baseline), so each device also gets a retained ``telemetry/drift`` document from
+``toolchain.fleet.synthetic`` (real payloads through the contract's builder). A real ``edgeship fleet exporter`` process subscribes
 through a local mosquitto; once it tracks every device, ``/metrics`` is scraped ``--scrapes``
 times while the simulator keeps publishing.
 
-Targets: scrape p95 < 500 ms (Prometheus' default scrape timeout is 10 s), exporter RSS < 200 MB.
-Usage: ``python benchmarks/fleet_exporter.py [--devices 1000] [--rounds 3] [--scrapes 20]``. Exit 1 on a miss.
+Targets, judged by the shared rules (``_verdict.py``): scrape p95 < 500 ms (Prometheus' default
+scrape timeout is 10 s) on the 95% order-statistic interval of the p95 of ``--scrapes`` scrapes
+(80: fewer give no interval, "inconclusive"); exporter peak RSS (sampled after every scrape)
+< 200 MB; no malformed message counted (the simulator sends well-formed telemetry only, a count
+is the exporter's bug) and every device tracked within 120 s (exact).
+Usage: ``python benchmarks/fleet_exporter.py [--devices 1000] [--rounds 3] [--scrapes 80]``.
+Exit 0 when every target is met, 1 on a miss, 3 when a figure is inconclusive.
 """
 
 from __future__ import annotations
@@ -29,9 +34,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _verdict import Load, LoadMonitor, Report, Target  # noqa: E402
 
-SCRAPE_P95_MS = 500.0
-RSS_MB = 200.0
+SCRAPE = Target("exporter /metrics scrape p95 during live telemetry", "<", 0.5, "ms", ".4g", 1e3, load="up")
+RSS = Target("exporter peak RSS while scraped", "<", 200.0, "MB", ".4g", load="none")
+MALFORMED = Target("malformed messages counted by the exporter", "<=", 0, "", ".0f", load="none")
+UNTRACKED = Target("devices not tracked within 120 s", "<=", 0, "", ".0f", load="none")
 
 
 def _rss_mb(pid: int) -> float:
@@ -59,7 +68,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3, help="metrics windows per device before measuring")
-    ap.add_argument("--scrapes", type=int, default=20)
+    ap.add_argument("--scrapes", type=int, default=80)
     args = ap.parse_args(argv)
 
     from toolchain.fleet.localbroker import Broker, free_port
@@ -72,34 +81,37 @@ def main(argv=None) -> int:
                              f"127.0.0.1:{broker.port}", "--port", str(port), "--stale-after-s", "600"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sim = drift = None
+    times, rss, started, rss_idle, series, size, metrics_seen, malformed, untracked = [], [], 0.0, 0.0, 0, 0, 0.0, 0.0, 0
     try:
-        proc.stdout.readline()  # "edgeship fleet exporter: http://..." once it serves
-        rss_idle = _rss_mb(proc.pid)
-        t0 = time.perf_counter()
-        sim, drift = _start_fleet(work, broker.port, args.devices)
-        started = time.perf_counter() - t0
-        deadline = time.monotonic() + 120
-        want = float(args.devices * args.rounds)
-        while time.monotonic() < deadline:
-            _, text = _scrape(port)
-            got = _sample(text, 'edgeship_fleet_exporter_messages_total{kind="metrics"}') or 0.0
-            if _sample(text, "edgeship_fleet_exporter_devices") == args.devices and got >= want:
-                break
-            time.sleep(0.5)
-        else:
-            print(f"FAIL the exporter did not track {args.devices} devices within 120 s")
-            return 1
-        times, size = [], 0
-        for _ in range(args.scrapes):  # the simulator keeps publishing its windows meanwhile
-            dt, text = _scrape(port)
-            times.append(dt * 1e3)
-            size = len(text)
-            time.sleep(0.2)
-        rss = _rss_mb(proc.pid)
-        series = sum(1 for ln in text.splitlines() if ln and not ln.startswith("#"))
-        metrics_seen = _sample(text, 'edgeship_fleet_exporter_messages_total{kind="metrics"}')
-        malformed = sum(float(ln.split()[-1]) for ln in text.splitlines()
-                        if ln.startswith("edgeship_fleet_exporter_malformed_total{"))
+        with LoadMonitor() as mon:
+            proc.stdout.readline()  # "edgeship fleet exporter: http://..." once it serves
+            rss_idle = _rss_mb(proc.pid)
+            t0 = time.perf_counter()
+            sim, drift = _start_fleet(work, broker.port, args.devices)
+            started = time.perf_counter() - t0
+            deadline = time.monotonic() + 120
+            want = float(args.devices * args.rounds)
+            tracked = 0.0
+            while time.monotonic() < deadline:
+                _, text = _scrape(port)
+                got = _sample(text, 'edgeship_fleet_exporter_messages_total{kind="metrics"}') or 0.0
+                tracked = _sample(text, "edgeship_fleet_exporter_devices") or 0.0
+                if tracked == args.devices and got >= want:
+                    break
+                time.sleep(0.5)
+            else:
+                untracked = max(1, args.devices - int(tracked))
+            if not untracked:
+                for _ in range(args.scrapes):  # the simulator keeps publishing its windows meanwhile
+                    dt, text = _scrape(port)
+                    times.append(dt)
+                    rss.append(_rss_mb(proc.pid))
+                    size = len(text)
+                    time.sleep(0.2)
+                series = sum(1 for ln in text.splitlines() if ln and not ln.startswith("#"))
+                metrics_seen = _sample(text, 'edgeship_fleet_exporter_messages_total{kind="metrics"}') or 0.0
+                malformed = sum(float(ln.split()[-1]) for ln in text.splitlines()
+                                if ln.startswith("edgeship_fleet_exporter_malformed_total{"))
     finally:
         if drift is not None:
             drift.close()
@@ -109,22 +121,33 @@ def main(argv=None) -> int:
         proc.wait(10)
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
-    t = np.array(times)
-    p50, p95 = np.percentile(t, 50), np.percentile(t, 95)
-    print(f"edgeship fleet exporter, {args.devices} devices of the fleet simulator (metrics every 2 s; started in "
-          f"{started:.1f} s) + a retained drift document each; {args.scrapes} scrapes during live telemetry:")
-    print(f"  scrape     p50 {p50:.1f} ms  p95 {p95:.1f} ms  max {t.max():.1f} ms  ({series} series, "
-          f"{size / 1e6:.2f} MB; {metrics_seen:.0f} metrics windows read, {malformed:.0f} malformed)")
-    print(f"  RSS        {rss:.1f} MB with {args.devices} devices ({rss_idle:.1f} MB before any device)")
-    ok = True
-    # the simulator sends well-formed telemetry only: a malformed count is the exporter's bug
-    for name, value, limit, unit in (("scrape p95", p95, SCRAPE_P95_MS, "ms"), ("RSS", rss, RSS_MB, "MB"),
-                                     ("malformed messages", malformed, 1, "")):
-        verdict = "PASS" if value < limit else "FAIL"
-        ok &= verdict == "PASS"
-        print(f"{verdict} {name}: {value:.1f} {unit} < {limit:.0f} {unit}" if verdict == "PASS"
-              else f"{verdict} {name}: {value:.1f} {unit} >= {limit:.0f} {unit}")
-    return 0 if ok else 1
+    title = (f"edgeship fleet exporter, {args.devices} devices of the fleet simulator (metrics every 2 s; started in "
+             f"{started:.1f} s) + a retained drift document each; {args.scrapes} scrapes during live telemetry "
+             f"({series} series, {size / 1e6:.2f} MB a scrape; {metrics_seen:.0f} metrics windows read)")
+    report = verdicts(scrape_s=times, rss_mb=rss, rss_idle_mb=rss_idle, malformed=malformed, untracked=untracked,
+                      load=mon.load(), title=title)
+    report.print()
+    return report.exit_code()
+
+
+def verdicts(*, scrape_s: list[float], rss_mb: list[float], rss_idle_mb: float, malformed: float, untracked: int,
+             load: Load | None, title: str = "") -> Report:
+    """The verdict rows (pure): every scrape's time (s), the RSS after each (MB), the malformed
+    messages the exporter counted, the devices it did not track in time."""
+    from runtime.bench.stats import quantile_ci
+
+    report = Report(title)
+    report.judge(UNTRACKED, untracked, exact=True)
+    report.judge(MALFORMED, malformed, exact=True)
+    t = np.sort(np.asarray(scrape_s, dtype=float))
+    if t.size:
+        report.judge(SCRAPE, float(np.percentile(t, 95)), interval=quantile_ci(t, 95), load=load,
+                     note=f"{t.size} scrapes, p50 {np.percentile(t, 50) * 1e3:.1f} ms, max {t[-1] * 1e3:.1f} ms")
+    else:
+        report.judge(SCRAPE, None)
+    report.judge(RSS, max(rss_mb) if rss_mb else None, exact=True,
+                 note=f"{rss_idle_mb:.1f} MB before any device")
+    return report
 
 
 def _start_fleet(work: Path, port: int, n: int):

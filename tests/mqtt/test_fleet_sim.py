@@ -72,18 +72,23 @@ def test_fleet_simulate_command(broker, operator_keys, capsys):
     rc = edgeship(["fleet", "simulate", "--devices", "20", "--fleet", "f9", "--model", "tiny", "--keys",
                    str(operator_keys.dir), "--duration", "1.5", "--metrics-interval", "0.5", "--offline", "0.2",
                    "--groups", "sim=1,canary=0.3", "--arch", "x86_64=0.5,aarch64=0.5", "--gate-fail", "2=0.5",
-                   "--json", "--broker", f"127.0.0.1:{broker.port}"])
+                   "--drift", "1=0.5", "--json", "--broker", f"127.0.0.1:{broker.port}"])
     out = capsys.readouterr()
     doc = json.loads(out.out)
     assert rc == 0 and doc["devices"] == 20 and doc["by_release"] == {"1": 20} and doc["connections"] == 1
     assert doc["published_by_kind"]["metrics"] > 0 and "20 simulated devices of fleet f9" in out.err
+    assert doc["published_by_kind"]["drift"] == doc["published_by_kind"]["metrics"]  # a drift check a window
     assert edgeship(["fleet", "status", "--fleet", "f9", "--json", "--broker", f"127.0.0.1:{broker.port}"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 20 and not any(r["online"] for r in rows)   # a clean stop says offline
     assert any("canary" in r["groups"] for r in rows) and all(r["active"]["name"] == "tiny" for r in rows)
+    assert edgeship(["fleet", "drift", "--fleet", "f9", "--json", "--broker", f"127.0.0.1:{broker.port}"]) == 0
+    drift = json.loads(capsys.readouterr().out)                      # the operator's tool reads the sim's documents
+    assert drift["devices"] and not drift["malformed"] and drift["releases"][0]["worst_psi"] > 0.25   # online ones
     base = ["fleet", "simulate", "--fleet", "f9", "--model", "tiny", "--keys", str(operator_keys.dir),
             "--duration", "0.1", "--broker", f"127.0.0.1:{broker.port}"]
     for bad, needle in ((["--devices", "0"], "--devices must be >= 1"),
                         (["--devices", "3", "--gate-fail", "2=1.5"], "between 0 and 1"),
+                        (["--devices", "3", "--drift", "2=-0.1"], "drift_share = -0.1: a share"),
                         (["--devices", "3", "--latency", "x"], "KEY=NUMBER")):
         assert edgeship(base + bad) == 2 and needle in capsys.readouterr().err, bad

@@ -1,6 +1,7 @@
 """End to end on one machine with the real pieces: broker, TUF repository on disk, Agent,
 Updater; `edgeship push --wait` drives an update over MQTT and the device's reported state
-is the truth, including a release its gate refuses."""
+is the truth, including a release its gate refuses, and a profile refused while an update
+really runs on the device."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ pytestmark = pytest.mark.mqtt
 
 
 @pytest.fixture
-def real_device(tmp_path, broker, make_device, agent_state, tiny_bundles):
+def real_device(request, tmp_path, broker, make_device, agent_state, tiny_bundles):
+    """A real Agent + Updater on a TUF repository of releases 1, 2 and a bad 3; ``indirect``
+    parametrisation overrides the [update] settings (e.g. a long trial)."""
     from device_agent.agent import Agent
     from device_agent.config import AgentConfig
     from device_agent.ota import UpdateSection, Updater
@@ -30,8 +33,8 @@ def real_device(tmp_path, broker, make_device, agent_state, tiny_bundles):
     (agent_state / "trust").mkdir(exist_ok=True)
     shutil.copy(keys / "root.json", agent_state / "trust" / "root.json")
     agent = Agent(AgentConfig.for_state_dir(agent_state))
-    ucfg = UpdateSection(repository_url=str(repo), trial_requests=20, trial_duration_s=1.0,
-                         trial_probe_interval_s=0.02)
+    ucfg = UpdateSection(**{"repository_url": str(repo), "trial_requests": 20, "trial_duration_s": 1.0,
+                            "trial_probe_interval_s": 0.02, **getattr(request, "param", {})})
     updater = Updater(agent.config, agent.store, agent, update_config=ucfg)
     svc = make_device(agent, updater, device="real1", operator_root=str(agent_state / "trust" / "root.json"))
     yield {"agent": agent, "svc": svc, "repo": repo}
@@ -53,3 +56,28 @@ def test_push_real_update_commit_then_bad_release_refused(broker, real_device, c
     row = json.loads(capsys.readouterr().out)[0]
     assert row["active"]["release"] == 2 and row["last_deployment"]["state"] == "failed"
     assert row["rejected"][-1]["release"] == 3 and row["rejected"][-1]["reason_code"].startswith("gate.")
+
+
+@pytest.mark.parametrize("real_device", [{"trial_requests": 10**6, "trial_duration_s": 6.0,
+                                          "trial_probe_interval_s": 0.1}], indirect=True)
+def test_profile_is_refused_while_an_update_runs_then_accepted(broker, real_device, capsys):
+    """`edgeship fleet profile` during a real OTA update (release 2 in its trial window, pushed
+    over MQTT): the device refuses naming the update; once it committed, the profile runs."""
+    agent, svc, repo = real_device["agent"], real_device["svc"], real_device["repo"]
+    keys = ["--keys", str(repo.parent / "keys"), "--broker", f"127.0.0.1:{broker.port}"]
+    assert edgeship(["push", "--fleet", "f1", "--device", "real1", "--model", "tiny", "--repo", str(repo),
+                     "--release", "2", *keys]) == 0, capsys.readouterr()
+    wait_for(lambda: svc.running_deployment() is not None and agent.status()["active"]["release"] == 2, timeout_s=30)
+    capsys.readouterr()
+    profile = ["fleet", "profile", "--fleet", "f1", "--device", "real1", "--min-iters", "20",
+               "--min-duration", "0.2", "--warmup-s", "0.05", "--timeout", "60", *keys]
+    rc = edgeship(profile + ["-o", str(repo.parent / "refused")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "[busy.updating]" in err and "update" in err, err
+    assert svc.running_deployment() is not None              # the refusal did not end the update
+    assert not (repo.parent / "refused").exists()
+    wait_for(lambda: svc.running_deployment() is None, timeout_s=30)
+    assert agent.status()["active"]["release"] == 2           # the trial passed: committed
+    rc = edgeship(profile + ["-o", str(repo.parent / "accepted")])
+    assert rc == 0, capsys.readouterr()
+    assert (repo.parent / "accepted" / "result.json").exists()

@@ -1,6 +1,7 @@
 """Staged rollouts through a real mosquitto, with real agents (Agent + Updater + TUF
 repository) and the fleet simulator: a rollout that advances, one that pauses on install
-failures, one that pauses on a latency regression while install health is perfect, a fleet
+failures, one that pauses on a latency regression while install health is perfect, one that
+pauses when the new release's devices raise drift alarms (the simulator's telemetry/drift), a fleet
 rollback, garbage reports, offline devices, a broker restart. The killed controller and
 bad input are in test_rollout_cli.py."""
 
@@ -160,6 +161,31 @@ def test_rollout_pauses_on_a_latency_regression_while_install_health_is_perfect(
     res = [st.results[d]["state"] for d in st.waves[0]]
     assert res == ["committed"] * 3                                 # install health perfect
     assert len(_on(sim, 2)) == 3
+
+
+def test_rollout_pauses_when_the_new_release_drifts_naming_drift(fleet):
+    """Every device on release 2 sees drifting inputs (its drift alarm raises after 3 checks);
+    latency, errors and installs are as healthy as release 1's: the drift criterion pauses."""
+    sim = fleet.sim(16, drift_baseline=True, release_behaviour={2: {"drift_share": 1.0}})
+    ctl, done = fleet.start(waves=[4, "rest"], criteria={"bake_s": 5.0, "max_drift_alarm_share_delta": 0.2,
+                                                         "min_drift_devices": 3})
+    wait_for(lambda: ctl.st.status.value == "paused", timeout_s=45)
+    st = ctl.st
+    assert [b["criteria"] for b in st.breaches] == [["drift"]], st.breaches
+    assert "drift alarms on 4/4 devices of the new release vs 0/12" in st.reason, st.reason
+    drift = st.breaches[0]["values"]["drift"]
+    assert drift["new"] == 1.0 and drift["control"] == 0.0 and drift["psi_max_mean"]["new"] > 0.25
+    assert [st.results[d]["state"] for d in st.waves[0]] == ["committed"] * 4       # install health perfect
+    assert len(_on(sim, 2)) == 4                                                    # wave 2 never started
+    assert sim.stats.published["event"] >= 4                                       # drift.psi alarm events
+
+
+def test_a_drift_criterion_on_a_fleet_without_drift_reports_does_not_pass_unjudged(fleet):
+    fleet.sim(8)                                   # devices whose bundles carry no drift baseline
+    ctl, done = fleet.start(waves=[2, "rest"], criteria={"bake_s": 1.0, "max_bake_s": 3.0,
+                                                         "max_drift_alarm_share_delta": 0.2})
+    wait_for(lambda: ctl.st.status.value == "paused", timeout_s=45)
+    assert "inconclusive" in ctl.st.reason and "drift report 0/0 < 3" in ctl.st.reason, ctl.st.reason
 
 
 def test_fleet_rollback_moves_real_and_simulated_devices_back(fleet, real_agents):

@@ -26,6 +26,8 @@ CRITERIA_FLAGS = {"bake": ("bake_s", float), "max_bake": ("max_bake_s", float),
                   "max_error_rate_delta": ("max_error_rate_delta", float), "max_p95_ratio": ("max_p95_ratio", float),
                   "max_crash_per_h_delta": ("max_crash_per_h_delta", float), "min_requests": ("min_requests", int),
                   "min_device_s": ("min_device_s", float), "min_windows": ("min_windows", int),
+                  "max_drift_alarm_share_delta": ("max_drift_alarm_share_delta", float),
+                  "min_drift_devices": ("min_drift_devices", int),
                   "on_model_regression": ("on_model_regression", str)}
 
 

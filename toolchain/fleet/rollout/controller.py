@@ -3,9 +3,9 @@
 One MQTT connection (clean session, resubscribed on every connect, so a broker restart
 only delays it: the broker persists retained state, the devices queue their telemetry and
 the journal knows what was sent) subscribes to the fleet's ``status``, ``reported``,
-``desired``, ``deploy/+`` and ``telemetry/metrics`` and to the rollout's own topics under
-``{prefix}/_rollouts/{fleet}/{id}/`` (not a fleet or device name: those start with a
-letter or digit):
+``desired``, ``deploy/+``, ``telemetry/metrics`` and ``telemetry/drift`` and to the
+rollout's own topics under ``{prefix}/_rollouts/{fleet}/{id}/`` (not a fleet or device
+name: those start with a letter or digit):
 
 - ``claim`` (retained): ``{owner, host, pid, heartbeat_ms}`` of the controller running it.
   A second controller is refused while the claim is fresh (``claim_ttl_s``), besides the
@@ -101,7 +101,7 @@ class Controller:
         if reason_code.is_failure:
             return
         p, f = self.settings.prefix, self.st.plan.fleet
-        leaves = ("status", "reported", "desired", "deploy/+", "telemetry/metrics")
+        leaves = ("status", "reported", "desired", "deploy/+", "telemetry/metrics", "telemetry/drift")
         client.subscribe([(fleet_filter(fleet=f, leaf=leaf, prefix=p), 1) for leaf in leaves]
                          + [(self.topic["claim"], 1), (self.topic["control"], 1)])
         self._reconcile_at = time.monotonic() + 1.0  # after the retained state came in again

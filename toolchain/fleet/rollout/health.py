@@ -1,6 +1,7 @@
 """Is a wave healthy? Install health from the devices' outcomes; model health by comparing
 the devices on the new release with the control cohort (the targets still on the previous
-release) on the telemetry they already send (``telemetry/metrics`` windows, restarts).
+release) on the telemetry they already send (``telemetry/metrics`` windows, restarts, the
+retained ``telemetry/drift`` state).
 
 Model health is a **sequential test** with a minimum exposure, so a small wave is not
 judged on noise and looking every tick does not inflate false alarms:
@@ -11,13 +12,16 @@ judged on noise and looking every tick does not inflate false alarms:
   more than the allowed margin": error rate (difference of proportions, margin
   ``max_error_rate_delta``), p95 latency (Welch on the log of the windows' p95, margin
   ``log(max_p95_ratio)``), agent restarts per device-hour (difference of Poisson rates,
-  margin ``max_crash_per_h_delta``);
+  margin ``max_crash_per_h_delta``); when the plan sets ``max_drift_alarm_share_delta`` (< 1),
+  the share of devices with an active drift alarm (their retained ``telemetry/drift`` state,
+  one per device, for the release it serves now: a difference of proportions of devices with
+  the Agresti-Caffo adjustment, one success and one failure added to each cohort, so a small
+  cohort where every device or none alarms still has a standard error);
+- drift adds to the minimum exposure: ``min_drift_devices`` devices of each cohort with a drift
+  report since the epoch;
 - Haybittle-Peto boundaries: during the bake (interim looks, any number of them) a breach
   needs z > 3.09 (one-sided p < 0.001); at the end of the bake (the final look) z > 1.645
   (p < 0.05). The overall false-alarm rate stays close to 5% per wave.
-
-Drift (input/output distribution shift) is not judged yet: the metrics windows carry no
-drift figure today; a plan key for it is not accepted until they do.
 
 Pure: values in, values out (:class:`CohortStats`, :func:`model_verdict`, :func:`install_verdict`).
 """
@@ -44,6 +48,15 @@ class CohortStats:
     log_p95_sum: float = 0.0
     log_p95_sq: float = 0.0
     restarts: int = 0
+    drift_devices: int = 0       # devices whose latest drift report (since the epoch) is for this release
+    drift_alarmed: int = 0       # ... of which with an active drift alarm
+    drift_psi_max_sum: float = 0.0  # sum over those devices of their report's largest PSI
+
+    def add_drift(self, *, alarmed: bool, psi_max: float, sign: int = 1) -> None:
+        """Count (``sign`` 1) or uncount (-1) one device's latest drift report."""
+        self.drift_devices += sign
+        self.drift_alarmed += sign * int(alarmed)
+        self.drift_psi_max_sum += sign * psi_max
 
     def add_window(self, *, requests: int, errors: int, window_s: float, p95_ms: float | None) -> None:
         self.requests += requests
@@ -72,7 +85,8 @@ class CohortStats:
         return {"requests": self.requests, "errors": self.errors, "device_s": round(self.device_s, 1),
                 "windows": self.windows, "restarts": self.restarts,
                 "error_rate": None if self.error_rate is None else round(self.error_rate, 5),
-                "p95_ms": None if lp is None else round(math.exp(lp[0]), 3)}
+                "p95_ms": None if lp is None else round(math.exp(lp[0]), 3),
+                "drift_devices": self.drift_devices, "drift_alarmed": self.drift_alarmed}
 
 
 @dataclass
@@ -80,9 +94,11 @@ class Verdict:
     state: str                      # "ok", "breach", "collecting"
     reasons: list[str] = field(default_factory=list)
     values: dict = field(default_factory=dict)
+    breached: list[str] = field(default_factory=list)   # the criteria breached: error_rate, p95, restarts, drift
 
     def to_json(self) -> dict:
-        return {"state": self.state, "reasons": list(self.reasons), "values": dict(self.values)}
+        return {"state": self.state, "reasons": list(self.reasons), "values": dict(self.values),
+                "breached": list(self.breached)}
 
 
 def _z(diff: float, margin: float, se: float) -> float:
@@ -101,16 +117,19 @@ def model_verdict(new: CohortStats, control: CohortStats, c: Criteria, *, final:
         short.append(f"{new.device_s:.0f} device-s on the new release < {c.min_device_s:.0f}")
     if new.windows < c.min_windows or control.windows < c.min_windows:
         short.append(f"windows {new.windows}/{control.windows} < {c.min_windows}")
+    if c.judges_drift and min(new.drift_devices, control.drift_devices) < c.min_drift_devices:
+        short.append(f"devices with a drift report {new.drift_devices}/{control.drift_devices} < {c.min_drift_devices}")
     if short:
         return Verdict("collecting", ["not enough data yet: " + "; ".join(short)], values)
     bound = Z_FINAL if final else Z_INTERIM
-    reasons = []
+    reasons, breached = [], []
     p1, p0 = new.errors / new.requests, control.errors / control.requests
     se = math.sqrt(p1 * (1 - p1) / new.requests + p0 * (1 - p0) / control.requests)
     z_err = _z(p1 - p0, c.max_error_rate_delta, se)
     values["error_rate"] = {"new": round(p1, 5), "control": round(p0, 5), "delta": round(p1 - p0, 5),
                             "max_delta": c.max_error_rate_delta, "z": _round(z_err)}
     if z_err > bound:
+        breached.append("error_rate")
         reasons.append(f"error rate {p1:.2%} vs control {p0:.2%} (+{p1 - p0:.2%} > +{c.max_error_rate_delta:.2%}, "
                        f"z={z_err:.1f})")
     (m1, v1), (m0, v0) = new.log_p95(), control.log_p95()
@@ -120,6 +139,7 @@ def model_verdict(new: CohortStats, control: CohortStats, c: Criteria, *, final:
     values["p95"] = {"new_ms": round(math.exp(m1), 3), "control_ms": round(math.exp(m0), 3),
                      "ratio": round(ratio, 3), "max_ratio": c.max_p95_ratio, "z": _round(z_p95)}
     if z_p95 > bound:
+        breached.append("p95")
         reasons.append(f"p95 latency x{ratio:.2f} of control ({math.exp(m1):.1f} vs {math.exp(m0):.1f} ms, "
                        f"> x{c.max_p95_ratio:.2f}, z={z_p95:.1f})")
     h1, h0 = new.device_s / 3600.0, control.device_s / 3600.0
@@ -129,8 +149,33 @@ def model_verdict(new: CohortStats, control: CohortStats, c: Criteria, *, final:
     values["restarts_per_h"] = {"new": round(r1, 3), "control": round(r0, 3), "max_delta": c.max_crash_per_h_delta,
                                 "z": _round(z_crash)}
     if z_crash > bound:
+        breached.append("restarts")
         reasons.append(f"{r1:.1f} restarts per device-hour vs control {r0:.1f} (z={z_crash:.1f})")
-    return Verdict("breach" if reasons else "ok", reasons, values)
+    if c.judges_drift:
+        reason = _drift(new, control, c, bound, values)
+        if reason:
+            breached.append("drift")
+            reasons.append(reason)
+    return Verdict("breach" if reasons else "ok", reasons, values, breached)
+
+
+def _drift(new: CohortStats, control: CohortStats, c: Criteria, bound: float, values: dict) -> str | None:
+    """The drift-alarm share of the new release against the control's (Agresti-Caffo); the
+    breach reason, or None. Fills ``values["drift"]``."""
+    n1, n0, a1, a0 = new.drift_devices, control.drift_devices, new.drift_alarmed, control.drift_alarmed
+    q1, q0 = (a1 + 1) / (n1 + 2), (a0 + 1) / (n0 + 2)
+    se = math.sqrt(q1 * (1 - q1) / (n1 + 2) + q0 * (1 - q0) / (n0 + 2))
+    z = _z(q1 - q0, c.max_drift_alarm_share_delta, se)
+    s1, s0 = a1 / n1, a0 / n0
+    values["drift"] = {"new": round(s1, 4), "control": round(s0, 4), "delta": round(s1 - s0, 4),
+                       "max_delta": c.max_drift_alarm_share_delta, "z": _round(z),
+                       "psi_max_mean": {"new": round(new.drift_psi_max_sum / n1, 4),
+                                        "control": round(control.drift_psi_max_sum / n0, 4)}}
+    if z <= bound:
+        return None
+    return (f"drift alarms on {a1}/{n1} devices of the new release vs {a0}/{n0} of the control "
+            f"({s1:.0%} vs {s0:.0%}, +{s1 - s0:.0%} > +{c.max_drift_alarm_share_delta:.0%}, z={z:.1f}; mean max PSI "
+            f"{values['drift']['psi_max_mean']['new']:.2f} vs {values['drift']['psi_max_mean']['control']:.2f})")
 
 
 def _round(z: float) -> float | None:

@@ -239,7 +239,7 @@ def _assign(st: RolloutState, view: FleetView, devices: list[str], now_ms: int) 
 
 def _breach(st: RolloutState, view: FleetView, kind: str, v: Verdict, action: Action, now_ms: int) -> list:
     st.breaches.append({"ms": now_ms, "wave": st.wave + 1, "kind": kind, "reasons": v.reasons,
-                        "values": v.values, "action": action.value})
+                        "criteria": v.breached, "values": v.values, "action": action.value})
     st.reason = f"wave {st.wave + 1}: {kind} health breach: {'; '.join(v.reasons)} -> {action.value}"
     return apply_action(st, view, action, now_ms)
 

@@ -1,12 +1,13 @@
 """What the controller knows about the fleet, from what the devices publish (never assumed).
 
 :class:`FleetView` is fed every MQTT message of the fleet (retained ``status``, ``reported``,
-``desired``; streams ``deploy/+`` and ``telemetry/metrics``) and keeps, per device, the last
-valid documents, and per cohort (:class:`~.health.CohortStats`) the sums of the metrics
-windows since the evaluation epoch (the rollout's start or its last resume). A document
-that is not what the protocol says (not JSON, wrong types, an impossible state) marks the
-device *invalid* with the reason: the rollout counts it as failed and names it; nothing
-raises out of :meth:`FleetView.feed`.
+``desired``, ``telemetry/drift``; streams ``deploy/+`` and ``telemetry/metrics``) and keeps, per
+device, the last valid documents, and per cohort (:class:`~.health.CohortStats`) the sums of
+the metrics windows since the evaluation epoch (the rollout's start or its last resume) and
+the devices whose latest drift report (sent since the epoch, for the release the device
+serves now) has an active alarm. A document that is not what the protocol says (not JSON,
+wrong types, an impossible state) marks the device *invalid* with the reason: the rollout
+counts it as failed and names it; nothing raises out of :meth:`FleetView.feed`.
 
 Restarts: a birth whose ``boot_id`` differs from the last one, or whose connection number
 went down (a new agent process), counts one restart for the release the device runs.
@@ -18,6 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.contracts.errors import PayloadRejected
+from runtime.contracts.mqtt.telemetry import parse_drift
 from runtime.contracts.mqtt.topics import split_device_topic
 
 from .health import CohortStats
@@ -32,6 +35,7 @@ class DeviceObs:
     reported: dict | None = None
     desired: dict | None = None          # the body of the retained desired document
     deploy: dict | None = None           # the last deploy event of one of the rollout's deployments
+    drift: dict | None = None            # the last valid telemetry/drift document
     invalid: str | None = None
     restarts: int = 0
 
@@ -96,11 +100,15 @@ class FleetView:
         self.epoch_ms = 0
         self.new, self.control = CohortStats(), CohortStats()
         self.messages = 0
+        self._drift_in: dict[str, tuple[bool, bool, float]] = {}   # device -> (new?, alarmed, max psi) counted
 
     def reset_epoch(self, ms: int) -> None:
         """Judge model health on what arrives from ``ms`` on (the rollout's start, a resume)."""
         self.epoch_ms = ms
         self.new, self.control = CohortStats(), CohortStats()
+        self._drift_in = {}
+        for d in self.devices:
+            self._drift_count(d)
 
     def obs(self, device: str) -> DeviceObs:
         return self.devices.setdefault(device, DeviceObs())
@@ -115,12 +123,18 @@ class FleetView:
         if not payload:  # a retained topic cleared (fleet forget, an aborted rollout)
             if leaf in ("desired", "reported", "status"):
                 setattr(self.obs(device), leaf, None)
+            elif leaf == "telemetry/drift":
+                self.obs(device).drift = None
+                self._drift_count(device)
             return
         try:
-            doc = json.loads(payload)
-        except (UnicodeDecodeError, ValueError):
-            doc = _Garbage
-        try:
+            if leaf == "telemetry/drift":  # its strict parser reads the bytes
+                self._drift(device, payload)
+                return
+            try:
+                doc = json.loads(payload)
+            except (UnicodeDecodeError, ValueError):
+                doc = _Garbage
             self._feed(device, leaf, doc)
         except Exception as e:  # noqa: BLE001 - a device's garbage must never stop the controller
             self.obs(device).invalid = f"{leaf}: unreadable ({type(e).__name__}: {e})"
@@ -130,12 +144,14 @@ class FleetView:
         if leaf == "status":
             if isinstance(doc, dict):
                 self._status(o, doc)
+                self._drift_count(device)
         elif leaf == "reported":
             why = _check_reported(doc) if doc is not _Garbage else "not JSON"
             if why:
                 o.invalid = f"reported: {why}"
             else:
                 o.reported, o.invalid = doc, None
+                self._drift_count(device)
         elif leaf == "desired":
             body = doc.get("signed", {}).get("body") if isinstance(doc, dict) else None
             o.desired = body if isinstance(body, dict) else None
@@ -176,6 +192,34 @@ class FleetView:
         p95 = (doc.get("latency_ms") or {}).get("p95")
         self._cohort(active)(lambda c: c.add_window(requests=doc["requests"], errors=doc["errors"],
                                                     window_s=float(doc["window_s"]), p95_ms=p95))
+
+    def _drift(self, device: str, payload: bytes) -> None:
+        try:
+            doc = parse_drift(payload)
+        except PayloadRejected as e:
+            self.obs(device).invalid = f"drift: {e.detail}"
+            return
+        self.obs(device).drift = doc
+        self._drift_count(device)
+
+    def _drift_count(self, device: str) -> None:
+        """Count the device's latest drift report in its cohort (uncounting what it counted before):
+        a target, sent since the epoch, for this model and the release the device serves now."""
+        old = self._drift_in.pop(device, None)
+        if old is not None:
+            (self.new if old[0] else self.control).add_drift(alarmed=old[1], psi_max=old[2], sign=-1)
+        o = self.devices.get(device)
+        doc = o.drift if o is not None else None
+        if doc is None or device not in self.targets or (doc.get("ts_ms") or 0) < self.epoch_ms:
+            return
+        model, active = doc["model"], o.active
+        if model.get("name") != self.model or active.get("name") != self.model \
+                or active.get("release") != model.get("release"):
+            return  # another model, or a report of the release it ran before (the new one has not reported yet)
+        entry = (model.get("release") == self.release, bool(doc.get("alarms")),
+                 max((float(s["psi"]) for s in doc["scores"]), default=0.0))
+        self._drift_in[device] = entry
+        (self.new if entry[0] else self.control).add_drift(alarmed=entry[1], psi_max=entry[2])
 
 
 _Garbage = object()

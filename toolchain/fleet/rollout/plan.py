@@ -70,6 +70,8 @@ class Criteria:
     min_requests: int = 1000            # requests of each cohort before model health is judged ...
     min_device_s: float = 600.0         # ... and device-seconds on the new release ...
     min_windows: int = 5                # ... and metrics windows of each cohort (for p95)
+    max_drift_alarm_share_delta: float = 1.0  # share of devices with a drift alarm, new minus control (1: off)
+    min_drift_devices: int = 3          # drift judged only when each cohort has this many devices with a drift report
     on_model_regression: Action = Action.PAUSE
 
     def __post_init__(self) -> None:
@@ -79,6 +81,9 @@ class Criteria:
                 raise BadInputError(f"criteria {k} = {getattr(self, k)}: a percentage must be between 0 and 100")
         if not 0.0 <= self.max_error_rate_delta <= 1.0:
             raise BadInputError(f"criteria max_error_rate_delta = {self.max_error_rate_delta}: must be in [0, 1]")
+        if not 0.0 <= self.max_drift_alarm_share_delta <= 1.0:
+            raise BadInputError(f"criteria max_drift_alarm_share_delta = {self.max_drift_alarm_share_delta}: must be "
+                                "in [0, 1] (a share of devices; 1 turns the drift criterion off)")
         if self.max_p95_ratio < 1.0:
             raise BadInputError(f"criteria max_p95_ratio = {self.max_p95_ratio}: must be >= 1 (1.3 = 30% slower)")
         for k in ("bake_s", "max_bake_s", "min_device_s", "max_crash_per_h_delta"):
@@ -87,9 +92,15 @@ class Criteria:
         for k in ("install_timeout_s",):
             if getattr(self, k) <= 0:
                 raise BadInputError(f"criteria {k} must be > 0, got {getattr(self, k)}")
-        for k in ("min_sample", "min_requests", "min_windows"):
+        for k in ("min_sample", "min_requests", "min_windows", "min_drift_devices"):
             if getattr(self, k) < 1:
                 raise BadInputError(f"criteria {k} must be >= 1, got {getattr(self, k)}")
+
+    @property
+    def judges_drift(self) -> bool:
+        """Drift is a criterion (``max_drift_alarm_share_delta`` < 1; off by default: devices
+        publish drift only for bundles that carry a drift baseline)."""
+        return self.max_drift_alarm_share_delta < 1.0
 
     @property
     def bake_limit_s(self) -> float:

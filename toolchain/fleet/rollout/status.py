@@ -68,6 +68,10 @@ def render(doc: dict[str, Any]) -> str:
         figures = (f"error rate {err.get('new')} vs {err.get('control')} (z {err.get('z')}), p95 x{p95.get('ratio')} "
                    f"(z {p95.get('z')})" if err else
                    f"new {v.get('new', {}).get('requests')} / control {v.get('control', {}).get('requests')} requests")
+        drift = v.get("drift")
+        if drift:
+            figures += (f", drift alarms {drift.get('new'):.0%} of the new release's devices vs "
+                        f"{drift.get('control'):.0%} (z {drift.get('z')})")
         lines.append(f"model health: {model.get('state')}: {figures}"
                      + (f" - {'; '.join(model['reasons'])}" if model.get("reasons") else ""))
     if doc.get("rollback"):

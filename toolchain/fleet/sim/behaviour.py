@@ -11,6 +11,7 @@ install_s = 0.6            # accepted -> commit (the update states are spread ov
 offline_share = 0.0        # devices offline from the start
 churn_per_min = 0.0        # share of the online devices that leave per minute (each returns after away_s)
 away_s = 10.0
+drift_baseline = false     # the bundles carry a drift baseline: devices publish telemetry/drift every window
 groups = { sim = 1.0, canary = 0.1 }       # share of devices in each group
 arch = { x86_64 = 0.5, aarch64 = 0.5 }     # share of devices per architecture
 
@@ -20,6 +21,8 @@ trial_fail_share = 0.0     # its trial rolls it back (rolled_back, trial.error_r
 latency_factor = 1.0       # latencies times this
 error_rate = 0.002         # error rate on this release (default: base_error_rate)
 crash_per_h = 0.0          # agent restarts per hour on this release
+drift_share = 0.0          # share of devices whose inputs drift on this release (PSI ~0.6; their
+                           # drift alarm raises after DRIFT_SUSTAIN windows; needs drift_baseline)
 ```
 """
 
@@ -42,6 +45,7 @@ class ReleaseBehaviour:
     latency_factor: float = 1.0
     error_rate: float | None = None
     crash_per_h: float = 0.0
+    drift_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class SimBehaviour:
     offline_share: float = 0.0
     churn_per_min: float = 0.0
     away_s: float = 10.0
+    drift_baseline: bool = False
     groups: Mapping[str, float] = field(default_factory=lambda: {"sim": 1.0})
     arch: Mapping[str, float] = field(default_factory=lambda: {"x86_64": 1.0})
     release: Mapping[int, ReleaseBehaviour] = field(default_factory=dict)
@@ -65,7 +70,8 @@ class SimBehaviour:
                   **{f"arch.{k}": v for k, v in self.arch.items()}}
         for r, rb in self.release.items():
             shares.update({f"release.{r}.gate_fail_share": rb.gate_fail_share,
-                           f"release.{r}.trial_fail_share": rb.trial_fail_share})
+                           f"release.{r}.trial_fail_share": rb.trial_fail_share,
+                           f"release.{r}.drift_share": rb.drift_share})
             if rb.error_rate is not None:
                 shares[f"release.{r}.error_rate"] = rb.error_rate
             if rb.latency_factor <= 0 or rb.crash_per_h < 0:
@@ -93,6 +99,10 @@ class SimBehaviour:
 
     def trial_fails(self, device: str, release: int) -> bool:
         return self.u(device, f"trial/{release}") < self.of(release).trial_fail_share
+
+    def drifts(self, device: str, release: int) -> bool:
+        """Whether the device's inputs drift while it serves ``release``."""
+        return self.u(device, f"drift/{release}") < self.of(release).drift_share
 
     def starts_offline(self, device: str) -> bool:
         return self.u(device, "offline") < self.offline_share

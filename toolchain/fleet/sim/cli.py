@@ -24,6 +24,9 @@ def add_simulate_parser(fs, broker_args) -> None:
     s.add_argument("--trial-fail", action="append", metavar="R=SHARE", help="share whose trial rolls release R back")
     s.add_argument("--latency", action="append", metavar="R=FACTOR", help="latency of release R times FACTOR")
     s.add_argument("--error-rate", action="append", metavar="R=RATE", help="error rate of release R")
+    s.add_argument("--drift", action="append", metavar="R=SHARE",
+                   help="share of devices whose inputs drift on release R (their drift alarm raises); the "
+                        "devices publish telemetry/drift as agents with a drift baseline do")
     s.add_argument("--offline", type=float, default=None, metavar="SHARE", help="share of devices offline at start")
     s.add_argument("--churn", type=float, default=None, metavar="SHARE", help="share of devices leaving per minute")
     s.add_argument("--groups", default=None, metavar="G=SHARE,...", help="group shares, e.g. sim=1,canary=0.1")
@@ -59,10 +62,12 @@ def behaviour_of(args):
         spec = getattr(args, flag)
         if spec:
             top[attr] = _pairs(spec.split(","), f"--{flag}", key=str)
+    if args.drift:
+        top["drift_baseline"] = True
     if top:
         b = SimBehaviour.from_mapping({**_fields(b), **top})
     for flag, attr in (("gate_fail", "gate_fail_share"), ("trial_fail", "trial_fail_share"),
-                       ("latency", "latency_factor"), ("error_rate", "error_rate")):
+                       ("latency", "latency_factor"), ("error_rate", "error_rate"), ("drift", "drift_share")):
         for release, value in _pairs(getattr(args, flag), f"--{flag.replace('_', '-')}").items():
             b = b.with_release(release, **{attr: value})
     return b

@@ -5,7 +5,9 @@ checked by ``runtime.contracts.mqtt.signing.verify`` (the agent's checks, its re
 desired state follows the agent's version rules, the release-counter rule and the penalty
 box; what it sends is built by ``runtime.contracts.mqtt.payloads``. Updates and inference
 are simulated per :class:`~.behaviour.SimBehaviour` (the outcome of an update, the latency
-and error rate of each release, crashes).
+and error rate of each release, crashes, drift: the retained ``telemetry/drift`` state and
+the ``drift`` alarm events of an agent whose bundle carries a drift baseline, judged by the
+agent's alarm rule ``runtime.drift.alarm.step``).
 
 Pure of I/O: every method returns *effects* (:class:`Publish`, :class:`After`) that the
 runner (:mod:`.fleet`) carries out, so a thousand devices share a few MQTT connections.
@@ -19,14 +21,20 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from runtime.contracts.bundle.baseline import DriftThresholds
 from runtime.contracts.errors import PayloadRejected
 from runtime.contracts.mqtt import payloads
 from runtime.contracts.mqtt.messages import Kind, Sender, match_leaf
 from runtime.contracts.mqtt.signing import OperatorKeys, Recipient, ReplayState, verify
+from runtime.contracts.mqtt.telemetry import drift_report
+from runtime.drift.alarm import AlarmState, Transition, step as alarm_step
+from runtime.drift.sketch import Score
 
 from .behaviour import SimBehaviour
 
 STATES = ("fetch", "verify", "stage", "gate", "switch", "trial")
+#: checks over the PSI threshold before a drift alarm raises (and under before it clears): the agent's default
+DRIFT_SUSTAIN = 3
 
 
 @dataclass
@@ -74,6 +82,9 @@ class SimDevice:
     pending: payloads.Desired | None = None
     clock: Callable[[], float] = None  # wall clock (s); set by the runner
     refused: int = 0
+    drift_on: int | None = None           # the release the drift state is about (a switch starts afresh)
+    drift_checks: int = 0
+    drift_alarm: AlarmState = field(default_factory=AlarmState)
 
     def __post_init__(self) -> None:
         self.ran = {self.release}
@@ -112,9 +123,41 @@ class SimDevice:
             window_s=window_s, requests=n, errors=errors, latency_ms=lat,
             system={"cpu_percent": 5.0, "rss_bytes": 80 << 20, "temperature_c": None},
             active_model=ref(self.model, self.release), queue={"depth": 0, "bytes": 0, "dropped": {}}))]
+        if b.drift_baseline:
+            out += self.drift(n)
         if self.rng.random() < b.crash_probability(self.release, window_s):
             out += [self.death("connection lost"), After(1.0, self._restart)]
         return out
+
+    def drift(self, samples: int) -> list:
+        """One drift check of the served model: the retained ``telemetry/drift`` state, and an
+        ``events`` message (category ``drift``) when its alarm raises or clears, as the agent's
+        DriftPublisher sends them. A drifting device's input PSI is ~0.6, a quiet one's ~0.02."""
+        th, m = DriftThresholds(), ref(self.model, self.release)
+        model = {k: m[k] for k in ("name", "version", "release", "sha256")}
+        out = []
+        if self.drift_on != self.release:  # a model switch: a fresh sketch, the old model's alarm cleared
+            if self.drift_alarm.active:
+                out.append(self._drift_event(False, 0.0, th.psi, model))
+            self.drift_on, self.drift_checks, self.drift_alarm = self.release, 0, AlarmState()
+        self.drift_checks += 1
+        psi = (0.6 if self.behaviour.drifts(self.name, self.release) else 0.02) * math.exp(self.rng.gauss(0.0, 0.2))
+        self.drift_alarm, change = alarm_step(self.drift_alarm, psi > th.psi, sustain=DRIFT_SUSTAIN)
+        if change is not None:
+            out.append(self._drift_event(change is Transition.RAISED, psi, th.psi, model))
+        report = {"model": model, "checks": self.drift_checks, "window_samples": samples,
+                  "scores": [Score("x", "input", samples, psi).to_json()],
+                  "alarms": ["drift.psi:input:x"] if self.drift_alarm.active else [],
+                  "thresholds": th.to_json(), "skipped_requests": 0}
+        return [Publish("telemetry/drift", Kind.DRIFT, drift_report(report))] + out
+
+    def _drift_event(self, raised: bool, value: float, threshold: float, model: dict) -> Publish:
+        sev = payloads.Severity.ALARM if raised else payloads.Severity.INFO
+        detail = (f"input 'x': psi {value:.3f} over {threshold:g} for the last checks" if raised
+                  else "input 'x': drift.psi cleared")
+        return self._event("drift", sev, "drift.psi" if raised else "drift.psi.cleared", detail,
+                           {"tensor": "x", "kind": "input", "value": round(value, 6), "threshold": threshold,
+                            "model": model})
 
     def _restart(self) -> list:
         self.boot_id = uuid.uuid4().hex
