@@ -51,7 +51,7 @@ demo: venv
 demo-ota: venv system-deps
 	$(PY) -m toolchain.demo_ota
 
-# The lifecycle loop: deploy, drift, capture, pull, rebuild on the captures, roll out (docs/capture.md).
+# The lifecycle loop: deploy, drift, capture, pull, fine-tune and rebuild on the captures, roll out (docs/capture.md).
 demo-loop: venv system-deps
 	$(PY) -m toolchain.demo_loop
 

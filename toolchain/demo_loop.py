@@ -2,23 +2,28 @@
 
 A mosquitto broker, a TUF repository served over HTTP, and three agents installed under
 prefixes (`edgeship-agent run` with [update], [mqtt], [drift] and [capture]) serving the digits
-CNN (release 1, its drift baseline from the digits validation images). Then:
+CNN (release 1: weights trained on the sklearn digits and saved as a checkpoint, its drift
+baseline from the digits validation images). Half of the validation digits feed the traffic;
+the other half is held out of every step, to judge the releases at the end. Then:
 
 1. ordinary digits traffic: the drift scores stay under their thresholds;
 2. traffic shifts (the digits inverted, with a little sensor noise; each request labelled by
    the demo with ``edgeship_expected``): drift alarms; the alarms and a 50% sample rule capture requests;
 3. `edgeship fleet capture pull --since <the shift>` fetches the captures (signed pull over MQTT),
    the devices delete what was acknowledged; `edgeship data inspect` and `edgeship data split`;
-4. `edgeship compile` builds release 2 with the captured data as calibration and labelled
-   validation data (its manifest records the capture set's hash, devices and time range);
-   `edgeship package` takes the new drift baseline from it; `edgeship publish`;
-5. `edgeship rollout start` moves the fleet in waves (1 device, then the rest) while the
+4. retrain: release 1's weights are fine-tuned (``toolchain.models.digits.fine_tune``, plain
+   torch, seeded, a few seconds) on the labelled calibration part of the split
+   (``toolchain.data.load_labelled``) mixed with the original training digits;
+5. `edgeship compile ref:digits --arg weights=<fine-tuned checkpoint>` builds release 2 with the
+   captured data as calibration and labelled validation data (its manifest records the capture
+   set's hash, devices and time range); release 2 goes on only if it beats release 1 on the
+   held-out inverted digits by at least 30 points and loses at most 3 on the held-out normal
+   digits (both artifacts run by ONNX Runtime); `edgeship package` takes the new drift
+   baseline from it; `edgeship publish`;
+6. `edgeship rollout start` moves the fleet in waves (1 device, then the rest) while the
    shifted traffic goes on;
-6. the drift scores on release 2 fall back under the thresholds.
-
-The model's weights are not retrained (release 2 is the same network, compiled, verified and
-baselined on the captured data): its accuracy on the inverted digits stays what it is, and the
-compile table prints it. Retraining on the pulled set is the user's step between 3 and 4.
+7. the drift scores on release 2 fall back under the thresholds; a table prints both
+   releases' accuracy on the held-out digits (inverted and normal) and the worst PSI.
 
 Usage: ``python -m toolchain.demo_loop [--work DIR] [--devices 3]``. Exit 0 when every step
 held, 1 naming the step that did not.
@@ -38,6 +43,8 @@ from toolchain.demo_ota import _Demo, _wait
 FLEET, GROUP = "loop", "lab"
 PSI_THRESHOLD = 0.25  # edgeship package's default drift alarm threshold (both releases use it)
 NOISE = 0.05  # std of the per-request noise on the shifted digits (pixels in [-1, 1])
+MIN_GAIN_SHIFTED = 0.30  # release 2 must beat release 1 by this much on held-out inverted digits
+MAX_LOSS_NORMAL = 0.03  # ... and lose at most this much on held-out normal digits
 DRIFT = ("\n[drift]\ncheck_every_requests = 50\nsample_every_requests = 1\ncheck_interval_s = 2.0\n"
          "window_checks = 5\nmin_samples = 150\nsustain_checks = 2\n")
 CAPTURE = ("\n[capture]\nenabled = true\nuse_bundle_rules = false\n"
@@ -111,10 +118,76 @@ def _drift(d: _Demo, *, quiet: bool = False) -> dict:
     return {row["device"]: row for row in doc["devices"]}
 
 
-def _compile(d: _Demo, out: Path, *extra: str) -> Path:
-    d.run("compile", "ref:digits", "--targets", "onnxruntime", "--precisions", "fp32", "--out", str(out), "--quiet",
-          *extra)
+def _compile(d: _Demo, out: Path, weights: Path, *extra: str) -> Path:
+    d.run("compile", "ref:digits", "--arg", f"weights={weights}", "--targets", "onnxruntime", "--precisions", "fp32",
+          "--out", str(out), "--quiet", *extra)
     return out / "digits"
+
+
+def _retrain(work: Path, train_dir: Path, weights1: Path) -> Path:
+    """Fine-tune release 1's checkpoint on the labelled captures in ``train_dir`` (the user's step)."""
+    import torch
+
+    from toolchain.data import load_labelled
+    from toolchain.models import digits
+
+    inputs, labels = load_labelled(train_dir)
+    t0 = time.monotonic()
+    state = digits.fine_tune(torch.load(weights1, weights_only=True), inputs[digits.INPUT_NAME], labels, seed=0)
+    out = work / "release2.pt"
+    torch.save(state, out)
+    print(f"fine-tuned release 1's weights on {len(labels)} captured labelled samples (per class "
+          f"{np.bincount(labels, minlength=10).tolist()}) mixed with the digits training split, "
+          f"in {time.monotonic() - t0:.1f} s -> {out}")
+    return out
+
+
+def _accuracy(build: Path, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of a build's onnxruntime-fp32 artifact (what the devices run) on ``x``."""
+    from runtime import open_model
+
+    manifest = json.loads((build / "manifest.json").read_text())
+    art = next(a for a in manifest["artifacts"] if a["id"] == "onnxruntime-fp32")
+    s = open_model(build / art["dir"] / art["model_file"], threads=1)
+    try:
+        logits = next(iter(s.run({"image": x}).values()))
+    finally:
+        s.close()
+    return float((logits.argmax(1) == y).mean())
+
+
+def _train_release1(work: Path) -> Path:
+    """Release 1's weights: the digits CNN trained (seeded) and saved as the user's checkpoint."""
+    import torch
+
+    from toolchain.models import digits
+
+    out = work / "release1.pt"
+    torch.save(digits.trained_state(), out)
+    return out
+
+
+def _summary(acc: dict[str, dict[str, float]], psi1: float, psi2: float, *, n_held: int) -> str:
+    from toolchain.console import format_table
+
+    rows = [(f"accuracy, held-out inverted digits ({n_held})", f"{acc['shifted']['r1']:.2%}",
+             f"{acc['shifted']['r2']:.2%}", f"{(acc['shifted']['r2'] - acc['shifted']['r1']) * 100:+.1f} pt"),
+            (f"accuracy, held-out normal digits ({n_held})", f"{acc['normal']['r1']:.2%}",
+             f"{acc['normal']['r2']:.2%}", f"{(acc['normal']['r2'] - acc['normal']['r1']) * 100:+.1f} pt"),
+            ("worst drift PSI under the shifted traffic", f"{psi1:.3f}", f"{psi2:.3f}", f"{psi2 - psi1:+.3f}")]
+    return format_table(["", "release 1", "release 2 (fine-tuned)", "change"], rows, align="lrrr")
+
+
+def _judge(acc: dict[str, dict[str, float]]) -> None:
+    """Release 2 goes on only when clearly better on the shifted digits and not worse on the normal."""
+    gain = acc["shifted"]["r2"] - acc["shifted"]["r1"]
+    loss = acc["normal"]["r1"] - acc["normal"]["r2"]
+    if gain < MIN_GAIN_SHIFTED:
+        raise RuntimeError(f"release 2 gains {gain * 100:+.1f} points on the held-out inverted digits "
+                           f"(needs >= {MIN_GAIN_SHIFTED * 100:+.0f}); not published")
+    if loss > MAX_LOSS_NORMAL:
+        raise RuntimeError(f"release 2 loses {loss * 100:.1f} points on the held-out normal digits "
+                           f"(at most {MAX_LOSS_NORMAL * 100:.0f} allowed); not published")
 
 
 def _package(d: _Demo, build: Path, release: int, out: Path) -> Path:
@@ -171,7 +244,8 @@ def story(work: Path, *, devices: int = 3) -> int:  # noqa: PLR0915 - a linear s
         keys, repo = work / "keys", work / "repo"
         d.run("keys", "init", "--dir", str(keys))
         d.env["EDGESHIP_KEYS"] = str(keys)
-        build1 = _compile(d, work / "build1")
+        weights1 = _train_release1(work)
+        build1 = _compile(d, work / "build1", weights1)
         r1 = _package(d, build1, 1, work / "bundles")
         d.run("publish", str(r1), "--repo", str(repo), "--keys", str(keys), "--init")
         repo_port = free_port()
@@ -185,8 +259,13 @@ def story(work: Path, *, devices: int = 3) -> int:  # noqa: PLR0915 - a linear s
 
         with np.load(build1 / "data" / "validation.npz") as z:
             x, y = z["image"], z["__labels__"]
+        # even validation images feed the traffic (normal, then inverted); odd ones are held out of
+        # every step (never sent, captured or trained on) to judge the two releases at the end
+        pool, held = np.arange(0, len(x), 2), np.arange(1, len(x), 2)
+        noise = np.random.default_rng(7).normal(0.0, NOISE, x[held].shape)
+        held_out = {"shifted": ((-x[held] + noise).astype(np.float32), y[held]), "normal": (x[held], y[held])}
         stage("3. ordinary digits traffic: drift stays quiet")
-        traffic = Traffic(ports, x, y, name="digits").start()
+        traffic = Traffic(ports, x[pool], y[pool], name="digits").start()
         traffic.wait_sent(250, 120)
         time.sleep(3)
         before = _drift(d)
@@ -194,8 +273,8 @@ def story(work: Path, *, devices: int = 3) -> int:  # noqa: PLR0915 - a linear s
             raise RuntimeError("drift alarms on ordinary traffic")
 
         stage("4. the traffic shifts: inverted digits (the demo labels each request)")
-        shifted = (-x).copy()
-        traffic.set(shifted, y, noise=NOISE)
+        shifted, ys = (-x[pool]).copy(), y[pool]
+        traffic.set(shifted, ys, noise=NOISE)
         shift_ms = int(time.time() * 1000)
         n0 = min(traffic.sent.values())
         alarmed = _wait(lambda: (lambda doc: doc if all(r["alarms"] for r in doc.values()) and len(doc) == devices
@@ -218,17 +297,25 @@ def story(work: Path, *, devices: int = 3) -> int:  # noqa: PLR0915 - a linear s
         split = work / "split"
         d.run("data", "split", str(caps), "--out", str(split), "--validation-share", "0.5", "--labelled-validation")
 
-        stage("6. release 2: compiled with the captured data as calibration and validation data")
-        build2 = _compile(d, work / "build2", "--calibration", str(split / "calibration"),
+        stage("6. retrain: release 1's weights fine-tuned on the pulled labelled captures (calibration part)")
+        weights2 = _retrain(work, split / "calibration", weights1)
+
+        stage("7. release 2: the fine-tuned model compiled with the captured data as calibration and validation "
+              "data; judged against release 1 on the held-out digits before it is published")
+        build2 = _compile(d, work / "build2", weights2, "--calibration", str(split / "calibration"),
                           "--validation", str(split / "validation"))
         prov = json.loads((build2 / "manifest.json").read_text()).get("data_provenance")
         print("manifest data_provenance: " + json.dumps(prov, indent=None)[:600])
+        acc = {k: {"r1": _accuracy(build1, *xy), "r2": _accuracy(build2, *xy)} for k, xy in held_out.items()}
+        print(f"held-out inverted digits: release 1 {acc['shifted']['r1']:.2%}, release 2 {acc['shifted']['r2']:.2%}; "
+              f"held-out normal digits: release 1 {acc['normal']['r1']:.2%}, release 2 {acc['normal']['r2']:.2%}")
+        _judge(acc)
         r2 = _package(d, build2, 2, work / "bundles")
         d.run("publish", str(r2), "--repo", str(repo), "--keys", str(keys))
 
-        stage("7. roll release 2 out in waves (1 device, then the rest) under the shifted traffic")
-        traffic = Traffic(ports, shifted, y, name="inverted")
-        traffic.set(shifted, y, noise=NOISE)
+        stage("8. roll release 2 out in waves (1 device, then the rest) under the shifted traffic")
+        traffic = Traffic(ports, shifted, ys, name="inverted")
+        traffic.set(shifted, ys, noise=NOISE)
         traffic.start()
         d.run("rollout", "start", "--id", "loop-r2", "--fleet", FLEET, "--model", "digits", "--release", "2",
               "--group", GROUP, "--waves", "1,rest", "--bake", "2", "--min-requests", "40", "--min-device-s", "2",
@@ -237,7 +324,7 @@ def story(work: Path, *, devices: int = 3) -> int:  # noqa: PLR0915 - a linear s
         _wait(lambda: _online(d.broker.port, devices, release=2), 60, "every device on release 2")
         d.run("fleet", "status", "--fleet", FLEET, *d.broker_args())
 
-        stage("8. drift on release 2 under the same shifted traffic")
+        stage("9. drift on release 2 under the same shifted traffic")
         after = _wait(lambda: (lambda doc: doc if len(doc) == devices and all(
             r["release"] == 2 and r["checks"] >= 3 and not r["alarms"] and r["worst_psi"] < PSI_THRESHOLD
             for r in doc.values()) else None)(_drift(d, quiet=True)), 180, "drift scores under the thresholds on release 2")
@@ -246,6 +333,7 @@ def story(work: Path, *, devices: int = 3) -> int:  # noqa: PLR0915 - a linear s
         print(f"\nworst PSI across the fleet: {worst_before:.3f} on release 1 (alarmed) -> {worst_after:.3f} on "
               f"release 2 (no alarm, every device under {PSI_THRESHOLD}); {sum(traffic.sent.values())} requests "
               f"during the rollout, {traffic.errors} failed")
+        print("\n" + _summary(acc, worst_before, worst_after, n_held=len(held)))
         print(f"\ndemo-loop OK in {time.monotonic() - t_start:.0f} s. Work directory: {work}")
         return 0
     except Exception as e:

@@ -1,11 +1,15 @@
-"""Shared bits of the capture tests: a served model's description for the recorder."""
+"""Shared bits of the capture tests: a served model's description for the recorder, a capture
+made on the host."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from runtime.contracts.bundle.schema import TensorStats
+from runtime.contracts.capture import fileformat as ff
 from runtime.spec import TensorSpec
 
 SHA = "b" * 64
@@ -26,3 +30,18 @@ class ModelInfo:
 def lookup(info: ModelInfo | None = None):
     info = info or ModelInfo()
     return lambda sha: (dict(REF, sha256=sha), info)
+
+
+def host_capture(i: int, device: str, *, n: int = 2, release: int = 1, labels: bool = True, x=None, y=None,
+                 rule="s", input_name: str = "x") -> ff.Capture:
+    """Capture number ``i`` of ``device`` (``n`` samples; random ``x`` of 4 values unless given;
+    labels ``y``, or all ``i % 3``, when ``labels``), as a pull writes it."""
+    x = np.random.default_rng(i).standard_normal((n, 4)).astype(np.float32) if x is None else x
+    logits = np.zeros((n, 3), np.float32)
+    logits[np.arange(n), i % 3] = 5.0
+    meta = ff.CaptureMeta(id=f"{1_700_000_000_000 + i}-{i:04x}", ts_ms=1_700_000_000_000 + i * 1000, fleet="lab",
+                          device=device, model={"name": "tiny", "version": f"1.{release}.0", "release": release,
+                                                "sha256": "c" * 64}, rule=rule, trigger="sample", rules=(rule,),
+                          samples=n, inputs=(input_name,), outputs=("y",), labels=labels, layout="batch")
+    label_arr = (np.full(n, i % 3, np.int64) if y is None else np.asarray(y, np.int64)) if labels else None
+    return ff.Capture(meta=meta, inputs={input_name: x}, outputs={"y": logits}, labels=label_arr)

@@ -14,19 +14,7 @@ from runtime.contracts.capture import fileformat as ff
 from toolchain.cli import main
 from toolchain.data import captures, split as split_mod
 
-SHA = "c" * 64
-
-
-def _cap(i: int, device: str, *, n: int = 2, release: int = 1, labels: bool = True, x=None, rule="s"):
-    x = np.random.default_rng(i).standard_normal((n, 4)).astype(np.float32) if x is None else x
-    logits = np.zeros((n, 3), np.float32)
-    logits[np.arange(n), i % 3] = 5.0
-    meta = ff.CaptureMeta(id=f"{1_700_000_000_000 + i}-{i:04x}", ts_ms=1_700_000_000_000 + i * 1000, fleet="lab",
-                          device=device, model={"name": "tiny", "version": f"1.{release}.0", "release": release,
-                                                "sha256": SHA}, rule=rule, trigger="sample", rules=(rule,),
-                          samples=n, inputs=("x",), outputs=("y",), labels=labels, layout="batch")
-    return ff.Capture(meta=meta, inputs={"x": x}, outputs={"y": logits},
-                      labels=np.full(n, i % 3, np.int64) if labels else None)
+from capturehelpers import host_capture as _cap  # noqa: E402 (tests/capture is on sys.path)
 
 
 @pytest.fixture

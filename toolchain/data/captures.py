@@ -74,10 +74,7 @@ def capture_arrays(root: str | os.PathLike) -> dict[str, np.ndarray]:
     caps = load(root)
     if not caps:
         raise DataError(f"{root}: the capture set holds no captures")
-    names = {tuple(sorted(c.inputs)) for _, c in caps}
-    if len(names) != 1:
-        raise DataError(f"{root}: captures hold different inputs {sorted(names)} (several models?); "
-                        "split the set by model first")
+    _one_model(root, {tuple(sorted(c.inputs)) for _, c in caps})
     out: dict[str, np.ndarray] = {}
     for k in caps[0][1].inputs:
         try:
@@ -89,6 +86,33 @@ def capture_arrays(root: str | os.PathLike) -> dict[str, np.ndarray]:
     if all(c.labels is not None for _, c in caps):
         out[LABELS_KEY] = np.concatenate([c.labels for _, c in caps]).astype(np.int64)
     return out
+
+
+def load_labelled(root: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The labelled samples of a verified capture set (a pull, or a part of ``edgeship data
+    split``), to train on: ``({input: [N, ...]}, int64[N] labels)`` in index order. Samples
+    without a label (requests that carried no ``edgeship_expected``) are left out.
+
+    Raises:
+        CaptureFormatError/CaptureSetRefusedError: the set does not verify (names the files).
+        DataError: no labelled sample, or samples whose inputs cannot be stacked.
+    """
+    picked = [s for s in samples(load(root)) if s.label is not None]
+    if not picked:
+        raise DataError(f"{root}: no labelled sample in the capture set (a request is labelled by its "
+                        "parameter edgeship_expected)")
+    _one_model(root, {tuple(sorted(s.inputs)) for s in picked})
+    try:
+        inputs = {k: np.stack([s.inputs[k] for s in picked]) for k in picked[0].inputs}
+    except ValueError as e:
+        raise DataError(f"{root}: the labelled samples' inputs have different shapes: {e}") from e
+    return inputs, np.array([s.label for s in picked], np.int64)
+
+
+def _one_model(root: str | os.PathLike, names: set[tuple[str, ...]]) -> None:
+    if len(names) != 1:
+        raise DataError(f"{root}: captures hold different inputs {sorted(names)} (several models?); "
+                        "split the set by model first")
 
 
 def capture_file_arrays(path: Path) -> dict[str, np.ndarray]:
