@@ -1,30 +1,33 @@
 """The device shell of drift detection: live tensors in, scores and sustained alarms out.
 
 The pure parts are in :mod:`runtime.drift` (bins, sketches, PSI, the alarm rule); this module
-does the I/O: a tensor observer on the agent (:meth:`Agent.add_tensor_observer`) that only
-appends a reference to each successful call to a bounded list (a few hundred nanoseconds on
-the request's thread), and one thread that every ``check_every_requests`` calls (or every
-``check_interval_s`` when traffic is slow) counts them into the sketch of the model being
-served, scores the window of the last ``window_checks`` checks against the bundle's baseline,
-and runs the alarm rule. Listeners (the MQTT publisher, tests) get every check and every
-alarm transition; ``/metrics`` reads :meth:`DriftMonitor.latest`.
+does the I/O: a tensor observer on the agent (:meth:`Agent.add_tensor_observer`) that counts
+requests down and, on one in ``sample_every_requests``, appends a reference to the call to a
+bounded list (a decrement on most requests, a few hundred nanoseconds on a sampled one), and
+one thread that every ``check_every_requests`` requests (or every ``check_interval_s`` when
+traffic is slow) counts them into the sketch of the model being served, scores the window of
+the last ``window_checks`` checks against the bundle's baseline, and runs the alarm rule.
+Listeners (the MQTT publisher, tests) get every check and every alarm transition;
+``/metrics`` reads :meth:`DriftMonitor.latest`.
 
-Invariants: memory is bounded by the baseline (sketch) and by ``max_pending_requests``
-(calls beyond it, when the thread lags, are counted as skipped, not kept); a model switch
-starts a fresh sketch and clears the alarms of the old model; a model without a baseline
-(a version-1 bundle, or one packaged from too little data) is not sketched.
+Invariants: memory is bounded by the baseline (sketch) and by ``max_pending_requests`` and
+``max_pending_bytes`` (calls beyond either, when the thread lags, are counted as skipped, not
+kept); a model switch, seen at the next check even with no traffic, starts a fresh sketch,
+clears the alarms of the old model (CLEARED to the listeners) and its latest report; a model
+without a baseline (a version-1 bundle, or one packaged from too little data) is not sketched.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable
 
 from runtime.contracts.bundle.baseline import DriftThresholds
 from runtime.drift.alarm import AlarmState, Transition, step
-from runtime.drift.sketch import DriftSketch, Score
+from runtime.drift.sketch import DriftSketch, Evaluation, Score
 
 from ..configfile import doc
 from ..logs import get_logger
@@ -39,15 +42,19 @@ class DriftSection:
     enabled: bool = doc("Compare live inputs/outputs with the bundle's drift baseline (bundles packaged "
                         "by edgeship >= schema 2 with enough validation data carry one).", True)
     check_every_requests: int = doc("Score the window after this many requests.", 100)
-    sample_every_requests: int = doc("Sketch one request in this many (1: every request). Sketching costs a "
-                                     "few microseconds per request in the checker thread: raise this for "
-                                     "models that run in tens of microseconds.", 1)
+    sample_every_requests: int = doc("Sketch one request in this many (1: every request; the others only count "
+                                     "down on the request's thread). A check costs a few hundred microseconds "
+                                     "in the checker thread, about a third less with 4 (lower min_samples "
+                                     "with it): for models that run in tens of microseconds.", 1)
     check_interval_s: float = doc("Also score when this many seconds passed with fewer requests.", 30.0)
     window_checks: int = doc("The window scored: the requests of this many most recent checks.", 5)
     min_samples: int = doc("Do not judge a window holding fewer samples than this.", 200)
     sustain_checks: int = doc("Raise an alarm when a score is over its threshold this many checks in a "
                               "row; clear it when under for as many.", 3)
     max_pending_requests: int = doc("Calls kept for the next check at most; more are skipped (counted).", 1000)
+    max_pending_bytes: int = doc("Bytes of tensors (inputs and outputs) kept for the next check at most: the "
+                                 "first call kept after a check is measured and as many calls of its size as "
+                                 "fit are kept; calls beyond are skipped (counted).", 16 << 20)
     psi_threshold: float = doc("Override the bundle's PSI threshold; 0 keeps the bundle's.", 0.0)
     out_of_range_threshold: float = doc("Override the bundle's out-of-range share threshold; -1 keeps it.", -1.0)
     nonfinite_threshold: float = doc("Override the bundle's NaN/Inf share threshold; -1 keeps it.", -1.0)
@@ -56,7 +63,7 @@ class DriftSection:
         from ..configfile import ConfigError
 
         counts = ("check_every_requests", "sample_every_requests", "window_checks", "sustain_checks",
-                  "max_pending_requests")
+                  "max_pending_requests", "max_pending_bytes")
         bad = [k for k in counts if getattr(self, k) < 1] + (["check_interval_s"] if self.check_interval_s <= 0 else [])
         if bad or self.min_samples < 0:
             raise ConfigError(f"[drift] {', '.join(bad) or 'min_samples'} must be >= 1 (intervals > 0)")
@@ -89,15 +96,20 @@ class AlarmChange:
 
 @dataclass(frozen=True)
 class DriftReport:
-    """One check: the model, the window's scores, the active alarms."""
+    """One check: the model, the window's scores, the active alarms. ``scores`` (with the
+    per-feature PSI) is worked out from the check's window when first read."""
 
     model: dict
     checks: int
     window_samples: int
-    scores: tuple[Score, ...]
+    evaluation: Evaluation = field(repr=False, compare=False)
     alarms: tuple[str, ...]          # "<reason_code>:<kind>:<name>" of every active alarm
     thresholds: DriftThresholds
     skipped: int
+
+    @cached_property
+    def scores(self) -> tuple[Score, ...]:
+        return tuple(self.evaluation.scores())
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "checks": self.checks, "window_samples": self.window_samples,
@@ -115,6 +127,12 @@ class DriftMonitor:
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: list[tuple[str, Any, Any]] = []
+        c = self.config
+        self._stride = c.sample_every_requests
+        self._max_count, self._max_bytes = c.max_pending_requests, c.max_pending_bytes
+        self._cap = self._max_count             # calls kept at most until the next check (see observe)
+        self._countdown = 1                     # requests to the next sampled one (the first is)
+        self._due = self._due_every = -(-c.check_every_requests // self._stride)  # sampled requests to a check
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._listeners: list[Callable[[DriftReport | None, list[AlarmChange]], None]] = []
@@ -123,12 +141,14 @@ class DriftMonitor:
         self._model: dict = {}
         self._alarms: dict[tuple[str, str, str], AlarmState] = {}
         self._checks = 0
-        self._seen = 0
         self._no_baseline: str | None = None
         self._th: DriftThresholds | None = None
         self.skipped = 0
         self.latest: DriftReport | None = None
         self._thread = threading.Thread(target=self._run, name="edgeship-drift", daemon=True)
+        self._keep = self.observe
+        if self._stride > 1:
+            self.observe = self._sample  # type: ignore[method-assign]  (the one registered with the agent)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "DriftMonitor":
@@ -152,19 +172,33 @@ class DriftMonitor:
 
     # ------------------------------------------------------------ request thread
     def observe(self, sha: str, feeds: Any, outputs: Any) -> None:
-        """The tensor observer: keep a reference to the call (bounded), wake the checker when due."""
-        if sha == self._no_baseline:  # a model without a baseline: nothing to keep
-            return
-        self._seen = n = self._seen + 1  # racy across request threads: a count, not an id
-        if n % self.config.check_every_requests == 0:
+        """The tensor observer: keep a reference to the call (bounded by count and bytes), wake the
+        checker when due. With ``sample_every_requests`` > 1 the observer is :meth:`_sample`, which
+        hands one request in that many here. The first call kept after a check is measured (its
+        tensors' bytes) and sets how many calls fit in ``max_pending_bytes`` until the next check,
+        so the request thread does not walk every call's tensors."""
+        if sha != self._no_baseline:  # a model without a baseline: nothing to keep
+            p = self._pending
+            k = len(p)
+            if not k:
+                self._cap = min(self._max_count, self._max_bytes // max(1, _nbytes(feeds, outputs)))
+            if k < self._cap:
+                p.append((sha, feeds, outputs))
+            else:
+                self.skipped += 1
+        self._due = d = self._due - 1  # racy across request threads: a count, not an id
+        if d <= 0:
+            self._due = self._due_every
             self._wake.set()
-        if n % self.config.sample_every_requests:
+
+    def _sample(self, sha: str, feeds: Any, outputs: Any) -> None:
+        """The observer when sampling: most requests only count down to the next sampled one."""
+        n = self._countdown - 1
+        if n > 0:
+            self._countdown = n
             return
-        p = self._pending
-        if len(p) >= self.config.max_pending_requests:
-            self.skipped += 1
-            return
-        p.append((sha, feeds, outputs))
+        self._countdown = self._stride
+        self._keep(sha, feeds, outputs)
 
     # ------------------------------------------------------------ checker thread
     def _run(self) -> None:
@@ -179,15 +213,15 @@ class DriftMonitor:
                 log.error("drift.check_failed", error=f"{type(e).__name__}: {e}")
 
     def check(self) -> DriftReport | None:
-        """Count the pending calls, score the window, run the alarm rule, tell the listeners."""
+        """Count the pending calls, score the window, run the alarm rule, tell the listeners.
+        With no pending calls only a model switch is looked for (and told, when there was one)."""
         with self._lock:
             batch, self._pending = self._pending, []
-            if not batch:
+            changes = self._reset_if_switched()[1]
+            if not batch and not changes:
                 return self.latest
-            changes = self._reset_if_switched()
-            if self._sketch is None:
-                report = None
-            else:
+            report = None  # a model without a baseline, or a switch and no traffic yet
+            if self._sketch is not None and batch:
                 sha = self._sha
                 self._sketch.add([(f, o) for s, f, o in batch if s == sha])
                 self._sketch.close_slot()
@@ -202,11 +236,12 @@ class DriftMonitor:
                 log.error("drift.listener_failed", error=f"{type(e).__name__}: {e}")
         return report
 
-    def _reset_if_switched(self) -> list[AlarmChange]:
+    def _reset_if_switched(self) -> tuple[bool, list[AlarmChange]]:
+        """(whether the served model changed since the last check, the CLEARED alarms of the old one)."""
         cur = self.agent.current()
         sha = cur.ref.sha256 if cur is not None else None
         if sha == self._sha:
-            return []
+            return False, []
         cleared = [AlarmChange(Transition.CLEARED, key[0], key[2], key[1], 0.0, 0.0, self._model)
                    for key, st in self._alarms.items() if st.active]
         self._sha, self._alarms, self._checks, self.latest = sha, {}, 0, None
@@ -218,42 +253,46 @@ class DriftMonitor:
                         "sha256": cur.ref.sha256} if cur is not None else {})
         if cur is not None and base is None:
             log.info("drift.no_baseline", model=cur.ref.name, sha256=cur.ref.sha256)
-        return cleared
+        return True, cleared
 
     def _judge(self) -> tuple[DriftReport, list[AlarmChange]]:
-        sk, th = self._sketch, self._th
-        scores = tuple(sk.scores())
-        judged = sk.window_rows >= self.config.min_samples
+        ev, th = self._sketch.evaluate(), self._th
+        judged = ev.samples >= self.config.min_samples
         changes: list[AlarmChange] = []
-        if judged and not self._alarms and all(_quiet(s, th) for s in scores):
-            judged_scores: tuple[Score, ...] = ()  # the steady state: every figure under its threshold and no alarm pending
-        else:
-            judged_scores = scores
-        for s in judged_scores:
-            for field, tfield, code in METRICS:
-                if field != "psi" and s.kind in ("class", "confidence"):
-                    continue
-                key = (code, s.kind, s.name)
-                value, limit = getattr(s, field), getattr(th, tfield)
-                if not judged or (value <= limit and key not in self._alarms):
-                    continue  # the steady state: quiet and nothing pending, no state kept
-                state, tr = step(self._alarms.get(key, AlarmState()), value > limit,
-                                 sustain=self.config.sustain_checks)
-                if state.active or state.over:
-                    self._alarms[key] = state
-                else:
-                    self._alarms.pop(key, None)
-                if tr is not None:
-                    changes.append(AlarmChange(tr, code, s.name, s.kind, value, limit, self._model))
-                    (log.warning if tr is Transition.RAISED else log.info)(
-                        f"drift.alarm_{tr.value}", model=self._model.get("name"), reason=code, tensor=s.name,
-                        kind=s.kind, value=round(value, 4), threshold=limit)
+        limits = (th.psi, th.out_of_range_share, th.nonfinite_share)
+        if judged and (self._alarms or not all(_quiet(f, limits) for f in ev.figures)):
+            for name, kind, _n, *values in ev.figures:
+                for (_, _, code), value, limit in zip(METRICS, values, limits):
+                    if code != "drift.psi" and kind in ("class", "confidence"):
+                        continue
+                    key = (code, kind, name)
+                    if value <= limit and key not in self._alarms:
+                        continue  # quiet and nothing pending: no state kept
+                    state, tr = step(self._alarms.get(key, AlarmState()), value > limit,
+                                     sustain=self.config.sustain_checks)
+                    if state.active or state.over:
+                        self._alarms[key] = state
+                    else:
+                        self._alarms.pop(key, None)
+                    if tr is not None:
+                        changes.append(AlarmChange(tr, code, name, kind, value, limit, self._model))
+                        (log.warning if tr is Transition.RAISED else log.info)(
+                            f"drift.alarm_{tr.value}", model=self._model.get("name"), reason=code, tensor=name,
+                            kind=kind, value=round(value, 4), threshold=limit)
         active = tuple(sorted(f"{k[0]}:{k[1]}:{k[2]}" for k, st in self._alarms.items() if st.active))
-        return DriftReport(model=self._model, checks=self._checks, window_samples=sk.window_rows, scores=scores,
+        return DriftReport(model=self._model, checks=self._checks, window_samples=ev.samples, evaluation=ev,
                            alarms=active, thresholds=th, skipped=self.skipped), changes
 
 
-def _quiet(s: Score, th: DriftThresholds) -> bool:
-    """No figure of ``s`` over its threshold (class and confidence are judged by PSI only)."""
-    return s.psi <= th.psi and (s.kind in ("class", "confidence") or (
-        s.out_of_range_share <= th.out_of_range_share and s.nonfinite_share <= th.nonfinite_share))
+def _nbytes(feeds: Any, outputs: Any) -> int:
+    size = 0
+    for d in (feeds, outputs):
+        for a in d.values():
+            size += getattr(a, "nbytes", 0)
+    return size
+
+
+def _quiet(fig: tuple, limits: tuple[float, float, float]) -> bool:
+    """No figure of ``fig`` over its threshold (class and confidence are judged by PSI only)."""
+    _, kind, _, psi, oor, bad = fig
+    return psi <= limits[0] and (kind in ("class", "confidence") or (oor <= limits[1] and bad <= limits[2]))

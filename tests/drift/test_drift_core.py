@@ -74,12 +74,13 @@ def test_same_distribution_scores_low_and_a_shift_scores_high(baseline):
 def test_the_window_slides_and_memory_is_fixed(baseline):
     feeds, outs = _data(n=100, seed=3)
     sk = DriftSketch(baseline, window_slots=3)
-    sizes = []
+    sizes, rows = [], []
     for _ in range(20):
         sk.add([(feeds, outs)])
         sk.close_slot()
-        sizes.append(sum(v.nbytes for slot in (sk._window, *sk._slots) for v in slot.values()))
-    assert sk.window_rows == 300 and len(sk._slots) == 3 and len(set(sizes[3:])) == 1
+        sizes.append(sk._ring.nbytes)
+        rows.append(sk.window_rows)
+    assert rows == [100, 200] + [300] * 18 and sk.closed == 20 and len(set(sizes)) == 1
 
 
 def test_nan_inf_and_out_of_range_are_counted(baseline):
@@ -172,9 +173,11 @@ def _reference_counts(t, a):
     return pooled, np.concatenate(feats)
 
 
+@pytest.mark.parametrize("search", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
-def test_the_count_vector_matches_value_by_value_binning(dtype, monkeypatch):
-    """Channel layout, ties exactly on the edges, NaN/Inf, out of range, several chunks."""
+def test_the_count_vector_matches_value_by_value_binning(dtype, search, monkeypatch):
+    """Channel layout, ties exactly on the edges, NaN/Inf, out of range, several chunks; binned
+    by binary search (small batches) and by comparison with every edge (large ones)."""
     import runtime.drift.sketch as sketch_mod
 
     rng = np.random.default_rng(5)
@@ -187,13 +190,24 @@ def test_the_count_vector_matches_value_by_value_binning(dtype, monkeypatch):
         live[0, 0, 0, :2] = [np.nan, np.inf]
         live[1, 2, 1, 1] = -np.inf
         live[2, 1] = np.asarray(t.values.edges[2], dtype=dtype)  # exactly on an edge
-    monkeypatch.setattr(sketch_mod, "_CHUNK_CELLS", 500)  # forces several chunks
+    monkeypatch.setattr(sketch_mod, "_CHUNK_CELLS", 5000)  # forces several chunks
+    monkeypatch.setattr(sketch_mod, "_SEARCH_VALUES", 1 << 30 if search else 0)
     sk = DriftSketch(b)
     sk.add([({"img": live[i:i + 4]}, {"p": rng.random((4, 2))}) for i in range(0, 40, 4)])
     lay = next(x for x in sk._lay.tensors if x.name == "img")
     pooled, feats = _reference_counts(t, live)
-    c = sk._current["c"]
-    assert c[lay.base:lay.base + len(lay.ext) + 1].tolist() == pooled.tolist()
-    assert c[lay.feat_base:lay.feat_base + lay.n_features * lay.bins].tolist() == feats.tolist()
+    width = len(lay.ext) + 1
+    rows = sk.current[lay.feat_off[0]:lay.feat_off[0] + lay.n_features * width].reshape(lay.n_features, width)
+    rows = rows[:, ::-1]  # a row is stored from the last bin down
+    nonfinite = rows[:, 0].sum() + rows[:, -2:].sum()  # the -Inf, +Inf and NaN bins of each feature's row
+    got_pooled = np.concatenate([[rows[:, 1].sum()], rows[:, 2:-3].sum(axis=0), [rows[:, -3].sum()]])
+    assert got_pooled.tolist() == pooled.tolist()  # below min, the baseline's bins, above max
+    nb = width - 5  # out of range joins the first / the last bin of a feature
+    got_feats = np.concatenate([rows[:, 1:2] + rows[:, 2:3], rows[:, 3:nb + 1], rows[:, nb + 1:nb + 2]
+                                + rows[:, nb + 2:nb + 3]], axis=1)
+    assert got_feats.ravel().tolist() == feats.tolist()
     bad = 0 if dtype == np.int16 else 3
-    assert sk._current["bad"][0] == bad and sk._current["vals"][0] == live.size
+    assert nonfinite == bad and rows.sum() == live.size and sk.current[lay.rows_pos] == 40  # samples
+    sk.close_slot()
+    s = {(s.kind, s.name): s for s in sk.scores()}[("input", "img")]
+    assert s.nonfinite_share == pytest.approx(bad / live.size)

@@ -1,5 +1,7 @@
 """The device's DriftMonitor on a real Agent: the sustained alarm, threshold overrides from
-[drift], a model switch starting afresh, the bounded pending list, bundles without a baseline."""
+[drift], a model switch starting afresh (also with no traffic after it: the interval check
+clears the old model's alarms), the pending list bounded by count and bytes, sampling,
+bundles without a baseline."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ def agent(tmp_path, bundles):
     a.close()
 
 
-CFG = DriftSection(check_every_requests=20, window_checks=3, min_samples=40, sustain_checks=2)
+CFG = DriftSection(check_every_requests=20, sample_every_requests=1, window_checks=3, min_samples=40, sustain_checks=2)
 
 
 def _feed(agent, monitor, xs, changes):
@@ -64,8 +66,11 @@ def test_sustained_alarm_threshold_override_and_a_switch_starts_afresh(agent, bu
     assert any(al.startswith("drift.out_of_range:input:x") for al in m.latest.alarms)
     a.switch_to(refs[2].sha256)
     changes.clear()
-    _feed(a, m, rng.standard_normal((20, 4)), changes)  # the next check sees the new model
-    assert {c.transition for c in changes} == {Transition.CLEARED} and m.latest.checks == 1
+    m.check()  # no traffic yet: the check sees the switch, clears the old alarms and the report
+    assert changes and {c.transition for c in changes} == {Transition.CLEARED} and m.latest is None
+    changes.clear()
+    _feed(a, m, rng.standard_normal((20, 4)), changes)  # the next check counts for the new model
+    assert changes == [] and m.latest.checks == 1
     assert m.latest.model["release"] == 2
     # overriding the bundle's PSI threshold upwards silences psi alarms on the same shift
     loose = DriftMonitor(a, DriftSection(**{**CFG.__dict__, "psi_threshold": 100.0, "out_of_range_threshold": 0.99}))
@@ -77,13 +82,88 @@ def test_sustained_alarm_threshold_override_and_a_switch_starts_afresh(agent, bu
     assert loose.latest.thresholds.out_of_range_share == 0.99
 
 
-def test_pending_calls_are_bounded_and_a_bundle_without_baseline_is_not_judged(agent):
+def test_a_switch_with_no_traffic_clears_the_old_alarms_at_the_interval_check(agent):
+    """The checker thread, woken by its interval alone (no request after the switch), sees the
+    new model: the old alarms are CLEARED to the listeners, ``latest`` and /metrics drop them."""
+    import threading
+
+    from device_agent.monitoring.drift_publish import drift_source
+
     a, refs = agent
-    m = DriftMonitor(a, DriftSection(max_pending_requests=50, check_every_requests=10_000))
-    x = {"x": np.zeros((1, 4), np.float32)}
+    m = DriftMonitor(a, DriftSection(**{**CFG.__dict__, "check_interval_s": 0.05}))
+    changes, cleared = [], threading.Event()
+
+    def listen(report, c):
+        changes.extend(c)
+        if any(x.transition is Transition.CLEARED for x in c):
+            cleared.set()
+
+    m.add_listener(listen)
+    collect = drift_source(m)
+    m.start()
+    try:
+        rng = np.random.default_rng(1)
+        for chunk in (rng.standard_normal((20, 4)) + 5 for _ in range(4)):
+            done = m._checks
+            for x in chunk:
+                a.infer({"x": x[None].astype(np.float32)})
+            _wait(lambda: m._checks > done)
+        assert m.latest.alarms and any(c.transition is Transition.RAISED for c in changes)
+        assert _active_alarms(collect)
+        a.switch_to(refs[2].sha256)
+        assert cleared.wait(5), changes  # no request since the switch: the interval check saw it
+        gone = [c for c in changes if c.transition is Transition.CLEARED]
+        assert {c.model["release"] for c in gone} == {1} and {(c.reason_code, c.name) for c in gone} == {
+            (c.reason_code, c.name) for c in changes if c.transition is Transition.RAISED}
+        assert m.latest is None and _active_alarms(collect) == {}
+    finally:
+        m.stop()
+
+
+def _wait(cond, timeout=5.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def _active_alarms(collect) -> dict:
+    fam = next(f for f in collect() if f.name == "edgeship_drift_alarm")
+    return {tuple(sorted(s.labels.items())): s.value for s in fam.samples if s.value == 1}
+
+
+def test_pending_calls_are_bounded_by_count_and_bytes_sampling_and_a_bundle_without_baseline(agent):
+    a, refs = agent
+    x, y = {"x": np.zeros((1, 4), np.float32)}, {"y": np.zeros((1, 3), np.float32)}  # 28 bytes a call
+    m = DriftMonitor(a, DriftSection(max_pending_requests=50, check_every_requests=10_000, sample_every_requests=1))
     for _ in range(300):
-        m.observe(refs[1].sha256, x, {"y": np.zeros((1, 3), np.float32)})
+        m.observe(refs[1].sha256, x, y)
     assert len(m._pending) == 50 and m.skipped == 250
+    by_bytes = DriftMonitor(a, DriftSection(max_pending_bytes=1000, check_every_requests=10_000,
+                                            sample_every_requests=1))
+    for _ in range(300):
+        by_bytes.observe(refs[1].sha256, x, y)
+    assert len(by_bytes._pending) == 1000 // 28 and by_bytes.skipped == 300 - 1000 // 28
+    by_bytes.check()  # the checker takes the calls: room again
+    by_bytes.observe(refs[1].sha256, x, y)
+    assert len(by_bytes._pending) == 1 and by_bytes.latest.window_samples == 1000 // 28
+    big = {"x": np.zeros((40, 4), np.float32)}  # 652 bytes, measured on the first call after a check
+    by_bytes.check()
+    for _ in range(3):
+        by_bytes.observe(refs[1].sha256, big, y)
+    assert len(by_bytes._pending) == 1 and by_bytes.skipped == 300 - 1000 // 28 + 2
+    by_bytes.check()
+    for _ in range(40):  # small calls again: measured again after the check
+        by_bytes.observe(refs[1].sha256, x, y)
+    assert len(by_bytes._pending) == 1000 // 28 and by_bytes.skipped == 300 - 1000 // 28 + 2 + 40 - 1000 // 28
+    sampled = DriftMonitor(a, DriftSection(check_every_requests=40, sample_every_requests=4))
+    woke = []
+    sampled._wake = type("W", (), {"set": lambda self: woke.append(len(sampled._pending))})()
+    for _ in range(100):
+        sampled.observe(refs[1].sha256, x, y)
+    assert len(sampled._pending) == 25 and woke == [10, 20]  # one in 4 kept; due every 40 requests
     a.switch_to(refs[3].sha256)  # packaged from 16 samples: no baseline
     assert a.current().info.drift is None
     m.check()
