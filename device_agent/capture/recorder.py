@@ -15,6 +15,7 @@ change or drop the draft; a hook that raises drops it: privacy fails closed), th
 
 from __future__ import annotations
 
+import itertools
 import math
 import queue
 import random
@@ -92,9 +93,10 @@ class CaptureRecorder:
         self.counters: Counter = Counter()
         self.clamps: dict[str, Clamp] = {}
         self._clamp_listeners: list[Callable[[Clamp], None]] = []
-        self._idle = threading.Event()
-        self._idle.set()
+        self._kick = threading.Event()  # the writer's batch is cut short (a half-full queue, wait_idle, stop)
+        self._kick_at = max(1, section.queue_max // 2)
         self._thread = threading.Thread(target=self._write_loop, name="edgeship-capture", daemon=True)
+        self._id_prefix, self._seq = secrets.token_hex(3), itertools.count()  # ids: <ts_ms>-<prefix><seq>
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "CaptureRecorder":
@@ -105,6 +107,7 @@ class CaptureRecorder:
         """Write what is queued (within ``timeout_s``), then the index."""
         if self._thread.is_alive():
             self._queue.put(None)
+            self._kick.set()
             self._thread.join(timeout=timeout_s)
         self.store.close()
 
@@ -112,12 +115,17 @@ class CaptureRecorder:
         """``fn(clamp)`` once per rule clamped to fit the disk budget (e.g. an MQTT event)."""
         self._clamp_listeners.append(fn)
 
-    def wait_idle(self, timeout_s: float = 5.0) -> bool:
-        """Wait until every queued draft was written (tests, the pull)."""
+    def wait_idle(self, timeout_s: float = 5.0, *, index: bool = True, kick: bool = True) -> bool:
+        """Wait until every queued draft was written (tests, the pull), then write the index.
+        ``kick``: start the writer's batch now; ``index=False`` / ``kick=False``: leave the index
+        and the batch to the writer thread's own schedule, as in service (benchmarks)."""
         deadline = time.monotonic() + timeout_s
+        if kick:
+            self._kick.set()
         while time.monotonic() < deadline:
             if self._queue.unfinished_tasks == 0:
-                self.store.flush_index(force=True)
+                if index:
+                    self.store.flush_index(force=True)
                 return True
             time.sleep(0.005)
         return False
@@ -197,6 +205,8 @@ class CaptureRecorder:
         except queue.Full:
             self.counters["dropped.queue_full"] += 1
             return False
+        if self._queue.qsize() >= self._kick_at:
+            self._kick.set()
         return True
 
     def _remember(self, sha: str, feeds: Mapping, outputs: Mapping, expected: Any) -> None:
@@ -240,17 +250,30 @@ class CaptureRecorder:
         next_sweep = time.monotonic() + _SWEEP_S
         while True:
             try:
-                draft = self._queue.get(timeout=0.5)
+                batch = [self._queue.get(timeout=0.5)]
             except queue.Empty:
-                draft = False  # nothing came: still flush the index and sweep when due
-            try:
-                if draft is None:
-                    return
-                if draft is not False:
-                    self._write(draft)
-            finally:
-                if draft is not False:
+                batch = []  # nothing came: still flush the index and sweep when due
+            if batch and batch[0] is not None and self.section.write_interval_s > 0:
+                # the captures of the next write_interval_s join this one: the writer wakes once
+                # per batch, not per capture (a half-full queue, wait_idle and stop cut it short)
+                self._kick.wait(self.section.write_interval_s)
+            self._kick.clear()
+            while batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            for draft in batch:
+                try:
+                    if draft is None:
+                        stop = True
+                    elif not stop:
+                        self._write(draft)
+                finally:
                     self._queue.task_done()
+            if stop:
+                return
             try:  # a full disk must not end the writer: the store stays dirty and the next turn retries
                 if self._queue.empty():
                     self.store.flush_index()
@@ -292,7 +315,7 @@ class CaptureRecorder:
         samples = len(next(iter(inputs.values()))) if inputs else 1
         if labels is not None and labels.size != samples:
             labels = None  # an expectation that does not name one class per sample is not a label
-        meta = CaptureMeta(id=f"{d.ts_ms}-{secrets.token_hex(4)}", ts_ms=d.ts_ms, fleet=self.fleet,
+        meta = CaptureMeta(id=f"{d.ts_ms}-{self._id_prefix}{next(self._seq):x}", ts_ms=d.ts_ms, fleet=self.fleet,
                            device=self.device, model=d.model, rule=d.rule, trigger=d.trigger, rules=d.rules,
                            samples=samples, inputs=tuple(inputs), outputs=tuple(outputs),
                            labels=labels is not None, layout=d.layout, score=d.score, error=d.error)

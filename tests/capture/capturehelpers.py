@@ -26,3 +26,34 @@ class ModelInfo:
 def lookup(info: ModelInfo | None = None):
     info = info or ModelInfo()
     return lambda sha: (dict(REF, sha256=sha), info)
+
+
+def device_ids(capdir) -> set[str]:
+    """The captures a store's index lists (what the device holds; no index yet: none)."""
+    from runtime.contracts.capture import fileformat as ff
+
+    try:
+        return {e.meta.id for e in ff.read_index(capdir).entries}
+    except ff.CaptureFormatError:
+        return set()
+
+
+def segment_records(root) -> tuple[int, int]:
+    """``(live, erased)`` records in the segments of a store; every erased payload is zeros."""
+    import os
+
+    from runtime.contracts.capture import segments
+
+    live = erased = 0
+    for p in sorted(root.glob("*.seg")):
+        with open(p, "rb") as f:
+            records, end = segments.scan(f, os.path.getsize(p))
+            assert end == os.path.getsize(p), f"{p}: bytes after the last record"
+            for r in records:
+                f.seek(r.offset)
+                if r.erased:
+                    assert not any(f.read(r.length)), f"{p}@{r.offset}: an erased capture's bytes are still there"
+                    erased += 1
+                else:
+                    live += 1
+    return live, erased
