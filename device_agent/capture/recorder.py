@@ -72,6 +72,8 @@ class ModelRules:
     clamps: tuple[Clamp, ...] = ()
     #: baseline (mean, std) per tensor name, for ranking drift candidates
     stats: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    #: the rate of the one result rule when there is exactly one and no drift rule (on_result's fast path)
+    rate: float | None = None
 
 
 ModelLookup = Callable[[str], tuple[dict, Any]]  # sha -> (ModelRef json, BundleInfo)
@@ -141,19 +143,19 @@ class CaptureRecorder:
                   expected: Any = None) -> None:
         """A successful call (request thread). ``expected``: the classes the caller expected, if any."""
         m = self._models.get(sha) or self.rules_for(sha)
-        if m.drift:
-            self._remember(sha, feeds, outputs, expected)
-        rules = m.result
-        if not rules:
-            return
-        rng = self._rng
-        if len(rules) == 1:  # the common case, kept cheap: most calls lose the coin toss here
-            draw = rng()
-            if draw >= rules[0].rate:
+        rate = m.rate
+        if rate is not None:  # the common case, kept cheap: most calls lose the coin toss here
+            draw = self._rng()
+            if draw >= rate:
                 return
-            draws = [draw]
+            rules, draws = m.result, [draw]
         else:
-            draws = [rng() for _ in rules]
+            if m.drift:
+                self._remember(sha, feeds, outputs, expected)
+            rules = m.result
+            if not rules:
+                return
+            draws = [self._rng() for _ in rules]
         hits = policy.fired(rules, outputs, _labels(expected), draws)
         if not hits:
             return
@@ -239,11 +241,12 @@ class CaptureRecorder:
         stats = {}
         if info is not None:
             stats = {k: (v.mean, v.std) for k, v in {**info.input_stats, **info.output_stats}.items()}
-        return ModelRules(model={k: ref.get(k) for k in ("name", "version", "release", "sha256")},
-                          result=tuple(r for r in live if r.trigger in RESULT_TRIGGERS),
-                          error=tuple(r for r in live if r.trigger is Trigger.ERROR),
-                          drift=tuple(r for r in live if r.trigger is Trigger.DRIFT),
-                          layout=layout, clamps=tuple(clamps), stats=stats)
+        result = tuple(r for r in live if r.trigger in RESULT_TRIGGERS)
+        drift = tuple(r for r in live if r.trigger is Trigger.DRIFT)
+        return ModelRules(model={k: ref.get(k) for k in ("name", "version", "release", "sha256")}, result=result,
+                          error=tuple(r for r in live if r.trigger is Trigger.ERROR), drift=drift,
+                          layout=layout, clamps=tuple(clamps), stats=stats,
+                          rate=result[0].rate if len(result) == 1 and not drift else None)
 
     # ------------------------------------------------------------ writer thread
     def _write_loop(self) -> None:

@@ -5,21 +5,11 @@ that passes under load stands. No broker, no timing."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
+sys.path.insert(0, str(Path(__file__).parent))
+from benchmod import load_bench as _load  # noqa: E402
 
 rollout, breach, status = _load("fleet_rollout"), _load("fleet_breach"), _load("fleet_status")
 V = sys.modules["_verdict"]

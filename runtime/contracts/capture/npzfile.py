@@ -64,13 +64,12 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
         if m is None:
             return _savez(arrays)
         local, after, cen, name, head_len, head_crc = m
-        body = a.reshape(-1).view(np.uint8)
-        crc = zlib.crc32(body, head_crc)
-        size = head_len + len(body)
-        triple = sizes(crc, size, size)
-        out += [local, triple, after, body]
+        n = a.nbytes  # the C-contiguous array is its own buffer: crc32 and join read it as bytes
+        size = head_len + n
+        triple = sizes(zlib.crc32(a, head_crc), size, size)
+        out += [local, triple, after, a]
         central.append(cen + triple + _CEN_TAIL.pack(len(name), 0, 0, 0, 0, 0o600 << 16, offset) + name)
-        offset += 26 + len(after) + len(body)
+        offset += 26 + len(after) + n
     cd = b"".join(central)
     out += [cd, _END.pack(0x06054B50, 0, 0, len(central), len(central), len(cd), offset, 0)]
     return b"".join(out)
