@@ -37,14 +37,14 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from runtime.contracts.capture.fileformat import (
-    INDEX, SUFFIX, Capture, CaptureFormatError, CaptureIndex, IndexEntry, decode, encode_with_meta, index_bytes,
-    listed_files, read_entry, read_index,
+    INDEX, SUFFIX, Capture, CaptureFormatError, CaptureIndex, IndexEntry, decode, encode_with_meta, listed_files,
+    read_entry, read_index,
 )
 from runtime.contracts.capture.rules import CaptureRule
-from runtime.fsutil import atomic_write_bytes
 
 from ..logs import get_logger
 from . import policy
+from .indexfile import IndexWriter
 from .segfile import SEGMENT_BYTES, SegmentSet
 
 log = get_logger("capture")
@@ -81,6 +81,8 @@ class CaptureStore:
         self._free: tuple[float, int] = (-1e9, 0)                # (when statvfs was read, free bytes)
         self._segments = SegmentSet(self.root, max_bytes=segment_bytes)
         self._doomed: list[IndexEntry] = []  # removed from the entries, erased after the next index write
+        self._added: dict[str, None] = {}   # ids stored since the last index write
+        self._removed: list[str] = []       # ids removed since the last index write that it listed
         self._dirty = False
         self._last_index = 0.0
         self._recover()
@@ -97,6 +99,7 @@ class CaptureStore:
                 os.replace(self.root / INDEX, bad)
                 log.error("capture.index_corrupt", path=str(bad), error=str(e))
             index = CaptureIndex()
+        self._index = IndexWriter(self.root, journal=index.journal)
         listed = {e.meta.id: e for e in index.entries if e.segment or (self.root / e.path).is_file()}
         adopted = self._segments.recover(listed)
         self.counters.adopted += len(adopted)
@@ -148,6 +151,7 @@ class CaptureStore:
             # the path of a checked id, the name of a segment it made: no need to check them again
             entry = IndexEntry(f"{m.id}{SUFFIX}", hashlib.sha256(data).hexdigest(), len(data), m, segment, offset)
             self._add(entry, meta_text)
+            self._added[m.id] = None
             self._free = (self._free[0], self._free[1] - len(data))
             self.counters.stored[m.rule] += 1
             self._dirty = True
@@ -167,9 +171,9 @@ class CaptureStore:
         # with the lock held: the records it lists are made durable first; removed entries are
         # erased once no index lists them
         self._segments.sync()
-        texts = [self._texts[i] for i in self._entries]
-        segmented = any(e.segment for e in self._entries.values())
-        atomic_write_bytes(self.root / INDEX, index_bytes(texts, segmented=segmented), mode=0o600)
+        self._index.write(texts=lambda: [self._texts[i] for i in self._entries],
+                          added=[self._texts[i] for i in self._added], removed=self._removed, segmented=True)
+        self._added, self._removed = {}, []
         self._dirty = False
         doomed, self._doomed = self._doomed, []
         for e in doomed:
@@ -210,6 +214,8 @@ class CaptureStore:
             self._rule_bytes[e.meta.rule] -= e.bytes
             self._total_bytes -= e.bytes
             self._doomed.append(e)
+            if self._added.pop(e.meta.id, False) is False:  # listed by an index write: journal its removal
+                self._removed.append(e.meta.id)
             if why == "evicted":
                 self.counters.evicted[e.meta.rule] += 1
             elif why == "expired":
@@ -244,6 +250,7 @@ class CaptureStore:
         self.flush_index(force=True)
         with self._lock:
             self._segments.close()
+            self._index.close()
 
     # ------------------------------------------------------------ helpers
     def _stored(self) -> list[policy.Stored]:

@@ -363,3 +363,33 @@ def test_a_store_of_standalone_files_is_read_and_new_captures_go_to_segments(tmp
     assert not (root / "1000-x.npz").exists() and (root / "1001-x.npz").exists()
     assert ff.verify_entry(store.entry("1001-x"), store.read(store.entry("1001-x"))) is None
     store.close()
+
+
+def test_index_writes_append_to_a_journal_that_readers_apply_and_a_new_snapshot_replaces(tmp_path, monkeypatch):
+    from device_agent.capture import indexfile
+
+    monkeypatch.setattr(indexfile, "JOURNAL_MIN_BYTES", 6000)
+    root = tmp_path / "cap"
+    store = CaptureStore(root, disk_budget_bytes=1 << 30, index_interval_s=0.0)
+    rules = {"s": CaptureRule(name="s", rate=1.0, max_count=6)}
+    _put_all(store, [_cap(0)], rules)                         # the first write: a snapshot naming a journal
+    snapshot = (root / ff.INDEX).read_bytes()
+    for i in range(1, 4):
+        _put_all(store, [_cap(i)], rules)                     # then one appended line each
+    assert (root / ff.INDEX).read_bytes() == snapshot
+    (journal,) = root.glob("index.*.journal")
+    assert journal.read_bytes().count(b"\n") == 3 and ff.read_index(root).journal == journal.name
+    assert [e.meta.id for e, _ in ff.load_set(root)] == [f"{1000 + i}-x" for i in range(4)]
+    _put_all(store, [_cap(i) for i in range(4, 9)], rules)    # the ring evicts: removals are journalled too
+    ids = [e.meta.id for e in store.entries()]
+    assert [e.meta.id for e in ff.read_index(root).entries] == ids == [f"{1000 + i}-x" for i in range(3, 9)]
+    for i in range(9, 20):
+        _put_all(store, [_cap(i)], rules)
+    assert (root / ff.INDEX).read_bytes() != snapshot and len(list(root.glob("index.*.journal"))) <= 1  # compacted
+    store.close()
+    with open(root / ff.read_index(root).journal, "ab") as f:
+        f.write(b'{"remove":["1019-')                           # an append cut off by a crash: ignored
+    assert [e.meta.id for e in ff.read_index(root).entries] == [f"{1000 + i}-x" for i in range(14, 20)]
+    again = CaptureStore(root, disk_budget_bytes=1 << 30)
+    assert [e.meta.id for e in again.entries()] == [f"{1000 + i}-x" for i in range(14, 20)]
+    assert len(list(ff.load_set(root))) == 6

@@ -66,6 +66,7 @@ SUFFIX = ".npz"
 MAX_INDEX_BYTES = 64 << 20
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
+_JOURNAL = re.compile(r"^index\.[0-9]{1,18}\.journal$")
 
 
 class CaptureSetRefusedError(CaptureFormatError):
@@ -183,23 +184,54 @@ class IndexEntry:
                    segment=segment, offset=offset)
 
 
-def index_bytes(entry_texts: list[str], *, segmented: bool) -> bytes:
+def index_bytes(entry_texts: list[str], *, segmented: bool, journal: str | None = None) -> bytes:
     """An ``index.json`` of entries already serialised (:meth:`IndexEntry.to_text`); schema /2
-    when any entry sits in a segment, else /1. ``schema`` first: :func:`is_capture_set`
-    recognises a set from the file's first bytes."""
-    schema = SET_SCHEMA if segmented else SET_SCHEMA_V1
-    return f'{{"schema":"{schema}","files":[{",".join(entry_texts)}]}}\n'.encode()
+    when any entry sits in a segment or a journal is named, else /1. ``schema`` first:
+    :func:`is_capture_set` recognises a set from the file's first bytes."""
+    schema = SET_SCHEMA if segmented or journal else SET_SCHEMA_V1
+    tail = f',"journal":{jstr(journal)}' if journal else ""
+    return f'{{"schema":"{schema}","files":[{",".join(entry_texts)}]{tail}}}\n'.encode()
+
+
+def journal_line(*, add: str | None = None, remove: list[str] | None = None) -> bytes:
+    """One line of an index journal: an entry added (its :meth:`IndexEntry.to_text`) or ids removed."""
+    return (f'{{"add":{add}}}\n' if add is not None else f'{{"remove":{json.dumps(remove)}}}\n').encode()
 
 
 @dataclass(frozen=True)
 class CaptureIndex:
     entries: tuple[IndexEntry, ...] = ()
+    journal: str | None = None   # the journal file this index was read with (schema /2)
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(self.to_bytes())
 
     def to_bytes(self) -> bytes:
         return index_bytes([e.to_text() for e in self.entries], segmented=any(e.segment for e in self.entries))
+
+    def with_journal(self, data: bytes, *, where: str) -> "CaptureIndex":
+        """This index with the journal's lines applied, in order. A last line without its
+        newline is one whose append was cut off: ignored. Raises CaptureFormatError."""
+        entries = {e.meta.id: e for e in self.entries}
+        lines = data.split(b"\n")
+        for n, raw in enumerate(lines[:-1]):  # the part after the last newline: a cut-off append
+            w = f"{where} line {n + 1}"
+            try:
+                d = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+                raise CaptureFormatError(f"{w}: not UTF-8 JSON: {e}") from e
+            if isinstance(d, dict) and set(d) == {"add"}:
+                e = _entry(d["add"], where=w, keysets=(_KEYS, _SEG_KEYS))
+                entries[e.meta.id] = e
+            elif isinstance(d, dict) and set(d) == {"remove"} and isinstance(d["remove"], list):
+                for i in d["remove"]:
+                    entries.pop(i, None)
+            else:
+                raise CaptureFormatError(f"{w}: expected {{\"add\": <entry>}} or {{\"remove\": [ids]}}")
+        out = tuple(entries.values())
+        if len({e.path for e in out}) != len(out):
+            raise CaptureFormatError(f"{where}: duplicate paths")
+        return CaptureIndex(out, journal=self.journal)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, where: str) -> "CaptureIndex":
@@ -208,34 +240,40 @@ class CaptureIndex:
             d = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise CaptureFormatError(f"{where}: not UTF-8 JSON: {e}") from e
-        if not isinstance(d, dict) or set(d) != {"schema", "files"} or d["schema"] not in SET_SCHEMAS:
+        v2 = isinstance(d, dict) and d.get("schema") == SET_SCHEMA
+        if (not isinstance(d, dict) or d["schema"] not in SET_SCHEMAS
+                or set(d) not in ({"schema", "files"}, {"schema", "files", "journal"} if v2 else None)):
             raise CaptureFormatError(f"{where}: not a capture-set index (schema one of {list(SET_SCHEMAS)}, "
-                                     "keys schema, files)")
+                                     "keys schema, files, and journal for /2)")
+        journal = d.get("journal")
+        if journal is not None and not (isinstance(journal, str) and _JOURNAL.match(journal)):
+            raise CaptureFormatError(f"{where}.journal: {journal!r} is not index.<n>.journal")
         keysets = (_KEYS, _SEG_KEYS) if d["schema"] == SET_SCHEMA else (_KEYS,)
         if not isinstance(d["files"], list):
             raise CaptureFormatError(f"{where}.files: expected a list")
-        entries = []
-        for i, e in enumerate(d["files"]):
-            w = f"{where}.files[{i}]"
-            if not isinstance(e, dict) or set(e) not in keysets:
-                raise CaptureFormatError(f"{w}: expected keys path, sha256, bytes, meta"
-                                         + (" (and segment, offset)" if len(keysets) > 1 else ""))
-            seg, off = e.get("segment"), e.get("offset", 0)
-            if "segment" in e and (not segments.is_segment_name(seg) or isinstance(off, bool)
-                                   or not isinstance(off, int) or off < segments.HEADER.size):
-                raise CaptureFormatError(f"{w}: segment must be a top-level <name>{segments.SEG_SUFFIX} and offset "
-                                         f"an integer >= {segments.HEADER.size}")
-            if not isinstance(e["sha256"], str) or not _SHA.match(e["sha256"]):
-                raise CaptureFormatError(f"{w}.sha256: not a lowercase hex sha256")
-            if isinstance(e["bytes"], bool) or not isinstance(e["bytes"], int) or e["bytes"] < 0:
-                raise CaptureFormatError(f"{w}.bytes: expected an integer >= 0")
-            entries.append(IndexEntry(path=check_path(e["path"], where=f"{w}.path"), sha256=e["sha256"],
-                                      bytes=e["bytes"], meta=CaptureMeta.from_json(e["meta"], where=f"{w}.meta"),
-                                      segment=seg, offset=off))
+        entries = [_entry(e, where=f"{where}.files[{i}]", keysets=keysets) for i, e in enumerate(d["files"])]
         paths = [e.path for e in entries]
         if len(set(paths)) != len(paths):
             raise CaptureFormatError(f"{where}.files: duplicate paths")
-        return cls(entries=tuple(entries))
+        return cls(entries=tuple(entries), journal=journal)
+
+
+def _entry(e: Any, *, where: str, keysets: tuple[set, ...]) -> IndexEntry:
+    """One index entry from its JSON (``keysets``: the key sets allowed). Raises CaptureFormatError."""
+    if not isinstance(e, dict) or set(e) not in keysets:
+        raise CaptureFormatError(f"{where}: expected keys path, sha256, bytes, meta"
+                                 + (" (and segment, offset)" if len(keysets) > 1 else ""))
+    seg, off = e.get("segment"), e.get("offset", 0)
+    if "segment" in e and (not segments.is_segment_name(seg) or isinstance(off, bool)
+                           or not isinstance(off, int) or off < segments.HEADER.size):
+        raise CaptureFormatError(f"{where}: segment must be a top-level <name>{segments.SEG_SUFFIX} and offset "
+                                 f"an integer >= {segments.HEADER.size}")
+    if not isinstance(e["sha256"], str) or not _SHA.match(e["sha256"]):
+        raise CaptureFormatError(f"{where}.sha256: not a lowercase hex sha256")
+    if isinstance(e["bytes"], bool) or not isinstance(e["bytes"], int) or e["bytes"] < 0:
+        raise CaptureFormatError(f"{where}.bytes: expected an integer >= 0")
+    return IndexEntry(path=check_path(e["path"], where=f"{where}.path"), sha256=e["sha256"], bytes=e["bytes"],
+                      meta=CaptureMeta.from_json(e["meta"], where=f"{where}.meta"), segment=seg, offset=off)
 
 
 def check_path(path: Any, *, where: str = "capture path") -> str:
@@ -272,7 +310,8 @@ def set_of(path: str | os.PathLike) -> tuple[Path, str] | None:
 
 
 def read_index(root: str | os.PathLike) -> CaptureIndex:
-    """Read ``<root>/index.json``. Raises CaptureFormatError (missing, too large, malformed)."""
+    """Read ``<root>/index.json`` and the journal it names (applied). Raises CaptureFormatError
+    (missing, too large, malformed)."""
     p = Path(root) / INDEX
     try:
         if p.stat().st_size > MAX_INDEX_BYTES:
@@ -282,7 +321,19 @@ def read_index(root: str | os.PathLike) -> CaptureIndex:
         raise CaptureFormatError(f"{root}: no {INDEX} (not a capture set)") from None
     except OSError as e:
         raise CaptureFormatError(f"{p}: cannot read: {e}") from e
-    return CaptureIndex.from_bytes(data, where=str(p))
+    index = CaptureIndex.from_bytes(data, where=str(p))
+    if index.journal is None:
+        return index
+    j = Path(root) / index.journal
+    try:
+        if j.stat().st_size > MAX_INDEX_BYTES:
+            raise CaptureFormatError(f"{j}: larger than {MAX_INDEX_BYTES} bytes")
+        data = j.read_bytes()
+    except FileNotFoundError:
+        return index  # named before its first line: nothing changed since the index
+    except OSError as e:
+        raise CaptureFormatError(f"{j}: cannot read: {e}") from e
+    return index.with_journal(data, where=str(j))
 
 
 def listed_files(root: Path) -> set[str]:
