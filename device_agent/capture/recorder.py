@@ -10,7 +10,9 @@ that a drift alarm (:meth:`on_drift_alarm`) can keep the calls that moved the sc
 
 One writer thread turns queued drafts into captures: the redaction hook (a callable that may
 change or drop the draft; a hook that raises drops it: privacy fails closed), the format
-(runtime.contracts.capture.fileformat), the store's budgets and atomic files.
+(runtime.contracts.capture.fileformat), the store's budgets and segment files. It wakes once
+per ``write_interval_s`` (sooner when the queue is half full) and writes every draft queued
+meanwhile, so a batch, not each capture, pays for waking a cold thread.
 """
 
 from __future__ import annotations

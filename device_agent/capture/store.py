@@ -3,11 +3,12 @@ runtime.contracts.capture.fileformat and .segments) under ``[capture] dir``, bou
 
 Writes: each capture is appended to its rule's open segment (:mod:`.segfile`: one ``write``,
 no file created per capture); before every index write the segments written since the last
-one are fsynced, so the index lists only durable records; the index is replaced atomically
-(at most every ``index_interval_s``, and on close) from each entry's JSON kept since its
-capture was stored, so a write costs no re-serialisation of the whole set. A crash loses at
-most the captures of the last ``index_interval_s`` that had not reached the disk, never
-leaves a partial one listed. Captures evicted, expired or pulled leave the index at the next
+one are fsynced, so the index lists only durable records; an index write (at most every
+``index_interval_s``, and on close) appends what changed to the index's journal, or writes a
+new snapshot from each entry's JSON kept since its capture was stored (:mod:`.indexfile`),
+so it costs no re-serialisation of the whole set. A process crash loses no appended capture
+(the next start re-adopts it), a power cut at most those of the last ``index_interval_s``;
+none is ever listed partial. Captures evicted, expired or pulled leave the index at the next
 index write and are erased (record marked, payload zeroed) right after it; a segment goes
 once nothing in it is live (evictions wait for the next index write, so the disk budget may
 be exceeded by at most ``index_interval_s`` of captures; erased records take disk space

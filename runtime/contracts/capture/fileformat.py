@@ -10,8 +10,12 @@ that its capture sits in a *segment*, an append-only file of many captures
 (runtime.contracts.capture.segments): ``"segment": "<name>.seg", "offset": <payload
 offset>``; its ``path`` is then the name the capture has as a standalone file (what a pull
 writes), and its ``sha256``/``bytes`` are those of the payload, the same standalone ``.npz``.
-Entries without a segment are standalone files, as in /1. Writers write /1 when no entry
-uses a segment (pulled and split sets), so older readers still read those.
+Entries without a segment are standalone files, as in /1. A /2 index may also name a
+*journal*, ``"journal": "index.<n>.journal"``: lines ``{"add": <entry>}`` and ``{"remove":
+[ids]}`` appended (and fsynced) since the index was written, applied in order by
+:func:`read_index`; a last line without its newline was cut off by a crash and is ignored; a
+journal not yet created means no change. Writers write /1 when no entry uses a segment and no
+journal is named (pulled and split sets), so older readers still read those.
 
 One capture ``.npz`` (a plain uncompressed ``numpy.savez`` file, no pickles; written by
 runtime.contracts.capture.npzfile) holds:
