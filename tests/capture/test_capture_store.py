@@ -393,3 +393,24 @@ def test_index_writes_append_to_a_journal_that_readers_apply_and_a_new_snapshot_
     again = CaptureStore(root, disk_budget_bytes=1 << 30)
     assert [e.meta.id for e in again.entries()] == [f"{1000 + i}-x" for i in range(14, 20)]
     assert len(list(ff.load_set(root))) == 6
+
+
+def test_the_writer_batches_captures_for_write_interval_s_unless_the_queue_fills(tmp_path):
+    batches = []
+    rec = _recorder(tmp_path, CaptureRule(name="s", rate=1.0), start=False, write_interval_s=1.5, queue_max=8)
+    inner = rec._write
+    rec._write = lambda d: (batches.append(time.monotonic()), inner(d))
+    rec.start()
+    t0 = time.monotonic()
+    for i in range(3):                                   # below half the queue: they wait for the interval
+        rec.on_result(SHA, *_feeds(i))
+    assert rec.wait_idle(10, kick=False)
+    assert len(batches) == 3 and min(batches) - t0 >= 1.4 and max(batches) - min(batches) < 0.5  # one batch
+    batches.clear()
+    t0 = time.monotonic()
+    for i in range(4):                                   # half the queue: the batch starts at once
+        rec.on_result(SHA, *_feeds(10 + i))
+    assert rec.wait_idle(10, kick=False)
+    assert len(batches) == 4 and max(batches) - t0 < 1.0
+    assert rec.counters["stored"] == 7
+    rec.stop()
