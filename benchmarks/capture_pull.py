@@ -7,8 +7,11 @@ agent is filled with ``--files`` captures of ``--rows`` rows each; the operator'
 them; the device deletes them. Then the same again over HTTP. Throughput = capture bytes
 written to the output set / the pull's wall time (rounds, offers, acks included).
 
-The issue sets no throughput target: the figures are printed with the load average. Exit 1
-when a pull did not bring every capture back exactly once (verified), else 0.
+Verdicts by the shared rules of ``benchmarks/_verdict.py`` (:func:`verdicts`, pure): the issue
+sets no throughput target, so each transport's MB/s is an informational row (with the load
+during the run); judged exactly are the captures that did not come back exactly once
+(verified by sha256 in the output set) and those left on the device after the pull. Exit 1
+when either is above 0, else 0 (3 only if nothing could be judged).
 
 Usage: ``python benchmarks/capture_pull.py [--files 40] [--rows 4096]``.
 """
@@ -30,6 +33,28 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _verdict import AnyLoad, LoadMonitor, Report, Target  # noqa: E402
+
+NOT_ONCE = Target("captures not pulled back exactly once (verified)", "<=", 0, "", ".0f", load="none")
+LEFT = Target("captures left on the device after the pull", "<=", 0, "", ".0f", load="none")
+
+
+def verdicts(results: list[dict], *, load: AnyLoad | None, title: str = "") -> Report:
+    """The verdict rows (pure). ``results``: one dict per transport: ``name``, ``expected``
+    (captures on the device), ``received`` (files the pull wrote), ``verified`` (captures the
+    output set holds, verified), ``left`` (captures still listed on the device), ``mb_s``."""
+    report = Report(title)
+    for r in results:
+        report.info(f"pull throughput, {r['name']}", r["mb_s"], unit="MB/s", fmt=".2f", load=load,
+                    note="no target (issue 16)")
+    if not results:  # no pull finished: nothing shows the captures came back
+        report.judge(NOT_ONCE, [])
+        return report
+    report.judge(NOT_ONCE, sum(max(abs(r["expected"] - r["received"]), abs(r["expected"] - r["verified"]))
+                               for r in results), exact=True)
+    report.judge(LEFT, sum(r["left"] for r in results), exact=True)
+    return report
 
 
 def _agent(work: Path, broker_port: int, root_json: Path):
@@ -65,11 +90,21 @@ def _agent(work: Path, broker_port: int, root_json: Path):
     raise RuntimeError(f"the agent did not get ready (log: {work / 'agent.log'})")
 
 
+def _held(capdir: Path) -> list:
+    """The captures the device's store lists (its index)."""
+    from runtime.contracts.capture import fileformat as ff
+
+    try:
+        return list(ff.read_index(capdir).entries)
+    except ff.CaptureFormatError:
+        return []
+
+
 def _fill(url: str, capdir: Path, files: int, rows: int) -> int:
     import httpx
 
     rng = np.random.default_rng(0)
-    have = len(list(capdir.rglob("*.npz")))
+    have = len(_held(capdir))
     with httpx.Client(timeout=30) as c:
         for _ in range(files):
             x = rng.normal(size=(rows, 4)).astype(np.float32)
@@ -77,10 +112,9 @@ def _fill(url: str, capdir: Path, files: int, rows: int) -> int:
             r = c.post(f"{url}/v2/models/tiny/infer", json=body)
             r.raise_for_status()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(list(capdir.rglob("*.npz"))) < have + files:
+    while time.monotonic() < deadline and len(_held(capdir)) < have + files:
         time.sleep(0.1)
-    time.sleep(1.5)  # listed in the store's index
-    return sum(p.stat().st_size for p in capdir.rglob("*.npz"))
+    return sum(e.bytes for e in _held(capdir))
 
 
 def _pull(broker_port: int, signer, out: Path, **opts):
@@ -115,28 +149,26 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="edgeship-bench-pull-"))
     broker = Broker(str(work / "broker")).start()
     proc = None
-    ok = True
+    results = []
     try:
         root = init_keys(keys_dir=work / "keys")
         signer = OperatorSigner.from_keys_dir(work / "keys")
         proc, url, capdir = _agent(work, broker.port, root)
         print(f"capture pull from a real agent on 127.0.0.1 ({args.files} captures of {args.rows} rows each; "
               f"load average {os.getloadavg()[0]:.2f})")
-        with ObjectStore(work / "objects") as store:
+        with LoadMonitor() as mon, ObjectStore(work / "objects") as store:
             upload = f"{store.url}/captures/{{device}}/{{id}}.npz"
             for name, opts in (("MQTT chunks (96 KiB)", {}),
                                ("HTTP PUT (object store)", {"transport": Transport.HTTP, "upload_url": upload})):
                 size = _fill(url, capdir, args.files, args.rows)
                 stats, n = _pull(broker.port, signer, work / f"out-{len(name)}", **opts)
-                left = len(list(capdir.rglob("*.npz")))
+                left = len(_held(capdir))
                 rate = stats.bytes / stats.seconds / 1e6 if stats.seconds else float("nan")
-                good = n == args.files and stats.files == args.files and left == 0
-                ok &= good
+                results.append({"name": name, "expected": args.files, "received": stats.files, "verified": n,
+                                "left": left, "mb_s": rate})
                 print(f"  {name:<24} {stats.files} files, {stats.bytes / 1e6:.2f} MB (on device {size / 1e6:.2f} MB) "
                       f"in {stats.seconds:.2f} s over {stats.rounds} rounds: {rate:.2f} MB/s; left on the device "
-                      f"{left}" + ("" if good else "  <- NOT every capture came back exactly once"))
-        print(f"load average after: {os.getloadavg()[0]:.2f} (no throughput target; "
-              f"{'every capture pulled once, verified' if ok else 'FAIL: captures missing or duplicated'})")
+                      f"{left}")
     finally:
         if proc is not None:
             proc.terminate()
@@ -146,7 +178,9 @@ def main(argv=None) -> int:
                 proc.kill()
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
-    return 0 if ok else 1
+    rep = verdicts(results, load=mon.load(), title="verdicts (benchmarks/_verdict.py rules):")
+    rep.print()
+    return rep.exit_code()
 
 
 if __name__ == "__main__":

@@ -32,6 +32,13 @@ class CaptureSection:
     min_free_bytes: int = doc("Write no capture while the file system has less free space than this.", 512 << 20)
     queue_max: int = doc("Captures waiting for the writer thread at most; more are dropped and counted "
                          "(the request never waits for the disk).", 64)
+    write_interval_s: float = doc("The writer thread wakes at most this often and writes the captures queued "
+                                  "meanwhile in one go (sooner when the queue is half full): one wake-up per "
+                                  "batch instead of one per capture. 0 = write each capture at once.", 0.5)
+    index_interval_s: float = doc("The capture set's index.json is rewritten (after an fsync of the captures "
+                                  "it lists) at most this often. A process crash loses no written capture (the "
+                                  "next start re-adopts them); a power cut loses at most this plus "
+                                  "write_interval_s of captures.", 2.0)
     redact: str = doc("A redaction hook \"module:function\" called as fn(draft) before every capture is "
                       "written: return the draft (changed or not) or None to drop it. Empty = none.", "")
     use_bundle_rules: bool = doc("Also apply the capture rules the served release ships with "
@@ -49,6 +56,9 @@ class CaptureSection:
             bad.append(f"duplicate rule name(s) {dup}")
         if self.disk_budget_bytes < 1 or self.min_free_bytes < 0 or self.queue_max < 1:
             bad.append("disk_budget_bytes and queue_max must be >= 1, min_free_bytes >= 0")
+        for k in ("write_interval_s", "index_interval_s"):
+            if not 0 <= getattr(self, k) <= 60:
+                bad.append(f"{k} {getattr(self, k)} must be in [0, 60]")
         if self.recent_calls < 0 or self.recent_bytes < 0:
             bad.append("recent_calls and recent_bytes must be >= 0")
         if self.redact and not _HOOK.match(self.redact):

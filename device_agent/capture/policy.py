@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -120,28 +120,49 @@ def admit(stored: Sequence[Stored], new: Stored, *, rules: Mapping[str, CaptureR
     if rule is None or new.bytes > rule.max_bytes:
         return Admission(False, reason="too_large" if rule is not None else "unknown_rule")
     keep = sorted(stored, key=lambda s: s.ts_ms)
-    evict: list[str] = []
     own = [s for s in keep if s.rule == new.rule]
-    count, used = len(own), sum(s.bytes for s in own)
-    for s in own:
-        if count + 1 <= rule.max_count and used + new.bytes <= rule.max_bytes:
-            break
-        evict.append(s.id)
-        count, used = count - 1, used - s.bytes
-    gone = set(evict)
+    evict = _ring(own, len(own), sum(s.bytes for s in own), new, rule)
+    gone = {s.id for s in evict}
     keep = [s for s in keep if s.id not in gone]
     total = sum(s.bytes for s in keep)
+    ids = [s.id for s in evict]
     if total + new.bytes > disk_budget_bytes:
         prio = {s.id: _priority(rules, s.rule) for s in keep}
         candidates = sorted((s for s in keep if prio[s.id] <= rule.priority), key=lambda s: (prio[s.id], s.ts_ms))
         for s in candidates:
             if total + new.bytes <= disk_budget_bytes:
                 break
-            evict.append(s.id)
+            ids.append(s.id)
             total -= s.bytes
         if total + new.bytes > disk_budget_bytes:
             return Admission(False, reason="disk_budget")
-    return Admission(True, evict=tuple(evict))
+    return Admission(True, evict=tuple(ids))
+
+
+def admit_in_rule(own: Iterable[Stored], new: Stored, *, rule: CaptureRule | None, own_count: int, own_bytes: int,
+                  total_bytes: int, disk_budget_bytes: int) -> Admission | None:
+    """:func:`admit` when the answer needs only ``new``'s own rule: ``own`` are that rule's
+    captures oldest first (read lazily, only as far as the ring evicts), ``own_count`` /
+    ``own_bytes`` their totals, ``total_bytes`` the store's. None when the disk budget would
+    need captures of other rules: call :func:`admit` then. The store's fast path: it keeps
+    these totals, so a capture costs no pass over everything stored."""
+    if rule is None or new.bytes > rule.max_bytes:
+        return Admission(False, reason="too_large" if rule is not None else "unknown_rule")
+    evict = _ring(own, own_count, own_bytes, new, rule)
+    if total_bytes - sum(s.bytes for s in evict) + new.bytes > disk_budget_bytes:
+        return None
+    return Admission(True, evict=tuple(s.id for s in evict))
+
+
+def _ring(own: Iterable[Stored], count: int, used: int, new: Stored, rule: CaptureRule) -> list[Stored]:
+    """Rule ``rule``'s oldest captures to evict so that ``new`` fits its count and bytes."""
+    evict: list[Stored] = []
+    for s in own:
+        if count + 1 <= rule.max_count and used + new.bytes <= rule.max_bytes:
+            break
+        evict.append(s)
+        count, used = count - 1, used - s.bytes
+    return evict
 
 
 def expired(stored: Sequence[Stored], *, rules: Mapping[str, CaptureRule], now_ms: int,

@@ -10,11 +10,14 @@ that a drift alarm (:meth:`on_drift_alarm`) can keep the calls that moved the sc
 
 One writer thread turns queued drafts into captures: the redaction hook (a callable that may
 change or drop the draft; a hook that raises drops it: privacy fails closed), the format
-(runtime.contracts.capture.fileformat), the store's budgets and atomic files.
+(runtime.contracts.capture.fileformat), the store's budgets and segment files. It wakes once
+per ``write_interval_s`` (sooner when the queue is half full) and writes every draft queued
+meanwhile, so a batch, not each capture, pays for waking a cold thread.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import queue
 import random
@@ -71,6 +74,8 @@ class ModelRules:
     clamps: tuple[Clamp, ...] = ()
     #: baseline (mean, std) per tensor name, for ranking drift candidates
     stats: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    #: the rate of the one result rule when there is exactly one and no drift rule (on_result's fast path)
+    rate: float | None = None
 
 
 ModelLookup = Callable[[str], tuple[dict, Any]]  # sha -> (ModelRef json, BundleInfo)
@@ -92,9 +97,10 @@ class CaptureRecorder:
         self.counters: Counter = Counter()
         self.clamps: dict[str, Clamp] = {}
         self._clamp_listeners: list[Callable[[Clamp], None]] = []
-        self._idle = threading.Event()
-        self._idle.set()
+        self._kick = threading.Event()  # the writer's batch is cut short (a half-full queue, wait_idle, stop)
+        self._kick_at = max(1, section.queue_max // 2)
         self._thread = threading.Thread(target=self._write_loop, name="edgeship-capture", daemon=True)
+        self._id_prefix, self._seq = secrets.token_hex(3), itertools.count()  # ids: <ts_ms>-<prefix><seq>
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "CaptureRecorder":
@@ -105,6 +111,7 @@ class CaptureRecorder:
         """Write what is queued (within ``timeout_s``), then the index."""
         if self._thread.is_alive():
             self._queue.put(None)
+            self._kick.set()
             self._thread.join(timeout=timeout_s)
         self.store.close()
 
@@ -112,12 +119,17 @@ class CaptureRecorder:
         """``fn(clamp)`` once per rule clamped to fit the disk budget (e.g. an MQTT event)."""
         self._clamp_listeners.append(fn)
 
-    def wait_idle(self, timeout_s: float = 5.0) -> bool:
-        """Wait until every queued draft was written (tests, the pull)."""
+    def wait_idle(self, timeout_s: float = 5.0, *, index: bool = True, kick: bool = True) -> bool:
+        """Wait until every queued draft was written (tests, the pull), then write the index.
+        ``kick``: start the writer's batch now; ``index=False`` / ``kick=False``: leave the index
+        and the batch to the writer thread's own schedule, as in service (benchmarks)."""
         deadline = time.monotonic() + timeout_s
+        if kick:
+            self._kick.set()
         while time.monotonic() < deadline:
             if self._queue.unfinished_tasks == 0:
-                self.store.flush_index(force=True)
+                if index:
+                    self.store.flush_index(force=True)
                 return True
             time.sleep(0.005)
         return False
@@ -133,19 +145,19 @@ class CaptureRecorder:
                   expected: Any = None) -> None:
         """A successful call (request thread). ``expected``: the classes the caller expected, if any."""
         m = self._models.get(sha) or self.rules_for(sha)
-        if m.drift:
-            self._remember(sha, feeds, outputs, expected)
-        rules = m.result
-        if not rules:
-            return
-        rng = self._rng
-        if len(rules) == 1:  # the common case, kept cheap: most calls lose the coin toss here
-            draw = rng()
-            if draw >= rules[0].rate:
+        rate = m.rate
+        if rate is not None:  # the common case, kept cheap: most calls lose the coin toss here
+            draw = self._rng()
+            if draw >= rate:
                 return
-            draws = [draw]
+            rules, draws = m.result, [draw]
         else:
-            draws = [rng() for _ in rules]
+            if m.drift:
+                self._remember(sha, feeds, outputs, expected)
+            rules = m.result
+            if not rules:
+                return
+            draws = [self._rng() for _ in rules]
         hits = policy.fired(rules, outputs, _labels(expected), draws)
         if not hits:
             return
@@ -197,6 +209,8 @@ class CaptureRecorder:
         except queue.Full:
             self.counters["dropped.queue_full"] += 1
             return False
+        if self._queue.qsize() >= self._kick_at:
+            self._kick.set()
         return True
 
     def _remember(self, sha: str, feeds: Mapping, outputs: Mapping, expected: Any) -> None:
@@ -229,28 +243,42 @@ class CaptureRecorder:
         stats = {}
         if info is not None:
             stats = {k: (v.mean, v.std) for k, v in {**info.input_stats, **info.output_stats}.items()}
-        return ModelRules(model={k: ref.get(k) for k in ("name", "version", "release", "sha256")},
-                          result=tuple(r for r in live if r.trigger in RESULT_TRIGGERS),
-                          error=tuple(r for r in live if r.trigger is Trigger.ERROR),
-                          drift=tuple(r for r in live if r.trigger is Trigger.DRIFT),
-                          layout=layout, clamps=tuple(clamps), stats=stats)
+        result = tuple(r for r in live if r.trigger in RESULT_TRIGGERS)
+        drift = tuple(r for r in live if r.trigger is Trigger.DRIFT)
+        return ModelRules(model={k: ref.get(k) for k in ("name", "version", "release", "sha256")}, result=result,
+                          error=tuple(r for r in live if r.trigger is Trigger.ERROR), drift=drift,
+                          layout=layout, clamps=tuple(clamps), stats=stats,
+                          rate=result[0].rate if len(result) == 1 and not drift else None)
 
     # ------------------------------------------------------------ writer thread
     def _write_loop(self) -> None:
         next_sweep = time.monotonic() + _SWEEP_S
         while True:
             try:
-                draft = self._queue.get(timeout=0.5)
+                batch = [self._queue.get(timeout=0.5)]
             except queue.Empty:
-                draft = False  # nothing came: still flush the index and sweep when due
-            try:
-                if draft is None:
-                    return
-                if draft is not False:
-                    self._write(draft)
-            finally:
-                if draft is not False:
+                batch = []  # nothing came: still flush the index and sweep when due
+            if batch and batch[0] is not None and self.section.write_interval_s > 0:
+                # the captures of the next write_interval_s join this one: the writer wakes once
+                # per batch, not per capture (a half-full queue, wait_idle and stop cut it short)
+                self._kick.wait(self.section.write_interval_s)
+            self._kick.clear()
+            while batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            for draft in batch:
+                try:
+                    if draft is None:
+                        stop = True
+                    elif not stop:
+                        self._write(draft)
+                finally:
                     self._queue.task_done()
+            if stop:
+                return
             try:  # a full disk must not end the writer: the store stays dirty and the next turn retries
                 if self._queue.empty():
                     self.store.flush_index()
@@ -292,7 +320,7 @@ class CaptureRecorder:
         samples = len(next(iter(inputs.values()))) if inputs else 1
         if labels is not None and labels.size != samples:
             labels = None  # an expectation that does not name one class per sample is not a label
-        meta = CaptureMeta(id=f"{d.ts_ms}-{secrets.token_hex(4)}", ts_ms=d.ts_ms, fleet=self.fleet,
+        meta = CaptureMeta(id=f"{d.ts_ms}-{self._id_prefix}{next(self._seq):x}", ts_ms=d.ts_ms, fleet=self.fleet,
                            device=self.device, model=d.model, rule=d.rule, trigger=d.trigger, rules=d.rules,
                            samples=samples, inputs=tuple(inputs), outputs=tuple(outputs),
                            labels=labels is not None, layout=d.layout, score=d.score, error=d.error)

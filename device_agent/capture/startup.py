@@ -61,7 +61,8 @@ def start_capture(config: Any, agent: Any) -> CaptureHandle | None:
         return None
     root = Path(sec.dir) if sec.dir else StateDir(config.state_dir).capture
     redact = sec.redaction_hook()
-    store = CaptureStore(root, disk_budget_bytes=sec.disk_budget_bytes, min_free_bytes=sec.min_free_bytes)
+    store = CaptureStore(root, disk_budget_bytes=sec.disk_budget_bytes, min_free_bytes=sec.min_free_bytes,
+                         index_interval_s=sec.index_interval_s)
     fleet, device = _identity(config)
     rec = CaptureRecorder(sec, store, model_lookup=_lookup(agent), fleet=fleet, device=device, redact=redact).start()
     cur = agent.current()

@@ -6,15 +6,13 @@ cost target only prints it. No agent, no timing."""
 
 from __future__ import annotations
 
-import importlib
 import math
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from benchhelpers import load_bench
 
-drift = importlib.import_module("drift_digits")
-V = importlib.import_module("_verdict")
+drift = load_bench("drift_digits")
+V = sys.modules["_verdict"]
 IDLE, BUSY = V.Load(0.5, 0.9, 2), V.Load(3.5, 4.2, 2)
 SHIFTS = ("shifted 2 px", "rotated 90 deg", "inverted", "class mix 0-2 only")
 

@@ -45,3 +45,34 @@ def host_capture(i: int, device: str, *, n: int = 2, release: int = 1, labels: b
                           samples=n, inputs=(input_name,), outputs=("y",), labels=labels, layout="batch")
     label_arr = (np.full(n, i % 3, np.int64) if y is None else np.asarray(y, np.int64)) if labels else None
     return ff.Capture(meta=meta, inputs={input_name: x}, outputs={"y": logits}, labels=label_arr)
+
+
+def device_ids(capdir) -> set[str]:
+    """The captures a store's index lists (what the device holds; no index yet: none)."""
+    from runtime.contracts.capture import fileformat as ff
+
+    try:
+        return {e.meta.id for e in ff.read_index(capdir).entries}
+    except ff.CaptureFormatError:
+        return set()
+
+
+def segment_records(root) -> tuple[int, int]:
+    """``(live, erased)`` records in the segments of a store; every erased payload is zeros."""
+    import os
+
+    from runtime.contracts.capture import segments
+
+    live = erased = 0
+    for p in sorted(root.glob("*.seg")):
+        with open(p, "rb") as f:
+            records, end = segments.scan(f, os.path.getsize(p))
+            assert end == os.path.getsize(p), f"{p}: bytes after the last record"
+            for r in records:
+                f.seek(r.offset)
+                if r.erased:
+                    assert not any(f.read(r.length)), f"{p}@{r.offset}: an erased capture's bytes are still there"
+                    erased += 1
+                else:
+                    live += 1
+    return live, erased

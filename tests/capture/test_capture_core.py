@@ -165,3 +165,66 @@ def test_load_set_refuses_tampered_partial_missing_and_unlisted_files_naming_eac
     assert got[entries[0].path].startswith("tampered") and got[entries[1].path].startswith("partial")
     assert got[entries[2].path] == "missing" and "not listed" in got["extra.npz"]
     assert entries[0].path in str(ei.value) and "4 file(s) refused" in str(ei.value)
+
+
+def test_segmented_set_v2_round_trip_and_refusals(tmp_path):
+    from runtime.contracts.capture import segments
+
+    root = tmp_path / "set"
+    root.mkdir()
+    blob, entries = b"", []
+    for i in range(3):
+        data = ff.encode(_cap(i))
+        entries.append(ff.IndexEntry.of(f"{_meta(i).id}.npz", data, _meta(i), segment="seg-1.seg",
+                                        offset=len(blob) + segments.HEADER.size))
+        blob += segments.frame(data)
+    (root / "seg-1.seg").write_bytes(blob)
+    idx = ff.CaptureIndex(tuple(entries))
+    (root / ff.INDEX).write_bytes(idx.to_bytes())
+    assert ff.is_capture_set(root) and ff.CaptureIndex.from_bytes(idx.to_bytes(), where="i") == idx
+    assert json.loads(idx.to_bytes())["schema"] == ff.SET_SCHEMA
+    got = list(ff.load_set(root))
+    assert [c.meta for _, c in got] == [e.meta for e in entries]
+    assert np.array_equal(got[1][1].inputs["x"], _cap(1).inputs["x"])
+    # a /1 index may not name segments; a bad offset is refused
+    v1 = json.loads(idx.to_bytes()) | {"schema": ff.SET_SCHEMA_V1}
+    with pytest.raises(ff.CaptureFormatError, match="expected keys path, sha256, bytes, meta"):
+        ff.CaptureIndex.from_bytes(json.dumps(v1).encode(), where="i")
+    bad = json.loads(idx.to_bytes())
+    bad["files"][0]["offset"] = 3
+    with pytest.raises(ff.CaptureFormatError, match="offset"):
+        ff.CaptureIndex.from_bytes(json.dumps(bad).encode(), where="i")
+    raw = bytearray(blob)
+    raw[entries[1].offset + 40] ^= 0xFF                     # the second record tampered
+    (root / "seg-1.seg").write_bytes(bytes(raw))
+    (root / "seg-2.seg").write_bytes(segments.frame(ff.encode(_cap(5))))  # a segment no entry names
+    with pytest.raises(ff.CaptureSetRefusedError) as ei:
+        ff.load_set(root)
+    probs = dict(ei.value.problems)
+    assert probs[f"{entries[1].path} (in seg-1.seg)"].startswith("tampered") and "not listed" in probs["seg-2.seg"]
+    assert len(probs) == 2
+
+
+def test_the_fast_npz_writer_is_what_numpy_reads():
+    import io
+
+    arrays = {"x": np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2], "out:y": np.ones((2, 3), ">f8"),
+              "__labels__": np.arange(2, dtype=np.int64), "flag": np.array(True), "é": np.zeros((0, 2), np.int8)}
+    from runtime.contracts.capture.npzfile import npz_bytes
+
+    with np.load(io.BytesIO(npz_bytes(arrays)), allow_pickle=False) as z:  # zipfile checks every crc
+        assert sorted(z.files) == sorted(arrays)
+        for k, a in arrays.items():
+            assert z[k].dtype == a.dtype and z[k].shape == a.shape and np.array_equal(z[k], a)
+
+
+def test_meta_text_is_the_json_of_the_meta_for_any_field_values():
+    base = _meta(0)
+    for m in (base, ff.CaptureMeta(**{**base.__dict__, "id": "1-a", "score": 0.123456789, "error": 'boom "x"\n\u00e9',
+                                      "device": 'd"ev\\1', "model": {"name": "m", "release": 2, "sha256": "b" * 64}}),
+              ff.CaptureMeta(**{**base.__dict__, "score": float("inf")})):
+        text = m.to_text()
+        assert json.loads(text) == json.loads(json.dumps(m.to_json())), text
+        assert ff.CaptureMeta.from_json(json.loads(text), where="m") == m
+    e = ff.IndexEntry.of('d/"q".npz', b"x", base)
+    assert json.loads(e.to_text()) == {"path": 'd/"q".npz', "sha256": e.sha256, "bytes": 1, "meta": base.to_json()}

@@ -24,7 +24,7 @@ from runtime.contracts.capture import fileformat as ff
 from runtime.contracts.capture.rules import CapturePolicy, CaptureRule, Trigger
 
 sys.path.insert(0, str(Path(__file__).parent))
-from capturehelpers import SHA, ModelInfo, lookup  # noqa: E402
+from capturehelpers import SHA, ModelInfo, lookup, segment_records  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,7 +74,7 @@ def test_rule_count_budget_keeps_the_newest_and_disk_budget_clamps_and_reports(t
     assert rec.store.counters.evicted["s"] == 15
     assert [(c.rule, c.granted_bytes) for c in clamps] == [("low", 2 << 20)]
     assert rec.stats()["clamped"] == [clamps[0].describe()]
-    assert len(list((tmp_path / "cap").glob("*.npz"))) == 5  # evicted files are gone from disk
+    assert segment_records(tmp_path / "cap") == (5, 15)  # evicted captures are erased (zeroed) on disk
     rec.stop()
 
 
@@ -286,9 +286,131 @@ def test_a_raised_drift_alarm_captures_through_attach_drift_a_cleared_one_does_n
         return AlarmChange(tr, "drift.psi", "x", "input", 1.0, 0.25, {"name": "tiny", "sha256": SHA})
 
     listeners[0](None, [change(Transition.CLEARED)])
-    assert rec.wait_idle() and not list((tmp_path / "cap").glob("*.npz"))
+    assert rec.wait_idle() and not rec.store.entries()
     listeners[0](None, [change(Transition.RAISED)])
     assert rec.wait_idle()
     caps = [c for _, c in ff.load_set(tmp_path / "cap")]
     assert sorted(int(c.inputs["x"].max()) for c in caps) == [12, 13, 14]  # the 3 calls farthest from the baseline
+    rec.stop()
+
+
+
+def _cap(i, rule="s"):
+    f, o = _feeds(i)
+    meta = ff.CaptureMeta(f"{1000 + i}-x", 1000 + i, "f", "dev1", {"name": "tiny", "release": 1, "sha256": SHA},
+                          rule, "sample", (rule,), 1, ("x",), ("y",), False, "batch")
+    return ff.Capture(meta=meta, inputs=f, outputs=o)
+
+
+def _put_all(store, caps, rules):
+    for c in caps:
+        assert store.put(c, rules=rules) is None
+    store.flush_index(force=True)
+
+
+def test_one_capture_evicted_or_pulled_inside_a_segment_is_erased_and_empty_segments_go(tmp_path):
+    root = tmp_path / "cap"
+    size = len(ff.encode(_cap(0))) + 16  # a record: header + the capture
+    store = CaptureStore(root, disk_budget_bytes=1 << 30, index_interval_s=0.0, segment_bytes=3 * size)
+    rules = {"s": CaptureRule(name="s", rate=1.0, max_count=4)}
+    _put_all(store, [_cap(i) for i in range(10)], rules)  # segments of 0-2, 3-5, 6-8, 9
+    assert sorted(int(c.inputs["x"][0, 0]) for _, c in ff.load_set(root)) == [6, 7, 8, 9]
+    assert store.counters.evicted["s"] == 6
+    assert segment_records(root) == (4, 0) and len(list(root.glob("*.seg"))) == 2  # 0-5 went with their segments
+    assert store.remove(["1007-x"]) == ["1007-x"]  # pulled: out of the index, its record erased at once
+    assert segment_records(root) == (3, 1)         # the erased payload is zeros (checked inside)
+    assert all(ff.verify_entry(e, store.read(e)) is None for e in store.entries())
+    assert [e.meta.id for e, _ in ff.load_set(root)] == ["1006-x", "1008-x", "1009-x"]
+    store.close()
+    again = CaptureStore(root, disk_budget_bytes=1 << 30)  # a restart keeps exactly these
+    assert [e.meta.id for e in again.entries()] == ["1006-x", "1008-x", "1009-x"] and again.counters.adopted == 0
+
+
+def test_a_crash_mid_batch_adopts_complete_records_and_cuts_a_partial_one(tmp_path):
+    from runtime.contracts.capture import segments
+
+    root = tmp_path / "cap"
+    store = CaptureStore(root, disk_budget_bytes=1 << 30, index_interval_s=0.0)
+    rules = {"s": CaptureRule(name="s", rate=1.0)}
+    _put_all(store, [_cap(i) for i in range(3)], rules)
+    store.close()
+    (seg,) = root.glob("*.seg")
+    listed = seg.stat().st_size
+    with open(seg, "ab") as f:  # the writer appended two more, the second cut off, no index listed them
+        f.write(segments.frame(ff.encode(_cap(3))) + segments.frame(ff.encode(_cap(4)))[:-25])
+    store = CaptureStore(root, disk_budget_bytes=1 << 30)
+    assert store.counters.adopted == 1 and [e.meta.id for e in store.entries()][-1] == "1003-x"
+    assert seg.stat().st_size == listed + 16 + len(ff.encode(_cap(3)))  # the cut-off record is gone
+    assert segment_records(root) == (4, 0) and len(list(ff.load_set(root))) == 4
+
+
+def test_a_store_of_standalone_files_is_read_and_new_captures_go_to_segments(tmp_path):
+    root = tmp_path / "cap"
+    root.mkdir()
+    old = [_cap(i) for i in range(2)]
+    entries = []
+    for c in old:  # the store of an older agent: one .npz per capture, an index of schema /1
+        data = ff.encode(c)
+        (root / f"{c.meta.id}.npz").write_bytes(data)
+        entries.append(ff.IndexEntry.of(f"{c.meta.id}.npz", data, c.meta))
+    (root / ff.INDEX).write_bytes(ff.CaptureIndex(tuple(entries)).to_bytes())
+    assert b"edgeship.capture-set/1" in (root / ff.INDEX).read_bytes()
+    store = CaptureStore(root, disk_budget_bytes=1 << 30, index_interval_s=0.0)
+    rules = {"s": CaptureRule(name="s", rate=1.0, max_count=3)}
+    _put_all(store, [_cap(i) for i in range(2, 4)], rules)  # the ring evicts the oldest standalone file
+    assert b"edgeship.capture-set/2" in (root / ff.INDEX).read_bytes()
+    assert [e.meta.id for e, _ in ff.load_set(root)] == ["1001-x", "1002-x", "1003-x"]
+    assert not (root / "1000-x.npz").exists() and (root / "1001-x.npz").exists()
+    assert ff.verify_entry(store.entry("1001-x"), store.read(store.entry("1001-x"))) is None
+    store.close()
+
+
+def test_index_writes_append_to_a_journal_that_readers_apply_and_a_new_snapshot_replaces(tmp_path, monkeypatch):
+    from device_agent.capture import indexfile
+
+    monkeypatch.setattr(indexfile, "JOURNAL_MIN_BYTES", 6000)
+    root = tmp_path / "cap"
+    store = CaptureStore(root, disk_budget_bytes=1 << 30, index_interval_s=0.0)
+    rules = {"s": CaptureRule(name="s", rate=1.0, max_count=6)}
+    _put_all(store, [_cap(0)], rules)                         # the first write: a snapshot naming a journal
+    snapshot = (root / ff.INDEX).read_bytes()
+    for i in range(1, 4):
+        _put_all(store, [_cap(i)], rules)                     # then one appended line each
+    assert (root / ff.INDEX).read_bytes() == snapshot
+    (journal,) = root.glob("index.*.journal")
+    assert journal.read_bytes().count(b"\n") == 3 and ff.read_index(root).journal == journal.name
+    assert [e.meta.id for e, _ in ff.load_set(root)] == [f"{1000 + i}-x" for i in range(4)]
+    _put_all(store, [_cap(i) for i in range(4, 9)], rules)    # the ring evicts: removals are journalled too
+    ids = [e.meta.id for e in store.entries()]
+    assert [e.meta.id for e in ff.read_index(root).entries] == ids == [f"{1000 + i}-x" for i in range(3, 9)]
+    for i in range(9, 20):
+        _put_all(store, [_cap(i)], rules)
+    assert (root / ff.INDEX).read_bytes() != snapshot and len(list(root.glob("index.*.journal"))) <= 1  # compacted
+    store.close()
+    with open(root / ff.read_index(root).journal, "ab") as f:
+        f.write(b'{"remove":["1019-')                           # an append cut off by a crash: ignored
+    assert [e.meta.id for e in ff.read_index(root).entries] == [f"{1000 + i}-x" for i in range(14, 20)]
+    again = CaptureStore(root, disk_budget_bytes=1 << 30)
+    assert [e.meta.id for e in again.entries()] == [f"{1000 + i}-x" for i in range(14, 20)]
+    assert len(list(ff.load_set(root))) == 6
+
+
+def test_the_writer_batches_captures_for_write_interval_s_unless_the_queue_fills(tmp_path):
+    batches = []
+    rec = _recorder(tmp_path, CaptureRule(name="s", rate=1.0), start=False, write_interval_s=1.5, queue_max=8)
+    inner = rec._write
+    rec._write = lambda d: (batches.append(time.monotonic()), inner(d))
+    rec.start()
+    t0 = time.monotonic()
+    for i in range(3):                                   # below half the queue: they wait for the interval
+        rec.on_result(SHA, *_feeds(i))
+    assert rec.wait_idle(10, kick=False)
+    assert len(batches) == 3 and min(batches) - t0 >= 1.4 and max(batches) - min(batches) < 0.5  # one batch
+    batches.clear()
+    t0 = time.monotonic()
+    for i in range(4):                                   # half the queue: the batch starts at once
+        rec.on_result(SHA, *_feeds(10 + i))
+    assert rec.wait_idle(10, kick=False)
+    assert len(batches) == 4 and max(batches) - t0 < 1.0
+    assert rec.counters["stored"] == 7
     rec.stop()

@@ -23,7 +23,9 @@ BATCH = 128  # rows per request: a capture file of a few KiB
 
 
 def _device_ids(agent) -> set[str]:
-    return {p.stem for p in (agent.state / "capture").rglob("*.npz")}
+    from capturehelpers import device_ids
+
+    return device_ids(agent.state / "capture")
 
 
 def _fill(agent, n: int = N_REQUESTS, *, batch: int = BATCH) -> set[str]:
@@ -36,7 +38,6 @@ def _fill(agent, n: int = N_REQUESTS, *, batch: int = BATCH) -> set[str]:
         time.sleep(0.1)
     ids = _device_ids(agent)
     assert len(ids) == n, f"the agent wrote {len(ids)} captures of {n} requests"
-    time.sleep(1.5)  # the store's index lists them (index_interval_s) before a pull reads it
     return ids
 
 

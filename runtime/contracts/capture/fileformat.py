@@ -5,7 +5,20 @@
                            "files": [{"path": "<id>.npz", "sha256": ..., "bytes": ..., "meta": {...}}]}
     <id>.npz              one capture (paths may have one directory level: "<device>/<id>.npz")
 
-One capture ``.npz`` (plain ``numpy.savez``, no pickles) holds:
+Schema ``edgeship.capture-set/2`` (what the device's store writes) also lets an entry say
+that its capture sits in a *segment*, an append-only file of many captures
+(runtime.contracts.capture.segments): ``"segment": "<name>.seg", "offset": <payload
+offset>``; its ``path`` is then the name the capture has as a standalone file (what a pull
+writes), and its ``sha256``/``bytes`` are those of the payload, the same standalone ``.npz``.
+Entries without a segment are standalone files, as in /1. A /2 index may also name a
+*journal*, ``"journal": "index.<n>.journal"``: lines ``{"add": <entry>}`` and ``{"remove":
+[ids]}`` appended (and fsynced) since the index was written, applied in order by
+:func:`read_index`; a last line without its newline was cut off by a crash and is ignored; a
+journal not yet created means no change. Writers write /1 when no entry uses a segment and no
+journal is named (pulled and split sets), so older readers still read those.
+
+One capture ``.npz`` (a plain uncompressed ``numpy.savez`` file, no pickles; written by
+runtime.contracts.capture.npzfile) holds:
 
 - ``<input name>``: each model input, samples along axis 0 (``meta.layout`` "batch": the
   request's own first axis, the model's batch; "whole": one whole request per sample, a new
@@ -20,8 +33,9 @@ Integrity: the index names every file with its sha256 and size; a reader refuses
 which a file is missing, shorter or longer (partial), differs from its hash (tampered), is not
 a capture, disagrees with its index entry, or sits in the directory unlisted, naming each file
 (:class:`CaptureSetRefusedError`). Files are written atomically by their writers
-(``runtime.fsutil.AtomicFile``; index last), so a crash leaves the old index and at most an
-unlisted temp file.
+(``runtime.fsutil.AtomicFile``; index last; segment records are fsynced before an index
+lists them), so a crash leaves the old index and at most an unlisted temp file or segment
+tail.
 
 Pure except :func:`read_index` and :func:`load_set`, which read the directory.
 """
@@ -40,10 +54,13 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import ContractError
+from . import segments
+from .meta import CAPTURE_SCHEMA, CaptureFormatError, CaptureMeta, jstr  # noqa: F401  (part of this contract)
+from .npzfile import npz_bytes
 
-CAPTURE_SCHEMA = "edgeship.capture/1"
-SET_SCHEMA = "edgeship.capture-set/1"
+SET_SCHEMA = "edgeship.capture-set/2"
+SET_SCHEMA_V1 = "edgeship.capture-set/1"
+SET_SCHEMAS = (SET_SCHEMA_V1, SET_SCHEMA)
 INDEX = "index.json"
 META_KEY = "__meta__"
 LABELS_KEY = "__labels__"
@@ -53,12 +70,7 @@ SUFFIX = ".npz"
 MAX_INDEX_BYTES = 64 << 20
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_LAYOUTS = ("batch", "whole")
-
-
-class CaptureFormatError(ContractError):
-    """A capture file or capture-set index does not follow the format (the message names it)."""
+_JOURNAL = re.compile(r"^index\.[0-9]{1,18}\.journal$")
 
 
 class CaptureSetRefusedError(CaptureFormatError):
@@ -73,63 +85,6 @@ class CaptureSetRefusedError(CaptureFormatError):
         super().__init__(f"capture set {root}: {len(problems)} file(s) refused: {shown}{more}")
 
 
-# ---------------------------------------------------------------------------- meta
-@dataclass(frozen=True)
-class CaptureMeta:
-    id: str
-    ts_ms: int
-    fleet: str
-    device: str
-    model: Mapping[str, Any]     # {"name", "version", "release", "sha256"} of the model that served it
-    rule: str                    # the rule it is counted against (highest priority of those that fired)
-    trigger: str
-    rules: tuple[str, ...]       # every rule that fired
-    samples: int
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    labels: bool
-    layout: str
-    score: float | None = None   # low_confidence: the lowest top-1 probability; drift: its contribution
-    error: str | None = None     # error: what the engine said
-
-    def to_json(self) -> dict[str, Any]:
-        return {"schema": CAPTURE_SCHEMA, "id": self.id, "ts_ms": self.ts_ms, "fleet": self.fleet,
-                "device": self.device, "model": dict(self.model), "rule": self.rule, "trigger": self.trigger,
-                "rules": list(self.rules), "samples": self.samples, "inputs": list(self.inputs),
-                "outputs": list(self.outputs), "labels": self.labels, "layout": self.layout,
-                "score": self.score, "error": self.error}
-
-    @classmethod
-    def from_json(cls, d: Any, *, where: str) -> "CaptureMeta":
-        """Raises CaptureFormatError naming ``where`` and the key."""
-        keys = set(cls("x", 0, "", "", {}, "", "", (), 1, (), (), False, "batch").to_json())
-        if not isinstance(d, dict) or set(d) != keys:
-            got = sorted(d) if isinstance(d, dict) else type(d).__name__
-            raise CaptureFormatError(f"{where}: capture meta must have exactly the keys {sorted(keys)}, got {got}")
-        if d["schema"] != CAPTURE_SCHEMA:
-            raise CaptureFormatError(f"{where}: schema {d['schema']!r} is not {CAPTURE_SCHEMA!r}")
-        model = d["model"]
-        if not isinstance(model, dict) or not {"name", "release", "sha256"} <= set(model):
-            raise CaptureFormatError(f"{where}.model: needs name, release and sha256")
-        if not isinstance(d["id"], str) or not _ID.match(d["id"]):
-            raise CaptureFormatError(f"{where}.id: {d['id']!r} is not a capture id")
-        if d["layout"] not in _LAYOUTS:
-            raise CaptureFormatError(f"{where}.layout: {d['layout']!r} is not one of {list(_LAYOUTS)}")
-        for k in ("ts_ms", "samples"):
-            if isinstance(d[k], bool) or not isinstance(d[k], int) or d[k] < (1 if k == "samples" else 0):
-                raise CaptureFormatError(f"{where}.{k}: expected a positive integer, got {d[k]!r}")
-        for k in ("rules", "inputs", "outputs"):
-            if not isinstance(d[k], list) or not all(isinstance(x, str) for x in d[k]):
-                raise CaptureFormatError(f"{where}.{k}: expected a list of names")
-        if not isinstance(d["labels"], bool) or not (d["score"] is None or isinstance(d["score"], (int, float))):
-            raise CaptureFormatError(f"{where}: labels must be true/false and score a number or null")
-        return cls(id=d["id"], ts_ms=d["ts_ms"], fleet=str(d["fleet"]), device=str(d["device"]), model=dict(model),
-                   rule=str(d["rule"]), trigger=str(d["trigger"]), rules=tuple(d["rules"]), samples=d["samples"],
-                   inputs=tuple(d["inputs"]), outputs=tuple(d["outputs"]), labels=d["labels"], layout=d["layout"],
-                   score=None if d["score"] is None else float(d["score"]),
-                   error=None if d["error"] is None else str(d["error"]))
-
-
 @dataclass(frozen=True)
 class Capture:
     """One capture: its meta and tensors (inputs samples along axis 0; outputs as answered)."""
@@ -141,7 +96,13 @@ class Capture:
 
 
 def encode(capture: Capture) -> bytes:
-    """The capture's ``.npz`` bytes.
+    """The capture's ``.npz`` bytes (see :func:`encode_with_meta`)."""
+    return encode_with_meta(capture)[0]
+
+
+def encode_with_meta(capture: Capture) -> tuple[bytes, str]:
+    """The capture's ``.npz`` bytes, and the JSON text of its meta (what ``__meta__`` holds;
+    :meth:`IndexEntry.to_text` takes it, so the meta is serialised once).
 
     Raises:
         CaptureFormatError: a tensor name collides with the reserved keys, or the arrays do not
@@ -149,14 +110,13 @@ def encode(capture: Capture) -> bytes:
     """
     m = capture.meta
     _check_arrays(m, capture.inputs, capture.outputs, capture.labels, where=f"capture {m.id}")
-    payload: dict[str, np.ndarray] = {k: np.ascontiguousarray(v) for k, v in capture.inputs.items()}
-    payload.update({OUT_PREFIX + k: np.ascontiguousarray(v) for k, v in capture.outputs.items()})
+    payload: dict[str, np.ndarray] = dict(capture.inputs)
+    payload.update({OUT_PREFIX + k: v for k, v in capture.outputs.items()})
     if capture.labels is not None:
         payload[LABELS_KEY] = np.asarray(capture.labels, dtype=np.int64).reshape(-1)
-    payload[META_KEY] = np.frombuffer(json.dumps(m.to_json(), sort_keys=True).encode(), dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez(buf, **payload)
-    return buf.getvalue()
+    meta = m.to_text()
+    payload[META_KEY] = np.frombuffer(meta.encode(), dtype=np.uint8)
+    return npz_bytes(payload), meta
 
 
 def decode(data: bytes, *, where: str) -> Capture:
@@ -197,31 +157,85 @@ def _check_arrays(m: CaptureMeta, inputs: Mapping[str, np.ndarray], outputs: Map
 
 
 # ---------------------------------------------------------------------------- index
+_KEYS = {"path", "sha256", "bytes", "meta"}
+_SEG_KEYS = _KEYS | {"segment", "offset"}
+
+
 @dataclass(frozen=True)
 class IndexEntry:
     path: str
     sha256: str
     bytes: int
     meta: CaptureMeta
+    segment: str | None = None   # the segment file holding it (None: a standalone file at ``path``)
+    offset: int = 0              # where its payload starts in the segment
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes, "meta": self.meta.to_json()}
+        return json.loads(self.to_text())
+
+    def to_text(self, meta_text: str | None = None) -> str:
+        """The entry's compact JSON (``meta_text``: its meta's, from :func:`encode_with_meta`)."""
+        meta = meta_text if meta_text is not None else self.meta.to_text()
+        seg = f',"segment":{jstr(self.segment)},"offset":{self.offset}' if self.segment else ""
+        return f'{{"path":{jstr(self.path)},"sha256":"{self.sha256}","bytes":{self.bytes}{seg},"meta":{meta}}}'
 
     @classmethod
-    def of(cls, path: str, data: bytes, meta: CaptureMeta) -> "IndexEntry":
-        return cls(path=check_path(path), sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), meta=meta)
+    def of(cls, path: str, data: bytes, meta: CaptureMeta, *, segment: str | None = None,
+           offset: int = 0) -> "IndexEntry":
+        if segment is not None and not segments.is_segment_name(segment):
+            raise CaptureFormatError(f"segment {segment!r} is not a top-level <name>{segments.SEG_SUFFIX}")
+        return cls(path=check_path(path), sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), meta=meta,
+                   segment=segment, offset=offset)
+
+
+def index_bytes(entry_texts: list[str], *, segmented: bool, journal: str | None = None) -> bytes:
+    """An ``index.json`` of entries already serialised (:meth:`IndexEntry.to_text`); schema /2
+    when any entry sits in a segment or a journal is named, else /1. ``schema`` first:
+    :func:`is_capture_set` recognises a set from the file's first bytes."""
+    schema = SET_SCHEMA if segmented or journal else SET_SCHEMA_V1
+    tail = f',"journal":{jstr(journal)}' if journal else ""
+    return f'{{"schema":"{schema}","files":[{",".join(entry_texts)}]{tail}}}\n'.encode()
+
+
+def journal_line(*, add: str | None = None, remove: list[str] | None = None) -> bytes:
+    """One line of an index journal: an entry added (its :meth:`IndexEntry.to_text`) or ids removed."""
+    return (f'{{"add":{add}}}\n' if add is not None else f'{{"remove":{json.dumps(remove)}}}\n').encode()
 
 
 @dataclass(frozen=True)
 class CaptureIndex:
     entries: tuple[IndexEntry, ...] = ()
+    journal: str | None = None   # the journal file this index was read with (schema /2)
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SET_SCHEMA, "files": [e.to_json() for e in self.entries]}
+        return json.loads(self.to_bytes())
 
     def to_bytes(self) -> bytes:
-        # "schema" first: is_capture_set() recognises a set from the file's first bytes
-        return (json.dumps(self.to_json(), separators=(",", ":")) + "\n").encode()
+        return index_bytes([e.to_text() for e in self.entries], segmented=any(e.segment for e in self.entries))
+
+    def with_journal(self, data: bytes, *, where: str) -> "CaptureIndex":
+        """This index with the journal's lines applied, in order. A last line without its
+        newline is one whose append was cut off: ignored. Raises CaptureFormatError."""
+        entries = {e.meta.id: e for e in self.entries}
+        lines = data.split(b"\n")
+        for n, raw in enumerate(lines[:-1]):  # the part after the last newline: a cut-off append
+            w = f"{where} line {n + 1}"
+            try:
+                d = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+                raise CaptureFormatError(f"{w}: not UTF-8 JSON: {e}") from e
+            if isinstance(d, dict) and set(d) == {"add"}:
+                e = _entry(d["add"], where=w, keysets=(_KEYS, _SEG_KEYS))
+                entries[e.meta.id] = e
+            elif isinstance(d, dict) and set(d) == {"remove"} and isinstance(d["remove"], list):
+                for i in d["remove"]:
+                    entries.pop(i, None)
+            else:
+                raise CaptureFormatError(f"{w}: expected {{\"add\": <entry>}} or {{\"remove\": [ids]}}")
+        out = tuple(entries.values())
+        if len({e.path for e in out}) != len(out):
+            raise CaptureFormatError(f"{where}: duplicate paths")
+        return CaptureIndex(out, journal=self.journal)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, where: str) -> "CaptureIndex":
@@ -230,25 +244,40 @@ class CaptureIndex:
             d = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise CaptureFormatError(f"{where}: not UTF-8 JSON: {e}") from e
-        if not isinstance(d, dict) or set(d) != {"schema", "files"} or d["schema"] != SET_SCHEMA:
-            raise CaptureFormatError(f"{where}: not a capture-set index (schema {SET_SCHEMA!r}, keys schema, files)")
+        v2 = isinstance(d, dict) and d.get("schema") == SET_SCHEMA
+        if (not isinstance(d, dict) or d["schema"] not in SET_SCHEMAS
+                or set(d) not in ({"schema", "files"}, {"schema", "files", "journal"} if v2 else None)):
+            raise CaptureFormatError(f"{where}: not a capture-set index (schema one of {list(SET_SCHEMAS)}, "
+                                     "keys schema, files, and journal for /2)")
+        journal = d.get("journal")
+        if journal is not None and not (isinstance(journal, str) and _JOURNAL.match(journal)):
+            raise CaptureFormatError(f"{where}.journal: {journal!r} is not index.<n>.journal")
+        keysets = (_KEYS, _SEG_KEYS) if d["schema"] == SET_SCHEMA else (_KEYS,)
         if not isinstance(d["files"], list):
             raise CaptureFormatError(f"{where}.files: expected a list")
-        entries = []
-        for i, e in enumerate(d["files"]):
-            w = f"{where}.files[{i}]"
-            if not isinstance(e, dict) or set(e) != {"path", "sha256", "bytes", "meta"}:
-                raise CaptureFormatError(f"{w}: expected keys path, sha256, bytes, meta")
-            if not isinstance(e["sha256"], str) or not _SHA.match(e["sha256"]):
-                raise CaptureFormatError(f"{w}.sha256: not a lowercase hex sha256")
-            if isinstance(e["bytes"], bool) or not isinstance(e["bytes"], int) or e["bytes"] < 0:
-                raise CaptureFormatError(f"{w}.bytes: expected an integer >= 0")
-            entries.append(IndexEntry(path=check_path(e["path"], where=f"{w}.path"), sha256=e["sha256"],
-                                      bytes=e["bytes"], meta=CaptureMeta.from_json(e["meta"], where=f"{w}.meta")))
+        entries = [_entry(e, where=f"{where}.files[{i}]", keysets=keysets) for i, e in enumerate(d["files"])]
         paths = [e.path for e in entries]
         if len(set(paths)) != len(paths):
             raise CaptureFormatError(f"{where}.files: duplicate paths")
-        return cls(entries=tuple(entries))
+        return cls(entries=tuple(entries), journal=journal)
+
+
+def _entry(e: Any, *, where: str, keysets: tuple[set, ...]) -> IndexEntry:
+    """One index entry from its JSON (``keysets``: the key sets allowed). Raises CaptureFormatError."""
+    if not isinstance(e, dict) or set(e) not in keysets:
+        raise CaptureFormatError(f"{where}: expected keys path, sha256, bytes, meta"
+                                 + (" (and segment, offset)" if len(keysets) > 1 else ""))
+    seg, off = e.get("segment"), e.get("offset", 0)
+    if "segment" in e and (not segments.is_segment_name(seg) or isinstance(off, bool)
+                           or not isinstance(off, int) or off < segments.HEADER.size):
+        raise CaptureFormatError(f"{where}: segment must be a top-level <name>{segments.SEG_SUFFIX} and offset "
+                                 f"an integer >= {segments.HEADER.size}")
+    if not isinstance(e["sha256"], str) or not _SHA.match(e["sha256"]):
+        raise CaptureFormatError(f"{where}.sha256: not a lowercase hex sha256")
+    if isinstance(e["bytes"], bool) or not isinstance(e["bytes"], int) or e["bytes"] < 0:
+        raise CaptureFormatError(f"{where}.bytes: expected an integer >= 0")
+    return IndexEntry(path=check_path(e["path"], where=f"{where}.path"), sha256=e["sha256"], bytes=e["bytes"],
+                      meta=CaptureMeta.from_json(e["meta"], where=f"{where}.meta"), segment=seg, offset=off)
 
 
 def check_path(path: Any, *, where: str = "capture path") -> str:
@@ -271,7 +300,7 @@ def is_capture_set(path: str | os.PathLike) -> bool:
             head = f.read(4096)
     except OSError:
         return False
-    return SET_SCHEMA.encode() in head
+    return any(s.encode() in head for s in SET_SCHEMAS)
 
 
 def set_of(path: str | os.PathLike) -> tuple[Path, str] | None:
@@ -285,7 +314,8 @@ def set_of(path: str | os.PathLike) -> tuple[Path, str] | None:
 
 
 def read_index(root: str | os.PathLike) -> CaptureIndex:
-    """Read ``<root>/index.json``. Raises CaptureFormatError (missing, too large, malformed)."""
+    """Read ``<root>/index.json`` and the journal it names (applied). Raises CaptureFormatError
+    (missing, too large, malformed)."""
     p = Path(root) / INDEX
     try:
         if p.stat().st_size > MAX_INDEX_BYTES:
@@ -295,7 +325,19 @@ def read_index(root: str | os.PathLike) -> CaptureIndex:
         raise CaptureFormatError(f"{root}: no {INDEX} (not a capture set)") from None
     except OSError as e:
         raise CaptureFormatError(f"{p}: cannot read: {e}") from e
-    return CaptureIndex.from_bytes(data, where=str(p))
+    index = CaptureIndex.from_bytes(data, where=str(p))
+    if index.journal is None:
+        return index
+    j = Path(root) / index.journal
+    try:
+        if j.stat().st_size > MAX_INDEX_BYTES:
+            raise CaptureFormatError(f"{j}: larger than {MAX_INDEX_BYTES} bytes")
+        data = j.read_bytes()
+    except FileNotFoundError:
+        return index  # named before its first line: nothing changed since the index
+    except OSError as e:
+        raise CaptureFormatError(f"{j}: cannot read: {e}") from e
+    return index.with_journal(data, where=str(j))
 
 
 def listed_files(root: Path) -> set[str]:
@@ -303,6 +345,21 @@ def listed_files(root: Path) -> set[str]:
     out = {p.name for p in root.glob(f"*{SUFFIX}") if p.is_file()}
     out |= {f"{p.parent.name}/{p.name}" for p in root.glob(f"*/*{SUFFIX}") if p.is_file()}
     return out
+
+
+def segment_files(root: Path) -> set[str]:
+    """Every segment file at the top of ``root``."""
+    return {p.name for p in root.glob(f"*{segments.SEG_SUFFIX}") if p.is_file()}
+
+
+def read_entry(root: Path, entry: IndexEntry) -> bytes:
+    """The bytes an entry lists: its standalone file, or its payload range in its segment (a
+    cut-off segment gives fewer bytes: :func:`verify_entry` calls that partial). Raises OSError."""
+    if entry.segment is None:
+        return (root / entry.path).read_bytes()
+    with open(root / entry.segment, "rb") as f:
+        f.seek(entry.offset)
+        return f.read(entry.bytes)
 
 
 def verify_entry(entry: IndexEntry, data: bytes) -> str | None:
@@ -332,18 +389,20 @@ def verify_set(root: str | os.PathLike) -> CaptureIndex:
     index = read_index(root)
     problems: list[tuple[str, str]] = []
     for e in index.entries:
+        name = e.path if e.segment is None else f"{e.path} (in {e.segment})"
         try:
-            data = (root / e.path).read_bytes()
+            data = read_entry(root, e)
         except FileNotFoundError:
-            problems.append((e.path, "missing"))
+            problems.append((name, "missing"))
             continue
         except OSError as err:
-            problems.append((e.path, f"unreadable: {err}"))
+            problems.append((name, f"unreadable: {err}"))
             continue
         why = verify_entry(e, data)
         if why:
-            problems.append((e.path, why))
-    unlisted = sorted(listed_files(root) - {e.path for e in index.entries})
+            problems.append((name, why))
+    unlisted = sorted(listed_files(root) - {e.path for e in index.entries if e.segment is None})
+    unlisted += sorted(segment_files(root) - {e.segment for e in index.entries if e.segment})
     problems += [(p, "not listed in the index (partial copy or added by hand)") for p in unlisted]
     if problems:
         raise CaptureSetRefusedError(str(root), problems)
@@ -360,7 +419,7 @@ def load_set(root: str | os.PathLike) -> Iterator[tuple[IndexEntry, Capture]]:
 
     def gen() -> Iterator[tuple[IndexEntry, Capture]]:
         for e in index.entries:
-            data = (root / e.path).read_bytes()
+            data = read_entry(root, e)
             why = verify_entry(e, data)
             if why:
                 raise CaptureSetRefusedError(str(root), [(e.path, why)])
