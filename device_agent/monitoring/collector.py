@@ -1,5 +1,5 @@
 """The Prometheus collector of the agent: every figure read from live state at scrape time
-(the SoC temperature excepted: sampled every second, see below).
+(the SoC temperature, the open fds and the update journal excepted: sampled every second).
 
 Nothing here counts requests itself: request and error counts and the latency histogram come
 from the agent's one request window (:meth:`RequestWindow.totals`), the same bookkeeping that
@@ -16,12 +16,15 @@ models served since start, fixed outcome/event/state names, reason codes from a 
 - sources added with :meth:`AgentCollector.add_source` (telemetry queue, drift) bring their own
 - ``process_*`` (the families of prometheus_client's ProcessCollector, read by
   :class:`~.process.ProcessFamilies`), ``edgeship_soc_temperature_celsius`` (hottest
-  ``/sys/class/thermal`` zone, read every :data:`TEMPERATURE_INTERVAL_S` by a sampler thread,
-  not per scrape: a zone read is a driver call that can take milliseconds; absent where none is readable)
+  ``/sys/class/thermal`` zone; absent where none is readable)
 
-A scrape reads memory and in-memory counters only (plus ``/proc/self/statm``, ``/proc/self/fd``
-and the update journal's mtime): no SQLite query, no lock held longer than a copy, so
-:mod:`device_agent.serving.metrics_route` renders it on the event loop.
+Sampled every :data:`SAMPLE_INTERVAL_S` (1 s) by one thread (:class:`~.process.Sampler`), not
+per scrape, so what a scrape serves of them is at most 1 s old (their HELP says so): the
+thermal zones (a zone read is a driver call, on some boards an I2C transfer of milliseconds),
+the open fds (a listing of ``/proc/self/fd``) and the update journal (a stat, re-read when its
+mtime changes). Everything else is read at the scrape, from memory and in-memory counters
+(plus one ``pread`` of ``/proc/self/statm``): no SQLite query, no file opened, no lock held
+longer than a copy, so :mod:`device_agent.serving.metrics_route` renders it on the event loop.
 """
 
 from __future__ import annotations
@@ -48,8 +51,8 @@ from .process import ProcessFamilies, Sampler
 
 #: update states as the state set names them (``idle``: no update running)
 UPDATE_STATES = ("idle", "fetch", "verify", "stage", "gate", "switch", "trial")
-#: seconds between two readings of the thermal zones (the reading a scrape serves is at most this old)
-TEMPERATURE_INTERVAL_S = 1.0
+#: seconds between two readings of the sampled sources (what a scrape serves of them is at most this old)
+SAMPLE_INTERVAL_S = 1.0
 _LE = [repr(b) for b in LATENCY_BUCKETS_S] + ["+Inf"]
 _HIST = "edgeship_inference_duration_seconds"
 
@@ -63,11 +66,12 @@ class AgentCollector(Collector):
         self.agent = agent
         # EDGESHIP_THERMAL_ROOT: another /sys/class/thermal (a test's, on a machine without zones)
         root = os.environ.get("EDGESHIP_THERMAL_ROOT", "/sys/class/thermal")
-        self._temperature = Sampler(temperature or (lambda: read_temperature_c(root)),
-                                    interval_s=TEMPERATURE_INTERVAL_S, name="edgeship-thermal")
+        #: the readings refreshed every SAMPLE_INTERVAL_S rather than per scrape (see the module doc)
+        self.sampler = Sampler(interval_s=SAMPLE_INTERVAL_S, name="edgeship-metrics-sampler")
+        self.sampler.add("temperature", temperature or (lambda: read_temperature_c(root)))
+        self.sampler.add("journal", _JournalCache(StateDir(agent.config.state_dir).journal).read)
         self._sources: list[Source] = []
         self._refs: dict[str, tuple[str, str]] = {}  # sha -> (name, version), bounded by the window's models
-        self._journal = _JournalCache(StateDir(agent.config.state_dir).journal)
         self._lock = threading.Lock()
         self._built: dict[str, tuple[Any, list[Any]]] = {}  # see _memo
         self._hist_labels: dict[tuple[str, str], tuple[list[dict], dict]] = {}
@@ -78,17 +82,17 @@ class AgentCollector(Collector):
             self._sources.append(source)
 
     def close(self) -> None:
-        """Stop the temperature sampler."""
-        self._temperature.stop()
+        """Stop the sampler thread."""
+        self.sampler.stop()
 
     def collect(self) -> Iterator[Any]:
         yield from self._requests()
         yield from self._model()
         yield from self._update()
-        t = self._temperature.value
+        t = self.sampler.values.get("temperature")
         if t is not None:
             g = GaugeMetricFamily("edgeship_soc_temperature_celsius", "Hottest thermal zone of the SoC "
-                                  f"(read every {TEMPERATURE_INTERVAL_S:g} s).")
+                                  f"(read every {SAMPLE_INTERVAL_S:g} s).")
             g.add_metric([], t)
             yield g
         with self._lock:
@@ -173,11 +177,12 @@ class AgentCollector(Collector):
         yield agent
 
     def _update(self) -> Iterator[Any]:
-        yield from self._memo("update", self._journal.read(), self._journal_families)
+        yield from self._memo("update", self.sampler.values.get("journal"), self._journal_families)
 
     def _journal_families(self, j: dict | None) -> Iterator[Any]:
         running = j is not None and j.get("state") in UPDATE_STATES
-        st = StateSetMetricFamily("edgeship_update_state", "The OTA update state now (idle: none running).")
+        st = StateSetMetricFamily("edgeship_update_state", "The OTA update state (idle: none running; the "
+                                  f"update journal is read every {SAMPLE_INTERVAL_S:g} s).")
         current = j["state"] if running else "idle"
         st.add_metric([], {s: s == current for s in UPDATE_STATES})
         yield st
@@ -231,10 +236,10 @@ def _utc_seconds(text: Any) -> float | None:
 
 
 def make_registry(agent: Any) -> tuple[CollectorRegistry, AgentCollector]:
-    """A registry with the agent's collector and the process families (RSS, CPU, fds, start time).
-    ``collector.close()`` stops its sampler thread."""
+    """A registry with the agent's collector and the process families (RSS, CPU, fds, start time),
+    sharing the collector's sampler; ``collector.close()`` stops its thread."""
     registry = CollectorRegistry(auto_describe=False)
     collector = AgentCollector(agent)
     registry.register(collector)
-    registry.register(ProcessFamilies())
+    registry.register(ProcessFamilies(sampler=collector.sampler))
     return registry, collector

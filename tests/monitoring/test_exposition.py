@@ -5,6 +5,7 @@ the SoC temperature sampled every second follows the thermal zone."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import time
 
@@ -21,6 +22,7 @@ from device_agent.monitoring.collector import make_registry
 from device_agent.monitoring.exposition import Exposition
 from device_agent.monitoring.process import ProcessFamilies
 from device_agent.store import Store
+from runtime.contracts.statedir import StateDir
 
 
 LE = [repr(b) for b in LATENCY_BUCKETS_S] + ["+Inf"]
@@ -137,6 +139,12 @@ def test_the_soc_temperature_is_sampled_every_second_off_the_scrape(agent, tmp_p
         while temp() != 51.25 and time.monotonic() - written < 5:
             time.sleep(0.05)
         assert temp() == 51.25 and time.monotonic() - written < 2.5   # within about one interval
+        StateDir(agent.config.state_dir).journal.write_text(json.dumps({"state": "verify", "history": []}))
+        written = time.monotonic()                              # the update journal: sampled too
+        verify = 'edgeship_update_state{edgeship_update_state="verify"} 1.0'
+        while verify not in generate_latest(registry).decode() and time.monotonic() - written < 5:
+            time.sleep(0.05)
+        assert verify in generate_latest(registry).decode() and time.monotonic() - written < 2.5
     finally:
         collector.close()
-    assert not collector._temperature._thread.is_alive()
+    assert not collector.sampler._thread.is_alive()
