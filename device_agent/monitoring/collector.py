@@ -77,7 +77,8 @@ class AgentCollector(Collector):
         self._hist_labels: dict[tuple[str, str], tuple[list[dict], dict]] = {}
 
     def add_source(self, source: Source) -> None:
-        """Add a callable returning metric families (telemetry queue, drift); read at every scrape."""
+        """Add a callable returning metric families (telemetry queue, drift); read at every scrape,
+        on the event loop: it must not block (no disk or database read, no lock held long)."""
         with self._lock:
             self._sources.append(source)
 

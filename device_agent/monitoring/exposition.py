@@ -36,7 +36,8 @@ class _One:
 
 
 class Exposition:
-    """Renders a registry (anything with ``collect()``) to text format 0.0.4 (bytes)."""
+    """Renders a registry (anything with ``collect()``) to text format 0.0.4 (bytes). One caller
+    at a time (the route's, on the event loop): the kept texts are not guarded by a lock."""
 
     def __init__(self) -> None:
         # family shape -> [template, values last written, their text]; a template is (text
