@@ -21,6 +21,8 @@ class Monitoring:
     def stop(self) -> None:
         if self.drift is not None:
             self.drift.stop()
+        if self.collector is not None:
+            self.collector.close()
 
 
 def start_monitoring(config: Any, agent: Any) -> Monitoring:

@@ -1,7 +1,8 @@
 """Metric families of the MQTT telemetry service: broker connection, durable queue, drops.
 
 A source for :meth:`~.collector.AgentCollector.add_source`; reads the running service's
-queue statistics at scrape time (one indexed SQLite query).
+queue figures at scrape time from memory (the queue keeps its depth, bytes, drop counts and
+oldest row up to date at each commit: no SQLite query, no wait for a commit in progress).
 """
 
 from __future__ import annotations

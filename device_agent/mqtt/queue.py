@@ -111,12 +111,30 @@ class DurableQueue:
             raise QueueError(f"cannot open telemetry queue {self.path}: {e}") from e
 
     def _load_accounting(self) -> None:
-        self._bytes = {c: 0 for c in MessageClass}
-        self._rows = 0
+        # the in-memory figures stats() and oldest_age_s() read without the lock (each object is
+        # built whole, then swapped in): bytes and rows per class, drop counters, the oldest row
+        size, rows = {c: 0 for c in MessageClass}, 0
         for cls, total, n in self._db.execute(
                 "SELECT cls, COALESCE(SUM(size),0), COUNT(*) FROM outbox GROUP BY cls"):
-            self._bytes[MessageClass(cls)] = total
-            self._rows += n
+            size[MessageClass(cls)] = total
+            rows += n
+        self._bytes, self._rows = size, rows
+        self._dropped = {c.value: self._meta(f"dropped.{c.value}") for c in MessageClass}
+        self._load_head()
+
+    def _load_head(self) -> None:
+        row = self._db.execute("SELECT msg_id, boot_id, mono_ms, body FROM outbox ORDER BY msg_id LIMIT 1").fetchone()
+        self._head = None if row is None else self._origin(*row)
+
+    def _origin(self, msg_id: int, boot_id: str, mono_ms: int, body: str) -> tuple:
+        """(msg_id, clock, when) of a row: CLOCK_MONOTONIC for rows of this boot, else the wall
+        clock of the row's ``ts_ms`` (``when`` None: a row of another boot without a readable clock)."""
+        if boot_id == self.boot_id:
+            return msg_id, time.monotonic, mono_ms / 1000.0
+        try:
+            return msg_id, time.time, float(json.loads(body)["ts_ms"]) / 1000.0
+        except (ValueError, KeyError, TypeError):
+            return msg_id, time.time, None
 
     # ------------------------------------------------------------ ids
     def _meta(self, key: str, default: int = 0) -> int:
@@ -226,6 +244,17 @@ class DurableQueue:
                 self._tail.clear()  # dropped rows may be in it: read them from disk again
             else:
                 self._tail.extend(rows)
+            if dropped or (self._head is not None and self._head[0] < 0):
+                self._reload_head()
+            elif self._head is None:  # the queue was empty: its oldest row is the batch's first
+                m = rows[0]
+                self._head = self._origin(m.msg_id, m.boot_id, m.mono_ms, m.body)
+
+    def _reload_head(self) -> None:  # under _db_lock, after a commit that may have removed the oldest row
+        try:
+            self._load_head()
+        except sqlite3.Error:
+            self._head = None if self._rows == 0 else (-1, time.monotonic, None)  # unknown: read at the next commit
 
     def _rollback(self) -> None:
         try:
@@ -268,6 +297,7 @@ class DurableQueue:
         self._rows -= n
         key = f"dropped.{cls.value}"
         self._set_meta(key, self._meta(key) + n)
+        self._dropped[cls.value] = self._dropped.get(cls.value, 0) + n  # reloaded if the batch rolls back
         return n
 
     # ------------------------------------------------------------ read / ack
@@ -347,6 +377,8 @@ class DurableQueue:
                     deleted += self._db.execute(f"DELETE FROM outbox WHERE msg_id IN ({marks})", ids).rowcount
                 self._db.execute("COMMIT")
                 self._ack_commits += 1
+                if self._head is not None and (self._head[0] < 0 or self._head[0] in set(msg_ids)):
+                    self._reload_head()
             except sqlite3.Error as e:
                 self._rollback()
                 raise QueueError(f"telemetry queue {self.path}: cannot delete acknowledged rows: {e}") from e
@@ -364,35 +396,23 @@ class DurableQueue:
         return self._rows
 
     def oldest_age_s(self) -> float | None:
-        """Age in seconds of the oldest queued message, None when the queue is empty. From
-        CLOCK_MONOTONIC for rows of this boot, else from the row's wall-clock ``ts_ms``.
-
-        Raises:
-            QueueError: the database cannot be read.
-        """
-        with self._db_lock:
-            try:
-                row = self._db.execute(
-                    "SELECT boot_id, mono_ms, body FROM outbox ORDER BY msg_id LIMIT 1").fetchone()
-            except sqlite3.Error as e:
-                raise QueueError(f"telemetry queue {self.path}: cannot read the oldest message: {e}") from e
-        if row is None:
+        """Age in seconds of the oldest queued message, None when the queue is empty (or its
+        oldest row is of another boot without a readable ``ts_ms``). From CLOCK_MONOTONIC for rows
+        of this boot, else from the row's wall-clock ``ts_ms``. No disk read and no lock: the
+        oldest row is noted by the commits that change it (an insert into an empty queue, an
+        ack or budget drop of that row), so the age is exact at every call."""
+        head = self._head
+        if head is None or head[2] is None:
             return None
-        if row[0] == self.boot_id:
-            return max(0.0, time.monotonic() - row[1] / 1000.0)
-        try:
-            ts_ms = float(json.loads(row[2])["ts_ms"])
-        except (ValueError, KeyError, TypeError):
-            return None  # a row written by another boot without a readable clock
-        return max(0.0, time.time() - ts_ms / 1000.0)
+        return max(0.0, head[1]() - head[2])
 
     def stats(self) -> QueueStats:
-        with self._db_lock:
-            dropped = {c.value: self._meta(f"dropped.{c.value}") for c in MessageClass}
-            g = self._group
-            return QueueStats(depth=self._rows, bytes=sum(self._bytes.values()), dropped=dropped,
-                              commits=g.batches, rows_committed=g.items, ack_commits=self._ack_commits,
-                              staged=g.staged, lost_unqueued=g.failed_items)
+        """The queue's figures from memory (no disk read, no lock: it never waits for a commit;
+        the rows of a batch being committed may be counted a moment before its COMMIT ends)."""
+        g = self._group
+        return QueueStats(depth=self._rows, bytes=sum(self._bytes.values()), dropped=dict(self._dropped),
+                          commits=g.batches, rows_committed=g.items, ack_commits=self._ack_commits,
+                          staged=g.staged, lost_unqueued=g.failed_items)
 
     def close(self) -> None:
         with self._db_lock:

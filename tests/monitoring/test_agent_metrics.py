@@ -33,8 +33,9 @@ def served(tmp_path, tiny_bundle):
     store = Store(tmp_path / "state")
     store.activate(store.install_bundle(tiny_bundle).sha256)
     agent = Agent(AgentConfig.for_state_dir(tmp_path / "state"))
-    registry, _ = make_registry(agent)
+    registry, collector = make_registry(agent)
     yield TestClient(create_app(agent, control_token="tok", metrics_registry=registry)), agent
+    collector.close()
     agent.close()
 
 

@@ -188,6 +188,40 @@ def test_depth_and_oldest_age(tmp_path):
     assert 7.0 <= other.oldest_age_s() < 8.0
 
 
+
+def test_figures_come_from_memory_follow_acks_drops_and_restarts_and_never_wait_for_a_commit(tmp_path):
+    body = '{"x":"' + "y" * 90 + '"}'
+    b = Budgets(events_bytes=10_000, deploy_bytes=10_000, metrics_bytes=700, total_bytes=100_000)
+    q = DurableQueue(tmp_path / "q.sqlite", budgets=b, boot_id="this-boot")
+    now_ms = int(time.monotonic() * 1000)
+
+    def disk_age():  # what the oldest row on disk says, read behind the queue's back
+        db = sqlite3.connect(str(q.path))
+        got = db.execute("SELECT mono_ms FROM outbox ORDER BY msg_id LIMIT 1").fetchone()
+        db.close()
+        return None if got is None else time.monotonic() - got[0] / 1000.0
+
+    first = q.append_many([row(MessageClass.METRICS, body, "this-boot", now_ms - 9000 + i * 1000) for i in range(5)])
+    assert abs(q.oldest_age_s() - disk_age()) < 0.2 and 9.0 <= q.oldest_age_s() < 10.0
+    q.ack_rows(first[:2])                                        # the oldest acknowledged
+    assert abs(q.oldest_age_s() - disk_age()) < 0.2 and 7.0 <= q.oldest_age_s() < 8.0
+    q.append_many([row(MessageClass.METRICS, body, "this-boot", now_ms - 500) for _ in range(5)])  # drops the oldest
+    dropped = q.stats().dropped["metrics"]
+    assert dropped > 0 and abs(q.oldest_age_s() - disk_age()) < 0.2
+    held = threading.Event()
+    got: list = []
+    with q._db_lock:                                             # a commit in progress holds the lock:
+        t = threading.Thread(target=lambda: got.append((q.stats(), q.oldest_age_s(), held.set())))
+        t.start()                                                # the figures do not wait for it
+        assert held.wait(5), "stats() waited for the database lock"
+    t.join()
+    assert got[0][0].dropped["metrics"] == dropped and got[0][0].depth == q.depth()
+    q.close()
+    again = DurableQueue(tmp_path / "q.sqlite", budgets=b, boot_id="this-boot")   # counters persist
+    assert again.stats().dropped["metrics"] == dropped and abs(again.oldest_age_s() - disk_age()) < 0.2
+    again.ack(on_disk(again.path))
+    assert again.oldest_age_s() is None and again.depth() == 0
+
 # ------------------------------------------------------------------ the sender's window
 def test_window_serves_commits_from_memory(tmp_path):
     q = DurableQueue(tmp_path / "q.sqlite", budgets=BIG)
