@@ -177,7 +177,8 @@ class DriftMonitor:
         checker when due. With ``sample_every_requests`` > 1 the observer is :meth:`_sample`, which
         hands one request in that many here. Each call's bytes (the ``nbytes`` of its two or three
         arrays) are added to the pending calls' sum; a call that would take it over
-        ``max_pending_bytes`` (or the count over ``max_pending_requests``) is skipped."""
+        ``max_pending_bytes`` (or the count over ``max_pending_requests``) is skipped. Not locked,
+        like the count: two request threads at once can miss one call's bytes, rarely (the GIL)."""
         if sha != self._no_baseline:  # a model without a baseline: nothing to keep
             p = self._pending
             if len(p) < self._max_count:
