@@ -28,6 +28,7 @@ from typing import Any, Callable
 from runtime.contracts.bundle.baseline import DriftThresholds
 from runtime.drift.alarm import AlarmState, Transition, step
 from runtime.drift.sketch import DriftSketch, Evaluation, Score
+from runtime.tensors import call_nbytes
 
 from ..configfile import doc
 from ..logs import get_logger
@@ -52,9 +53,9 @@ class DriftSection:
     sustain_checks: int = doc("Raise an alarm when a score is over its threshold this many checks in a "
                               "row; clear it when under for as many.", 3)
     max_pending_requests: int = doc("Calls kept for the next check at most; more are skipped (counted).", 1000)
-    max_pending_bytes: int = doc("Bytes of tensors (inputs and outputs) kept for the next check at most: the "
-                                 "first call kept after a check is measured and as many calls of its size as "
-                                 "fit are kept; calls beyond are skipped (counted).", 16 << 20)
+    max_pending_bytes: int = doc("Bytes of tensors (inputs and outputs) kept for the next check at most: each "
+                                 "kept call's bytes are added up, and a call that would take the sum over this "
+                                 "is skipped (counted).", 16 << 20)
     psi_threshold: float = doc("Override the bundle's PSI threshold; 0 keeps the bundle's.", 0.0)
     out_of_range_threshold: float = doc("Override the bundle's out-of-range share threshold; -1 keeps it.", -1.0)
     nonfinite_threshold: float = doc("Override the bundle's NaN/Inf share threshold; -1 keeps it.", -1.0)
@@ -130,7 +131,7 @@ class DriftMonitor:
         c = self.config
         self._stride = c.sample_every_requests
         self._max_count, self._max_bytes = c.max_pending_requests, c.max_pending_bytes
-        self._cap = self._max_count             # calls kept at most until the next check (see observe)
+        self._bytes = 0                         # bytes of the pending calls' tensors (see observe)
         self._countdown = 1                     # requests to the next sampled one (the first is)
         self._due = self._due_every = -(-c.check_every_requests // self._stride)  # sampled requests to a check
         self._wake = threading.Event()
@@ -174,16 +175,19 @@ class DriftMonitor:
     def observe(self, sha: str, feeds: Any, outputs: Any) -> None:
         """The tensor observer: keep a reference to the call (bounded by count and bytes), wake the
         checker when due. With ``sample_every_requests`` > 1 the observer is :meth:`_sample`, which
-        hands one request in that many here. The first call kept after a check is measured (its
-        tensors' bytes) and sets how many calls fit in ``max_pending_bytes`` until the next check,
-        so the request thread does not walk every call's tensors."""
+        hands one request in that many here. Each call's bytes (the ``nbytes`` of its two or three
+        arrays) are added to the pending calls' sum; a call that would take it over
+        ``max_pending_bytes`` (or the count over ``max_pending_requests``) is skipped. Not locked,
+        like the count: two request threads at once can miss one call's bytes, rarely (the GIL)."""
         if sha != self._no_baseline:  # a model without a baseline: nothing to keep
             p = self._pending
-            k = len(p)
-            if not k:
-                self._cap = min(self._max_count, self._max_bytes // max(1, _nbytes(feeds, outputs)))
-            if k < self._cap:
-                p.append((sha, feeds, outputs))
+            if len(p) < self._max_count:
+                total = self._bytes + call_nbytes(feeds, outputs)
+                if total <= self._max_bytes:
+                    p.append((sha, feeds, outputs))
+                    self._bytes = total
+                else:
+                    self.skipped += 1
             else:
                 self.skipped += 1
         self._due = d = self._due - 1  # racy across request threads: a count, not an id
@@ -216,7 +220,7 @@ class DriftMonitor:
         """Count the pending calls, score the window, run the alarm rule, tell the listeners.
         With no pending calls only a model switch is looked for (and told, when there was one)."""
         with self._lock:
-            batch, self._pending = self._pending, []
+            batch, self._pending, self._bytes = self._pending, [], 0
             changes = self._reset_if_switched()[1]
             if not batch and not changes:
                 return self.latest
@@ -282,14 +286,6 @@ class DriftMonitor:
         active = tuple(sorted(f"{k[0]}:{k[1]}:{k[2]}" for k, st in self._alarms.items() if st.active))
         return DriftReport(model=self._model, checks=self._checks, window_samples=ev.samples, evaluation=ev,
                            alarms=active, thresholds=th, skipped=self.skipped), changes
-
-
-def _nbytes(feeds: Any, outputs: Any) -> int:
-    size = 0
-    for d in (feeds, outputs):
-        for a in d.values():
-            size += getattr(a, "nbytes", 0)
-    return size
 
 
 def _quiet(fig: tuple, limits: tuple[float, float, float]) -> bool:

@@ -330,7 +330,8 @@ def _index(t: _Tensor, a: np.ndarray) -> np.ndarray:
     if rows.size <= _SEARCH_VALUES:  # at or under = all the edges less those strictly under the value
         return np.subtract(top, np.searchsorted(ext, rows, side="left"))
     col = ext[:, None, None] if rows.ndim == 2 else ext[:, None]
-    return (rows <= col).view(np.uint8).sum(axis=0, dtype=np.uint8) + off
+    # summed in uint8 (the fastest) while a value can be at or under no more than 255 edges
+    return (rows <= col).view(np.uint8).sum(axis=0, dtype=np.uint8 if len(ext) <= 255 else np.intp) + off
 
 
 def _column(calls: list, side: int, name: str) -> list[np.ndarray]:

@@ -123,12 +123,46 @@ def test_a_broken_baseline_is_refused(baseline):
         (lambda d: d["thresholds"].update(psi=0), "must be > 0"),
         (lambda d: d["classes"].update(output="z"), "not one of the tensors"),
         (lambda d: d["tensors"]["x"]["values"]["edges"].__setitem__(0, float("nan")), "finite number"),
+        (lambda d: d["tensors"]["x"]["values"].update(edges=[i / 100 for i in range(65)],
+                                                       proportions=[1 / 66] * 66), "x.values.edges: 65 edges, at most 64"),
+        (lambda d: d["tensors"]["x"].update(min=d["tensors"]["x"]["values"]["edges"][0] + 1e-6),
+         "tensors.x.values.edges: must lie within min"),
+        (lambda d: d["tensors"]["y"].update(max=d["tensors"]["y"]["values"]["edges"][-1] - 1e-6),
+         "tensors.y.values.edges: must lie within min"),
     ]:
         bad = copy.deepcopy(d)
         mutate(bad)
         with pytest.raises(BundleError, match=needle):
             DriftBaseline.from_json(bad, where="drift")
     assert Bins.from_json({"edges": [], "proportions": [1.0]}, where="b").proportions == (1.0,)
+    edge = copy.deepcopy(d)  # edges on min and max are within them (ties at package time)
+    e = edge["tensors"]["x"]["values"]["edges"]
+    edge["tensors"]["x"].update(min=e[0], max=e[-1])
+    assert DriftBaseline.from_json(edge, where="drift").tensors["x"].min == e[0]
+
+
+def test_many_edges_bin_alike_by_search_and_by_comparison():
+    """A baseline built in code (the strict reader caps edges at 64) with 300 edges: a value can
+    be at or under more than 255 of them, which the large-batch comparison path must still count
+    (it once summed in uint8 and wrapped, reporting finite values as NaN/Inf)."""
+    from runtime.contracts.bundle.baseline import Role, TensorBaseline
+
+    ne = 300
+    t = TensorBaseline(role=Role.INPUT, min=-4.0, max=4.0,
+                       values=Bins(edges=tuple(np.linspace(-2.5, 2.5, ne).tolist()), proportions=(1 / (ne + 1),) * (ne + 1)))
+    b = DriftBaseline(samples=600, thresholds=DriftThresholds(), tensors={"x": t})
+    data = np.random.default_rng(0).standard_normal((2000, 4)).astype(np.float32)
+    data[0, 0] = 5.0  # above max
+
+    def scores(batch_rows):
+        sk = DriftSketch(b, window_slots=1)
+        for s in range(0, 2000, batch_rows):  # one add: one batch, binned by search up to 4096 values
+            sk.add([({"x": data[i:i + 10]}, {}) for i in range(s, s + batch_rows, 10)])
+        sk.close_slot()
+        return sk.scores()[0]
+
+    small, large = scores(1000), scores(2000)  # batches of 4000 values (search), of 8000 (comparison)
+    assert small == large and large.nonfinite_share == 0.0 and large.out_of_range_share == pytest.approx(1 / 8000)
 
 
 def test_the_sketch_scores_what_a_direct_numpy_count_gives(baseline):

@@ -149,13 +149,13 @@ def test_pending_calls_are_bounded_by_count_and_bytes_sampling_and_a_bundle_with
     by_bytes.check()  # the checker takes the calls: room again
     by_bytes.observe(refs[1].sha256, x, y)
     assert len(by_bytes._pending) == 1 and by_bytes.latest.window_samples == 1000 // 28
-    big = {"x": np.zeros((40, 4), np.float32)}  # 652 bytes, measured on the first call after a check
+    big = {"x": np.zeros((40, 4), np.float32)}  # 652 bytes a call: one fits in 1000
     by_bytes.check()
     for _ in range(3):
         by_bytes.observe(refs[1].sha256, big, y)
     assert len(by_bytes._pending) == 1 and by_bytes.skipped == 300 - 1000 // 28 + 2
     by_bytes.check()
-    for _ in range(40):  # small calls again: measured again after the check
+    for _ in range(40):  # small calls again: the sum starts afresh after the check
         by_bytes.observe(refs[1].sha256, x, y)
     assert len(by_bytes._pending) == 1000 // 28 and by_bytes.skipped == 300 - 1000 // 28 + 2 + 40 - 1000 // 28
     sampled = DriftMonitor(a, DriftSection(check_every_requests=40, sample_every_requests=4))
@@ -168,6 +168,25 @@ def test_pending_calls_are_bounded_by_count_and_bytes_sampling_and_a_bundle_with
     assert a.current().info.drift is None
     m.check()
     assert m.latest is None
+
+
+def test_pending_bytes_are_summed_over_every_kept_call_not_sized_by_the_first():
+    """A small first call after a check does not let large ones through: the bytes kept never
+    exceed max_pending_bytes, whatever the order of sizes (agent-free: the observer alone)."""
+    m = DriftMonitor(agent=None, config=DriftSection(max_pending_bytes=1 << 20, max_pending_requests=1000))
+    small, y = {"x": np.zeros((1, 4), np.float32)}, {"y": np.zeros((1, 3), np.float32)}  # 28 bytes
+    big = {"x": np.zeros((1024, 64), np.float32)}                                         # 256 KiB + 12
+    m.observe("a", small, y)
+    for _ in range(20):
+        m.observe("a", big, y)
+    kept = sum(f["x"].nbytes + o["y"].nbytes for _, f, o in m._pending)
+    assert kept <= 1 << 20 and len(m._pending) == 1 + 3 and m.skipped == 17
+    for _ in range(40):  # small calls still fit in what the big ones left
+        m.observe("a", small, y)
+    kept = sum(f["x"].nbytes + o["y"].nbytes for _, f, o in m._pending)
+    assert kept <= 1 << 20 and len(m._pending) == 4 + 40 and m.skipped == 17
+    m.observe("a", {"x": np.zeros((1 << 18) + 1, np.float32)}, {})  # alone over the limit: never kept
+    assert len(m._pending) == 44 and m.skipped == 18
 
 
 def test_drift_section_is_strict():

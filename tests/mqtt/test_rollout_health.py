@@ -4,6 +4,7 @@ every tick does not inflate false alarms on a healthy release)."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -195,3 +196,34 @@ def test_fleet_view_counts_each_devices_latest_drift_report_for_the_release_it_s
     assert view.new.drift_devices == view.control.drift_devices == 0
     view.feed("edgeship/f/a/telemetry/drift", b'{"schema": "nope"}')
     assert view.devices["a"].invalid.startswith("drift:")
+
+
+def test_a_malformed_drift_report_marks_its_device_invalid_and_is_never_kept():
+    """A drift document whose ts_ms is not an integer (or any field the count reads is wrong) is
+    refused by the strict parser before it is kept: the device is named invalid, its last valid
+    report still counts, and a resume (reset_epoch) recounts the fleet without raising."""
+    from runtime.contracts.mqtt import payloads
+    from runtime.contracts.mqtt.messages import Kind
+    from runtime.contracts.mqtt.payloads import Origin
+    from runtime.contracts.mqtt.telemetry import drift_report
+    from toolchain.fleet.rollout.observe import FleetView
+
+    view = FleetView(prefix="edgeship", fleet="f", model="m", release=2, deployments=set())
+    view.targets = {"a", "b"}
+    view.reset_epoch(1000)
+    body = drift_report({"model": {"name": "m", "release": 2}, "alarms": ["drift.psi:input:x"],
+                         "scores": [{"name": "x", "kind": "input", "samples": 500, "psi": 0.6}]})
+    for d in "ab":
+        rep = payloads.envelope(Kind.REPORTED, Origin(fleet="f", device=d, boot_id="b", msg_id=1, ts_ms=2000,
+                                                      mono_ms=1), {"applied_version": 1, "active": {"name": "m", "release": 2}})
+        view.feed(f"edgeship/f/{d}/reported", payloads.encode(rep).encode())
+    good = payloads.envelope(Kind.DRIFT, Origin(fleet="f", device="a", boot_id="b", msg_id=2, ts_ms=2000, mono_ms=1), body)
+    view.feed("edgeship/f/a/telemetry/drift", payloads.encode(good).encode())
+    assert (view.new.drift_devices, view.new.drift_alarmed) == (1, 1)
+    for d in "ab":
+        bad = {"schema": Kind.DRIFT.schema, "ts_ms": "late", **body}
+        view.feed(f"edgeship/f/{d}/telemetry/drift", json.dumps(bad).encode())
+        assert "'ts_ms' must be an integer" in view.devices[d].invalid
+    assert view.devices["b"].drift is None and view.devices["a"].drift["ts_ms"] == 2000  # a's valid one stays
+    view.reset_epoch(1500)  # a resume: raised TypeError when the bad document had been kept
+    assert (view.new.drift_devices, view.new.drift_alarmed, view.new.drift_psi_max_sum) == (1, 1, 0.6)

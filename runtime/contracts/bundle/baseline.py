@@ -3,13 +3,15 @@ traffic is compared with on the device, and the thresholds it is judged by.
 
 Built by ``edgeship package`` from the build's validation data (``runtime.drift.reference``),
 read by the agent's drift monitor (``device_agent.monitoring.drift``). Pure values; strict
-``from_json`` that refuses a broken baseline (unsorted or non-finite edges, proportions that
-are negative or do not sum to 1, a length mismatch), naming the key path.
+``from_json`` that refuses a broken baseline (unsorted or non-finite edges, more than
+:data:`MAX_EDGES` of them, a tensor's edges outside its [min, max], proportions that are
+negative or do not sum to 1, a length mismatch), naming the key path (and so the tensor).
 
-Binning (one definition, ``runtime.drift.sketch.bin_index``): ``edges`` are the inner cut
-points, strictly increasing; a value ``x`` falls in bin ``searchsorted(edges, x, "left")``,
-so bin 0 is ``x <= edges[0]`` and the last bin is ``x > edges[-1]``: ``len(edges) + 1`` bins,
-and ``proportions`` holds the validation data's share of each.
+Binning (one definition, ``runtime.drift.binning``: ``bin_counts`` at package time, the same
+order in ``runtime.drift.sketch`` on the device): ``edges`` are the inner cut points, strictly
+increasing; a value ``x`` falls in bin ``searchsorted(edges, x, "left")``, so bin 0 is
+``x <= edges[0]`` and the last bin is ``x > edges[-1]``: ``len(edges) + 1`` bins, and
+``proportions`` holds the validation data's share of each.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from . import _strict as strict
 
 #: a bin layout's proportions must sum to 1 within this
 SUM_TOLERANCE = 1e-6
+#: the most inner edges a distribution may have (``edgeship package`` writes at most 9: deciles);
+#: bounds the device's sketch (bins x features x window) and its per-value binning work
+MAX_EDGES = 64
 
 
 class Role(str, enum.Enum):
@@ -47,6 +52,8 @@ class Bins:
         edges = tuple(strict.number(v, f"{where}.edges[{i}]") for i, v in enumerate(strict.array(d["edges"], f"{where}.edges")))
         props = tuple(strict.number(v, f"{where}.proportions[{i}]")
                       for i, v in enumerate(strict.array(d["proportions"], f"{where}.proportions")))
+        if len(edges) > MAX_EDGES:
+            raise BundleError(f"{where}.edges: {len(edges)} edges, at most {MAX_EDGES} are allowed")
         if any(b <= a for a, b in zip(edges, edges[1:])):
             raise BundleError(f"{where}.edges: must be strictly increasing")
         _check_shares(props, len(edges) + 1, f"{where}.proportions")
@@ -79,6 +86,10 @@ class TensorBaseline:
         if lo > hi:
             raise BundleError(f"{where}: min {lo} is above max {hi}")
         values = Bins.from_json(d["values"], where=f"{where}.values")
+        e = values.edges
+        if e and not lo <= e[0] <= e[-1] <= hi:  # the sketch's bins (below min, edges, above max) are in order
+            raise BundleError(f"{where}.values.edges: must lie within min {lo} and max {hi}, "
+                              f"got {e[0]} .. {e[-1]}")
         axis = d["feature_axis"]
         if axis not in (None, "flat", "channel"):
             raise BundleError(f"{where}.feature_axis: {axis!r} is not null, 'flat' or 'channel'")

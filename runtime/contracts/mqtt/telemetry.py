@@ -155,8 +155,10 @@ def parse_status(raw: bytes) -> dict[str, Any]:
 
 
 def parse_drift(raw: bytes) -> dict[str, Any]:
-    """Parse a ``telemetry/drift`` document; every score needs a name, a kind and a finite psi."""
+    """Parse a ``telemetry/drift`` document: an integer ``ts_ms`` (the envelope's), a ``model``
+    object, every score with a name, a kind and a finite psi, ``alarms`` a list."""
     d = load(raw, Kind.DRIFT)
+    _int(d, "ts_ms", "drift")
     scores = d.get("scores")
     if not isinstance(scores, list) or not isinstance(d.get("model"), dict):
         raise PayloadRejected("payload.schema", "drift: scores must be a list and model an object")

@@ -194,11 +194,14 @@ class FleetView:
                                                     window_s=float(doc["window_s"]), p95_ms=p95))
 
     def _drift(self, device: str, payload: bytes) -> None:
+        """A report is kept only once everything the count reads of it was read (:func:`_drift_entry`),
+        so a kept report never raises in :meth:`_drift_count` (nor at a resume, :meth:`reset_epoch`)."""
         try:
             doc = parse_drift(payload)
         except PayloadRejected as e:
             self.obs(device).invalid = f"drift: {e.detail}"
             return
+        _drift_entry(doc, self.release)  # raises (caught by feed: the device marked invalid) before it is kept
         self.obs(device).drift = doc
         self._drift_count(device)
 
@@ -210,16 +213,23 @@ class FleetView:
             (self.new if old[0] else self.control).add_drift(alarmed=old[1], psi_max=old[2], sign=-1)
         o = self.devices.get(device)
         doc = o.drift if o is not None else None
-        if doc is None or device not in self.targets or (doc.get("ts_ms") or 0) < self.epoch_ms:
+        if doc is None or device not in self.targets:
             return
-        model, active = doc["model"], o.active
-        if model.get("name") != self.model or active.get("name") != self.model \
-                or active.get("release") != model.get("release"):
-            return  # another model, or a report of the release it ran before (the new one has not reported yet)
-        entry = (model.get("release") == self.release, bool(doc.get("alarms")),
-                 max((float(s["psi"]) for s in doc["scores"]), default=0.0))
+        ts, name, release, entry = _drift_entry(doc, self.release)
+        active = o.active
+        if ts < self.epoch_ms or name != self.model or active.get("name") != self.model \
+                or active.get("release") != release:
+            return  # old, another model, or a report of the release it ran before (the new one has not reported yet)
         self._drift_in[device] = entry
         (self.new if entry[0] else self.control).add_drift(alarmed=entry[1], psi_max=entry[2])
+
+
+def _drift_entry(doc: dict, release: int) -> tuple[int, Any, Any, tuple[bool, bool, float]]:
+    """All the count reads of a drift report (checked by ``parse_drift``): (ts_ms, model name,
+    model release, (a report of the rollout's ``release``?, alarmed, its highest psi))."""
+    model, psi_max = doc["model"], max((float(s["psi"]) for s in doc["scores"]), default=0.0)
+    return (doc["ts_ms"], model.get("name"), model.get("release"),
+            (model.get("release") == release, bool(doc.get("alarms")), psi_max))
 
 
 _Garbage = object()
