@@ -199,7 +199,7 @@ class FleetView:
         try:
             doc = parse_drift(payload)
         except PayloadRejected as e:
-            self.obs(device).invalid = f"drift: {e.detail}"
+            self.obs(device).invalid = e.detail if e.detail.startswith("drift") else f"drift: {e.detail}"
             return
         _drift_entry(doc, self.release)  # raises (caught by feed: the device marked invalid) before it is kept
         self.obs(device).drift = doc
