@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from runtime.cliutil import human_bytes
 from runtime.contracts.statedir import StateDir
 
 from .config import DEFAULT_CONFIG_PATH, load_config
@@ -63,6 +64,7 @@ def cmd_status(args) -> int:
         try:
             live = ControlClient(running).status(timeout_s=5)
             out["serving"], out["ready"], out["metrics"] = live.get("serving"), live.get("ready"), live.get("metrics")
+            out["capture"] = live.get("capture")
         except ControlAPIError as e:
             out["control_error"] = str(e)
     if args.json:
@@ -83,6 +85,8 @@ def _status_text(out: dict[str, Any], running) -> str:
         m = out["metrics"]
         lines.append(f"requests   {m['requests']} in the last {m['window_s']:.0f} s, {m['errors']} errors, "
                      f"p50 {m['latency_ms_p50'] or 0:.2f} ms")
+    if out.get("capture"):
+        lines.append(f"capture    {_capture_line(out['capture'])}")
     lines.append(f"models     {len(out['models'])} in the store")
     u = out["update"]
     if u is not None:
@@ -91,6 +95,24 @@ def _status_text(out: dict[str, Any], running) -> str:
                                       + (f" ({u['reason']})" if u["reason"] else "") + f" at {u['updated_utc']}"
                                       + (f"  {u['detail']}" if u["detail"] else "")))
     return "\n".join(lines)
+
+
+def _capture_line(c: dict[str, Any]) -> str:
+    """``12 held (1.2 MiB of 256.0 MiB), 40 stored, 3 dropped (queue_full 3), 1 refused (disk_budget 1), ...``"""
+    counters, st = c.get("counters") or {}, c.get("store") or {}
+    refused = {k: n for k, n in (st.get("refused") or {}).items() if n}
+    dropped = {k.split(".", 1)[1]: n for k, n in counters.items()  # the store's refusals are shown apart
+               if k.startswith("dropped.") and n and k.split(".", 1)[1] not in refused}
+
+    def part(what: str, by: dict) -> str:
+        return f"{sum(by.values())} {what}" + (f" ({', '.join(f'{k} {n}' for k, n in sorted(by.items()))})"
+                                               if by else "")
+
+    line = (f"{st.get('captures', 0)} held ({human_bytes(st.get('bytes', 0))} of "
+            f"{human_bytes(st.get('disk_budget_bytes', 0))}), {counters.get('stored', 0)} stored, {part('dropped', dropped)}, "
+            f"{part('refused', refused)}, {c.get('queued', 0)} queued")
+    problems = [*(c.get("clamped") or []), *(c.get("invalid") or [])]
+    return line + "".join(f"\n           ! {p}" for p in problems)
 
 
 def _last_update(root: Path) -> dict[str, Any] | None:

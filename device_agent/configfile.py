@@ -49,7 +49,9 @@ def load_table(cls, data: Any, where: str, *, error: type[ConfigError] = ConfigE
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise error(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
+        from runtime.contracts.bundle._strict import unknown_hint
+
+        raise error(f"{where}: unknown key(s) {unknown}{unknown_hint(unknown, set(fields))}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():

@@ -68,3 +68,14 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None,
         code = getattr(e, "reason_code", None)
         print(f"{where}: error: {e}" + (f" [{code}]" if isinstance(code, str) else ""), file=sys.stderr)
         return exit_code_of(e)
+
+
+def human_bytes(n: int | None) -> str:
+    """``812 B``, ``1.5 KiB``, ``3.0 MiB``, ``1.2 GiB`` (``-`` for None): byte counts in CLI output."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any, Sequence, TextIO
 
+from runtime.cliutil import human_bytes  # noqa: F401  (shared with edgeship-agent; imported from here)
+
 
 class Progress:
     """Timestamped progress lines: ``[  12.3s] step: detail``. ``quiet`` silences it."""
@@ -47,16 +49,6 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, align
 
 def _cell(v: Any) -> str:
     return "-" if v is None else str(v)
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def fmt_float(v: float | None, spec: str = ".3g") -> str | None:

@@ -154,6 +154,11 @@ class Agent:
         on the request's thread (it must be cheap; an error in it is logged, never raised)."""
         self._capture = tap
 
+    @property
+    def capture(self) -> Any:
+        """The capture recorder set with :meth:`set_capture` (None when capture is off)."""
+        return self._capture
+
     def run_on(self, lease: LoadedModel, fn: Callable[[], dict], *, requests: int = 1) -> dict:
         """Run ``fn`` for a leased model, counting it in metrics and telling observers."""
         t0 = time.perf_counter()

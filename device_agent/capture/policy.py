@@ -23,6 +23,8 @@ import numpy as np
 
 from runtime.contracts.capture.rules import RESULT_TRIGGERS, CaptureRule, Clamp, Trigger, clamp_rules
 
+#: why the store refuses a capture (:class:`Admission` ``reason``; the store adds ``disk_low``)
+REFUSE_REASONS = ("too_large", "disk_budget", "disk_low", "unknown_rule")
 #: priority of captures whose rule is no longer configured (they make room first)
 ORPHAN_PRIORITY = -(1 << 62)
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from runtime.contracts.capture.fileformat import Capture, CaptureMeta
-from runtime.contracts.capture.rules import RESULT_TRIGGERS, CaptureRule, Clamp, Trigger
+from runtime.contracts.capture.rules import RESULT_TRIGGERS, CaptureRule, Clamp, Trigger, class_output_problem
 from runtime.spec import is_dynamic
 
 from ..logs import get_logger
@@ -43,6 +43,22 @@ log = get_logger("capture")
 
 #: how often the writer deletes expired captures
 _SWEEP_S = 60.0
+#: why a fired capture was not written (``counters["dropped.<reason>"]``; the store's refusals,
+#: ``refused`` in :meth:`CaptureRecorder.stats`, are counted apart)
+DROP_REASONS = ("queue_full", "redacted", "redact_failed", "write_failed", "index_failed")
+
+
+@dataclass(frozen=True)
+class InvalidRule:
+    """A config rule that cannot fire on a served model (its class-score output is not there)."""
+
+    rule: str
+    model: str          # "name version"
+    problem: str        # runtime.contracts.capture.rules.class_output_problem's sentence
+    outputs: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"model {self.model}: {self.problem}; the rule never fires on it"
 
 
 @dataclass
@@ -97,6 +113,8 @@ class CaptureRecorder:
         self.counters: Counter = Counter()
         self.clamps: dict[str, Clamp] = {}
         self._clamp_listeners: list[Callable[[Clamp], None]] = []
+        self.invalid: dict[tuple[str, str], InvalidRule] = {}  # (rule, model sha) -> why it cannot fire
+        self._invalid_listeners: list[Callable[[InvalidRule], None]] = []
         self._kick = threading.Event()  # the writer's batch is cut short (a half-full queue, wait_idle, stop)
         self._kick_at = max(1, section.queue_max // 2)
         self._thread = threading.Thread(target=self._write_loop, name="edgeship-capture", daemon=True)
@@ -118,6 +136,10 @@ class CaptureRecorder:
     def add_clamp_listener(self, fn: Callable[[Clamp], None]) -> None:
         """``fn(clamp)`` once per rule clamped to fit the disk budget (e.g. an MQTT event)."""
         self._clamp_listeners.append(fn)
+
+    def add_invalid_listener(self, fn: Callable[[InvalidRule], None]) -> None:
+        """``fn(invalid)`` once per (rule, model) where a config rule cannot fire (e.g. an MQTT event)."""
+        self._invalid_listeners.append(fn)
 
     def wait_idle(self, timeout_s: float = 5.0, *, index: bool = True, kick: bool = True) -> bool:
         """Wait until every queued draft was written (tests, the pull), then write the index.
@@ -237,7 +259,8 @@ class CaptureRecorder:
                 for fn in list(self._clamp_listeners):
                     fn(c)
         self._limits.update({r.name: r for r in rules})
-        live = tuple(r for r in rules if r.max_bytes > 0 and r.rate > 0)
+        bad = self._invalid_rules(sha, ref, info, rules)
+        live = tuple(r for r in rules if r.max_bytes > 0 and r.rate > 0 and r.name not in bad)
         inputs = tuple(info.inputs) if info is not None else ()
         layout = "batch" if inputs and all(len(t.shape) >= 1 and is_dynamic(t.shape[0]) for t in inputs) else "whole"
         stats = {}
@@ -249,6 +272,29 @@ class CaptureRecorder:
                           error=tuple(r for r in live if r.trigger is Trigger.ERROR), drift=drift,
                           layout=layout, clamps=tuple(clamps), stats=stats,
                           rate=result[0].rate if len(result) == 1 and not drift else None)
+
+    def _invalid_rules(self, sha: str, ref: dict, info: Any, rules: tuple[CaptureRule, ...]) -> set[str]:
+        """The rules that cannot judge this model's outputs (the package-time check, applied to
+        the config's rules here: the bundle's passed it when the bundle was loaded), each logged,
+        counted and reported once."""
+        outputs = tuple(info.outputs) if info is not None else ()
+        if not outputs:
+            return set()
+        bad = set()
+        for r in rules:
+            problem = class_output_problem(r, outputs)
+            if problem is None:
+                continue
+            bad.add(r.name)
+            if (r.name, sha) in self.invalid:
+                continue
+            inv = self.invalid[(r.name, sha)] = InvalidRule(
+                r.name, f"{ref.get('name')} {ref.get('version')}", problem, tuple(o.name for o in outputs))
+            log.warning("capture.rule_invalid", rule=r.name, model=ref.get("name"), version=ref.get("version"),
+                        outputs=list(inv.outputs), detail=inv.describe())
+            for fn in list(self._invalid_listeners):
+                fn(inv)
+        return bad
 
     # ------------------------------------------------------------ writer thread
     def _write_loop(self) -> None:
@@ -327,12 +373,16 @@ class CaptureRecorder:
         return Capture(meta=meta, inputs=inputs, outputs=outputs, labels=labels)
 
     # ------------------------------------------------------------ reporting
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
     def stats(self) -> dict:
         return {"counters": dict(self.counters), "queued": self._queue.qsize(),
                 "store": {**self.store.usage(), "refused": dict(self.store.counters.refused),
                           "evicted": dict(self.store.counters.evicted), "expired": self.store.counters.expired,
                           "removed_after_pull": self.store.counters.removed_after_pull},
-                "clamped": [c.describe() for c in self.clamps.values()]}
+                "clamped": [c.describe() for c in self.clamps.values()],
+                "invalid": [i.describe() for i in self.invalid.values()]}
 
 
 def _labels(expected: Any) -> np.ndarray | None:

@@ -91,14 +91,24 @@ def attach_drift(handle: CaptureHandle, drift: Any) -> None:
 
 
 def attach_telemetry(handle: CaptureHandle, svc: Any) -> None:
-    """Report rule clamps (now and later) as ``events`` (category ``capture``)."""
+    """Report rule clamps and rules that cannot fire on the served model (now and later) as
+    ``events`` (category ``capture``, reason ``capture.rule_clamped`` / ``capture.rule_invalid``)."""
     from runtime.contracts.mqtt.payloads import Severity
 
-    def emit(clamp) -> None:
-        svc.emit_event(category="capture", severity=Severity.WARNING, reason_code="capture.rule_clamped",
-                       detail=clamp.describe(), context={"rule": clamp.rule, "asked_bytes": clamp.asked_bytes,
-                                                         "granted_bytes": clamp.granted_bytes})
+    def emit(reason: str, what: Any, context: dict) -> None:
+        svc.emit_event(category="capture", severity=Severity.WARNING, reason_code=reason, detail=what.describe(),
+                       context={"rule": what.rule, **context})
 
-    for c in list(handle.recorder.clamps.values()):
-        emit(c)
-    handle.recorder.add_clamp_listener(emit)
+    def clamped(c) -> None:
+        emit("capture.rule_clamped", c, {"asked_bytes": c.asked_bytes, "granted_bytes": c.granted_bytes})
+
+    def invalid(i) -> None:
+        emit("capture.rule_invalid", i, {"model": i.model, "outputs": list(i.outputs)})
+
+    rec = handle.recorder
+    for c in list(rec.clamps.values()):
+        clamped(c)
+    for i in list(rec.invalid.values()):
+        invalid(i)
+    rec.add_clamp_listener(clamped)
+    rec.add_invalid_listener(invalid)

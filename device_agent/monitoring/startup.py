@@ -1,7 +1,8 @@
 """Wiring of monitoring into ``edgeship-agent run`` (called by :mod:`device_agent.serving.server`).
 
 :func:`start_monitoring` makes the ``/metrics`` registry (unless ``serving.metrics_enabled`` is
-false) and starts the drift monitor (unless ``[drift] enabled`` is false);
+false; with the capture families of :mod:`.capture_metrics`) and starts the drift monitor
+(unless ``[drift] enabled`` is false);
 :func:`attach_telemetry` adds the MQTT service's families to ``/metrics`` and makes the drift
 monitor publish through it.
 """
@@ -30,7 +31,10 @@ def start_monitoring(config: Any, agent: Any) -> Monitoring:
     if config.serving.metrics_enabled:
         from .collector import make_registry
 
+        from .capture_metrics import CaptureCollector
+
         m.registry, m.collector = make_registry(agent)
+        m.registry.register(CaptureCollector(agent))  # edgeship_capture_*, once [capture] has started
     section = config.section("drift")
     if section.enabled:
         from .drift import DriftMonitor

@@ -108,7 +108,9 @@ class _V2Handlers:
         return _infer_answer(header, chunks)
 
     async def ctl_status(self, request: Request) -> Response:
-        return json_response({**self.agent.status(), "metrics": self.agent.metrics_snapshot()})
+        cap = self.agent.capture
+        return json_response({**self.agent.status(), "metrics": self.agent.metrics_snapshot(),
+                              "capture": cap.stats() if cap is not None else None})
 
     async def ctl_rollback(self, request: Request) -> Response:
         t0 = time.perf_counter()

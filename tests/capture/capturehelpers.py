@@ -76,3 +76,18 @@ def segment_records(root) -> tuple[int, int]:
                 else:
                     live += 1
     return live, erased
+
+
+def recorder(tmp_path, *rules, info=None, redact=None, start=True, **section):
+    """A recorder on ``tmp_path/cap`` with these rules (seeded coins; index written at once)."""
+    import random
+
+    from device_agent.capture.config import CaptureSection
+    from device_agent.capture.recorder import CaptureRecorder
+    from device_agent.capture.store import CaptureStore
+
+    sec = CaptureSection(enabled=True, rules=tuple(rules), **section)
+    store = CaptureStore(tmp_path / "cap", disk_budget_bytes=sec.disk_budget_bytes, index_interval_s=0.0)
+    rec = CaptureRecorder(sec, store, model_lookup=lookup(info), fleet="f", device="dev1", redact=redact,
+                          rng=random.Random(7).random)
+    return rec.start() if start else rec

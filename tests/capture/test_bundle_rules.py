@@ -149,7 +149,8 @@ def _two_output_build(root: Path) -> Path:
 
 
 BAD_FILES = {
-    "unknown key": ('[[rules]]\nname = "s"\ntrigger = "sample"\nrat = 1.0\n', ["rule 's'", "unknown key(s) ['rat']"]),
+    "unknown key": ('[[rules]]\nname = "s"\ntrigger = "sample"\nrat = 1.0\n',
+                    ["rule 's'", "unknown key(s) ['rat'] (did you mean 'rate'?); valid keys: ['drift_samples', "]),
     "bad value": ('[[rules]]\nname = "s"\nrate = 1.5\n', ["rule 's'", "rate 1.5 must be in [0, 1]"]),
     "wrong type": ('[[rules]]\nname = "s"\nmax_count = "many"\n', ["rule 's'", "max_count: expected an integer"]),
     "bad trigger": ('[[rules]]\nname = "s"\ntrigger = "often"\n', ["rule 's'", "trigger: 'often' is not one of"]),
@@ -205,11 +206,13 @@ def test_package_and_bundle_inspect_list_the_rules(build, ruled, tmp_path, capsy
     assert res["sha256"] == ruled.sha256  # deterministic: the same rules, the same bundle
     assert [r["name"] for r in res["capture_rules"]] == ["keep", "unsure"] == \
         [r["name"] for r in res["model"]["capture"]["rules"]]
+    assert [r["rate"] for r in res["model"]["capture"]["rules"]] == [1.0, 1.0]  # unsure's left out: 1.0, written
     assert main(["bundle", "inspect", str(ruled.path)]) == 0
     text = capsys.readouterr().out
     assert "model.json schema 3" in text and "capture  2 rule(s)" in text
     assert "keep: sample, rate 1, <= 1000 captures / 64.0 MiB, kept 7 d, priority 0" in text
-    assert "unsure: low_confidence top-1 < 0.6 on 'y', rate 0.01, <= 1000 captures / 1.0 MiB" in text
+    # rate left out: 1 for a low_confidence rule (every unsure call), written explicitly into model.json
+    assert "unsure: low_confidence top-1 < 0.6 on 'y', rate 1, <= 1000 captures / 1.0 MiB" in text
     assert main(["bundle", "inspect", str(ruled.path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["capture_rules"] == res["capture_rules"]
     plain = tmp_path / "plain"

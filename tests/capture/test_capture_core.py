@@ -54,7 +54,7 @@ def test_effective_rules_config_wins_and_bundle_rules_can_be_refused():
     cfg = (CaptureRule(name="s", rate=0.5),)
     bundle = (CaptureRule(name="s", rate=1.0), CaptureRule(name="err", trigger=Trigger.ERROR))
     rules, _ = policy.effective_rules(cfg, bundle, use_bundle_rules=True, disk_budget_bytes=1 << 40)
-    assert [(r.name, r.rate) for r in rules] == [("s", 0.5), ("err", 0.01)]
+    assert [(r.name, r.rate) for r in rules] == [("s", 0.5), ("err", 1.0)]  # err: the error default rate
     rules, _ = policy.effective_rules(cfg, bundle, use_bundle_rules=False, disk_budget_bytes=1 << 40)
     assert [r.name for r in rules] == ["s"]
 

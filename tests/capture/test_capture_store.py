@@ -4,7 +4,6 @@ queue, error and drift captures, recovery after a crash (also a real SIGKILL mid
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import numpy as np
 import pytest
 
 from device_agent.capture.config import CaptureSection
-from device_agent.capture.recorder import CaptureRecorder
 from device_agent.capture.store import CaptureStore
 from device_agent.config import parse_config
 from device_agent.configfile import ConfigError
@@ -24,17 +22,10 @@ from runtime.contracts.capture import fileformat as ff
 from runtime.contracts.capture.rules import CapturePolicy, CaptureRule, Trigger
 
 sys.path.insert(0, str(Path(__file__).parent))
-from capturehelpers import SHA, ModelInfo, lookup, segment_records  # noqa: E402
+from capturehelpers import SHA, ModelInfo, segment_records  # noqa: E402
+from capturehelpers import recorder as _recorder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _recorder(tmp_path, *rules, info=None, redact=None, start=True, **section):
-    sec = CaptureSection(enabled=True, rules=tuple(rules), **section)
-    store = CaptureStore(tmp_path / "cap", disk_budget_bytes=sec.disk_budget_bytes, index_interval_s=0.0)
-    rec = CaptureRecorder(sec, store, model_lookup=lookup(info), fleet="f", device="dev1", redact=redact,
-                          rng=random.Random(7).random)
-    return rec.start() if start else rec
 
 
 def _feeds(i=0, n=1, shift=0.0):

@@ -65,7 +65,10 @@ def stack(tmp_path_factory):
     extra = (f'\n[mqtt]\nfleet = "{FLEET}"\ndevice_id = "{DEVICE}"\nport = {broker.port}\nmetrics_interval_s = 1.0\n'
              "heartbeat_s = 5.0\n"
              "\n[drift]\ncheck_every_requests = 20\ncheck_interval_s = 0.5\nwindow_checks = 3\nmin_samples = 40\n"
-             "sustain_checks = 2\n")
+             "sustain_checks = 2\n"
+             # capture on, so the device dashboard's capture panel has series: a tenth of the calls
+             '\n[capture]\nenabled = true\nwrite_interval_s = 0.1\ndisk_budget_bytes = 4194304\n'
+             '[[capture.rules]]\nname = "sample"\nrate = 0.1\nmax_count = 200\n')
     agent = AgentProcess(work / "agent", _drift_bundle(work), extra_toml=extra)
     import os
 
@@ -208,6 +211,7 @@ def test_every_dashboard_panel_query_parses_and_returns_series(stack):
         # machine may have made only one so far)
         for counter in ("messages", "malformed"):
             prom.wait_for(f"rate(edgeship_fleet_exporter_{counter}_total[30s])", timeout_s=45)
+        prom.wait_for(f'rate(edgeship_capture_stored_total{{instance="{instance}"}}[30s]) > 0', timeout_s=30)
         _check_panels(prom, dashboards, instance)
     finally:
         stop.set()

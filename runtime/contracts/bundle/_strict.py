@@ -5,6 +5,7 @@ Values in, values out; each raises :class:`~runtime.contracts.errors.BundleError
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from typing import Any
@@ -23,11 +24,20 @@ def obj(d: Any, keys: set[str], where: str) -> dict:
         raise BundleError(f"{where}: expected an object, got {type(d).__name__}")
     unknown = sorted(set(d) - keys)
     if unknown:
-        raise BundleError(f"{where}: unknown key(s) {unknown}")
+        raise BundleError(f"{where}: unknown key(s) {unknown}{unknown_hint(unknown, keys)}")
     missing = sorted(keys - set(d))
     if missing:
         raise BundleError(f"{where}: missing key(s) {missing}")
     return d
+
+
+def unknown_hint(unknown: list, keys: set[str]) -> str:
+    """`` (did you mean 'rate'?); valid keys: [...]`` for a key close to a valid one (difflib), or
+    just the valid keys."""
+    close = [(k, m[0]) for k in unknown if isinstance(k, str)
+             and (m := difflib.get_close_matches(k, keys, n=1, cutoff=0.75))]
+    said = ", ".join(repr(m) if len(unknown) == 1 else f"{m!r} for {k!r}" for k, m in close)
+    return (f" (did you mean {said}?)" if close else "") + f"; valid keys: {sorted(keys)}"
 
 
 def string(v: Any, where: str) -> str:

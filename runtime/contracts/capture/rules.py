@@ -19,6 +19,7 @@ Triggers:
 from __future__ import annotations
 
 import enum
+import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
@@ -57,7 +58,8 @@ class CaptureRule:
 
     name: str = _doc("The rule's name: 1-64 of [A-Za-z0-9._-]; captures record it.", "")
     trigger: Trigger = _doc("sample, low_confidence, disagreement, error or drift.", Trigger.SAMPLE)
-    rate: float = _doc("Share of the matching requests captured, 0..1 (for sample: the sampling rate).", 0.01)
+    rate: float = _doc("Share of the matching requests captured, 0..1 (for sample: the sampling rate). Left "
+                       "out: 0.01 for sample, 1.0 for the other triggers (every match is kept).", math.nan)
     threshold: float = _doc("low_confidence: capture when the top-1 probability is below this.", 0.5)
     output: str = _doc("low_confidence/disagreement: the class-score output; empty = the first output.", "")
     drift_samples: int = _doc("drift: the recent calls kept per alarm (those that moved the score most).", 32)
@@ -65,6 +67,10 @@ class CaptureRule:
     max_bytes: int = _doc("Bytes of this rule's captures kept at most; the oldest go first.", 64 << 20)
     retention_s: float = _doc("Captures older than this are deleted.", 7 * 86400.0)
     priority: int = _doc("When the store's disk budget is short, captures of lower priority go first.", 0)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rate, float) and math.isnan(self.rate):  # left out: the trigger's default
+            object.__setattr__(self, "rate", default_rate(self.trigger))
 
     def problems(self) -> list[str]:
         """What is wrong with the rule's values (empty when it is fine)."""
@@ -115,7 +121,16 @@ class CaptureRule:
         strict as :meth:`from_json`: unknown keys, wrong types and bad values are refused)."""
         if not isinstance(d, dict):
             raise BundleError(f"{where}: expected a table, got {type(d).__name__}")
-        return cls.from_json({**cls().to_json(), **d}, where=where)
+        full = {**cls().to_json(), **d}
+        if "rate" not in d:
+            full["rate"] = default_rate(full["trigger"])
+        return cls.from_json(full, where=where)
+
+
+def default_rate(trigger: Any) -> float:
+    """The ``rate`` of a rule written without one: 0.01 for ``sample`` (a sampling rate), 1.0 for
+    the triggers that already select (low_confidence, disagreement, error, drift: keep every match)."""
+    return 0.01 if trigger in (Trigger.SAMPLE, Trigger.SAMPLE.value) else 1.0
 
 
 def _text(v: Any, where: str) -> str:
