@@ -33,6 +33,7 @@ import numpy as np
 from runtime.contracts.capture.fileformat import Capture, CaptureMeta
 from runtime.contracts.capture.rules import RESULT_TRIGGERS, CaptureRule, Clamp, Trigger, class_output_problem
 from runtime.spec import is_dynamic
+from runtime.tensors import call_nbytes
 
 from ..logs import get_logger
 from . import policy
@@ -236,7 +237,7 @@ class CaptureRecorder:
         return True
 
     def _remember(self, sha: str, feeds: Mapping, outputs: Mapping, expected: Any) -> None:
-        n = sum(getattr(v, "nbytes", 0) for v in feeds.values()) + sum(getattr(v, "nbytes", 0) for v in outputs.values())
+        n = call_nbytes(feeds, outputs)
         s = self.section
         with self._recent_lock:
             self._recent.append((sha, feeds, outputs, expected, n))
