@@ -26,9 +26,11 @@ class CaptureSection:
     enabled: bool = doc("Keep requests the rules select (inputs, outputs, the model that served them) on "
                         "disk. Off unless turned on here.", False)
     dir: str = doc("Directory of the capture set; empty = <state_dir>/capture.", "")
-    disk_budget_bytes: int = doc("Bytes all captures may take together. A rule whose max_bytes is larger is "
-                                 "clamped to it and reported; when the rules together fill it, the oldest "
-                                 "captures of the lowest priority go first.", 256 << 20)
+    disk_budget_bytes: int = doc("Bytes the capture set may take on disk (its files: captures, erased "
+                                 "records not yet reclaimed, the index; plus at most a 64 KiB journal). A rule "
+                                 "whose max_bytes is larger is clamped to it and reported; when the rules "
+                                 "together fill it, the oldest captures of the lowest priority go first.",
+                                 256 << 20)
     min_free_bytes: int = doc("Write no capture while the file system has less free space than this.", 512 << 20)
     queue_max: int = doc("Captures waiting for the writer thread at most; more are dropped and counted "
                          "(the request never waits for the disk).", 64)

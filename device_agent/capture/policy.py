@@ -129,7 +129,7 @@ def admit(stored: Sequence[Stored], new: Stored, *, rules: Mapping[str, CaptureR
     total = sum(s.bytes for s in keep)
     ids = [s.id for s in evict]
     if total + new.bytes > disk_budget_bytes:
-        prio = {s.id: _priority(rules, s.rule) for s in keep}
+        prio = {s.id: priority(rules, s.rule) for s in keep}
         candidates = sorted((s for s in keep if prio[s.id] <= rule.priority), key=lambda s: (prio[s.id], s.ts_ms))
         for s in candidates:
             if total + new.bytes <= disk_budget_bytes:
@@ -179,7 +179,8 @@ def expired(stored: Sequence[Stored], *, rules: Mapping[str, CaptureRule], now_m
     return out
 
 
-def _priority(rules: Mapping[str, CaptureRule], name: str) -> int:
+def priority(rules: Mapping[str, CaptureRule], name: str) -> int:
+    """Rule ``name``'s priority (:data:`ORPHAN_PRIORITY` when it is no longer configured)."""
     r = rules.get(name)
     return r.priority if r is not None else ORPHAN_PRIORITY
 

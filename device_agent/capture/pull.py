@@ -6,7 +6,9 @@ MQTT in chunks or upload them with HTTP PUT, end with ``done``. One round runs a
 its own thread (never on paho's network thread); a newer round stops the running one. The
 MQTT chunks are published directly with a bounded window of unacknowledged messages: while
 the broker is away the round stops instead of piling chunks in memory (the operator asks
-again). A file whose bytes no longer match the store's index is not sent (reported failed).
+again). A file whose bytes no longer match the store's index is not sent (reported failed);
+one the writer evicted after the offer is reported skipped (``done.skipped``), a file that
+cannot be read failed, and the round goes on.
 """
 
 from __future__ import annotations
@@ -103,11 +105,18 @@ class PullServer:
         self._wait(self._publish(_level(req.pull_id), proto.offer(
             pull_id=req.pull_id, files=files, remaining=len(entries) - len(picked), deleted=deleted,
             usage=store.usage())))
-        sent, failed = 0, {}
+        sent, failed, skipped = 0, {}, {}
         for e in picked:
             if cancel.is_set():
                 return
-            data = store.read(e)
+            try:
+                data = store.read_stored(e)
+            except OSError as err:
+                failed[e.meta.id] = f"cannot read it on the device: {err}"
+                continue
+            if data is None:  # the writer evicted (or the sweep expired) it since the offer: not tampered
+                skipped[e.meta.id] = "evicted meanwhile"
+                continue
             if hashlib.sha256(data).hexdigest() != e.sha256:
                 failed[e.meta.id] = "the file on the device differs from its index entry"
                 continue
@@ -120,7 +129,8 @@ class PullServer:
                     failed[e.meta.id] = err
                     continue
             sent += 1
-        self._wait(self._publish(_level(req.pull_id), proto.done(pull_id=req.pull_id, sent=sent, failed=failed)))
+        self._wait(self._publish(_level(req.pull_id), proto.done(pull_id=req.pull_id, sent=sent, failed=failed,
+                                                                skipped=skipped)))
 
     def _send_chunks(self, req: proto.PullRequest, cid: str, data: bytes, cancel: threading.Event) -> bool:
         window: list[Any] = []

@@ -72,11 +72,12 @@ def test_rule_count_budget_keeps_the_newest_and_disk_budget_clamps_and_reports(t
 def test_disk_budget_keeps_high_priority_captures(tmp_path):
     hi = CaptureRule(name="hi", trigger=Trigger.ERROR, rate=1.0, priority=9, max_bytes=1 << 20)
     lo = CaptureRule(name="lo", rate=1.0, priority=0, max_bytes=1 << 20)
-    f, o = _feeds(0)
-    size = len(ff.encode(ff.Capture(meta=ff.CaptureMeta("1-a", 1, "f", "dev1", {"name": "tiny", "release": 1, "sha256": SHA},
-                                                        "lo", "sample", ("lo",), 1, ("x",), ("y",), False, "batch"),
-                                    inputs=f, outputs=o)))
-    rec = _recorder(tmp_path, hi, lo, disk_budget_bytes=size * 4, queue_max=100)
+    probe = _recorder(tmp_path / "probe", lo)  # what one capture takes on disk (its record, its index entry)
+    probe.on_result(SHA, *_feeds(100))
+    assert probe.wait_idle()
+    size = probe.store.usage()["disk_bytes"]
+    probe.stop()
+    rec = _recorder(tmp_path, hi, lo, disk_budget_bytes=int(size * 4.5), queue_max=100)
     for i in range(3):
         rec.on_failure(SHA, _feeds(i)[0], RuntimeError(f"boom {i}"))
     for i in range(10):

@@ -227,11 +227,12 @@ class CaptureIndex:
             if isinstance(d, dict) and set(d) == {"add"}:
                 e = _entry(d["add"], where=w, keysets=(_KEYS, _SEG_KEYS))
                 entries[e.meta.id] = e
-            elif isinstance(d, dict) and set(d) == {"remove"} and isinstance(d["remove"], list):
+            elif (isinstance(d, dict) and set(d) == {"remove"} and isinstance(d["remove"], list)
+                  and all(isinstance(i, str) for i in d["remove"])):
                 for i in d["remove"]:
                     entries.pop(i, None)
             else:
-                raise CaptureFormatError(f"{w}: expected {{\"add\": <entry>}} or {{\"remove\": [ids]}}")
+                raise CaptureFormatError(f"{w}: expected {{\"add\": <entry>}} or {{\"remove\": [id strings]}}")
         out = tuple(entries.values())
         if len({e.path for e in out}) != len(out):
             raise CaptureFormatError(f"{where}: duplicate paths")
@@ -245,7 +246,7 @@ class CaptureIndex:
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise CaptureFormatError(f"{where}: not UTF-8 JSON: {e}") from e
         v2 = isinstance(d, dict) and d.get("schema") == SET_SCHEMA
-        if (not isinstance(d, dict) or d["schema"] not in SET_SCHEMAS
+        if (not isinstance(d, dict) or not isinstance(d.get("schema"), str) or d["schema"] not in SET_SCHEMAS
                 or set(d) not in ({"schema", "files"}, {"schema", "files", "journal"} if v2 else None)):
             raise CaptureFormatError(f"{where}: not a capture-set index (schema one of {list(SET_SCHEMAS)}, "
                                      "keys schema, files, and journal for /2)")

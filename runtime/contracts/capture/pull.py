@@ -16,7 +16,8 @@ A pull is a sequence of *rounds*; each round is one signed :class:`PullRequest`:
    ``resume`` starts at the given offset), or over HTTP as one ``PUT`` per file to ``url``
    (``{device}``, ``{fleet}``, ``{id}``, ``{pull_id}`` filled in; a pre-signed object-store URL
    template or any endpoint), each ``uploaded`` reported, then
-4. ends the round with ``done``.
+4. ends the round with ``done`` (files sent; ``failed``: id -> why not sent; ``skipped``: id -> why
+   an offered file is gone, e.g. evicted by the writer meanwhile).
 
 The operator writes every complete file whose sha256 matches the offer, commits its index,
 and acks those files in the next round. Any message lost (a broker restart, an agent
@@ -150,8 +151,11 @@ def uploaded(*, pull_id: str, capture_id: str, status: int | None, error: str | 
     return {"type": DataType.UPLOADED.value, "pull_id": pull_id, "id": capture_id, "status": status, "error": error}
 
 
-def done(*, pull_id: str, sent: int, failed: Mapping[str, str]) -> dict:
-    return {"type": DataType.DONE.value, "pull_id": pull_id, "sent": sent, "failed": dict(failed)}
+def done(*, pull_id: str, sent: int, failed: Mapping[str, str], skipped: Mapping[str, str] | None = None) -> dict:
+    """The end of a round: ``failed`` (id -> why) files not sent because of a problem, ``skipped``
+    (id -> why) offered files the device removed before sending them (evicted meanwhile)."""
+    return {"type": DataType.DONE.value, "pull_id": pull_id, "sent": sent, "failed": dict(failed),
+            "skipped": dict(skipped or {})}
 
 
 def refused(*, pull_id: str, reason_code: str, detail: str) -> dict:
