@@ -192,6 +192,8 @@ class CaptureStore:
         erased records, lowest priority and emptiest first, none of a higher priority than
         ``rule``'s); None when that is not enough."""
         files = self._disk_bytes() + record
+        if not evict and files <= self.disk_budget_bytes:
+            return []  # the common case: nothing evicted, room enough
         gone = set(evict)
         in_seg = Counter(self._entries[i].segment for i in gone)
         files -= sum(self._entries[i].bytes for i in gone if self._entries[i].segment is None)
