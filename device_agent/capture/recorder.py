@@ -93,6 +93,9 @@ class ModelRules:
     stats: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     #: the rate of the one result rule when there is exactly one and no drift rule (on_result's fast path)
     rate: float | None = None
+    #: on the fast path: calls left until the next one the rule's coin selects (``[n]``, counted down
+    #: by the request threads; racy across them, which only blurs the sampling a little)
+    countdown: list = field(default_factory=lambda: [0])
 
 
 ModelLookup = Callable[[str], tuple[dict, Any]]  # sha -> (ModelRef json, BundleInfo)
@@ -169,11 +172,13 @@ class CaptureRecorder:
         """A successful call (request thread). ``expected``: the classes the caller expected, if any."""
         m = self._models.get(sha) or self.rules_for(sha)
         rate = m.rate
-        if rate is not None:  # the common case, kept cheap: most calls lose the coin toss here
-            draw = self._rng()
-            if draw >= rate:
+        if rate is not None:  # the common case, kept cheap: most calls only count down here
+            left = m.countdown
+            left[0] -= 1
+            if left[0] > 0:
                 return
-            rules, draws = m.result, [draw]
+            left[0] = self._gap(rate)
+            rules, draws = m.result, [0.0]  # selected: a draw under any rate > 0
         else:
             if m.drift:
                 self._remember(sha, feeds, outputs, expected)
@@ -186,6 +191,13 @@ class CaptureRecorder:
             return
         rule, score = policy.attribute(hits)
         self._offer(m, rule, tuple(r.name for r, _ in hits), feeds, outputs, expected, score=score)
+
+    def _gap(self, rate: float) -> int:
+        """Calls from one selected by a coin of ``rate`` to the next (geometric: the same
+        selections as a coin tossed per call, at one draw per selection instead of per call)."""
+        if rate >= 1.0:
+            return 1
+        return 1 + int(math.log(1.0 - self._rng()) / math.log1p(-rate))
 
     def on_failure(self, sha: str, feeds: Mapping[str, np.ndarray], error: BaseException) -> None:
         """The engine raised on a call (request thread)."""
@@ -269,10 +281,11 @@ class CaptureRecorder:
             stats = {k: (v.mean, v.std) for k, v in {**info.input_stats, **info.output_stats}.items()}
         result = tuple(r for r in live if r.trigger in RESULT_TRIGGERS)
         drift = tuple(r for r in live if r.trigger is Trigger.DRIFT)
+        fast = result[0].rate if len(result) == 1 and not drift else None
         return ModelRules(model={k: ref.get(k) for k in ("name", "version", "release", "sha256")}, result=result,
                           error=tuple(r for r in live if r.trigger is Trigger.ERROR), drift=drift,
                           layout=layout, clamps=tuple(clamps), stats=stats,
-                          rate=result[0].rate if len(result) == 1 and not drift else None)
+                          rate=fast, countdown=[self._gap(fast) if fast is not None else 0])
 
     def _invalid_rules(self, sha: str, ref: dict, info: Any, rules: tuple[CaptureRule, ...]) -> set[str]:
         """The rules that cannot judge this model's outputs (the package-time check, applied to

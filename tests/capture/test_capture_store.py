@@ -406,3 +406,41 @@ def test_the_writer_batches_captures_for_write_interval_s_unless_the_queue_fills
     assert len(batches) == 4 and max(batches) - t0 < 1.0
     assert rec.counters["stored"] == 7
     rec.stop()
+
+
+def test_the_fast_path_samples_at_the_rule_rate_without_a_coin_per_call(tmp_path):
+    """One sample rule: calls count down to the next selected one (geometric gaps), the same
+    selections in law as a coin per call; rate 1 keeps every call, and the first call is not
+    special."""
+    import random
+
+    rec = _recorder(tmp_path, CaptureRule(name="s", rate=0.02), start=False)
+    draws = []
+    rng = random.Random(3).random
+    rec._rng = lambda: draws.append(1) or rng()
+    m = rec.rules_for(SHA)
+    assert m.rate == 0.02 and m.countdown[0] >= 1
+    f, o = _feeds(1)
+    picked = []
+    rec._offer = lambda *a, **k: picked.append(1)
+    n = 50_000
+    for _ in range(n):
+        rec.on_result(SHA, f, o)
+    # binomial(50000, 0.02): mean 1000, sd ~31; 5 sd either way
+    assert 845 < len(picked) < 1155, len(picked)
+    assert len(draws) <= len(picked) + 2  # one draw per selection, not per call
+    firsts = []
+    for seed in range(200):
+        r = _recorder(tmp_path / str(seed), CaptureRule(name="s", rate=0.5), start=False)
+        r._rng = random.Random(seed).random
+        got = []
+        r._offer = lambda *a, **k: got.append(1)
+        r.on_result(SHA, f, o)
+        firsts.append(len(got))
+    assert 60 < sum(firsts) < 140  # the first call is selected about half the time at rate 0.5
+    every = _recorder(tmp_path / "all", CaptureRule(name="s", rate=1.0), start=False)
+    got = []
+    every._offer = lambda *a, **k: got.append(1)
+    for _ in range(10):
+        every.on_result(SHA, f, o)
+    assert len(got) == 10
