@@ -57,7 +57,7 @@ def summary(path: Path, sha256: str, info: BundleInfo, *, drift_note: str | None
              f"min cosine {i.tolerances.min_cosine:.4g}"]
     if i.drift is not None:
         t = i.drift.thresholds
-        mix = " + class mix" if i.drift.classes else ""
+        mix = f" + class mix of {i.drift.classes.output!r}" if i.drift.classes else ""
         lines.append(f"  drift    baseline of {len(i.drift.tensors)} tensor(s){mix} "
                      f"over {i.drift.samples} samples; alarms at PSI > {t.psi:g}, out of range > "
                      f"{t.out_of_range_share:g}, NaN/Inf > {t.nonfinite_share:g}")
@@ -67,7 +67,7 @@ def summary(path: Path, sha256: str, info: BundleInfo, *, drift_note: str | None
     if rules:
         lines.append(f"  capture  {len(rules)} rule(s), applied where agent.toml has [capture] enabled "
                      f"(and use_bundle_rules):")
-        lines += [f"             {describe_rule(r)}" for r in rules]
+        lines += [f"             {describe_rule(r, i.class_output)}" for r in rules]
     else:
         lines.append("  capture  no rules ship with this release")
     return "\n".join(lines)

@@ -2,10 +2,11 @@
 
 ``FILE`` is TOML with one ``[[rules]]`` table per rule, the keys of the agent's
 ``[[capture.rules]]`` (docs/capture.md; a key left out takes the same default), or JSON
-(``{"rules": [{...}]}``, by its ``.json`` suffix). Everything is checked before the artifact
-runs or anything is written: an unknown key, a wrong type or value, a duplicate name, and a
+(``{"rules": [{...}]}``, by its ``.json`` suffix). Everything is checked before anything is
+written: an unknown key, a wrong type or value, a duplicate name, and a
 rule whose trigger reads a class output (``low_confidence``, ``disagreement``) on a model
-without a float class-score output (or naming an ``output`` the model does not have). Each
+without a float class-score output (or naming an ``output`` the model does not have; a rule
+without an ``output`` is checked against the bundle's class output, once the run decided it). Each
 refusal names the file, the rule and the key (exit code 2).
 
 The rules land in ``model.json`` ``capture`` (bundle schema 3), covered by the bundle's
@@ -22,7 +23,9 @@ import tomllib
 from pathlib import Path
 from typing import Sequence
 
-from runtime.contracts.capture.rules import CapturePolicy, CaptureRule, class_output_problem, duplicate_names
+from runtime.contracts.capture.rules import (
+    CLASS_TRIGGERS, CapturePolicy, CaptureRule, class_output_problem, duplicate_names,
+)
 from runtime.contracts.errors import BundleError
 from runtime.spec import TensorSpec
 
@@ -72,24 +75,27 @@ def load_rules_file(path: str | os.PathLike) -> CapturePolicy:
     return CapturePolicy(rules=tuple(rules))
 
 
-def check_outputs(policy: CapturePolicy, outputs: Sequence[TensorSpec], *, where: str) -> None:
-    """Refuse a rule that needs a class-score output the model does not have (names the outputs).
+def check_outputs(policy: CapturePolicy, outputs: Sequence[TensorSpec], *, where: str, default: str = "") -> None:
+    """Refuse a rule that needs a class-score output the model does not have (names the outputs;
+    ``default``: the bundle's class output, read by a rule without an ``output``).
 
     Raises:
         CaptureRulesError: naming ``where`` (the file), the rule and the outputs that exist.
     """
     for rule in policy.rules:
-        problem = class_output_problem(rule, outputs)
+        problem = class_output_problem(rule, outputs, default)
         if problem:
             raise CaptureRulesError(f"{where}: {problem}")
 
 
-def describe_rule(r: CaptureRule) -> str:
-    """One line per rule: ``unsure  low_confidence < 0.6 on 'y', 100% of calls, <= 1000 captures / 64 MiB, ...``."""
+def describe_rule(r: CaptureRule, class_output: str = "") -> str:
+    """One line per rule: ``unsure  low_confidence < 0.6 on 'y', 100% of calls, <= 1000 captures / 64 MiB, ...``
+    (``class_output``: the bundle's, named for a class rule left without an output)."""
     what = {"low_confidence": f"top-1 < {r.threshold:g}", "drift": f"{r.drift_samples} calls per alarm"}.get(
         r.trigger.value, "")
-    if r.output and r.trigger.value in ("low_confidence", "disagreement"):
-        what = (what + " " if what else "") + f"on {r.output!r}"
+    if r.trigger in CLASS_TRIGGERS and (r.output or class_output):
+        on = f"on {r.output!r}" if r.output else f"on {class_output!r} (the bundle's class output)"
+        what = (what + " " if what else "") + on
     return (f"{r.name}: {r.trigger.value}{' ' + what if what else ''}, rate {r.rate:g}, <= {r.max_count} captures / "
             f"{human_bytes(r.max_bytes)}, kept {_duration(r.retention_s)}, priority {r.priority}")
 

@@ -34,7 +34,7 @@ from runtime.contracts.bundle import (
 from runtime.contracts.bundle.baseline import DriftBaseline, DriftThresholds
 from runtime.contracts.capture.rules import CapturePolicy
 from runtime.fsutil import AtomicFile, current_umask, sha256_bytes, sha256_file
-from runtime.spec import Engine, TensorSpec, deploy_precision_hint
+from runtime.spec import Engine, TensorSpec, deploy_precision_hint, is_dynamic
 
 from . import capture_rules as cr
 from .errors import BadInputError
@@ -67,13 +67,18 @@ def package_build(
     out_dir: str | os.PathLike, latency_budget_ms: float | None = None, golden_samples: int = 8,
     arch: tuple[str, ...] | None = None, min_engine_version: str | None = None,
     drift_thresholds: DriftThresholds | None = None,
-    capture_rules: str | os.PathLike | CapturePolicy | None = None,
+    capture_rules: str | os.PathLike | CapturePolicy | None = None, class_output: str | None = None,
 ) -> PackageResult:
     """Package one artifact of a build into a bundle in ``out_dir``.
 
     ``capture_rules``: the capture rules the release ships with, a rules file
     (:mod:`toolchain.capture_rules`) or a CapturePolicy; checked against the model's outputs
-    before anything runs.
+    before anything is written. A ``low_confidence``/``disagreement`` rule without an ``output``
+    judges the bundle's class output.
+
+    ``class_output``: the output whose class mix the drift baseline holds (the bundle's class
+    output); default: of the outputs the build verified as a classifier's, the first whose name
+    or values say class scores (:func:`toolchain.compile.fidelity.pick_class_output`).
 
     Raises:
         PackageError: missing/invalid manifest, unknown or failed artifact, a file whose hash
@@ -99,15 +104,18 @@ def package_build(
                            f"is not in its files list")
     inputs = tuple(TensorSpec.from_json(s) for s in art["io"]["inputs"])
     outputs = tuple(TensorSpec.from_json(s) for s in art["io"]["outputs"])
-    if capture is not None:
-        cr.check_outputs(capture, outputs, where=rules_where)
+    if class_output is not None:
+        _check_class_output(class_output, outputs)
     validation = _load_validation(build, manifest, inputs)
     hint = deploy_precision_hint(engine, art["precision"])
     golden, in_stats, out_stats, ran = _run_artifact(art_dir / art["model_file"], engine, hint, inputs,
                                                      validation, golden_samples)
     golden_bytes = _npz_bytes(golden)
     ver = art.get("verification") or {}
-    drift, drift_note = _drift(ran, _class_output(ver), drift_thresholds)
+    drift, drift_note = _drift(ran, class_output or _class_output(ver, ran[1]), drift_thresholds)
+    if capture is not None:  # a class rule without an output judges the class output just decided
+        cr.check_outputs(capture, outputs, where=rules_where,
+                         default=drift.classes.output if drift and drift.classes else "")
     tol = ver.get("tolerances") or {}
     files = [FileEntry(path=f"{MODEL_DIR}/{p}", sha256=sha256_file(art_dir / p),
                        bytes=(art_dir / p).stat().st_size) for p, _ in model_files]
@@ -249,11 +257,26 @@ def _run_artifact(model: Path, engine: Engine, hint: str | None, inputs, validat
     return {key: np.stack(v) for key, v in golden.items()}, in_stats, out_stats, (ran_in, ran_out)
 
 
-def _class_output(ver: dict) -> str | None:
-    """The output judged as a classifier's by the build's verification, if any."""
+def _class_output(ver: dict, outputs: dict[str, np.ndarray]) -> str | None:
+    """The class output: of the outputs judged as a classifier's by the build's verification, the
+    one :func:`~toolchain.compile.fidelity.pick_class_output` picks (None when there is none)."""
+    from .compile.fidelity import pick_class_output
+
     per = ((ver.get("fidelity") or {}).get("per_output") or {})
     found = [name for name, o in per.items() if isinstance(o, dict) and o.get("task") == "classify"]
-    return found[0] if found else None
+    return pick_class_output({n: outputs[n] for n in found if n in outputs})
+
+
+def _check_class_output(name: str, outputs: tuple[TensorSpec, ...]) -> None:
+    """``--class-output NAME`` must be a float [samples, classes] output with 2 or more classes."""
+    spec = next((o for o in outputs if o.name == name), None)
+    ok = spec is not None and len(spec.shape) == 2 and np.issubdtype(np.dtype(spec.dtype), np.floating) and (
+        is_dynamic(spec.shape[1]) or spec.shape[1] >= 2)
+    if not ok:
+        have = ", ".join(f"{o.name} {o.describe()}" for o in outputs)
+        what = "is not an output of the model" if spec is None else f"is {spec.describe()}"
+        raise PackageError(f"--class-output {name!r} {what}; it must be a float [samples, classes] output with "
+                           f"2 or more classes (outputs: {have})")
 
 
 def _drift(ran, class_output: str | None, thresholds: DriftThresholds | None) -> tuple[DriftBaseline | None, str | None]:
@@ -372,6 +395,9 @@ def add_parser(sub) -> None:
                    help="capture rules the release ships with: TOML [[rules]] tables (the keys of agent.toml's "
                         "[[capture.rules]]) or JSON {\"rules\": [...]}; devices apply them only with [capture] "
                         "enabled (docs/capture.md)")
+    p.add_argument("--class-output", default=None, metavar="NAME",
+                   help="the output whose class mix the drift baseline holds and that capture rules without an "
+                        "output judge (default: the classifier output the build verified, by name or values)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the bundle into")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd)
@@ -385,7 +411,8 @@ def _cmd(args) -> int:
                         golden_samples=args.golden_samples,
                         arch=tuple(args.arch) if args.arch else None,
                         min_engine_version=args.min_engine_version,
-                        drift_thresholds=_thresholds(args), capture_rules=args.capture_rules)
+                        drift_thresholds=_thresholds(args), capture_rules=args.capture_rules,
+                        class_output=args.class_output)
     from .bundle_cli import result_json, summary
 
     print(json.dumps(result_json(res.path, res.sha256, res.info), indent=2) if args.json

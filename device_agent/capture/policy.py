@@ -21,7 +21,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from runtime.contracts.capture.rules import RESULT_TRIGGERS, CaptureRule, Clamp, Trigger, clamp_rules
+from runtime.contracts.capture.rules import RESULT_TRIGGERS, CaptureRule, Clamp, Trigger, clamp_rules, judged_output
 
 #: why the store refuses a capture (:class:`Admission` ``reason``; the store adds ``disk_low``)
 REFUSE_REASONS = ("too_large", "disk_budget", "disk_low", "unknown_rule")
@@ -41,7 +41,7 @@ def effective_rules(config_rules: Sequence[CaptureRule], bundle_rules: Sequence[
 
 # ------------------------------------------------------------------ which fire on a call
 def class_scores(outputs: Mapping[str, np.ndarray], output: str) -> np.ndarray | None:
-    """The class-score output as ``[samples, classes]`` (``output`` or the first output), or
+    """The class-score output as ``[samples, classes]`` (``output``, "" = the first output), or
     None when it is not a float tensor with a class axis."""
     if output:
         a = outputs.get(output)
@@ -64,10 +64,11 @@ def top1(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fired(rules: Sequence[CaptureRule], outputs: Mapping[str, np.ndarray], expected: np.ndarray | None,
-          draws: Sequence[float]) -> list[tuple[CaptureRule, float | None]]:
+          draws: Sequence[float], *, class_output: str = "") -> list[tuple[CaptureRule, float | None]]:
     """The result rules that fire on one successful call, with their score (lowest top-1
     probability for low_confidence and disagreement). ``draws[i]`` is a uniform [0, 1) number
-    for ``rules[i]`` (the rate's coin)."""
+    for ``rules[i]`` (the rate's coin). ``class_output``: what a rule without an ``output`` reads
+    (the bundle's class output; "": the first output)."""
     out = []
     for rule, draw in zip(rules, draws):
         if rule.trigger not in RESULT_TRIGGERS or draw >= rule.rate:
@@ -75,7 +76,7 @@ def fired(rules: Sequence[CaptureRule], outputs: Mapping[str, np.ndarray], expec
         if rule.trigger is Trigger.SAMPLE:
             out.append((rule, None))
             continue
-        scores = class_scores(outputs, rule.output)
+        scores = class_scores(outputs, judged_output(rule, class_output))
         if scores is None:
             continue
         prob, cls = top1(scores)

@@ -96,6 +96,9 @@ class ModelRules:
     #: on the fast path: calls left until the next one the rule's coin selects (``[n]``, counted down
     #: by the request threads; racy across them, which only blurs the sampling a little)
     countdown: list = field(default_factory=lambda: [0])
+    #: what a low_confidence/disagreement rule without an ``output`` reads: the bundle's class
+    #: output (``BundleInfo.class_output``, its drift baseline's class mix); "": the first output
+    class_output: str = ""
 
 
 ModelLookup = Callable[[str], tuple[dict, Any]]  # sha -> (ModelRef json, BundleInfo)
@@ -186,7 +189,7 @@ class CaptureRecorder:
             if not rules:
                 return
             draws = [self._rng() for _ in rules]
-        hits = policy.fired(rules, outputs, _labels(expected), draws)
+        hits = policy.fired(rules, outputs, _labels(expected), draws, class_output=m.class_output)
         if not hits:
             return
         rule, score = policy.attribute(hits)
@@ -272,7 +275,8 @@ class CaptureRecorder:
                 for fn in list(self._clamp_listeners):
                     fn(c)
         self._limits.update({r.name: r for r in rules})
-        bad = self._invalid_rules(sha, ref, info, rules)
+        class_output = getattr(info, "class_output", "")  # None info: no bundle, no class output
+        bad = self._invalid_rules(sha, ref, info, rules, class_output)
         live = tuple(r for r in rules if r.max_bytes > 0 and r.rate > 0 and r.name not in bad)
         inputs = tuple(info.inputs) if info is not None else ()
         layout = "batch" if inputs and all(len(t.shape) >= 1 and is_dynamic(t.shape[0]) for t in inputs) else "whole"
@@ -285,9 +289,11 @@ class CaptureRecorder:
         return ModelRules(model={k: ref.get(k) for k in ("name", "version", "release", "sha256")}, result=result,
                           error=tuple(r for r in live if r.trigger is Trigger.ERROR), drift=drift,
                           layout=layout, clamps=tuple(clamps), stats=stats,
-                          rate=fast, countdown=[self._gap(fast) if fast is not None else 0])
+                          rate=fast, countdown=[self._gap(fast) if fast is not None else 0],
+                          class_output=class_output)
 
-    def _invalid_rules(self, sha: str, ref: dict, info: Any, rules: tuple[CaptureRule, ...]) -> set[str]:
+    def _invalid_rules(self, sha: str, ref: dict, info: Any, rules: tuple[CaptureRule, ...],
+                       class_output: str) -> set[str]:
         """The rules that cannot judge this model's outputs (the package-time check, applied to
         the config's rules here: the bundle's passed it when the bundle was loaded), each logged,
         counted and reported once."""
@@ -296,7 +302,7 @@ class CaptureRecorder:
             return set()
         bad = set()
         for r in rules:
-            problem = class_output_problem(r, outputs)
+            problem = class_output_problem(r, outputs, class_output)
             if problem is None:
                 continue
             bad.add(r.name)

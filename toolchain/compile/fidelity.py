@@ -154,6 +154,18 @@ def output_tasks(task: Task | None, reference_outputs: Mapping[str, np.ndarray],
     return out
 
 
+def pick_class_output(candidates: Mapping[str, np.ndarray]) -> str | None:
+    """The class-score output among ``candidates`` ([samples, classes] arrays, in output order):
+    the first float one whose name says so (logits, prob, score, class, ...) or whose rows are
+    probabilities, else the first one (a single-output classifier keeps its only output)."""
+    two_d = {n: np.asarray(a) for n, a in candidates.items() if np.ndim(a) == 2 and np.shape(a)[-1] >= 2}
+    for name, a in two_d.items():
+        floating = a.size and np.issubdtype(a.dtype, np.floating)
+        if floating and (_CLASSIFY_NAMES.search(name) or _rows_are_probabilities(a)):
+            return name
+    return next(iter(two_d), None)
+
+
 def _fits(task: Task, a: np.ndarray) -> bool:
     if task is Task.CLASSIFY:
         return a.ndim >= 2 and a.shape[-1] >= 2

@@ -4,7 +4,8 @@ Per (device, release) group and over the whole set: captures, samples, rules, la
 range; per input and output tensor the range and distribution (min, max, mean, std, p1, p50,
 p99, non-finite share) and, with a bundle (``--bundle``: its ``model.json`` baseline), the
 share of values outside the baseline's [min, max] and the mean's shift in baseline standard
-deviations; for classifiers (an output with a class axis) the predicted-class mix and the
+deviations; for classifiers the predicted-class mix of the class output (the bundle's, that of
+its drift baseline, else picked by name or values among the float [N, C] outputs) and the
 label mix. The set is verified first: a missing, partial, tampered or unlisted file is
 refused, naming it.
 """
@@ -54,14 +55,16 @@ def tensor_summary(arrays: list[np.ndarray], baseline: Any | None) -> dict[str, 
 
 
 def _class_output(cap, info) -> str | None:
-    """The output that holds class scores: the bundle's first ``[N, C]`` float output, else the
-    capture's first output with a class axis."""
+    """The output that holds class scores: the bundle's class output (its drift baseline's class
+    mix) when it has one, else of the capture's float ``[N, C]`` outputs (the bundle's
+    ``[N, C]`` ones with a bundle) the one :func:`~toolchain.compile.fidelity.pick_class_output` picks."""
+    from ..compile.fidelity import pick_class_output
+
+    if info is not None and info.class_output:
+        return info.class_output if info.class_output in cap.outputs else None
     names = [s.name for s in info.outputs if len(s.shape) == 2] if info is not None else list(cap.outputs)
-    for n in names:
-        a = cap.outputs.get(n)
-        if a is not None and a.ndim == 2 and a.shape[-1] >= 2 and np.issubdtype(a.dtype, np.floating):
-            return n
-    return None
+    return pick_class_output({n: cap.outputs[n] for n in names if n in cap.outputs and
+                              np.issubdtype(cap.outputs[n].dtype, np.floating)})
 
 
 def summarize(root: str | os.PathLike, *, info: Any | None = None) -> dict[str, Any]:

@@ -233,6 +233,12 @@ class BundleInfo:
         """The model file's member path inside the bundle."""
         return f"{MODEL_DIR}/{self.model_file}"
 
+    @property
+    def class_output(self) -> str:
+        """The bundle's class output, decided at package time: that of the drift baseline's class
+        mix, judged by capture rules left without an ``output`` ("": none, they read the first output)."""
+        return self.drift.classes.output if self.drift is not None and self.drift.classes is not None else ""
+
     def file(self, path: str) -> FileEntry:
         for f in self.files:
             if f.path == path:
@@ -341,7 +347,7 @@ def _check_consistent(info: BundleInfo, where: str) -> None:
         if unknown:
             raise BundleError(f"{where}.drift.tensors: {unknown} are not inputs or outputs of the model")
     for i, rule in enumerate(info.capture.rules if info.capture is not None else ()):
-        problem = class_output_problem(rule, info.outputs)
+        problem = class_output_problem(rule, info.outputs, info.class_output)
         if problem:
             raise BundleError(f"{where}.capture.rules[{i}]: {problem}")
     if info.requirements.engine != info.engine:

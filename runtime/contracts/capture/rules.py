@@ -7,8 +7,9 @@ TOML loader) and from a bundle's ``model.json`` (``capture.rules``, per release,
 
 Triggers:
 - ``sample``: a share (``rate``) of all successful requests.
-- ``low_confidence``: the top-1 probability of the class output (``output``; softmax applied
-  when the values are not already probabilities) is below ``threshold`` for a sample of the call.
+- ``low_confidence``: the top-1 probability of the class output (``output``; left empty: the
+  bundle's class output, that of its drift baseline's class mix, else the first output; softmax
+  applied when the values are not already probabilities) is below ``threshold`` for a sample.
 - ``disagreement``: the request carried an expected class (``expected``) and the model's top-1
   differs from it for a sample of the call.
 - ``error``: the engine raised on the request (its inputs are kept, no outputs).
@@ -61,7 +62,8 @@ class CaptureRule:
     rate: float = _doc("Share of the matching requests captured, 0..1 (for sample: the sampling rate). Left "
                        "out: 0.01 for sample, 1.0 for the other triggers (every match is kept).", math.nan)
     threshold: float = _doc("low_confidence: capture when the top-1 probability is below this.", 0.5)
-    output: str = _doc("low_confidence/disagreement: the class-score output; empty = the first output.", "")
+    output: str = _doc("low_confidence/disagreement: the class-score output; empty = the bundle's class output "
+                       "(its drift baseline's class mix), else the first output.", "")
     drift_samples: int = _doc("drift: the recent calls kept per alarm (those that moved the score most).", 32)
     max_count: int = _doc("Captures of this rule kept at most; the oldest go first.", 1000)
     max_bytes: int = _doc("Bytes of this rule's captures kept at most; the oldest go first.", 64 << 20)
@@ -139,23 +141,31 @@ def _text(v: Any, where: str) -> str:
     return v
 
 
-def class_output_problem(rule: CaptureRule, outputs: Sequence[TensorSpec]) -> str | None:
+def judged_output(rule: CaptureRule, default: str = "") -> str:
+    """The output a low_confidence/disagreement rule reads: its ``output``, else ``default`` (the
+    bundle's class output, ``BundleInfo.class_output``); "" means the model's first output."""
+    return rule.output or default
+
+
+def class_output_problem(rule: CaptureRule, outputs: Sequence[TensorSpec], default: str = "") -> str | None:
     """Why ``rule`` cannot judge this model's outputs (None when it can, or needs no class output).
 
-    A low_confidence/disagreement rule reads ``rule.output`` (empty: the first output), which
-    must be an output of the model, of a float type, with a class axis last (2 or more
-    classes, or a dynamic size)."""
+    A low_confidence/disagreement rule reads :func:`judged_output` (``default``: the bundle's
+    class output; neither set: the first output), which must be an output of the model, of a
+    float type, with a class axis last (2 or more classes, or a dynamic size)."""
     if rule.trigger not in CLASS_TRIGGERS:
         return None
     have = ", ".join(f"{o.name} {o.describe()}" for o in outputs) or "none"
     scores = [o.name for o in outputs if _class_scores(o)]
     hint = f"set output to one of {scores}" if scores else "the model has no float class-score output"
-    spec = next((o for o in outputs if o.name == rule.output), None) if rule.output else next(iter(outputs), None)
+    name = judged_output(rule, default)
+    spec = next((o for o in outputs if o.name == name), None) if name else next(iter(outputs), None)
     if spec is None:
-        return (f"capture rule {rule.name!r} ({rule.trigger.value}): output {rule.output!r} is not an output of the "
+        return (f"capture rule {rule.name!r} ({rule.trigger.value}): output {name!r} is not an output of the "
                 f"model (outputs: {have})")
     if not _class_scores(spec):
-        which = f"output {rule.output!r}" if rule.output else f"the first output ({spec.name!r}, output unset)"
+        which = (f"output {rule.output!r}" if rule.output else f"the bundle's class output ({spec.name!r}, output "
+                 f"unset)" if default else f"the first output ({spec.name!r}, output unset)")
         return (f"capture rule {rule.name!r} ({rule.trigger.value}) needs a float class-score output [..., classes]; "
                 f"{which} is {spec.describe()}: {hint} (outputs: {have})")
     return None
