@@ -16,7 +16,8 @@ happens).
 - ``edgeship_capture_evicted_total{rule}``, ``edgeship_capture_expired_total``,
   ``edgeship_capture_removed_after_pull_total`` — captures that left the store, and why
 - ``edgeship_capture_held{rule}``, ``edgeship_capture_held_bytes{rule}`` — captures on disk now
-- ``edgeship_capture_disk_budget_bytes``, ``edgeship_capture_queue_depth``
+- ``edgeship_capture_disk_bytes`` (the store's files on disk, what the budget bounds),
+  ``edgeship_capture_disk_budget_bytes``, ``edgeship_capture_queue_depth``
 - ``edgeship_capture_rules_clamped``, ``edgeship_capture_rules_invalid`` — rules clamped to the disk
   budget, and (rule, model) pairs where a rule cannot fire (``capture.rule_invalid``)
 """
@@ -68,6 +69,9 @@ class CaptureCollector(Collector):
         yield _gauges("edgeship_capture_held", "Captures on disk now, by rule.", usage["captures_by_rule"])
         yield _gauges("edgeship_capture_held_bytes", "Bytes of the captures on disk now, by rule.",
                       usage["bytes_by_rule"])
+        yield _one(GaugeMetricFamily, "edgeship_capture_disk_bytes", "Bytes the capture store's files take on disk "
+                   "now (segments with erased records, standalone files, the index): what the disk budget bounds.",
+                   usage["disk_bytes"])
         yield _one(GaugeMetricFamily, "edgeship_capture_disk_budget_bytes", "Bytes all captures may take together "
                    "([capture] disk_budget_bytes).", usage["disk_budget_bytes"])
         yield _one(GaugeMetricFamily, "edgeship_capture_queue_depth", "Fired captures waiting for the writer thread.",

@@ -83,6 +83,8 @@ def test_capture_counters_reach_metrics_status_and_a_dead_rule_is_reported(captu
         held_bytes = _samples(text, "edgeship_capture_held_bytes")['edgeship_capture_held_bytes{rule="keep"}']
         assert 0 < held_bytes <= on_disk
         assert _samples(text, "edgeship_capture_disk_budget_bytes") == {"edgeship_capture_disk_budget_bytes": 1048576}
+        disk = _samples(text, "edgeship_capture_disk_bytes")["edgeship_capture_disk_bytes"]
+        assert held_bytes < disk <= 1048576 + (64 << 10)  # headers and index on top of the captures; within the budget's slack
         assert _samples(text, "edgeship_capture_rules_clamped") == {"edgeship_capture_rules_clamped": 1}
         assert _samples(text, "edgeship_capture_rules_invalid") == {"edgeship_capture_rules_invalid": 1}
         assert "edgeship_capture_queue_depth 0.0" in text
