@@ -6,8 +6,9 @@
 written: an unknown key, a wrong type or value, a duplicate name, and a
 rule whose trigger reads a class output (``low_confidence``, ``disagreement``) on a model
 without a float class-score output (or naming an ``output`` the model does not have; a rule
-without an ``output`` is checked against the bundle's class output, once the run decided it). Each
-refusal names the file, the rule and the key (exit code 2).
+without an ``output`` is checked against the bundle's class output, once the run decided it, and
+refused when none was decided: :func:`settle_class_rules`). Each refusal names the file, the
+rule and the key (exit code 2).
 
 The rules land in ``model.json`` ``capture`` (bundle schema 3), covered by the bundle's
 sha256 and so by its signature like the rest of model.json. They apply only on devices whose
@@ -20,11 +21,12 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from runtime.contracts.capture.rules import (
-    CLASS_TRIGGERS, CapturePolicy, CaptureRule, class_output_problem, duplicate_names,
+    CLASS_TRIGGERS, CapturePolicy, CaptureRule, class_output_problem, describe_outputs, duplicate_names,
 )
 from runtime.contracts.errors import BundleError
 from runtime.spec import TensorSpec
@@ -86,6 +88,38 @@ def check_outputs(policy: CapturePolicy, outputs: Sequence[TensorSpec], *, where
         problem = class_output_problem(rule, outputs, default)
         if problem:
             raise CaptureRulesError(f"{where}: {problem}")
+
+
+def settle_class_rules(policy: CapturePolicy, outputs: Sequence[TensorSpec], *, where: str,
+                       class_output: str | None, carried: str) -> CapturePolicy:
+    """The rules as the bundle ships them, checked against the model's outputs.
+
+    A ``low_confidence``/``disagreement`` rule without an ``output`` judges ``class_output``,
+    the class output decided at package time (None: none). ``carried``: the one the drift
+    baseline's class mix holds (what agents read for such a rule, ``BundleInfo.class_output``);
+    when the bundle has no baseline to carry it, it is written into the rule, so that no agent
+    falls back to the first output. With no class output decided the rule is refused.
+
+    Raises:
+        CaptureRulesError: naming ``where``, the rule, the first output, the outputs and
+            ``--class-output``.
+    """
+    rules = []
+    for r in policy.rules:
+        if r.trigger in CLASS_TRIGGERS and not r.output:
+            if not class_output:
+                first = f"{outputs[0].name!r} ({outputs[0].describe()})" if outputs else "none"
+                raise CaptureRulesError(
+                    f"{where}: capture rule {r.name!r} ({r.trigger.value}) has no output and the model has no "
+                    f"class output: no output the build verified as a classifier's is a float [samples, classes] "
+                    f"tensor, and the first output {first} is not taken in its place (outputs: "
+                    f"{describe_outputs(outputs)}); set output = \"NAME\" in the rule, or pass --class-output NAME")
+            if class_output != carried:
+                r = replace(r, output=class_output)
+        rules.append(r)
+    settled = CapturePolicy(rules=tuple(rules))
+    check_outputs(settled, outputs, where=where, default=carried)
+    return settled
 
 
 def describe_rule(r: CaptureRule, class_output: str = "") -> str:

@@ -32,7 +32,7 @@ from runtime.contracts.bundle import (
     TensorStats, parse_version, schema_version_for,
 )
 from runtime.contracts.bundle.baseline import DriftBaseline, DriftThresholds
-from runtime.contracts.capture.rules import CapturePolicy
+from runtime.contracts.capture.rules import CapturePolicy, describe_outputs
 from runtime.fsutil import AtomicFile, current_umask, sha256_bytes, sha256_file
 from runtime.spec import Engine, TensorSpec, deploy_precision_hint, is_dynamic
 
@@ -74,7 +74,8 @@ def package_build(
     ``capture_rules``: the capture rules the release ships with, a rules file
     (:mod:`toolchain.capture_rules`) or a CapturePolicy; checked against the model's outputs
     before anything is written. A ``low_confidence``/``disagreement`` rule without an ``output``
-    judges the bundle's class output.
+    judges the bundle's class output (without a drift baseline to carry it, it is written into
+    the rule; no class output decided: the rule is refused).
 
     ``class_output``: the output whose class mix the drift baseline holds (the bundle's class
     output); default: of the outputs the build verified as a classifier's, the first whose name
@@ -112,10 +113,11 @@ def package_build(
                                                      validation, golden_samples)
     golden_bytes = _npz_bytes(golden)
     ver = art.get("verification") or {}
-    drift, drift_note = _drift(ran, class_output or _class_output(ver, ran[1]), drift_thresholds)
+    decided = class_output or _class_output(ver, ran[1])
+    drift, drift_note = _drift(ran, decided, drift_thresholds)
     if capture is not None:  # a class rule without an output judges the class output just decided
-        cr.check_outputs(capture, outputs, where=rules_where,
-                         default=drift.classes.output if drift and drift.classes else "")
+        capture = cr.settle_class_rules(capture, outputs, where=rules_where, class_output=decided,
+                                        carried=drift.classes.output if drift and drift.classes else "")
     tol = ver.get("tolerances") or {}
     files = [FileEntry(path=f"{MODEL_DIR}/{p}", sha256=sha256_file(art_dir / p),
                        bytes=(art_dir / p).stat().st_size) for p, _ in model_files]
@@ -273,10 +275,9 @@ def _check_class_output(name: str, outputs: tuple[TensorSpec, ...]) -> None:
     ok = spec is not None and len(spec.shape) == 2 and np.issubdtype(np.dtype(spec.dtype), np.floating) and (
         is_dynamic(spec.shape[1]) or spec.shape[1] >= 2)
     if not ok:
-        have = ", ".join(f"{o.name} {o.describe()}" for o in outputs)
         what = "is not an output of the model" if spec is None else f"is {spec.describe()}"
         raise PackageError(f"--class-output {name!r} {what}; it must be a float [samples, classes] output with "
-                           f"2 or more classes (outputs: {have})")
+                           f"2 or more classes (outputs: {describe_outputs(outputs)})")
 
 
 def _drift(ran, class_output: str | None, thresholds: DriftThresholds | None) -> tuple[DriftBaseline | None, str | None]:
@@ -397,7 +398,8 @@ def add_parser(sub) -> None:
                         "enabled (docs/capture.md)")
     p.add_argument("--class-output", default=None, metavar="NAME",
                    help="the output whose class mix the drift baseline holds and that capture rules without an "
-                        "output judge (default: the classifier output the build verified, by name or values)")
+                        "output judge (default: the classifier output the build verified, by name or values; "
+                        "without a drift baseline it is written into those rules)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the bundle into")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd)

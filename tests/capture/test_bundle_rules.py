@@ -181,8 +181,9 @@ def test_package_refuses_class_rules_on_a_model_without_class_scores(tmp_path, c
     build = _two_output_build(tmp_path / "b")
     for rule, needle in [
         ('name = "unsure"\ntrigger = "low_confidence"',
-         "capture rule 'unsure' (low_confidence) needs a float class-score output [..., classes]; the first output "
-         "('score', output unset) is float32[batch, 1]: the model has no float class-score output"),
+         "capture rule 'unsure' (low_confidence) has no output and the model has no class output: no output the "
+         "build verified as a classifier's is a float [samples, classes] tensor, and the first output 'score' "
+         "(float32[batch, 1]) is not taken in its place"),
         ('name = "wrong"\ntrigger = "disagreement"\noutput = "label"',
          "capture rule 'wrong' (disagreement) needs a float class-score output [..., classes]; output 'label' is "
          "int64[batch]"),

@@ -171,3 +171,105 @@ def test_data_inspect_class_mix_is_of_the_class_output(bundle, tmp_path, capsys)
         rep = json.loads(out)
         assert rep["class_output"] == "face_probability"
         assert rep["groups"][-1]["predicted_class_mix"] == {"1": 1.0}
+
+
+NO_BASELINE = '''
+import torch
+import torch.nn as nn
+
+
+class TwoHeads(nn.Module):
+    """bbox_regression [b, 4] first (large values), face_probability [b, 2] (a softmax, top-1 near 0.5)."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Linear(8, 16)
+        self.bbox, self.face = nn.Linear(16, 4), nn.Linear(16, 2)
+        with torch.no_grad():
+            self.bbox.weight.mul_(200.0)
+            self.face.weight.mul_(0.01)
+
+    def forward(self, x):
+        h = torch.tanh(self.trunk(x))
+        return self.bbox(h), torch.softmax(self.face(h), dim=1)
+
+
+class NoClass(nn.Module):
+    """embedding [b, 16] first (a float [samples, 16] tensor, not class scores), value [b, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.value = nn.Linear(8, 16), nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.embed(x), self.value(x)
+
+
+def _build(model, names):
+    torch.manual_seed(0)
+    return model.eval(), (torch.randn(1, 8),), {"input_names": ["x"], "output_names": names,
+                                                 "dynamic_axes": {"x": {0: "batch"}}}
+
+
+def two_heads():
+    return _build(TwoHeads(), ["bbox_regression", "face_probability"])
+
+
+def no_class():
+    return _build(NoClass(), ["embedding", "value"])
+'''
+
+
+@pytest.fixture(scope="module")
+def small_builds(tmp_path_factory):
+    """Both models compiled without --validation (32 random samples: too few for a drift baseline)."""
+    work = tmp_path_factory.mktemp("nobaseline")
+    (work / "heads.py").write_text(NO_BASELINE)
+    (work / "rules.toml").write_text(RULES)
+    builds = {}
+    for fn, tasks in [("two_heads", {"bbox_regression": "classify", "face_probability": "classify"}),
+                      ("no_class", {"embedding": "embed", "value": "regress"})]:
+        assert main(["compile", f"{work / 'heads.py'}:{fn}", "--name", "tiny", "--targets", "onnxruntime",
+                     "--precisions", "fp32", "--out", str(work / fn), "--quiet"]) == 0
+        build = work / fn / "tiny"
+        per = json.loads((build / "manifest.json").read_text())["artifacts"][0]["verification"]["fidelity"]
+        assert {n: o["task"] for n, o in per["per_output"].items()} == tasks  # what the build verified
+        builds[fn] = build
+    return work, builds
+
+
+def test_without_a_baseline_a_defaulted_rule_gets_the_class_output_not_the_first(small_builds, tmp_path, capsys):
+    from device_agent.capture.policy import fired
+
+    work, builds = small_builds
+    code, out, err = _run(capsys, "package", str(builds["two_heads"]), *PACKAGE, "--out", str(tmp_path / "a"),
+                          "--capture-rules", str(work / "rules.toml"), "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["model"]["drift"] is None  # 32 samples: no baseline to carry the class output
+    assert res["model"]["capture"]["rules"][0]["output"] == "face_probability"  # written into the rule instead
+    info = read_bundle_info(res["path"])
+    assert main(["bundle", "inspect", res["path"]]) == 0
+    assert "unsure: low_confidence top-1 < 0.9 on 'face_probability'," in capsys.readouterr().out
+    outputs = {"bbox_regression": np.array([[90.0, -40.0, 3.0, 7.0]], np.float32),  # confident if judged
+               "face_probability": np.array([[0.55, 0.45]], np.float32)}
+    [(rule, score)] = fired(info.capture.rules, outputs, None, [0.0], class_output=info.class_output)
+    assert rule.name == "unsure" and score == pytest.approx(0.55)
+    code, out, err = _run(capsys, "package", str(builds["two_heads"]), *PACKAGE, "--out", str(tmp_path / "b"),
+                          "--capture-rules", str(work / "rules.toml"), "--class-output", "bbox_regression", "--json")
+    assert code == 0, err  # --class-output decides it without a baseline too
+    assert json.loads(out)["model"]["capture"]["rules"][0]["output"] == "bbox_regression"
+
+
+def test_a_class_rule_on_a_model_without_a_class_output_is_refused_at_package_time(small_builds, tmp_path, capsys):
+    work, builds = small_builds
+    code, out, err = _run(capsys, "package", str(builds["no_class"]), *PACKAGE, "--out", str(tmp_path / "a"),
+                          "--capture-rules", str(work / "rules.toml"))
+    assert code == 2, (out, err)
+    assert "capture rule 'unsure' (low_confidence) has no output and the model has no class output" in err, err
+    assert "the first output 'embedding' (float32[batch, 16]) is not taken in its place" in err, err
+    assert "(outputs: embedding float32[batch, 16], value float32[batch, 1])" in err
+    assert "--class-output NAME" in err and not (tmp_path / "a").exists()
+    code, out, err = _run(capsys, "package", str(builds["no_class"]), *PACKAGE, "--out", str(tmp_path / "b"),
+                          "--json")
+    assert code == 0, err  # without class rules the model packages as before

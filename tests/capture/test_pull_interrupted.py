@@ -147,3 +147,74 @@ def test_http_pull_with_refused_uploads_and_an_agent_restart(capture_agent, brok
         time.sleep(0.1)
     assert not _device_ids(agent)
     assert signer.acked == ids
+
+
+RING = "\n".join([
+    "[capture]", "enabled = true", "use_bundle_rules = false", "write_interval_s = 0.0", "index_interval_s = 0.2",
+    "[[capture.rules]]", 'name = "ring"', 'trigger = "sample"', "rate = 1.0", "max_count = 6",
+])
+
+
+def test_captures_evicted_between_offer_and_upload_are_reported_skipped(capture_agent, broker, operator_keys,
+                                                                        tmp_path, capsys):
+    """`edgeship fleet capture pull` as a user runs it: the first upload of the round is held
+    while the device's writer keeps capturing, so its ring (max_count 6) evicts the three oldest
+    captures, one already read and being uploaded, two offered and not read yet. The device
+    reports those two in done.skipped; the operator counts them per device (table, --json),
+    not as failed, and the set holds every other capture exactly once."""
+    import json
+
+    from runtime.contracts.capture import fileformat as ff
+    from toolchain.cli import main as edgeship
+    from toolchain.fleet.capture.cli import _print
+    from toolchain.fleet.capture.objstore import ObjectStore
+
+    agent = capture_agent(RING)
+    _fill(agent, 6)
+    order = [e.meta.id for e in sorted(ff.read_index(agent.state / "capture").entries,
+                                       key=lambda e: (e.meta.ts_ms, e.meta.id))]  # the offer's order
+    store = ObjectStore(tmp_path / "objects").start()
+    held: dict = {}
+
+    def before_put(key):  # the device waits for this answer: meanwhile its writer evicts
+        if held:
+            return
+        held["first_put"] = key
+        rng = np.random.default_rng(1)
+        with httpx.Client(timeout=10) as c:
+            for _ in range(3):
+                agent.infer(c, rng.normal(size=(BATCH, 4)).astype(np.float32))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not set(order[:3]).isdisjoint(_device_ids(agent)):
+            time.sleep(0.05)
+        held["ids"] = _device_ids(agent)
+
+    store.before_put = before_put
+    out = tmp_path / "out"
+    try:
+        rc = edgeship(["fleet", "capture", "pull", "--fleet", "f1", "--device", "cap1", "--out", str(out),
+                       "--transport", "http", "--upload-url", f"{store.url}/captures/{{device}}/{{id}}.npz",
+                       "--max-files", "6", "--timeout", "90", "--keys", str(operator_keys.dir),
+                       "--broker", f"127.0.0.1:{broker.port}", "--json"])
+    finally:
+        store.stop()
+    report = json.loads(capsys.readouterr().out)
+    assert held["first_put"] == f"captures/cap1/{order[0]}.npz"
+    new = held["ids"] - set(order)
+    assert len(new) == 3 and held["ids"] == set(order[3:]) | new, "the ring evicted the three oldest"
+    assert rc == 0 and report["errors"] == {}, report
+    dev = report["devices"]["cap1"]
+    assert dev["skipped"] == {order[1]: "evicted meanwhile", order[2]: "evicted meanwhile"}, dev
+    assert dev["failed"] == {} and dev["bad_files"] == 0, dev
+    kept = {order[0], *order[3:], *new}  # the one read before its eviction was uploaded whole
+    assert dev["files"] == report["files"] == len(kept) == 7
+    _check_set(out, kept)  # no index entry for a skipped capture, every file verified
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _device_ids(agent):
+        time.sleep(0.1)
+    assert not _device_ids(agent)
+    _print(report)
+    lines = capsys.readouterr().out.splitlines()
+    end = lines[0].index("skipped") + len("skipped")  # a right-aligned column ends under its header's end
+    row = next(ln for ln in lines if ln.startswith("cap1"))
+    assert row[:end].split()[-1] == "2", lines

@@ -236,7 +236,9 @@ class BundleInfo:
     @property
     def class_output(self) -> str:
         """The bundle's class output, decided at package time: that of the drift baseline's class
-        mix, judged by capture rules left without an ``output`` ("": none, they read the first output)."""
+        mix, judged by capture rules left without an ``output`` ("": none; such a rule then reads the
+        first output, which ``edgeship package`` no longer writes: without a baseline it puts the
+        decided class output into the rule, or refuses the rule when none was decided)."""
         return self.drift.classes.output if self.drift is not None and self.drift.classes is not None else ""
 
     def file(self, path: str) -> FileEntry:

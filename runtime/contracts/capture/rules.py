@@ -8,7 +8,8 @@ TOML loader) and from a bundle's ``model.json`` (``capture.rules``, per release,
 Triggers:
 - ``sample``: a share (``rate``) of all successful requests.
 - ``low_confidence``: the top-1 probability of the class output (``output``; left empty: the
-  bundle's class output, that of its drift baseline's class mix, else the first output; softmax
+  bundle's class output, that of its drift baseline's class mix, else the first output (a bundle
+  without a baseline gets the decided class output written in at package time); softmax
   applied when the values are not already probabilities) is below ``threshold`` for a sample.
 - ``disagreement``: the request carried an expected class (``expected``) and the model's top-1
   differs from it for a sample of the call.
@@ -155,7 +156,7 @@ def class_output_problem(rule: CaptureRule, outputs: Sequence[TensorSpec], defau
     float type, with a class axis last (2 or more classes, or a dynamic size)."""
     if rule.trigger not in CLASS_TRIGGERS:
         return None
-    have = ", ".join(f"{o.name} {o.describe()}" for o in outputs) or "none"
+    have = describe_outputs(outputs)
     scores = [o.name for o in outputs if _class_scores(o)]
     hint = f"set output to one of {scores}" if scores else "the model has no float class-score output"
     name = judged_output(rule, default)
@@ -169,6 +170,11 @@ def class_output_problem(rule: CaptureRule, outputs: Sequence[TensorSpec], defau
         return (f"capture rule {rule.name!r} ({rule.trigger.value}) needs a float class-score output [..., classes]; "
                 f"{which} is {spec.describe()}: {hint} (outputs: {have})")
     return None
+
+
+def describe_outputs(outputs: Sequence[TensorSpec]) -> str:
+    """``"y float32[batch, 3], z int64[batch]"`` (``"none"``): the outputs an error names."""
+    return ", ".join(f"{o.name} {o.describe()}" for o in outputs) or "none"
 
 
 def _class_scores(spec: TensorSpec) -> bool:

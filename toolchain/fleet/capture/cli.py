@@ -140,10 +140,11 @@ def _print(report: dict) -> None:
     for d, s in sorted(report["devices"].items()):
         rate = s["bytes"] / s["seconds"] / 1e6 if s.get("seconds") else None
         rows.append((d, s["files"], s["samples"], human_bytes(s["bytes"]), s["rounds"], s["retries"],
-                     s["already_had"], f"{s['seconds']:.1f}", None if rate is None else f"{rate:.2f}",
+                     s["already_had"], len(s.get("skipped") or {}), f"{s['seconds']:.1f}",
+                     None if rate is None else f"{rate:.2f}",
                      "error: " + report["errors"][d] if d in report["errors"] else "ok"))
-    print(format_table(["device", "files", "samples", "bytes", "rounds", "retries", "already had", "s", "MB/s",
-                        "result"], rows, align="lrrrrrrrrl"))
+    print(format_table(["device", "files", "samples", "bytes", "rounds", "retries", "already had", "skipped", "s",
+                        "MB/s", "result"], rows, align="lrrrrrrrrrl"))
     print(f"\n{report['files']} captures ({report['samples']} samples) in {report['out']}  sha256 "
           f"{report['sha256'][:12]}" + (f"; offline, skipped: {report['offline_skipped']}"
                                         if report["offline_skipped"] else ""))

@@ -5,7 +5,8 @@ directory, written atomically; keys are one or more safe path segments.
 It is what a capture pull's HTTP transport needs on a LAN, and what the tests, the benchmark
 and the demo run on 127.0.0.1 (any HTTP endpoint or a pre-signed object-store URL template
 works the same way on the device side). ``fail_next(n)`` makes the next n PUTs break the
-connection (for interruption tests).
+connection (for interruption tests); ``before_put(key)``, when set, runs before a PUT is
+stored and answered (the uploader waits meanwhile: races with the device's writer).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 
 from runtime.fsutil import atomic_write_bytes
 
@@ -31,6 +33,7 @@ class ObjectStore:
         self.puts = 0
         self.broken = 0
         self._fail = 0
+        self.before_put: Callable[[str], None] | None = None
         self._lock = threading.Lock()
         store = self
 
@@ -54,6 +57,8 @@ class ObjectStore:
                     self.close_connection = True
                     self.connection.close()  # the client sees its upload cut off
                     return
+                if store.before_put is not None:
+                    store.before_put(str(p.relative_to(store.root)))
                 data = self.rfile.read(n)
                 want = self.headers.get("X-Edgeship-Sha256")
                 if len(data) != n or (want and hashlib.sha256(data).hexdigest() != want):

@@ -9,7 +9,9 @@ ack them in the next round. A round that stalls (no message for ``stall_s``: a b
 agent restart, a lost chunk) is asked again on a fresh connection; files already in the
 output set are never written twice (acked instead), and the device deletes only acked
 files, so an interrupted pull resumes without duplicates or losses. Resuming into an
-existing output directory is allowed for the same reason.
+existing output directory is allowed for the same reason. A file the device reports in
+``done.skipped`` (evicted by its writer after the offer) is counted in ``stats.skipped``, not
+as a failure, and not asked for again: it is gone, and the output set has no entry for it.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class PullStats:
     first_ts_ms: int | None = None
     last_ts_ms: int | None = None
     failed: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)  # offered, then gone on the device before sent (evicted): not lost
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
@@ -178,6 +181,7 @@ class DevicePull:
                 self._uploaded(doc, offered, new_acks)
             elif kind == proto.DataType.DONE.value:
                 self.stats.failed.update(doc.get("failed") or {})
+                self._skipped(doc, offered)
                 break
         else:
             if offered is None or time.monotonic() - last >= self.opts.stall_s * 0.99:
@@ -193,6 +197,21 @@ class DevicePull:
         if new_acks:
             self.writer.commit()  # durable before the device may delete them
             self._pending_ack += [a for a in new_acks if a not in self._pending_ack]
+
+    def _skipped(self, doc: dict, offered: dict[str, ff.IndexEntry]) -> None:
+        """The offered files the device no longer holds (evicted since the offer): recorded, not
+        failed, never asked for again (a partial one is dropped, not resumed); a file this side
+        already holds stays counted as received."""
+        skipped = doc.get("skipped")
+        if not isinstance(skipped, dict):
+            return
+        for cid, why in skipped.items():
+            if cid in self._have:
+                continue
+            offered.pop(cid, None)
+            self._partial.pop(cid, None)
+            self.stats.failed.pop(cid, None)
+            self.stats.skipped[str(cid)] = str(why)
 
     def _offered(self, doc: dict) -> dict[str, ff.IndexEntry]:
         out = {}
