@@ -40,13 +40,16 @@ class Counting:
         self.client = c
 
     def _on(self, client, userdata, m) -> None:
+        from runtime.contracts.mqtt.topics import in_rollouts, split_rollout_topic
+
         now = time.monotonic()
-        parts = m.topic.split("/")
-        if parts[2] == "_rollouts":
-            if parts[-1] == "state" and m.payload:
+        if in_rollouts(m.topic):
+            rollout = split_rollout_topic(m.topic)
+            if rollout is not None and rollout[2] == "state" and m.payload:
                 status = json.loads(m.payload).get("status")
-                self.first.setdefault(f"{parts[4]}:{status}", now)  # first arrival of each rollout status
+                self.first.setdefault(f"{rollout[1]}:{status}", now)  # first arrival of each rollout status
             return
+        parts = m.topic.split("/")
         leaf = "/".join(parts[4:])
         kind = "deploy" if leaf.startswith("deploy/") else "cmd" if leaf.startswith("cmd/") else leaf
         with self.lock:

@@ -7,7 +7,8 @@ Every reader of request figures uses this class, so they agree on the same traff
 :class:`RequestWindow`, fed by ``Agent.add_request_observer`` through :meth:`observe`), and
 the Prometheus ``/metrics`` route (:mod:`device_agent.monitoring.collector`, which reads
 :meth:`RequestWindow.totals`: counts by model and outcome and a latency histogram, monotonic
-since start).
+since start) and the Open Inference Protocol statistics (``/v2/models/stats``,
+:mod:`device_agent.serving.stats`, from the same totals).
 
 Definitions:
 - A window runs from the last :meth:`RequestWindow.roll` (or creation) to now.
@@ -20,7 +21,9 @@ Definitions:
   the newest ``max_samples`` latencies of the window.
 - Totals (:meth:`~RequestWindow.totals`) are cumulative since the window object was made and
   never reset by ``roll()``: per model sha, the count of each outcome and a histogram of the
-  successful requests' latencies over :data:`LATENCY_BUCKETS_S`. At most :data:`MAX_MODELS`
+  successful requests' latencies over :data:`LATENCY_BUCKETS_S`, the whole nanoseconds of the
+  ok and of the failed requests' latencies (each truncated, as Triton's statistics add them)
+  and the clock time of the model's last ok or failed request. At most :data:`MAX_MODELS`
   models are kept; the one recorded least recently is dropped first (its series disappear).
 """
 
@@ -91,20 +94,26 @@ class MetricsSnapshot:
 class ModelTotals:
     """Cumulative figures of one model since start: counts by outcome, and the latency histogram
     of its successful requests (``buckets[i]`` counts latencies <= ``LATENCY_BUCKETS_S[i]`` and
-    above the bound before; the last entry counts those above every bound)."""
+    above the bound before; the last entry counts those above every bound). ``latency_ns``: the
+    whole nanoseconds of the latencies of its ok and of its failed requests (each truncated);
+    ``last_ts``: clock time of its last ok or failed request (0.0 before the first)."""
 
     counts: dict[Outcome, int]
     buckets: tuple[int, ...]
     latency_sum_s: float
+    latency_ns: dict[Outcome, int]
+    last_ts: float
 
 
 class _Totals:
-    __slots__ = ("counts", "buckets", "sum_s")
+    __slots__ = ("counts", "buckets", "sum_s", "ns", "last_ts")
 
     def __init__(self) -> None:
         self.counts = {o: 0 for o in Outcome}
         self.buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self.sum_s = 0.0
+        self.ns = {Outcome.OK: 0, Outcome.ERROR: 0}
+        self.last_ts = 0.0
 
 
 class _Window:
@@ -160,14 +169,20 @@ class RequestWindow:
                 self.models_evicted += 1
         self._by_model[sha] = t  # re-insert: most recently recorded last
         t.counts[outcome] += 1
-        if latency_s is not None and outcome is Outcome.OK:
-            t.buckets[bisect.bisect_left(LATENCY_BUCKETS_S, latency_s)] += 1
-            t.sum_s += latency_s
+        if outcome is Outcome.REJECTED:
+            return
+        t.last_ts = self._clock()
+        if latency_s is not None:
+            t.ns[outcome] += int(latency_s * 1e9)
+            if outcome is Outcome.OK:
+                t.buckets[bisect.bisect_left(LATENCY_BUCKETS_S, latency_s)] += 1
+                t.sum_s += latency_s
 
     def totals(self) -> dict[str, ModelTotals]:
         """Cumulative counts and latency histograms per model sha since start (copies)."""
         with self._lock:
-            return {sha: ModelTotals(counts=dict(t.counts), buckets=tuple(t.buckets), latency_sum_s=t.sum_s)
+            return {sha: ModelTotals(counts=dict(t.counts), buckets=tuple(t.buckets), latency_sum_s=t.sum_s,
+                                     latency_ns=dict(t.ns), last_ts=t.last_ts)
                     for sha, t in self._by_model.items()}
 
     def observe(self, model_sha: str, ok: bool, latency_s: float) -> None:

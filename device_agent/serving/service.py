@@ -16,15 +16,12 @@ from ..agent.core import Agent, LoadedModel
 from ..store import ModelRef
 from . import catalog
 from .errors import V2Error
-from .stats import ServingStats
+from .stats import model_stats
 
 
 class InferenceService:
-    def __init__(self, agent: Agent, stats: ServingStats | None = None) -> None:
+    def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self.stats = stats if stats is not None else ServingStats()
-        if stats is None:
-            agent.add_request_observer(self.stats.observe)
 
     # ------------------------------------------------------------------ models
     def versions(self) -> list[catalog.Version]:
@@ -64,7 +61,7 @@ class InferenceService:
             refs = [v.ref for v in self.versions()]
         else:
             refs = [self.version(name, version).ref]
-        return self.stats.model_stats(refs)
+        return model_stats(self.agent.metrics.totals(), refs)
 
     def index(self, *, ready_only: bool = False) -> list[dict[str, Any]]:
         return catalog.repository_index(self.versions(), ready_only=ready_only,

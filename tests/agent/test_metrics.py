@@ -58,3 +58,36 @@ def test_status_mqtt_and_trial_agree_on_the_same_traffic():
     assert (a.requests, a.errors, a.latency_ms_p95) == (m.requests, m.errors, m.latency_ms_p95)
     assert t.requests == a.by_model["a" * 64]["requests"] and t.errors == a.by_model["a" * 64]["errors"]
     assert trial_stats(t).p95_ms == t.latency_ms_p95 is not None
+
+
+def test_oip_statistics_are_the_windows_totals_as_triton_counts_them():
+    """/v2/models/stats reads the agent window's totals: ok and failed counts, the whole
+    nanoseconds of each outcome's latencies (each truncated, as Triton adds them), the last
+    ok/failed request's time in ms; rejected requests (the model never ran) are not counted."""
+    import numpy as np
+
+    from device_agent.serving.stats import model_stats
+    from device_agent.store import ModelRef
+
+    now = [1_700_000_000.25]
+    w = RequestWindow(clock=lambda: now[0])
+    lats = np.random.default_rng(3).exponential(0.004, 300)
+    for i, lat in enumerate(lats):
+        now[0] += 0.01
+        w.observe("a" * 64, i % 7 != 0, float(lat))
+    last = now[0]
+    now[0] += 5.0
+    w.record("a" * 64, Outcome.REJECTED)                            # later, but not an inference
+    ok_ns = sum(int(float(v) * 1e9) for i, v in enumerate(lats) if i % 7)
+    fail_ns = sum(int(float(v) * 1e9) for i, v in enumerate(lats) if not i % 7)
+    a = ModelRef(sha256="a" * 64, name="m", version="1.0.0", release=1, engine="onnxruntime", precision="fp32")
+    b = ModelRef(sha256="b" * 64, name="other", version="2.0.0", release=2, engine="onnxruntime", precision="fp32")
+    got, never = model_stats(w.totals(), [a, b])
+    n_ok = sum(1 for i in range(300) if i % 7)
+    assert (got["name"], got["version"], got["inference_count"], got["execution_count"]) == ("m", "1.0.0", n_ok, n_ok)
+    s = got["inference_stats"]
+    assert s["success"] == s["compute_infer"] == {"count": n_ok, "ns": ok_ns}
+    assert s["fail"] == {"count": 300 - n_ok, "ns": fail_ns} and s["queue"] == {"count": n_ok, "ns": 0}
+    assert got["last_inference"] == int(last * 1000)
+    assert never["inference_count"] == never["last_inference"] == never["inference_stats"]["fail"]["count"] == 0
+    assert abs(w.totals()["a" * 64].latency_sum_s * 1e9 - ok_ns) < n_ok   # the histogram's sum: the same requests

@@ -69,6 +69,34 @@ def test_metrics_agree_with_the_request_window_and_pass_promtool(served):
         assert "id=" not in line.replace("sha256=", "") and "error=" not in line
 
 
+def test_status_telemetry_metrics_and_oip_statistics_report_the_same_traffic(served):
+    import time
+
+    from device_agent.agent.metrics import RequestWindow
+
+    c, agent = served
+    telemetry = RequestWindow()
+    agent.add_request_observer(telemetry.observe)                  # as the MQTT telemetry window is fed
+    t0 = int(time.time() * 1000)
+    for _ in range(9):
+        assert c.post("/v2/models/tiny/infer", json=BODY).status_code == 200
+    t1 = int(time.time() * 1000)
+    with pytest.raises(Exception):                                 # rejected: in status and /metrics only
+        agent.infer({"x": np.zeros((1, 5), np.float32)})
+    text = c.get("/metrics").text
+    (st,) = c.get("/v2/models/tiny/stats").json()["model_stats"]
+    snap, tel = agent.metrics_snapshot(), telemetry.roll()
+    req = _samples(text, "edgeship_requests_total")
+    ok = req['edgeship_requests_total{model="tiny",outcome="ok",version="1.1.0"}']
+    assert ok == snap["ok"] == tel.ok == st["inference_count"] == st["inference_stats"]["success"]["count"] == 9
+    assert snap["errors"] == tel.errors == st["inference_stats"]["fail"]["count"] == 0
+    assert req['edgeship_requests_total{model="tiny",outcome="rejected",version="1.1.0"}'] == snap["rejected"] == 1
+    (hist_sum,) = _samples(text, "edgeship_inference_duration_seconds_sum").values()
+    ns = st["inference_stats"]["success"]["ns"]
+    assert ns > 0 and abs(hist_sum * 1e9 - ns) < 9 + 1e-6 * ns   # one latency sum, truncated per request
+    assert t0 <= st["last_inference"] <= t1
+
+
 def test_metrics_can_be_turned_off_and_the_window_stays_bounded(tmp_path, tiny_bundle):
     from device_agent.agent.metrics import MAX_MODELS, Outcome, RequestWindow
 

@@ -42,6 +42,24 @@ def _wait_scrape(port: int, pred, timeout_s=20.0) -> str:
     raise AssertionError(f"timed out; last scrape:\n{text[-3000:]}")
 
 
+def test_rollout_states_are_parsed_from_their_topic_and_malformed_rollout_topics_ignored():
+    from runtime.contracts.mqtt.topics import rollout_topic
+    from toolchain.fleet.fleetstate import FleetState
+
+    st = FleetState()
+    doc = b'{"schema":"edgeship.rollout/1","wave":1,"waves":[{"wave":1}],"status":"running"}'
+    st.feed(rollout_topic(fleet="f1", rollout="r-1", leaf="state"), doc, 1.0)
+    assert st.rollouts[("f1", "r-1")][0]["status"] == "running" and st.messages["rollout"] == 1
+    # the other leaves, too many or too few levels: ignored, and never taken for a device's status
+    for topic in (rollout_topic(fleet="f1", rollout="r-1", leaf="claim"), "edgeship/v1/_rollouts/f1/status",
+                  "edgeship/v1/_rollouts/f1/r-1/x/state"):
+        st.feed(topic, b'{"schema":"edgeship.status/1","online":true}', 2.0)
+    assert st.messages == {"status": 0, "metrics": 0, "drift": 0, "desired": 0, "rollout": 1}
+    assert not st.devices and list(st.rollouts) == [("f1", "r-1")]
+    st.feed(rollout_topic(fleet="f1", rollout="r-1", leaf="state"), b"", 3.0)   # cleared retained state
+    assert not st.rollouts
+
+
 def test_per_device_and_per_release_series_and_malformed_telemetry(broker):
     exp = Exporter(BrokerSettings(port=broker.port), fleets=["sim"], host="127.0.0.1", port=0,
                    stale_after_s=60, max_devices=100)

@@ -12,7 +12,9 @@ from device_agent.mqtt.queue import Budgets, DurableQueue, MessageClass
 from runtime.contracts.errors import PayloadRejected
 from runtime.contracts.mqtt import payloads
 from runtime.contracts.mqtt.messages import MESSAGES, Kind, Sender
-from runtime.contracts.mqtt.topics import device_topics, split_device_topic
+from runtime.contracts.mqtt.topics import (
+    device_topics, rollout_topic, rollouts_filter, split_device_topic, split_rollout_topic,
+)
 
 BIG = Budgets(events_bytes=1 << 20, deploy_bytes=1 << 20, metrics_bytes=1 << 20, total_bytes=1 << 22)
 
@@ -106,6 +108,27 @@ def test_topics_and_config_validation():
         MqttConfig.from_mapping({"fleet": "f", "port": "1883"})
     cfg = MqttConfig.from_mapping({"fleet": "f", "device_id": "d", "groups": ["lab"]}, state_dir="/s")
     assert cfg.queue_dir == "/s/telemetry" and cfg.groups == ("lab",)
+
+
+def test_rollout_topics_round_trip_and_malformed_ones_are_not_parsed():
+    for leaf in ("claim", "control", "state"):
+        t = rollout_topic(fleet="f1", rollout="ro-1", leaf=leaf)
+        assert t == f"edgeship/v1/_rollouts/f1/ro-1/{leaf}"
+        assert split_rollout_topic(t) == ("f1", "ro-1", leaf)
+        assert split_device_topic(t) != ("f1", "ro-1", leaf)       # not a device's topic
+    other = rollout_topic(fleet="f", rollout="r", leaf="state", prefix="acme/v2")
+    assert other == "acme/v2/_rollouts/f/r/state"
+    assert split_rollout_topic(other, prefix="acme/v2") == ("f", "r", "state")
+    assert split_rollout_topic(other) is None                      # another prefix
+    for bad in ("edgeship/v1/_rollouts/f/r", "edgeship/v1/_rollouts/f/r/state/x", "edgeship/v1/f/d/status",
+                "edgeship/v1/_rollouts", "edgeship/v1/_rollout/f/r/state"):
+        assert split_rollout_topic(bad) is None, bad
+    with pytest.raises(ValueError, match="not one of claim, control, state"):
+        rollout_topic(fleet="f", rollout="r", leaf="status")
+    assert rollouts_filter() == "edgeship/v1/_rollouts/+/+/state"
+    assert rollouts_filter(fleet="f1", prefix="p") == "p/_rollouts/f1/+/state"
+    with pytest.raises(ValueError, match="fleet"):
+        rollouts_filter(fleet="a/b")
 
 
 def test_metrics_payload_from_the_agents_request_window():

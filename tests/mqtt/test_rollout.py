@@ -233,7 +233,8 @@ def test_garbage_reports_are_failures_named_and_the_controller_goes_on(fleet, op
 def test_offline_devices_get_the_current_desired_state_on_return_or_nothing_once_aborted(fleet, operator,
                                                                                           operator_keys):
     from runtime.contracts.mqtt.signing import Addressee
-    from toolchain.fleet.rollout.controller import CONTROL_SCHEMA, rollout_topic
+    from runtime.contracts.mqtt.topics import rollout_topic
+    from toolchain.fleet.rollout.controller import CONTROL_SCHEMA
 
     sim = fleet.sim(10)
     away = ["sim-0001", "sim-0002"]
@@ -246,7 +247,7 @@ def test_offline_devices_get_the_current_desired_state_on_return_or_nothing_once
     wait_for(lambda: sim.devices[away[0]].release == 2, timeout_s=10)
     raw = operator_keys.signer.sign_schema(schema=CONTROL_SCHEMA, leaf="control", to=Addressee("f1", rollout="ro-1"),
                                            body={"action": "abort"}, expires_s=60)
-    operator.publish(rollout_topic("edgeship/v1", "f1", "ro-1", "control"), raw, retain=True)
+    operator.publish(rollout_topic(fleet="f1", rollout="ro-1", leaf="control"), raw, retain=True)
     assert done.wait(10) and ctl.st.status.value == "aborted"
     assert ctl.st.cleared == [away[1]]                             # never accepted: its order is withdrawn
     held = operator.retained("f1", away[1], settle_s=0.3)

@@ -124,7 +124,7 @@ def _fresh(operator, topic):
 
 def test_killed_controller_resumes_without_double_assignment_and_two_are_refused(broker, operator, sim, repo,
                                                                                 operator_keys, tmp_path):
-    from toolchain.fleet.rollout.controller import rollout_topic
+    from runtime.contracts.mqtt.topics import rollout_topic
 
     operator.subscribe("edgeship/v1/f1/+/deploy/k1")
     args = _args(broker, repo, operator_keys, tmp_path, *FAST, "--id", "k1", "--waves", "4,rest", "--bake", "4",
@@ -149,12 +149,12 @@ def test_killed_controller_resumes_without_double_assignment_and_two_are_refused
     r = subprocess.run([sys.executable, "-m", "toolchain.cli", *args], env=dict(os.environ, PYTHONPATH=str(ROOT)),
                        capture_output=True, text=True)
     assert r.returncode == 2 and "already has a journal" in r.stderr and "rollout resume k1" in r.stderr
-    st = _fresh(operator, rollout_topic("edgeship/v1", "f1", "k1", "state"))
+    st = _fresh(operator, rollout_topic(fleet="f1", rollout="k1", leaf="state"))
     assert st and st[-1].json()["id"] == "k1"                      # status while no controller runs
     resume = ["rollout", "resume", "k1", "--fleet", "f1", "--keys", str(operator_keys.dir), "--journal-dir",
               str(tmp_path / "j"), "--broker", f"127.0.0.1:{broker.port}"]
     a = _spawn(*resume)
-    wait_for(lambda: _fresh(operator, rollout_topic("edgeship/v1", "f1", "k1", "claim")), timeout_s=20)
+    wait_for(lambda: _fresh(operator, rollout_topic(fleet="f1", rollout="k1", leaf="claim")), timeout_s=20)
     b = subprocess.run([sys.executable, "-m", "toolchain.cli", *resume, "--timeout", "2"],
                        env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
     assert "resume sent to the controller of rollout k1" in b.stdout, (b.stdout, b.stderr)  # a live claim: only a message
@@ -191,9 +191,9 @@ def test_pause_and_resume_from_another_process(broker, operator, sim, repo, oper
     args = _args(broker, repo, operator_keys, tmp_path, *FAST, "--id", "p1", "--waves", "2,rest", "--bake", "3",
                  "--concurrency", "2")
     ctl = _spawn(*args)
-    from toolchain.fleet.rollout.controller import rollout_topic
+    from runtime.contracts.mqtt.topics import rollout_topic
 
-    topic = rollout_topic("edgeship/v1", "f1", "p1", "state")
+    topic = rollout_topic(fleet="f1", rollout="p1", leaf="state")
     wait_for(lambda: (s := _fresh(operator, topic)) and s[-1].json()["waves"][0]["committed"] >= 1, timeout_s=30)
     common = ["p1", "--fleet", "f1", "--keys", str(operator_keys.dir), "--journal-dir", str(tmp_path / "j"),
               "--broker", f"127.0.0.1:{broker.port}"]

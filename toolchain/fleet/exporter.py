@@ -167,7 +167,7 @@ class Exporter:
         from prometheus_client import start_http_server
         from prometheus_client.registry import CollectorRegistry
 
-        from runtime.contracts.mqtt.topics import fleet_filter
+        from runtime.contracts.mqtt.topics import fleet_filter, rollouts_filter
 
         from .client import FleetClient
 
@@ -179,9 +179,9 @@ class Exporter:
         leaves = ("status", "desired", "telemetry/metrics", "telemetry/drift")
         if fleets:
             filters = [fleet_filter(fleet=f, leaf=leaf, prefix=settings.prefix) for f in fleets for leaf in leaves]
-            filters += [f"{settings.prefix}/_rollouts/{f}/+/state" for f in fleets]
+            filters += [rollouts_filter(fleet=f, prefix=settings.prefix) for f in fleets]
         else:
-            filters = [f"{settings.prefix}/+/+/{leaf}" for leaf in leaves] + [f"{settings.prefix}/_rollouts/+/+/state"]
+            filters = [f"{settings.prefix}/+/+/{leaf}" for leaf in leaves] + [rollouts_filter(prefix=settings.prefix)]
         self.client.subscribe(*filters)
         self.server, _ = start_http_server(port, addr=host, registry=self.registry)
         self.port = self.server.server_port

@@ -18,7 +18,7 @@ from typing import Any
 from runtime.contracts.errors import PayloadRejected
 from runtime.contracts.mqtt.payloads import load_object
 from runtime.contracts.mqtt.telemetry import MetricsReading, parse_drift, parse_metrics, parse_status
-from runtime.contracts.mqtt.topics import DEFAULT_PREFIX, split_device_topic
+from runtime.contracts.mqtt.topics import DEFAULT_PREFIX, in_rollouts, split_device_topic, split_rollout_topic
 
 #: a retained desired/rollout document larger than this is counted malformed, not parsed
 MAX_DOC_BYTES = 1 << 20
@@ -63,7 +63,7 @@ class FleetState:
         self.refused = 0
 
     def feed(self, topic: str, payload: bytes, now: float) -> None:
-        if topic.startswith(f"{self.prefix}/_rollouts/"):
+        if in_rollouts(topic, prefix=self.prefix):  # never a device's, well formed or not
             return self._rollout(topic, payload, now)
         parts = split_device_topic(topic, prefix=self.prefix)
         if parts is None:
@@ -124,23 +124,24 @@ class FleetState:
 
     def _rollout(self, topic: str, payload: bytes, now: float) -> None:
         """A rollout controller's retained state (``{prefix}/_rollouts/{fleet}/{id}/state``)."""
-        parts = topic[len(self.prefix) + len("/_rollouts/"):].split("/")
-        if len(parts) != 3 or parts[2] != "state":
+        parts = split_rollout_topic(topic, prefix=self.prefix)
+        if parts is None or parts[2] != "state":
             return
+        key = parts[:2]  # (fleet, rollout id)
         with self.lock:
             self.messages["rollout"] += 1
             if not payload:
-                self.rollouts.pop((parts[0], parts[1]), None)
+                self.rollouts.pop(key, None)
                 return
             try:
                 doc = _rollout_doc(payload)
             except PayloadRejected:
                 self.malformed["rollout"] += 1
                 return
-            self.rollouts.pop((parts[0], parts[1]), None)
+            self.rollouts.pop(key, None)
             if len(self.rollouts) >= MAX_ROLLOUTS:
                 del self.rollouts[next(iter(self.rollouts))]
-            self.rollouts[(parts[0], parts[1])] = (doc, now)
+            self.rollouts[key] = (doc, now)
 
     def expire(self, now: float) -> int:
         """Forget devices and rollouts silent for ``stale_after_s``; returns how many devices."""

@@ -5,6 +5,12 @@ Everything a device publishes or receives lives under ``{prefix}/{fleet}/{device
 (see docs/mqtt.md). Fleet and device names are single topic levels: no ``/``, ``+``,
 ``#`` or ``$`` and not empty, checked by :func:`check_level`. The leaf of each message kind
 comes from the catalogue in :mod:`.messages`.
+
+A rollout controller's own topics live under ``{prefix}/_rollouts/{fleet}/{id}/{leaf}``
+(leaves in :data:`ROLLOUT_LEAVES`): ``_rollouts`` cannot be a fleet name (a level starts
+with a letter or digit), so they never collide with a device's. :func:`rollout_topic`
+builds them, :func:`rollouts_filter` subscribes to their states, :func:`split_rollout_topic`
+parses them.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 #: Commands the agent answers on ``cmd/{name}``.
 COMMANDS = ("rollback", "rebirth", "cancel", "retry", "profile")
+#: the level after the prefix under which the rollout controllers' topics live
+ROLLOUTS = "_rollouts"
+#: a rollout's topics: its controller's claim, the operator's control, the controller's state
+ROLLOUT_LEAVES = ("claim", "control", "state")
 #: how a variable level is named in error messages
 _LEVEL_NAMES = {"id": "deployment id", "name": "command"}
 
@@ -116,6 +126,36 @@ def split_device_topic(topic: str, *, prefix: str = DEFAULT_PREFIX) -> tuple[str
     if not topic.startswith(head):
         return None
     parts = topic[len(head):].split("/", 2)
+    if len(parts) != 3:
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def rollout_topic(*, fleet: str, rollout: str, leaf: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """``{prefix}/_rollouts/{fleet}/{rollout}/{leaf}``: one of a rollout's :data:`ROLLOUT_LEAVES`."""
+    if leaf not in ROLLOUT_LEAVES:
+        raise ValueError(f"rollout topic leaf {leaf!r} is not one of {', '.join(ROLLOUT_LEAVES)}")
+    return f"{prefix}/{ROLLOUTS}/{fleet}/{rollout}/{leaf}"
+
+
+def rollouts_filter(*, fleet: str | None = None, prefix: str = DEFAULT_PREFIX) -> str:
+    """Subscription filter for the retained ``state`` of every rollout of ``fleet`` (of every
+    fleet when None). Raises ValueError on an unsafe fleet name."""
+    level = "+" if fleet is None else check_level("fleet", fleet)
+    return f"{prefix}/{ROLLOUTS}/{level}/+/state"
+
+
+def in_rollouts(topic: str, *, prefix: str = DEFAULT_PREFIX) -> bool:
+    """True for any topic under ``{prefix}/_rollouts/`` (well formed or not): not a device's."""
+    return topic.startswith(f"{prefix}/{ROLLOUTS}/")
+
+
+def split_rollout_topic(topic: str, *, prefix: str = DEFAULT_PREFIX) -> tuple[str, str, str] | None:
+    """``(fleet, rollout id, leaf)`` for ``{prefix}/_rollouts/{fleet}/{id}/{leaf}``, or None when
+    ``topic`` is not one (outside the subtree, or not exactly those three levels)."""
+    if not in_rollouts(topic, prefix=prefix):
+        return None
+    parts = topic[len(f"{prefix}/{ROLLOUTS}/"):].split("/")
     if len(parts) != 3:
         return None
     return parts[0], parts[1], parts[2]

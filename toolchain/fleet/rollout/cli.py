@@ -201,15 +201,16 @@ def _print_dry_run(args, plan, waves, views, rel, offline) -> int:
 
 
 def _status(args) -> int:
+    from runtime.contracts.mqtt.topics import rollout_topic
+
     from ..client import FleetClient
     from ..errors import RolloutNotFoundError
-    from .controller import rollout_topic
     from .status import render, summary
 
     check_fleet(args)
     doc = None
     with FleetClient(settings(args)) as fc:
-        topic = rollout_topic(args.prefix, args.fleet, args.id, "state")
+        topic = rollout_topic(fleet=args.fleet, rollout=args.id, leaf="state", prefix=args.prefix)
         fc.subscribe(topic)
         for m in fc.messages(timeout_s=2.0, idle_s=0.5):
             if m.topic == topic and m.payload:
@@ -226,9 +227,10 @@ def _status(args) -> int:
 
 def _control(args) -> int:
     from runtime.contracts.mqtt.signing import Addressee
+    from runtime.contracts.mqtt.topics import rollout_topic
 
     from ..client import FleetClient
-    from .controller import CONTROL_SCHEMA, rollout_topic
+    from .controller import CONTROL_SCHEMA
 
     check_fleet(args)
     signer = signer_of(args)
@@ -236,12 +238,13 @@ def _control(args) -> int:
                              body={"action": args.action}, expires_s=7 * 86400)
     claim = None
     with FleetClient(settings(args), signer=signer) as fc:
-        ctopic = rollout_topic(args.prefix, args.fleet, args.id, "claim")
+        ctopic = rollout_topic(fleet=args.fleet, rollout=args.id, leaf="claim", prefix=args.prefix)
         fc.subscribe(ctopic)
         for m in fc.messages(timeout_s=1.5, idle_s=0.5):
             if m.topic == ctopic and m.payload:
                 claim = m.json()
-        fc.publish(rollout_topic(args.prefix, args.fleet, args.id, "control"), raw, retain=True)
+        fc.publish(rollout_topic(fleet=args.fleet, rollout=args.id, leaf="control", prefix=args.prefix), raw,
+                   retain=True)
     running = bool(claim) and time.time() * 1000 - (claim.get("heartbeat_ms") or 0) < 30_000
     if running:
         print(f"{args.action} sent to the controller of rollout {args.id} ({claim.get('owner')})")

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from runtime.contracts.errors import PayloadRejected
 from runtime.contracts.mqtt.signing import Addressee, OperatorKeys, Recipient, ReplayState, verify
-from runtime.contracts.mqtt.topics import device_topics, fleet_filter
+from runtime.contracts.mqtt.topics import ROLLOUT_LEAVES, device_topics, fleet_filter, rollout_topic
 
 from ..client import BrokerSettings
 from ..errors import BrokerUnavailableError, RolloutClaimedError
@@ -46,10 +46,6 @@ CONTROL_SCHEMA = "edgeship.rollout_control/1"
 ACTIONS = ("pause", "resume", "abort", "rollback")
 
 
-def rollout_topic(prefix: str, fleet: str, rollout_id: str, leaf: str) -> str:
-    return f"{prefix}/_rollouts/{fleet}/{rollout_id}/{leaf}"
-
-
 class Controller:
     def __init__(self, st: RolloutState, *, journal: Journal, settings: BrokerSettings, signer: Any,
                  operator_keys: OperatorKeys, tick_s: float = 0.2, claim_ttl_s: float = 30.0,
@@ -57,7 +53,8 @@ class Controller:
         self.st, self.journal, self.settings, self.signer = st, journal, settings, signer
         self.keys, self.tick_s, self.claim_ttl_s, self.say, self.clock = operator_keys, tick_s, claim_ttl_s, say, clock
         p, plan = settings.prefix, st.plan
-        self.topic = {leaf: rollout_topic(p, plan.fleet, plan.id, leaf) for leaf in ("claim", "control", "state")}
+        self.topic = {leaf: rollout_topic(fleet=plan.fleet, rollout=plan.id, leaf=leaf, prefix=p)
+                      for leaf in ROLLOUT_LEAVES}
         self.view = FleetView(prefix=p, fleet=plan.fleet, model=plan.model, release=plan.release,
                               deployments={st.deployment_id, st.rollback_id})
         self.view.targets = {d for w in st.waves for d in w}
