@@ -58,8 +58,8 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
-    """The three-head model compiled by `edgeship compile --task classify` (every head fits the
-    task: all three are verified as classifier outputs) on 128 validation samples."""
+    """The three-head model compiled by `edgeship compile --task classify` on 128 validation
+    samples: the regression heads are verified by their error, only the softmax by top-1."""
     work = tmp_path_factory.mktemp("threeheads")
     (work / "threeheads.py").write_text(FACTORY)
     np.savez(work / "val.npz", x=np.random.default_rng(0).standard_normal((128, 8)).astype(np.float32))
@@ -69,8 +69,9 @@ def build(tmp_path_factory):
     assert code == 0
     build = work / "build" / "tiny"
     per = json.loads((build / "manifest.json").read_text())["artifacts"][0]["verification"]["fidelity"]["per_output"]
-    assert {n: o["task"] for n, o in per.items()} == dict.fromkeys(
-        ["bbox_regression", "landmarks", "face_probability"], "classify")
+    assert {n: (o["task"], o["metric"]) for n, o in per.items()} == {
+        "bbox_regression": ("regress", "rel_max_abs"), "landmarks": ("regress", "rel_max_abs"),
+        "face_probability": ("classify", "top1_agreement")}
     (work / "rules.toml").write_text(RULES)
     return build
 

@@ -77,3 +77,55 @@ def test_labels_make_accuracy_drop_the_build_figure() -> None:
 def test_shape_mismatch_is_refused() -> None:
     with pytest.raises(ValueError, match="differs from the reference"):
         score(Task.REGRESS, {"y": np.zeros((2, 3))}, {"y": np.zeros((2, 4))})
+
+
+def _onet_like(rng: np.random.Generator, n: int = 64) -> dict[str, np.ndarray]:
+    face = rng.random((n, 2))
+    return {"bbox_regression": rng.standard_normal((n, 4)).astype(np.float32),
+            "landmarks": rng.random((n, 10)).astype(np.float32),
+            "face_probability": (face / face.sum(1, keepdims=True)).astype(np.float32)}
+
+
+def test_regression_heads_of_a_classify_model_are_judged_by_their_error() -> None:
+    """MTCNN O-Net declares ``classify``: its box and landmark heads must not be judged by argmax."""
+    rng = np.random.default_rng(3)
+    ref = _onet_like(rng)
+    cand = {k: v.copy() for k, v in ref.items()}
+    # tiny noise on the landmarks flips argmaxes (ten near-equal values), well within rel_max_abs
+    cand["landmarks"] += 0.01 * rng.standard_normal(ref["landmarks"].shape).astype(np.float32)
+    sc = score(Task.CLASSIFY, ref, cand)
+    per = sc.per_output
+    assert {n: (o.task, o.metric) for n, o in per.items()} == {
+        "bbox_regression": (Task.REGRESS, Metric.REL_MAX_ABS), "landmarks": (Task.REGRESS, Metric.REL_MAX_ABS),
+        "face_probability": (Task.CLASSIFY, Metric.TOP1_AGREEMENT)}
+    assert sc.primary == "face_probability" and sc.metric is Metric.TOP1_AGREEMENT and sc.value == 1.0
+    assert per["landmarks"].value < 0.05
+    assert (ref["landmarks"].argmax(1) != cand["landmarks"].argmax(1)).any()  # top-1 would have failed it
+    assert judge(sc, precision="int8")[0]
+    # a box head that keeps its argmax but is off by 30% of its range fails on its error
+    bad = {k: v.copy() for k, v in ref.items()}
+    span = float(ref["bbox_regression"].max() - ref["bbox_regression"].min())
+    bad["bbox_regression"] += np.float32(0.3 * span) * (ref["bbox_regression"] == ref["bbox_regression"].max(1, keepdims=True))
+    assert (bad["bbox_regression"].argmax(1) == ref["bbox_regression"].argmax(1)).all()  # top-1 would pass it
+    ok, failures, _ = judge(score(Task.CLASSIFY, ref, bad), precision="int8")
+    assert not ok and len(failures) == 1, failures
+    assert failures[0].startswith("bbox_regression: rel_max_abs 0.3") and failures[0].endswith("budget 0.15 (regress)")
+    # labels: the accuracy drop is the class head's
+    labels = ref["face_probability"].argmax(1)
+    assert score(Task.CLASSIFY, ref, cand, labels=labels).accuracy == 1.0
+
+
+def test_regression_head_rule_names_and_values() -> None:
+    rng = np.random.default_rng(4)
+    raw = rng.standard_normal((8, 4))
+    p = rng.random((8, 5)); p /= p.sum(1, keepdims=True)
+    for name in ("bbox_regression", "landmarks", "bbox_pred", "boxes", "keypoints", "offset", "loc_delta"):
+        assert infer_output_task(name, raw) is Task.REGRESS, name
+    assert infer_output_task("box_scores", raw) is Task.CLASSIFY  # a class word beside the box word
+    assert infer_output_task("box_head", p) is Task.CLASSIFY  # rows that are probabilities
+    assert infer_output_task("output", raw) is Task.CLASSIFY  # unnamed [N, C]: class scores, as before
+    assert infer_output_task("bbox_regression", rng.standard_normal((2, 4, 6, 8))) is Task.SEGMENT  # dense map
+    # a model-level task other than classify still applies to a regression head
+    ref = _onet_like(rng)
+    assert score(Task.EMBED, ref, ref).per_output["bbox_regression"].task is Task.EMBED
+    assert score(Task.DETECT, ref, ref).per_output["face_probability"].task is Task.DETECT

@@ -177,3 +177,40 @@ def test_labels_file_gives_accuracy(tmp_path: Path, tiny_factory: Path) -> None:
     with np.load(res.build_dir / "data" / "validation.npz") as z:
         assert list(z["__labels__"]) == list(np.arange(20) % 5)
         np.testing.assert_array_equal(z["pixels"], x)
+
+
+def test_int8_built_once_when_it_resolves_to_an_asked_recipe(tmp_path: Path, tiny_factory: Path, monkeypatch) -> None:
+    """``int8`` on a conv net is the static recipe: with ``int8-static`` in the same build the
+    quantizer runs once per distinct graph, and both artifacts are the same file."""
+    from toolchain.compile import ort_quant
+    from toolchain.compile.context import QuantOptions
+
+    calls: list[str] = []
+    preprocessed: list[str] = []
+    quantize, preprocess = ort_quant.quantize, ort_quant.preprocess
+    monkeypatch.setattr(ort_quant, "quantize", lambda plan, excluded: calls.append(plan.mode) or quantize(plan, excluded))
+    monkeypatch.setattr(ort_quant, "preprocess", lambda *a, **k: preprocessed.append("x") or preprocess(*a, **k))
+    calib = tmp_path / "c.npz"
+    np.savez(calib, pixels=np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32))
+    res = compile_model(CompileOptions(
+        source=f"{tiny_factory}:build", out_dir=tmp_path / "b", targets=ORT,
+        precisions=(Precision.INT8_STATIC, Precision.INT8_DYNAMIC, Precision.INT8),
+        calibration=str(calib), validation=str(calib), quant=QuantOptions(fallback=False)))
+    by = {a["id"]: a for a in res.manifest["artifacts"]}
+    assert list(by) == ["onnxruntime-int8-static", "onnxruntime-int8-dynamic", "onnxruntime-int8"]
+    assert all(a["status"] != "failed" for a in by.values()), [a["error"] for a in by.values()]
+    assert sorted(calls) == ["dynamic", "static"], calls  # int8 reused the static graph
+    assert len(preprocessed) == 1
+    static, default = by["onnxruntime-int8-static"], by["onnxruntime-int8"]
+    assert default["files"] == static["files"] and default["verification"] == static["verification"]
+    assert default["recipe"]["mode"] == "static" and "a convolution net" in default["recipe"]["chosen_because"]
+    assert static["recipe"]["chosen_because"] == "int8-static was asked for"
+    assert {k: v for k, v in default["recipe"].items() if k not in ("chosen_because", "summary")} == \
+        {k: v for k, v in static["recipe"].items() if k not in ("chosen_because", "summary")}
+    # alone, int8 still builds its own graph
+    calls.clear()
+    alone = compile_model(CompileOptions(
+        source=f"{tiny_factory}:build", out_dir=tmp_path / "c", targets=ORT, precisions=(Precision.INT8,),
+        calibration=str(calib), validation=str(calib), quant=QuantOptions(fallback=False)))
+    assert calls == ["static"]
+    assert alone.manifest["artifacts"][0]["files"] == static["files"]

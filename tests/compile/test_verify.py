@@ -77,3 +77,19 @@ def test_finalize_swaps_and_leftovers_of_live_builds_are_kept(tmp_path: Path) ->
     live.mkdir()
     mf.clean_leftovers(tmp_path, "m")
     assert not dead.exists() and live.exists()
+
+
+def test_top1_and_accuracy_figures_come_from_the_class_head() -> None:
+    """A regression head first (MTCNN O-Net order): the recorded top-1 agreement and accuracy
+    are the class head's, and consistent with the build-level accuracy drop."""
+    rng = np.random.default_rng(5)
+    face = rng.random((40, 2)).astype(np.float32)
+    ref = {"bbox_regression": rng.standard_normal((40, 4)).astype(np.float32), "face_probability": face / face.sum(1, keepdims=True)}
+    cand = {"bbox_regression": ref["bbox_regression"][:, ::-1].copy(), "face_probability": ref["face_probability"]}
+    labels = ref["face_probability"].argmax(1)
+    v = compare(reference=ref, candidate=cand, output_names=list(ref), labels=labels, reference_accuracy=1.0,
+                task=Task.CLASSIFY, precision=Precision.FP32, gates=UserGates())
+    assert v["top1_agreement"] == 1.0 and v["accuracy"] == 1.0 and v["accuracy_drop_pts"] == 0.0
+    assert v["fidelity"]["primary_output"] == "face_probability"
+    assert v["fidelity"]["per_output"]["bbox_regression"]["metric"] == "rel_max_abs"
+    assert not v["passed"] and v["failures"][0].startswith("bbox_regression: rel_max_abs")

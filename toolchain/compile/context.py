@@ -105,6 +105,10 @@ class BuildContext:
     # what the artifact must reach (a toolchain.compile.fallback.FidelityBudget), set per artifact
     budget: Any | None = None
     progress: Callable[[str], None] | None = None  # converters' progress lines on long steps
+    #: results converters share across the artifacts of one build (``replace`` keeps the same
+    #: dict), each under a key of its own: ORT's int8 graph that ``int8`` and ``int8-static``
+    #: (or ``int8-dynamic``) both resolve to is built once (:mod:`toolchain.compile.ort`)
+    shared: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class Converter(Protocol):

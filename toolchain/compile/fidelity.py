@@ -22,8 +22,13 @@ Invariants:
   ==========  ==========================================================================
 
 - A model-level task applies to the outputs it fits; the others keep their own inferred
-  task (``classify`` fits an output with a last axis of 2 or more; ``embed`` one with 2 or
-  more values per sample; the dense tasks fit any output).
+  task (``classify`` fits an output with a last axis of 2 or more that is not a regression
+  head; ``embed`` one with 2 or more values per sample; the dense tasks fit any output).
+- A **regression head** (:func:`is_regression_head`) is never judged by top-1 agreement: an
+  output named like boxes, landmarks or offsets (:data:`_REGRESS_NAMES`) whose name does not
+  also say class scores and whose rows are not probabilities is ``regress`` (``rel_max_abs``),
+  even in a ``classify`` model (MTCNN O-Net: ``bbox_regression`` and ``landmarks`` beside
+  ``face_probability``). ``--task detect|segment|regress|embed`` still applies to it.
 - Budgets are per metric and precision family (:data:`DEFAULT_BUDGETS`); ``None`` means
   "reported, not gated".
 """
@@ -100,6 +105,11 @@ DEFAULT_BUDGETS: dict[Metric, dict[str, float | None]] = {
 }
 
 _CLASSIFY_NAMES = re.compile(r"logit|prob|score|class|cls|softmax|pred", re.I)
+#: names of regression heads: box coordinates or deltas, landmarks, keypoints, offsets
+_REGRESS_NAMES = re.compile(r"box|landmark|keypoint|regress|offset|coord|delta", re.I)
+#: words that say class scores even beside a regression word (``box_scores``; ``pred`` does
+#: not: ``bbox_pred`` is a box regression)
+_CLASS_WORDS = re.compile(r"logit|prob|score|class|cls|softmax", re.I)
 _EMBED_NAMES = re.compile(r"embed|feature|hidden|pool|vector|encod|last_hidden", re.I)
 
 
@@ -125,6 +135,8 @@ def infer_output_task(name: str, ref: np.ndarray, *, labels: bool = False) -> Ta
         return Task.REGRESS
     if a.ndim >= 4:
         return Task.SEGMENT  # dense maps [N, C, H, W]
+    if is_regression_head(name, a):
+        return Task.REGRESS
     if _CLASSIFY_NAMES.search(name) and a.shape[-1] >= 2:
         return Task.CLASSIFY
     if _EMBED_NAMES.search(name):
@@ -150,8 +162,29 @@ def output_tasks(task: Task | None, reference_outputs: Mapping[str, np.ndarray],
     out = {}
     for name, arr in reference_outputs.items():
         own = infer_output_task(name, arr, labels=labels)
-        out[name] = task if task is not None and _fits(task, np.asarray(arr)) else own
+        out[name] = task if task is not None and _fits(task, name, np.asarray(arr)) else own
     return out
+
+
+def primary_output(task: Task, reference_outputs: Mapping[str, np.ndarray], *, labels: bool = False) -> str:
+    """The output the build-level figure (and the recorded accuracy) is taken from: the first
+    whose task is the model's (O-Net's ``face_probability``, not its ``bbox_regression``), else
+    the first output."""
+    return _primary(task, output_tasks(task, reference_outputs, labels=labels))
+
+
+def _primary(task: Task, tasks: Mapping[str, Task]) -> str:
+    return next((k for k, t in tasks.items() if t is task), next(iter(tasks)))
+
+
+def is_regression_head(name: str, ref: np.ndarray) -> bool:
+    """True for a float output named like a regression (box, landmark, keypoint, regress,
+    offset, coord, delta) whose name has no class-score word (logit, prob, score, class, cls,
+    softmax) and whose rows are not probabilities: its argmax means nothing."""
+    a = np.asarray(ref)
+    if not _REGRESS_NAMES.search(name) or _CLASS_WORDS.search(name) or not np.issubdtype(a.dtype, np.floating):
+        return False
+    return not (a.ndim >= 2 and a.shape[-1] >= 2 and a.size and _rows_are_probabilities(a))
 
 
 def pick_class_output(candidates: Mapping[str, np.ndarray]) -> str | None:
@@ -166,9 +199,9 @@ def pick_class_output(candidates: Mapping[str, np.ndarray]) -> str | None:
     return next(iter(two_d), None)
 
 
-def _fits(task: Task, a: np.ndarray) -> bool:
+def _fits(task: Task, name: str, a: np.ndarray) -> bool:
     if task is Task.CLASSIFY:
-        return a.ndim >= 2 and a.shape[-1] >= 2
+        return a.ndim >= 2 and a.shape[-1] >= 2 and not is_regression_head(name, a)
     if task is Task.EMBED:
         return a.ndim >= 2 and int(np.prod(a.shape[1:])) >= 2 and np.issubdtype(a.dtype, np.floating)
     return True
@@ -231,7 +264,7 @@ def score(task: Task | str | None, reference_outputs: Mapping[str, np.ndarray],
         if name not in artifact_outputs:
             raise ValueError(f"output {name!r} missing from the artifact's outputs {sorted(artifact_outputs)}")
         per[name] = score_output(name, tasks[name], np.asarray(ref), np.asarray(artifact_outputs[name]))
-    primary = next((k for k, t in tasks.items() if t is task), next(iter(tasks)))
+    primary = _primary(task, tasks)
     head = per[primary]
     n = len(np.asarray(reference_outputs[primary]))
     if has_labels and head.task is Task.CLASSIFY:

@@ -10,6 +10,11 @@ misses its fidelity budget, the layers that cause it are found (per-node error o
 graph against the float graph, :mod:`toolchain.compile.ort_quant`) and the fewest of them are
 kept in float (``nodes_to_exclude``). The manifest's ``recipe`` says what was done, never ``{}``.
 
+Within one build each int8 graph is built once: ``int8`` resolves to the static or the dynamic
+recipe, and when ``int8-static``/``int8-dynamic`` of the same build already made that graph
+(same reference, calibration, options and int8 budget), its quantized model and recipe are
+reused (``chosen_because`` says why ``int8`` picked it). Pre-processing also runs once.
+
 Every artifact carries ``metadata_props["edgeship.precision"]`` (the runtime's ORT backend
 reports it as the executed precision). Every scratch file ORT writes (pre-processed and
 augmented models, ``sym_shape_infer_temp.onnx`` and its ``<uuid>.data``) lands in the build's
@@ -90,13 +95,19 @@ def build_int8(ctx: BuildContext, *, precision: str, work: Path, external: bool)
         DataError: a static recipe without calibration data.
         ConversionError: pre-processing or quantization failed.
     """
-    pre, shape_info = oq.preprocess(ctx.reference_onnx, work, external=external)
-    pre_model = oq.load(pre)
-    prof = oq.profile(pre_model)
+    pre, shape_info, prof = _preprocessed(ctx, work, external)
     if precision in _MODES:
         mode, why = _MODES[precision], f"{precision} was asked for"
     else:
         mode, why = oq.choose(prof)
+    say = ctx.progress or (lambda m: None)
+    done = ctx.shared.get(("ort-int8", mode))
+    if done is not None:  # int8 resolved to the recipe another precision of this build has built
+        qpath, recipe, built_as = done
+        say(f"reusing the int8 {mode} graph built for {built_as} (same recipe, data and int8 budget)")
+        recipe = {**recipe, "chosen_because": why, "summary": [f"recipe {mode} ({why})", *recipe["summary"][1:]]}
+        return oq.load(qpath), recipe
+    pre_model = oq.load(pre)
     recipe: dict[str, Any] = {"mode": mode, "chosen_because": why, **shape_info, "graph": prof.to_json(),
                               "per_channel": ctx.quant.per_channel, "weight_type": WEIGHT_TYPE}
     plan = oq.QuantPlan(mode=mode, source=pre, work=work, external=external, per_channel=ctx.quant.per_channel,
@@ -116,7 +127,6 @@ def build_int8(ctx: BuildContext, *, precision: str, work: Path, external: bool)
         size_bytes=oq.file_bytes,
         latency_ms=oq.latency_ms,
     )
-    say = ctx.progress or (lambda m: None)
     qpath, report = accuracy_aware(adapter, ctx.budget, enabled=ctx.quant.fallback, say=say, label=precision)
     recipe["nodes_to_exclude"] = oq.with_producers(pre, report.layers) if mode == "static" else list(report.layers)
     quantized = oq.load(qpath)
@@ -124,7 +134,22 @@ def build_int8(ctx: BuildContext, *, precision: str, work: Path, external: bool)
         raise ConversionError(_nothing_quantized(ctx, precision, mode, report, oq.op_summary(pre_model)))
     recipe["fallback"] = report.to_json()
     recipe["summary"] = [f"recipe {mode} ({why})", report.summary()]
+    if ctx.work_dir is not None:  # qpath lives in the pipeline's scratch, which outlives this artifact
+        ctx.shared[("ort-int8", mode)] = (Path(qpath), recipe, precision)
     return quantized, recipe
+
+
+def _preprocessed(ctx: BuildContext, work: Path, external: bool) -> tuple[Path, dict, Any]:
+    """The pre-processed reference, its shape-inference note and its graph profile; once per
+    build (every int8 precision starts from it; ``int8`` reads the profile to pick its recipe)."""
+    key = ("ort-preprocessed", str(ctx.reference_onnx))
+    if key in ctx.shared:
+        return ctx.shared[key]
+    pre, shape_info = oq.preprocess(ctx.reference_onnx, work, external=external)
+    out = (pre, shape_info, oq.profile(oq.load(pre)))
+    if ctx.work_dir is not None:  # the pipeline's scratch, which outlives this artifact
+        ctx.shared[key] = out
+    return out
 
 
 def _nothing_quantized(ctx: BuildContext, precision: str, mode: str, report: Any, ops: str) -> str:

@@ -28,7 +28,7 @@ from toolchain.compile import manifest as mf
 from toolchain.compile import model_inputs as mi
 from toolchain.compile.artifacts import Checks, build_artifact
 from toolchain.compile.context import BuildContext, SampleSet
-from toolchain.compile.fidelity import Task, infer_task
+from toolchain.compile.fidelity import Task, infer_task, primary_output
 from toolchain.compile.options import CompileOptions, UsageError
 from toolchain.compile.reference import Reference, build_reference
 from toolchain.compile.registry import resolve_precision
@@ -85,8 +85,8 @@ def _build(opts, src, name, plan, calib, val, expected, layout, staging, final, 
     say(f"reference outputs on {len(val)} validation samples"
         + (f"; dynamic dims also verified at {ref.probe.describe()}" if ref.probe else ""))
     ex = ref.export
-    ref_acc = accuracy(ref.outputs, ex.outputs[0].name, val.labels)
     task = _task(opts, ref.src, ref.outputs, val.labels)
+    ref_acc = accuracy(ref.outputs, primary_output(task, ref.outputs, labels=val.labels is not None), val.labels)
     work = staging / ".work"
     work.mkdir()
     ctx = BuildContext(

@@ -7,7 +7,8 @@ judged by the metric its task calls for, against a budget declared per metric an
 
 Figures recorded for every artifact (the manifest's ``verification``): ``max_abs_error``,
 ``mean_abs_error``, ``cosine_min``/``cosine_mean`` (raw, per sample over all outputs),
-``top1_agreement`` and ``accuracy`` (first output, when classifier-shaped), the ``task`` and
+``top1_agreement`` and ``accuracy`` (of the primary output,
+:func:`toolchain.compile.fidelity.primary_output`, when classifier-shaped), the ``task`` and
 the ``fidelity`` block that bench and reports read.
 """
 
@@ -87,7 +88,10 @@ def compare(*, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.n
     num = (ref * cand).sum(axis=1)
     den = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
     cos = np.where(den > 0, num / np.maximum(den, 1e-300), np.where(np.all(diff == 0, axis=1), 1.0, 0.0))
-    first = output_names[0]
+    ordered_ref = {n: np.asarray(reference[n]) for n in output_names}
+    ordered_cand = {n: np.asarray(candidate[n]) for n in output_names}
+    sc = fid.score(task, ordered_ref, ordered_cand, labels=labels)
+    first = sc.primary  # the class output of a multi-head model, not a regression head before it
     p_ref, p_cand = _top1(reference, first), _top1(candidate, first)
     acc = accuracy(candidate, first, labels)
     res = {
@@ -102,9 +106,6 @@ def compare(*, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.n
         "accuracy_drop_pts": None if acc is None or reference_accuracy is None else round((reference_accuracy - acc) * 100, 4),
         "tolerances": gates.to_json(),
     }
-    ordered_ref = {n: np.asarray(reference[n]) for n in output_names}
-    ordered_cand = {n: np.asarray(candidate[n]) for n in output_names}
-    sc = fid.score(task, ordered_ref, ordered_cand, labels=labels)
     passed, failures, budget = fid.judge(sc, precision=precision, budgets=gates.budgets(sc.task),
                                          samples_slack=probe_slack)
     res["task"] = sc.task.value
