@@ -151,8 +151,10 @@ def infer_output_task(name: str, ref: np.ndarray, *, labels: bool = False) -> Ta
 
 
 def infer_task(reference_outputs: Mapping[str, np.ndarray], *, labels: bool = False) -> Task:
-    """The model's default task: that of its first output."""
-    name, arr = next(iter(reference_outputs.items()))
+    """The model's default task: that of its first output that is not a regression head (O-Net's
+    ``face_probability`` after its ``bbox_regression``), else of its first output."""
+    items = list(reference_outputs.items())
+    name, arr = next(((n, a) for n, a in items if not is_regression_head(n, np.asarray(a))), items[0])
     return infer_output_task(name, arr, labels=labels)
 
 
