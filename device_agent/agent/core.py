@@ -74,6 +74,7 @@ class Agent:
         self.metrics = RequestWindow()
         self.model_events = ModelEventCounts()
         self._tensor_observers: list[TensorObserver] = []
+        self._tensor_every = self._tensor_countdown = 1  # see set_tensor_sampling
         self._cond = threading.Condition()
         self._switch_lock = threading.Lock()
         self._current: LoadedModel | None = None
@@ -135,10 +136,28 @@ class Agent:
                 _tap(cap.on_failure, ran.ref.sha256, feeds, e)
             raise
         if self._tensor_observers:
-            self.notify_tensors(ref.sha256, feeds, out)
+            self.tap_tensors(ref.sha256, feeds, out)
         if cap is not None:
             _tap(cap.on_result, ref.sha256, feeds, out, expected)
         return out, ref
+
+    def tap_tensors(self, sha: str, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> None:
+        """One successful call for the tensor observers: one in :meth:`set_tensor_sampling` reaches
+        them, the others only count down (what every request pays while an observer is registered)."""
+        n = self._tensor_countdown - 1
+        if n > 0:
+            self._tensor_countdown = n
+            return
+        self._tensor_countdown = self._tensor_every
+        self.notify_tensors(sha, feeds, out)
+
+    def set_tensor_sampling(self, every: int) -> None:
+        """Hand one successful call in ``every`` to the tensor observers (1: every call; the drift
+        monitor sets it from ``[drift] sample_every_requests`` and its cost budget)."""
+        if every < 1:
+            raise ValueError(f"tensor sampling must be >= 1, got {every}")
+        self._tensor_every = every
+        self._tensor_countdown = min(self._tensor_countdown, every)
 
     def notify_tensors(self, sha: str, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> None:
         """Tell the tensor observers about one successful call (an observer that raises is logged)."""
@@ -378,8 +397,8 @@ class Agent:
         self._observers.remove(fn)
 
     def add_tensor_observer(self, fn: TensorObserver) -> None:
-        """Call ``fn(model_sha, feeds, outputs)`` after every successful inference (keep it cheap:
-        it runs on the request's thread)."""
+        """Call ``fn(model_sha, feeds, outputs)`` after every successful inference, or one in
+        :meth:`set_tensor_sampling` (keep it cheap: it runs on the request's thread)."""
         self._tensor_observers.append(fn)
 
     def remove_tensor_observer(self, fn: TensorObserver) -> None:

@@ -1,14 +1,20 @@
 """The device shell of drift detection: live tensors in, scores and sustained alarms out.
 
 The pure parts are in :mod:`runtime.drift` (bins, sketches, PSI, the alarm rule); this module
-does the I/O: a tensor observer on the agent (:meth:`Agent.add_tensor_observer`) that counts
-requests down and, on one in ``sample_every_requests``, appends a reference to the call to a
-bounded list (a decrement on most requests, a few hundred nanoseconds on a sampled one), and
-one thread that every ``check_every_requests`` requests (or every ``check_interval_s`` when
-traffic is slow) counts them into the sketch of the model being served, scores the window of
-the last ``window_checks`` checks against the bundle's baseline, and runs the alarm rule.
-Listeners (the MQTT publisher, tests) get every check and every alarm transition;
-``/metrics`` reads :meth:`DriftMonitor.latest`.
+does the I/O: a tensor observer on the agent (:meth:`Agent.add_tensor_observer`) which the
+agent hands one request in ``sample_every_requests`` (:meth:`Agent.set_tensor_sampling`: the
+others only count down there) and which appends a reference to the call to a bounded list (a
+few hundred nanoseconds), and one thread that every ``check_every_requests`` requests (or
+every ``check_interval_s`` when traffic is slow) counts them into the sketch of the model being
+served, scores the window of the last ``window_checks`` checks against the bundle's baseline,
+and runs the alarm rule. Listeners (the MQTT publisher, tests) get every check and every alarm
+transition; ``/metrics`` reads :meth:`DriftMonitor.latest`.
+
+With ``max_cost_share`` (the cost budget) the monitor times its own work (the checks on the
+checker thread's CPU clock, the sketched requests on the request thread, the count-down once)
+against the model's inference time, and after each check plans a sparser schedule when the
+one in force costs more than the budget (:func:`runtime.drift.schedule.plan`): never denser
+than configured, reset to it for a new model; the report and ``/metrics`` give the schedule.
 
 Invariants: memory is bounded by the baseline (sketch) and by ``max_pending_requests`` and
 ``max_pending_bytes`` (calls beyond either, when the thread lags, are counted as skipped, not
@@ -20,13 +26,16 @@ without a baseline (a version-1 bundle, or one packaged from too little data) is
 from __future__ import annotations
 
 import threading
+from collections import deque
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from runtime.contracts.bundle.baseline import DriftThresholds
 from runtime.drift.alarm import AlarmState, Transition, step
+from runtime.drift.schedule import Costs, Schedule, plan
 from runtime.drift.sketch import DriftSketch, Evaluation, Score
 from runtime.tensors import call_nbytes
 
@@ -34,6 +43,10 @@ from ..configfile import doc
 from ..logs import get_logger
 
 log = get_logger("drift")
+
+#: with no cost budget, a model whose checks alone cost more than this share of its inference
+#: time gets one ``drift.costly`` warning naming ``max_cost_share``
+COSTLY_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,12 @@ class DriftSection:
     max_pending_bytes: int = doc("Bytes of tensors (inputs and outputs) kept for the next check at most: each "
                                  "kept call's bytes are added up, and a call that would take the sum over this "
                                  "is skipped (counted).", 16 << 20)
+    max_cost_share: float = doc("Keep drift's CPU under this share of the model's inference time (0.02: 2%): "
+                                "when the schedule above costs more (a model answering in tens of microseconds), "
+                                "fewer requests are sketched and checks come less often (never more often than "
+                                "set), so a shift takes more requests to alarm; the drift report and /metrics "
+                                "give the schedule in force and the measured cost. 0: off, the schedule as set.",
+                                0.0)
     psi_threshold: float = doc("Override the bundle's PSI threshold; 0 keeps the bundle's.", 0.0)
     out_of_range_threshold: float = doc("Override the bundle's out-of-range share threshold; -1 keeps it.", -1.0)
     nonfinite_threshold: float = doc("Override the bundle's NaN/Inf share threshold; -1 keeps it.", -1.0)
@@ -68,6 +87,8 @@ class DriftSection:
         bad = [k for k in counts if getattr(self, k) < 1] + (["check_interval_s"] if self.check_interval_s <= 0 else [])
         if bad or self.min_samples < 0:
             raise ConfigError(f"[drift] {', '.join(bad) or 'min_samples'} must be >= 1 (intervals > 0)")
+        if not 0.0 <= self.max_cost_share < 1.0:
+            raise ConfigError(f"[drift] max_cost_share must be >= 0 and < 1 (0.02 is 2%), got {self.max_cost_share}")
 
     def thresholds(self, bundle: DriftThresholds) -> DriftThresholds:
         return DriftThresholds(
@@ -107,6 +128,7 @@ class DriftReport:
     alarms: tuple[str, ...]          # "<reason_code>:<kind>:<name>" of every active alarm
     thresholds: DriftThresholds
     skipped: int
+    schedule: dict = field(default_factory=dict)  # see DriftMonitor.schedule_json
 
     @cached_property
     def scores(self) -> tuple[Score, ...]:
@@ -115,7 +137,8 @@ class DriftReport:
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "checks": self.checks, "window_samples": self.window_samples,
                 "scores": [s.to_json() for s in self.scores], "alarms": list(self.alarms),
-                "thresholds": self.thresholds.to_json(), "skipped_requests": self.skipped}
+                "thresholds": self.thresholds.to_json(), "skipped_requests": self.skipped,
+                "schedule": dict(self.schedule)}
 
 
 class DriftMonitor:
@@ -132,7 +155,6 @@ class DriftMonitor:
         self._stride = c.sample_every_requests
         self._max_count, self._max_bytes = c.max_pending_requests, c.max_pending_bytes
         self._bytes = 0                         # bytes of the pending calls' tensors (see observe)
-        self._countdown = 1                     # requests to the next sampled one (the first is)
         self._due = self._due_every = -(-c.check_every_requests // self._stride)  # sampled requests to a check
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -147,25 +169,50 @@ class DriftMonitor:
         self.skipped = 0
         self.latest: DriftReport | None = None
         self._thread = threading.Thread(target=self._run, name="edgeship-drift", daemon=True)
+        # the cost budget ([drift] max_cost_share): what was measured since the last plan
+        self._share = c.max_cost_share
+        self._floor = self.schedule = Schedule(c.sample_every_requests, c.check_every_requests)
+        self.check_cpu_s = 0.0                  # CPU of every check so far (the checker thread's clock)
+        self.cost_share: float | None = None    # drift CPU / inference time, measured (with the budget on)
+        self._keep_s, self._kept = 0.0, 0       # request-thread time on sketched calls, and their count
+        self._ewma: dict[str, float] = {}
+        self._latencies: deque[float] = deque(maxlen=9)
+        self._skip_s: float | None = None
+        self._cost_told = False
         self._keep = self.observe
-        if self._stride > 1:
-            self.observe = self._sample  # type: ignore[method-assign]  (the one registered with the agent)
+        if self._share > 0:
+            self.observe = self._observe_timed  # type: ignore[method-assign]  (the one registered with the agent)
+        self._attached = False
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "DriftMonitor":
-        self.agent.add_tensor_observer(self.observe)
+        self.attach()
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        try:
-            self.agent.remove_tensor_observer(self.observe)
-        except ValueError:
-            pass
+        self.detach()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+
+    def attach(self) -> None:
+        """Watch the agent's calls (:meth:`start` does it; alone: checks are the caller's, e.g. a
+        benchmark's): register the observer, and have the agent hand it one call in the stride."""
+        self.agent.add_tensor_observer(self.observe)
+        self._attached = True
+        self._set_stride(self._stride)
+
+    def detach(self) -> None:
+        """Stop watching: the observer removed, the agent's tensor sampling back to every call."""
+        if self._attached:
+            self._attached = False
+            try:
+                self.agent.remove_tensor_observer(self.observe)
+            except ValueError:
+                pass
+            self.agent.set_tensor_sampling(1)
 
     def add_listener(self, fn: Callable[[DriftReport | None, list[AlarmChange]], None]) -> None:
         """``fn(report, changes)`` after every check (report None when the model has no baseline)."""
@@ -174,8 +221,8 @@ class DriftMonitor:
     # ------------------------------------------------------------ request thread
     def observe(self, sha: str, feeds: Any, outputs: Any) -> None:
         """The tensor observer: keep a reference to the call (bounded by count and bytes), wake the
-        checker when due. With ``sample_every_requests`` > 1 the observer is :meth:`_sample`, which
-        hands one request in that many here. Each call's bytes (the ``nbytes`` of its two or three
+        checker when due. The agent hands it one request in ``sample_every_requests`` (or what the
+        cost budget chose; :meth:`_set_stride`). Each call's bytes (the ``nbytes`` of its two or three
         arrays) are added to the pending calls' sum; a call that would take it over
         ``max_pending_bytes`` (or the count over ``max_pending_requests``) is skipped. Not locked,
         like the count: two request threads at once can miss one call's bytes, rarely (the GIL)."""
@@ -195,14 +242,19 @@ class DriftMonitor:
             self._due = self._due_every
             self._wake.set()
 
-    def _sample(self, sha: str, feeds: Any, outputs: Any) -> None:
-        """The observer when sampling: most requests only count down to the next sampled one."""
-        n = self._countdown - 1
-        if n > 0:
-            self._countdown = n
-            return
-        self._countdown = self._stride
+    def _observe_timed(self, sha: str, feeds: Any, outputs: Any) -> None:
+        """The observer with a cost budget: :meth:`observe`, timed."""
+        t0 = time.perf_counter()
         self._keep(sha, feeds, outputs)
+        self._keep_s += time.perf_counter() - t0
+        self._kept += 1
+
+    def _set_stride(self, every: int) -> None:
+        """Sketch one request in ``every``: the agent hands only those to the observer
+        (:meth:`Agent.set_tensor_sampling`; the others count down there)."""
+        self._stride = every
+        if self._attached:
+            self.agent.set_tensor_sampling(every)
 
     # ------------------------------------------------------------ checker thread
     def _run(self) -> None:
@@ -219,6 +271,7 @@ class DriftMonitor:
     def check(self) -> DriftReport | None:
         """Count the pending calls, score the window, run the alarm rule, tell the listeners.
         With no pending calls only a model switch is looked for (and told, when there was one)."""
+        t0 = time.thread_time()
         with self._lock:
             batch, self._pending, self._bytes = self._pending, [], 0
             changes = self._reset_if_switched()[1]
@@ -238,7 +291,70 @@ class DriftMonitor:
                 fn(report, changes)
             except Exception as e:
                 log.error("drift.listener_failed", error=f"{type(e).__name__}: {e}")
+        if batch:
+            dt = time.thread_time() - t0
+            self.check_cpu_s += dt
+            if self._share > 0:
+                self._replan(dt)
+            elif not self._cost_told and self._checks >= 3:
+                self._tell_cost(dt)
         return report
+
+    def _tell_cost(self, check_s: float) -> None:
+        """Once per model, without a budget: warn when the checks alone cost over COSTLY_SHARE."""
+        cur = self.agent.current()
+        latency = getattr(cur, "avg_latency_s", None) if cur is not None else None
+        if not latency:
+            return
+        self._cost_told = True
+        share = check_s / (self.schedule.check_every * latency)
+        if share > COSTLY_SHARE:
+            log.warning("drift.costly", model=self._model.get("name"), check_cost_share=round(share, 4),
+                        check_us=round(check_s * 1e6), latency_us=round(latency * 1e6, 1),
+                        hint="the drift checks cost this share of the model's inference time; set [drift] "
+                             "max_cost_share = 0.02 to have them spaced out to 2% (a shift then takes more "
+                             "requests to alarm), or raise check_every_requests / sample_every_requests")
+
+    def schedule_json(self) -> dict[str, Any]:
+        """The schedule in force: ``sample_every_requests``, ``check_every_requests``, the
+        ``max_cost_share`` budget (0: off) and the measured ``cost_share`` (None until known)."""
+        s = self.schedule
+        return {"sample_every_requests": s.sample_every, "check_every_requests": s.check_every,
+                "max_cost_share": self._share,
+                "cost_share": None if self.cost_share is None else round(self.cost_share, 6)}
+
+    def _replan(self, check_s: float) -> None:
+        """After a check with the budget on: smooth the measured costs, work out the share under the
+        schedule in force and the schedule that fits the budget; apply it when it differs by more
+        than a quarter (or samples differently)."""
+        cur = self.agent.current()
+        latency = getattr(cur, "avg_latency_s", None) if cur is not None else None
+        if not latency or not self._kept:
+            return
+        seen = self._latencies  # the engine's moving average at each check; their median (a spike moves it not)
+        seen.append(latency)
+        latency = sorted(seen)[len(seen) // 2]
+        keep, self._keep_s, self._kept = self._keep_s / self._kept, 0.0, 0
+        e = self._ewma
+        for name, v in (("check", check_s), ("keep", keep)):
+            e[name] = v if name not in e else 0.7 * e[name] + 0.3 * v
+        if self._skip_s is None:
+            self._skip_s = _countdown_cost(type(self.agent))
+        costs = Costs(self._skip_s, e["keep"], e["check"], latency)
+        old = self.schedule
+        self.cost_share = costs.share(old)
+        c = self.config
+        new = plan(costs, self._share, self._floor,
+                   samples_per_check=max(50, -(-2 * c.min_samples // c.window_checks)))
+        if 0.8 <= new.check_every / old.check_every <= 1.25 and 0.8 <= new.sample_every / old.sample_every <= 1.25:
+            return
+        self.schedule = new
+        self._set_stride(new.sample_every)
+        self._due_every = -(-new.check_every // new.sample_every)
+        self._due = min(self._due, self._due_every)
+        log.info("drift.schedule", sample_every_requests=new.sample_every, check_every_requests=new.check_every,
+                 cost_share=round(self.cost_share, 4), max_cost_share=self._share,
+                 expected_share=round(costs.share(new), 4))
 
     def _reset_if_switched(self) -> tuple[bool, list[AlarmChange]]:
         """(whether the served model changed since the last check, the CLEARED alarms of the old one)."""
@@ -249,6 +365,12 @@ class DriftMonitor:
         cleared = [AlarmChange(Transition.CLEARED, key[0], key[2], key[1], 0.0, 0.0, self._model)
                    for key, st in self._alarms.items() if st.active]
         self._sha, self._alarms, self._checks, self.latest = sha, {}, 0, None
+        if self.schedule != self._floor:  # a new model: its own costs, from the configured schedule
+            self.schedule = self._floor
+            self._set_stride(self._floor.sample_every)
+            self._due_every = self._due = -(-self._floor.check_every // self._stride)
+        self._ewma, self._keep_s, self._kept, self.cost_share, self._cost_told = {}, 0.0, 0, None, False
+        self._latencies.clear()
         base = cur.info.drift if (cur is not None and self.config.enabled) else None
         self._th = self.config.thresholds(base.thresholds) if base is not None else None
         self._sketch = DriftSketch(base, window_slots=self.config.window_checks) if base is not None else None
@@ -285,10 +407,23 @@ class DriftMonitor:
                             kind=kind, value=round(value, 4), threshold=limit)
         active = tuple(sorted(f"{k[0]}:{k[1]}:{k[2]}" for k, st in self._alarms.items() if st.active))
         return DriftReport(model=self._model, checks=self._checks, window_samples=ev.samples, evaluation=ev,
-                           alarms=active, thresholds=th, skipped=self.skipped), changes
+                           alarms=active, thresholds=th, skipped=self.skipped,
+                           schedule=self.schedule_json()), changes
 
 
 def _quiet(fig: tuple, limits: tuple[float, float, float]) -> bool:
     """No figure of ``fig`` over its threshold (class and confidence are judged by PSI only)."""
     _, kind, _, psi, oor, bad = fig
     return psi <= limits[0] and (kind in ("class", "confidence") or (oor <= limits[1] and bad <= limits[2]))
+
+
+def _countdown_cost(agent_type: type, n: int = 2000) -> float:
+    """Seconds a request that is not sketched costs: the agent's count-down to the next sketched
+    call (``agent_type.tap_tensors``, run on a stand-in so the agent's own count is untouched),
+    timed once over ``n`` calls."""
+    probe = SimpleNamespace(_tensor_countdown=1 << 62, _tensor_every=1)
+    tap = agent_type.tap_tensors
+    t0 = time.perf_counter()
+    for _ in range(n):
+        tap(probe, "", {}, {})
+    return (time.perf_counter() - t0) / n

@@ -4,7 +4,8 @@
   ``edgeship_drift_alarm{tensor,kind,reason}`` (1 active, 0 judged and quiet),
   ``edgeship_drift_threshold{score}``, ``edgeship_drift_window_samples``,
   ``edgeship_drift_checks_total``, ``edgeship_drift_alarms_raised_total``,
-  ``edgeship_drift_skipped_requests_total``.
+  ``edgeship_drift_skipped_requests_total``, ``edgeship_drift_check_cpu_seconds_total``,
+  ``edgeship_drift_schedule_requests{every}`` and, with a cost budget, ``edgeship_drift_cost_ratio``.
 - :class:`DriftPublisher` — a monitor listener publishing the retained ``telemetry/drift``
   state (at most every ``interval_s``, and at once when an alarm changes) and every alarm
   transition as an ``events`` message (category ``drift``; queued durably).
@@ -73,6 +74,21 @@ def drift_source(monitor: DriftMonitor) -> Callable[[], Iterable[Any]]:
                                  "checker lagged (bounded pending list).")
         sk.add_metric([], monitor.skipped)
         yield sk
+        cpu = CounterMetricFamily("edgeship_drift_check_cpu_seconds", "CPU time of the drift checks (counting the "
+                                  "sketched calls and scoring), on the checker thread's clock.")
+        cpu.add_metric([], monitor.check_cpu_s)
+        yield cpu
+        sched = GaugeMetricFamily("edgeship_drift_schedule_requests", "The drift schedule in force: one request in "
+                                  "sample_every sketched, a check every check_every requests ([drift], or sparser "
+                                  "under max_cost_share).", labels=["every"])
+        sched.add_metric(["sample"], monitor.schedule.sample_every)
+        sched.add_metric(["check"], monitor.schedule.check_every)
+        yield sched
+        if monitor.cost_share is not None:
+            share = GaugeMetricFamily("edgeship_drift_cost_ratio", "Drift's CPU per request / the model's inference "
+                                      "time, measured under the schedule in force ([drift] max_cost_share on).")
+            share.add_metric([], monitor.cost_share)
+            yield share
 
     return collect
 

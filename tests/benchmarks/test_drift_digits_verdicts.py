@@ -72,3 +72,21 @@ def test_a_run_without_the_cost_target_prints_its_cost_and_is_judged_on_its_coun
     assert "20.00 %" in _row(rep, "every request sketched: drift cost").line()
     late = drift.verdicts([_run(), _run(first=(900, 300, 400, 400), judged=False, label="every request")], load=IDLE)
     assert late.exit_code() == 1
+
+
+def test_the_budget_run_judges_its_cost_and_prints_its_detection_in_requests_and_time():
+    budget = drift.RunFigures("max_cost_share = 0.02", 50_000, 0, early={s: 0 for s in SHIFTS},
+                              first_alarm=dict(zip(SHIFTS, (6400, 7000, None, 6400))),
+                              cost=[0.012, 0.013, 0.014] * 10, request_share=[0.005] * 30, detect_judged=False,
+                              shifted_limit=10_000, p50_s=30e-6, schedule="1 request in 32 sketched")
+    rep = drift.verdicts([_run(), budget], load=IDLE)
+    assert rep.exit_code() == 0  # late detection under the budget is printed, not a miss of the defaults' target
+    shifted = _row(rep, "max_cost_share = 0.02: shifted 2 px")
+    assert shifted.verdict is None and "192 ms of traffic at p50" in shifted.line()
+    assert "1 request in 32 sketched" in shifted.line()
+    assert "no alarm in 10000 shifted requests" in _row(rep, "max_cost_share = 0.02: inverted").line()
+    assert _row(rep, "max_cost_share = 0.02: drift cost").verdict is V.Verdict.PASS
+    over = drift.verdicts([_run(), drift.RunFigures(**{**budget.__dict__, "cost": [0.03] * 30})], load=IDLE)
+    assert _row(over, "max_cost_share = 0.02: drift cost").verdict is V.Verdict.FAIL
+    assert _row(drift.verdicts([drift.RunFigures(**{**budget.__dict__, "false_alarms": 1})], load=IDLE),
+                "false alarms").verdict is V.Verdict.FAIL

@@ -54,7 +54,7 @@ def _feed(agent, monitor, xs, changes):
 def test_sustained_alarm_threshold_override_and_a_switch_starts_afresh(agent, bundles):
     a, refs = agent
     m = DriftMonitor(a, CFG)
-    a.add_tensor_observer(m.observe)
+    m.attach()
     changes = []
     m.add_listener(lambda r, c: changes.extend(c))
     rng = np.random.default_rng(0)
@@ -74,7 +74,7 @@ def test_sustained_alarm_threshold_override_and_a_switch_starts_afresh(agent, bu
     assert m.latest.model["release"] == 2
     # overriding the bundle's PSI threshold upwards silences psi alarms on the same shift
     loose = DriftMonitor(a, DriftSection(**{**CFG.__dict__, "psi_threshold": 100.0, "out_of_range_threshold": 0.99}))
-    a.add_tensor_observer(loose.observe)
+    loose.attach()
     got = []
     loose.add_listener(lambda r, c: got.extend(c))
     _feed(a, loose, rng.standard_normal((120, 4)) + 5, got)
@@ -161,9 +161,12 @@ def test_pending_calls_are_bounded_by_count_and_bytes_sampling_and_a_bundle_with
     sampled = DriftMonitor(a, DriftSection(check_every_requests=40, sample_every_requests=4))
     woke = []
     sampled._wake = type("W", (), {"set": lambda self: woke.append(len(sampled._pending))})()
-    for _ in range(100):
-        sampled.observe(refs[1].sha256, x, y)
-    assert len(sampled._pending) == 25 and woke == [10, 20]  # one in 4 kept; due every 40 requests
+    sampled.attach()
+    for _ in range(100):  # what the agent runs after each successful inference
+        a.tap_tensors(refs[1].sha256, x, y)
+    sampled.detach()
+    assert len(sampled._pending) == 25 and woke == [10, 20]  # one in 4 handed over; due every 40 requests
+    assert a._tensor_every == 1  # detached: every call again
     a.switch_to(refs[3].sha256)  # packaged from 16 samples: no baseline
     assert a.current().info.drift is None
     m.check()

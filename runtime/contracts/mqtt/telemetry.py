@@ -32,7 +32,8 @@ def drift_report(report: Mapping[str, Any]) -> dict:
     return {"model": dict(report.get("model") or {}), "checks": int(report.get("checks", 0)),
             "window_samples": int(report.get("window_samples", 0)), "scores": list(report.get("scores") or []),
             "alarms": list(report.get("alarms") or []), "thresholds": dict(report.get("thresholds") or {}),
-            "skipped_requests": int(report.get("skipped_requests", 0))}
+            "skipped_requests": int(report.get("skipped_requests", 0)),
+            "schedule": dict(report.get("schedule") or {})}
 
 
 def profile_chunks(profile_id: str, result: Mapping[str, Any], *,

@@ -1,0 +1,134 @@
+"""The drift cost budget ([drift] max_cost_share): the pure planner (runtime/drift/schedule.py)
+on measured costs, and the device's DriftMonitor on a real Agent spacing out its checks and
+sketching fewer requests when they cost more than the budget, the agent handing over only
+those, a model switch starting from the configured schedule again, and the schedule in the
+report and on /metrics."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from device_agent.agent import Agent
+from device_agent.config import AgentConfig, parse_config
+from device_agent.configfile import ConfigError
+from device_agent.monitoring.drift import DriftMonitor, DriftSection
+from device_agent.store import Store
+from runtime.drift.schedule import AIM, MAX_CHECK_EVERY, MAX_SAMPLE_EVERY, Costs, Schedule, plan
+
+FLOOR = Schedule(1, 100)
+
+
+def test_the_configured_schedule_stands_while_it_fits_the_budget():
+    slow_model = Costs(skip_s=2e-7, keep_s=2e-6, check_s=4e-4, latency_s=5e-3)  # 5 ms: drift ~0.1%
+    assert plan(slow_model, 0.02, FLOOR) == FLOOR
+    fast = Costs(skip_s=2e-7, keep_s=2e-6, check_s=4e-4, latency_s=3e-5)
+    assert plan(fast, 0.0, FLOOR) == FLOOR  # no budget
+    assert plan(Costs(2e-7, 2e-6, 4e-4, 0.0), 0.02, FLOOR) == FLOOR  # latency not known yet
+
+
+def test_a_fast_model_gets_the_densest_schedule_that_fits_never_denser_than_configured():
+    for skip, keep, check, lat, share, n in itertools.product(
+            (5e-8, 2e-7), (1e-6, 3e-6), (2e-4, 6e-4), (2e-5, 4e-5, 1e-4), (0.01, 0.02, 0.05), (40, 80)):
+        c = Costs(skip, keep, check, lat)
+        s = plan(c, share, FLOOR, samples_per_check=n)
+        assert s.sample_every >= FLOOR.sample_every and s.check_every >= FLOOR.check_every
+        assert s.check_every % s.sample_every == 0  # a whole number of sketched requests per check
+        if c.per_request(FLOOR) <= share * lat:
+            assert s == FLOOR
+            continue
+        if s.sample_every < MAX_SAMPLE_EVERY and s.check_every < MAX_CHECK_EVERY:
+            assert c.share(s) <= share * AIM * 1.0001, (c, share, s)
+            denser = Schedule(s.sample_every, max(s.sample_every, s.check_every - 2 * s.sample_every))
+            assert c.share(denser) > share * AIM * 0.95 or denser.check_every <= FLOOR.check_every, (c, s)
+    # the count-down alone over the budget: the sparsest schedule, which still only approaches it
+    assert plan(Costs(1e-6, 3e-6, 5e-4, 3e-5), 0.02, FLOOR) == Schedule(MAX_SAMPLE_EVERY, MAX_CHECK_EVERY)
+
+
+def test_the_section_refuses_a_budget_that_is_not_a_share():
+    for bad in (-0.1, 1.0, 2.0):
+        with pytest.raises(ConfigError, match="max_cost_share"):
+            parse_config({"drift": {"max_cost_share": bad}})
+    assert parse_config({"drift": {"max_cost_share": 0.02}}).section("drift").max_cost_share == 0.02
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    from toolchain.demo_ota import make_tiny_build
+    from toolchain.package import package_build
+
+    work = tmp_path_factory.mktemp("budget-bundles")
+    return {r: package_build(make_tiny_build(work / f"b{r}", samples=300, scale=float(r)),
+                             artifact_id="onnxruntime-fp32", version=f"1.{r}.0", release=r,
+                             out_dir=work / "bundles", golden_samples=2) for r in (1, 2)}
+
+
+def test_the_monitor_spaces_out_checks_on_a_fast_model_and_starts_afresh_on_a_switch(tmp_path, bundles):
+    """The tiny model answers in tens of microseconds and a check costs hundreds: at one check
+    per 20 requests drift costs far over 1%, so the monitor plans a sparser schedule, the agent
+    hands the observer one call in its stride, and a new model starts from [drift] again."""
+    from device_agent.monitoring.drift_publish import drift_source
+
+    store = Store(tmp_path / "state")
+    refs = {r: store.install_bundle(b.path) for r, b in bundles.items()}
+    store.activate(refs[1].sha256)
+    a = Agent(AgentConfig.for_state_dir(tmp_path / "state"))
+    cfg = DriftSection(check_every_requests=20, window_checks=3, min_samples=40, sustain_checks=2,
+                       max_cost_share=0.01)
+    m = DriftMonitor(a, cfg)
+    m.attach()
+    collect = drift_source(m)
+    rng = np.random.default_rng(0)
+    try:
+        seen, since = [], 0
+        for x in rng.standard_normal((6000, 4)).astype(np.float32):
+            a.infer({"x": x[None]})
+            since += 1
+            if since >= m.schedule.check_every:  # the schedule in force, as the checker thread would
+                since = 0
+                m.check()
+                seen.append(m.schedule)
+        assert m.schedule.check_every > 20 and m.schedule.sample_every > 1, seen
+        assert a._tensor_every == m.schedule.sample_every  # the agent hands over one call in the stride
+        assert m.cost_share is not None and m.cost_share > 0
+        assert m.check_cpu_s > 0
+        sched = m.latest.to_json()["schedule"]
+        assert sched == {"sample_every_requests": m.latest.schedule["sample_every_requests"],
+                         "check_every_requests": m.latest.schedule["check_every_requests"],
+                         "max_cost_share": 0.01, "cost_share": sched["cost_share"]}
+        fams = {f.name: f for f in collect()}
+        every = {s.labels["every"]: s.value for s in fams["edgeship_drift_schedule_requests"].samples}
+        assert every == {"sample": m.schedule.sample_every, "check": m.schedule.check_every}
+        assert fams["edgeship_drift_cost_ratio"].samples[0].value == pytest.approx(m.cost_share)
+        assert fams["edgeship_drift_check_cpu_seconds"].samples[0].value == pytest.approx(m.check_cpu_s)
+        a.switch_to(refs[2].sha256)
+        m.check()  # sees the switch: the new model's costs are not known yet
+        assert m.schedule == Schedule(1, 20) and a._tensor_every == 1 and m.cost_share is None
+    finally:
+        m.detach()
+        a.close()
+    assert a._tensor_every == 1
+
+
+def test_without_a_budget_a_costly_model_is_told_once_how_to_bound_it(tmp_path, bundles, caplog):
+    import logging
+
+    store = Store(tmp_path / "state")
+    store.activate(store.install_bundle(bundles[1].path).sha256)
+    a = Agent(AgentConfig.for_state_dir(tmp_path / "state"))
+    m = DriftMonitor(a, DriftSection(check_every_requests=20, min_samples=40))
+    m.attach()
+    try:
+        with caplog.at_level(logging.WARNING, logger="edgeship"):
+            for i, x in enumerate(np.random.default_rng(1).standard_normal((400, 4)).astype(np.float32), 1):
+                a.infer({"x": x[None]})
+                if i % 20 == 0:
+                    m.check()
+        told = [r for r in caplog.records if "drift.costly" in r.getMessage()]
+        assert len(told) == 1 and "max_cost_share" in told[0].fields["hint"] and told[0].fields["check_cost_share"] > 0.05
+        assert m.schedule == Schedule(1, 20)  # told, not changed
+    finally:
+        m.detach()
+        a.close()
