@@ -64,7 +64,7 @@ def cmd_status(args) -> int:
         try:
             live = ControlClient(running).status(timeout_s=5)
             out["serving"], out["ready"], out["metrics"] = live.get("serving"), live.get("ready"), live.get("metrics")
-            out["capture"] = live.get("capture")
+            out["capture"], out["drift"] = live.get("capture"), live.get("drift")
         except ControlAPIError as e:
             out["control_error"] = str(e)
     if args.json:
@@ -85,6 +85,8 @@ def _status_text(out: dict[str, Any], running) -> str:
         m = out["metrics"]
         lines.append(f"requests   {m['requests']} in the last {m['window_s']:.0f} s, {m['errors']} errors, "
                      f"p50 {m['latency_ms_p50'] or 0:.2f} ms")
+    if out.get("drift"):
+        lines.append(f"drift      {_drift_line(out['drift'])}")
     if out.get("capture"):
         lines.append(f"capture    {_capture_line(out['capture'])}")
     lines.append(f"models     {len(out['models'])} in the store")
@@ -95,6 +97,28 @@ def _status_text(out: dict[str, Any], running) -> str:
                                       + (f" ({u['reason']})" if u["reason"] else "") + f" at {u['updated_utc']}"
                                       + (f"  {u['detail']}" if u["detail"] else "")))
     return "\n".join(lines)
+
+
+def _drift_line(d: dict[str, Any]) -> str:
+    """``12 checks, window 500 samples, no alarm (worst PSI 0.031 on input 'image'); every request
+    sketched, a check every 100 requests`` (+ the cost with a budget)."""
+    w, s = d.get("worst"), d.get("schedule") or {}
+    judged = d.get("window_samples", 0) >= d.get("judged_from_samples", 0)
+    alarms = d.get("alarms") or []
+    state = (f"{len(alarms)} alarm(s): {', '.join(alarms)}" if alarms else "no alarm") if judged else "not judged yet"
+    line = f"{d.get('checks', 0)} checks, window {d.get('window_samples', 0)} samples, {state}"
+    if w is not None:
+        line += f" (worst PSI {w['psi']:.3f} on {w['kind']} {w['name']!r})"
+    k = s.get("sample_every_requests", 1)
+    line += (f"; {'every request' if k == 1 else f'1 request in {k}'} sketched, a check every "
+             f"{s.get('check_every_requests', '?')} requests")
+    if s.get("max_cost_share"):
+        cost = s.get("cost_share")
+        line += (f", cost {cost:.2%} of inference" if cost is not None else ", cost not measured yet") + \
+            f" (budget {s['max_cost_share']:.0%})"
+    if d.get("skipped_requests"):
+        line += f", {d['skipped_requests']} skipped"
+    return line
 
 
 def _capture_line(c: dict[str, Any]) -> str:

@@ -315,6 +315,17 @@ class DriftMonitor:
                              "max_cost_share = 0.02 to have them spaced out to 2% (a shift then takes more "
                              "requests to alarm), or raise check_every_requests / sample_every_requests")
 
+    def status_json(self) -> dict[str, Any]:
+        """What ``edgeship-agent status`` shows: the checks, window and active alarms of the served
+        model, its worst PSI and where, the skipped requests and the schedule in force."""
+        r = self.latest
+        worst = max(r.scores, key=lambda s: s.psi, default=None) if r is not None else None
+        return {"checks": r.checks if r else 0, "window_samples": r.window_samples if r else 0,
+                "alarms": list(r.alarms) if r else [], "skipped_requests": self.skipped,
+                "worst": None if worst is None else {"name": worst.name, "kind": worst.kind,
+                                                     "psi": round(worst.psi, 6)},
+                "judged_from_samples": self.config.min_samples, "schedule": self.schedule_json()}
+
     def schedule_json(self) -> dict[str, Any]:
         """The schedule in force: ``sample_every_requests``, ``check_every_requests``, the
         ``max_cost_share`` budget (0: off) and the measured ``cost_share`` (None until known)."""

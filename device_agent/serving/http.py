@@ -52,6 +52,7 @@ class _V2Handlers:
     def __init__(self, service: InferenceService, limit: int, control_token: str | None) -> None:
         self.service, self.agent, self.limit, self.token = service, service.agent, limit, control_token
         self.inline_below_s = self.agent.config.serving.inline_below_ms / 1e3
+        self.drift = None  # a DriftMonitor, for the status (create_app)
 
     async def server_meta(self, request: Request) -> Response:
         return json_response({"name": "edgeship-agent", "version": __version__, "extensions": EXTENSIONS})
@@ -110,7 +111,8 @@ class _V2Handlers:
     async def ctl_status(self, request: Request) -> Response:
         cap = self.agent.capture
         return json_response({**self.agent.status(), "metrics": self.agent.metrics_snapshot(),
-                              "capture": cap.stats() if cap is not None else None})
+                              "capture": cap.stats() if cap is not None else None,
+                              "drift": self.drift.status_json() if self.drift is not None else None})
 
     async def ctl_rollback(self, request: Request) -> Response:
         t0 = time.perf_counter()
@@ -152,16 +154,19 @@ def _endpoint(fn):
 
 
 def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token: str | None = None,
-               updates=None, service: InferenceService | None = None, metrics_registry=None) -> Starlette:
+               updates=None, service: InferenceService | None = None, metrics_registry=None,
+               drift=None) -> Starlette:
     """The ASGI app serving ``agent``. Control routes exist only when ``control_token`` is set.
 
     ``updates`` (an :class:`~.update_route.UpdateHost`) serves POST /edgeship/v1/update;
     ``service`` is shared with the gRPC server so both count the same statistics;
-    ``metrics_registry`` (a prometheus_client registry) serves GET /metrics (:mod:`.metrics_route`).
+    ``metrics_registry`` (a prometheus_client registry) serves GET /metrics (:mod:`.metrics_route`);
+    ``drift`` (a :class:`~device_agent.monitoring.drift.DriftMonitor`) adds its state to the status.
     """
     h = _V2Handlers(service if service is not None else InferenceService(agent),
                     max_body_bytes if max_body_bytes is not None else agent.config.serving.max_body_bytes,
                     control_token)
+    h.drift = drift
     routes = [Route("/v2", _endpoint(h.server_meta)), Route("/v2/health/live", _endpoint(h.live)),
               Route("/v2/health/ready", _endpoint(h.ready)), Route("/v2/models/stats", _endpoint(h.model_stats)),
               Route("/v2/repository/index", _endpoint(h.repository_index), methods=["POST"])]

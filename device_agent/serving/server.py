@@ -85,7 +85,7 @@ def run(config: AgentConfig) -> int:
         updates = UpdateHost(config, agent)
         monitoring = start_monitoring(config, agent)
         app = create_app(agent, control_token=token, updates=updates, service=service,
-                         metrics_registry=monitoring.registry)
+                         metrics_registry=monitoring.registry, drift=monitoring.drift)
         try:
             capture = _start_capture(config, agent, monitoring)
             stop_grpc, grpc_port = _start_grpc(config, service)

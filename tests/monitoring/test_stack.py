@@ -155,6 +155,16 @@ def test_a_drift_alarm_travels_from_the_agent_to_mqtt_metrics_and_fleet_drift(st
     table = subprocess.run([sys.executable, "-m", "toolchain.cli", "fleet", "drift", "--fleet", FLEET, "--broker",
                             f"127.0.0.1:{stack['broker'].port}"], env=env(), capture_output=True, text=True, timeout=60)
     assert DEVICE in table.stdout and "worst psi" in table.stdout and "devices alarmed" in table.stdout
+    # the device's own status: one drift line (checks, window, the active alarms, the worst PSI, the schedule)
+    st = subprocess.run([sys.executable, "-m", "device_agent.cli", "status", "--config", str(a.config)], env=env(),
+                        capture_output=True, text=True, timeout=60)
+    assert st.returncode == 0, st.stderr
+    line = next(ln for ln in st.stdout.splitlines() if ln.startswith("drift "))
+    assert "alarm(s): " in line and "drift.out_of_range:input:x" in line and "worst PSI" in line, line
+    assert "every request sketched, a check every 20 requests" in line, line
+    js = json.loads(subprocess.run([sys.executable, "-m", "device_agent.cli", "status", "--json", "--config",
+                                    str(a.config)], env=env(), capture_output=True, text=True, timeout=60).stdout)
+    assert js["drift"]["schedule"]["check_every_requests"] == 20 and js["drift"]["worst"]["psi"] > 0.25
 
 
 def test_promtool_passes_on_both_endpoints_and_prometheus_scrapes_them(stack):
