@@ -35,12 +35,12 @@ from ..logs import get_logger
 from ..store import ModelRef, NoPreviousModelError, Store, StoreError
 from .errors import AgentError, ModelNotFoundError, ModelSwitchError, NotReadyError
 from .metrics import MetricsSnapshot, ModelEvent, ModelEventCounts, Outcome, RequestWindow
+from .taps import TensorTaps
 
 log = get_logger("agent")
 
 RequestObserver = Callable[[str, bool, float], None]
 #: ``fn(model_sha, feeds, outputs)`` after a successful inference (drift sketches); must be cheap
-TensorObserver = Callable[[str, Mapping[str, np.ndarray], Mapping[str, np.ndarray]], None]
 _SWAP_EVENTS = {"model.switched": ModelEvent.SWITCH, "model.rolled_back": ModelEvent.ROLLBACK,
                 "model.reloaded": ModelEvent.RELOAD}
 
@@ -60,7 +60,7 @@ class LoadedModel:
     avg_latency_s: float | None = None
 
 
-class Agent:
+class Agent(TensorTaps):
     """Serve the active model of ``config.state_dir``'s store. Thread-safe."""
 
     def __init__(self, config: AgentConfig, *, store: Store | None = None) -> None:
@@ -73,8 +73,7 @@ class Agent:
         self.store = store if store is not None else Store(config.state_dir)
         self.metrics = RequestWindow()
         self.model_events = ModelEventCounts()
-        self._tensor_observers: list[TensorObserver] = []
-        self._tensor_every = self._tensor_countdown = 1  # see set_tensor_sampling
+        TensorTaps.__init__(self)
         self._cond = threading.Condition()
         self._switch_lock = threading.Lock()
         self._current: LoadedModel | None = None
@@ -140,32 +139,6 @@ class Agent:
         if cap is not None:
             _tap(cap.on_result, ref.sha256, feeds, out, expected)
         return out, ref
-
-    def tap_tensors(self, sha: str, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> None:
-        """One successful call for the tensor observers: one in :meth:`set_tensor_sampling` reaches
-        them, the others only count down (what every request pays while an observer is registered)."""
-        n = self._tensor_countdown - 1
-        if n > 0:
-            self._tensor_countdown = n
-            return
-        self._tensor_countdown = self._tensor_every
-        self.notify_tensors(sha, feeds, out)
-
-    def set_tensor_sampling(self, every: int) -> None:
-        """Hand one successful call in ``every`` to the tensor observers (1: every call; the drift
-        monitor sets it from ``[drift] sample_every_requests`` and its cost budget)."""
-        if every < 1:
-            raise ValueError(f"tensor sampling must be >= 1, got {every}")
-        self._tensor_every = every
-        self._tensor_countdown = min(self._tensor_countdown, every)
-
-    def notify_tensors(self, sha: str, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> None:
-        """Tell the tensor observers about one successful call (an observer that raises is logged)."""
-        for fn in list(self._tensor_observers):
-            try:
-                fn(sha, feeds, out)
-            except Exception as e:
-                log.error("observer.failed", observer=getattr(fn, "__qualname__", repr(fn)), error=str(e))
 
     def set_capture(self, tap: Any) -> None:
         """Hand every call to ``tap`` (a ``device_agent.capture.recorder.CaptureRecorder``; None
@@ -395,14 +368,6 @@ class Agent:
 
     def remove_request_observer(self, fn: RequestObserver) -> None:
         self._observers.remove(fn)
-
-    def add_tensor_observer(self, fn: TensorObserver) -> None:
-        """Call ``fn(model_sha, feeds, outputs)`` after every successful inference, or one in
-        :meth:`set_tensor_sampling` (keep it cheap: it runs on the request's thread)."""
-        self._tensor_observers.append(fn)
-
-    def remove_tensor_observer(self, fn: TensorObserver) -> None:
-        self._tensor_observers.remove(fn)
 
     def _notify(self, sha: str, ok: bool, dt: float) -> None:
         for fn in list(self._observers):
