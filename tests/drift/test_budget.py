@@ -47,6 +47,19 @@ def test_a_fast_model_gets_the_densest_schedule_that_fits_never_denser_than_conf
     assert plan(Costs(1e-6, 3e-6, 5e-4, 3e-5), 0.02, FLOOR) == Schedule(MAX_SAMPLE_EVERY, MAX_CHECK_EVERY)
 
 
+def test_the_sparsest_schedule_is_never_denser_than_a_sparse_configured_one():
+    """A configured schedule sparser than MAX_SAMPLE_EVERY / MAX_CHECK_EVERY that still does not
+    fit the budget stays as configured: the planner's "as sparse as allowed" must not sketch or
+    check more often than [drift] says."""
+    sparse = Schedule(128, 2_000_000)
+    countdown_over = Costs(skip_s=1e-6, keep_s=3e-6, check_s=5e-4, latency_s=3e-5)  # skip alone > budget
+    assert plan(countdown_over, 0.02, sparse) == sparse
+    keep_over = Costs(skip_s=1e-7, keep_s=5e-4, check_s=5e-4, latency_s=3e-5)  # one in k alone is over
+    assert plan(keep_over, 0.02, Schedule(100, 200)) == Schedule(100, MAX_CHECK_EVERY)
+    s = plan(Costs(2e-7, 3e-6, 5e-2, 3e-5), 0.02, Schedule(100, 2_000_000))
+    assert s.sample_every >= 100 and s.check_every >= 2_000_000, s
+
+
 def test_the_section_refuses_a_budget_that_is_not_a_share():
     for bad in (-0.1, 1.0, 2.0):
         with pytest.raises(ConfigError, match="max_cost_share"):
