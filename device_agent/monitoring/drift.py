@@ -183,6 +183,7 @@ class DriftMonitor:
         if self._share > 0:
             self.observe = self._observe_timed  # type: ignore[method-assign]  (the one registered with the agent)
         self._attached = False
+        self._sampling = threading.Lock()       # _attached and the agent's sampling change together
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "DriftMonitor":
@@ -201,12 +202,16 @@ class DriftMonitor:
         """Watch the agent's calls (:meth:`start` does it; alone: checks are the caller's, e.g. a
         benchmark's): register the observer, and have the agent hand it one call in the stride."""
         self.agent.add_tensor_observer(self.observe)
-        self._attached = True
+        with self._sampling:
+            self._attached = True
         self._set_stride(self._stride)
 
     def detach(self) -> None:
-        """Stop watching: the observer removed, the agent's tensor sampling back to every call."""
-        if self._attached:
+        """Stop watching: the observer removed, the agent's tensor sampling back to every call
+        (after any re-plan in flight on the checker thread, which cannot set it again after)."""
+        with self._sampling:
+            if not self._attached:
+                return
             self._attached = False
             try:
                 self.agent.remove_tensor_observer(self.observe)
@@ -252,9 +257,10 @@ class DriftMonitor:
     def _set_stride(self, every: int) -> None:
         """Sketch one request in ``every``: the agent hands only those to the observer
         (:meth:`Agent.set_tensor_sampling`; the others count down there)."""
-        self._stride = every
-        if self._attached:
-            self.agent.set_tensor_sampling(every)
+        with self._sampling:
+            self._stride = every
+            if self._attached:
+                self.agent.set_tensor_sampling(every)
 
     # ------------------------------------------------------------ checker thread
     def _run(self) -> None:

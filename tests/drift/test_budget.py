@@ -145,3 +145,47 @@ def test_without_a_budget_a_costly_model_is_told_once_how_to_bound_it(tmp_path, 
     finally:
         m.detach()
         a.close()
+
+
+class _PreemptedAgent:
+    """An agent whose set_tensor_sampling, called off the main thread with a stride, is
+    preempted just before it stores it until the main thread restores every call (or 0.5 s)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.every, self.observers = 1, []
+        self.in_set, self.restored = threading.Event(), threading.Event()
+
+    def add_tensor_observer(self, fn) -> None:
+        self.observers.append(fn)
+
+    def remove_tensor_observer(self, fn) -> None:
+        self.observers.remove(fn)
+
+    def set_tensor_sampling(self, every: int) -> None:
+        import threading
+
+        if every > 1 and threading.current_thread() is not threading.main_thread():
+            self.in_set.set()
+            self.restored.wait(0.5)
+        self.every = every
+        if every == 1:
+            self.restored.set()
+
+
+def test_a_re_plan_in_flight_cannot_leave_the_agent_sampling_after_detach():
+    """The checker thread re-plans (a new stride for the agent) while stop() detaches: once
+    detach returns the agent hands every call to its observers again and the monitor's is gone."""
+    import threading
+
+    agent = _PreemptedAgent()
+    m = DriftMonitor(agent, DriftSection(max_cost_share=0.02))
+    m.attach()
+    agent.restored.clear()
+    replan = threading.Thread(target=m._set_stride, args=(8,))  # what _replan does on the checker thread
+    replan.start()
+    assert agent.in_set.wait(2)
+    m.detach()
+    replan.join(2)
+    assert agent.every == 1 and agent.observers == []
