@@ -280,7 +280,7 @@ class DriftMonitor:
         t0 = time.thread_time()
         with self._lock:
             batch, self._pending, self._bytes = self._pending, [], 0
-            changes = self._reset_if_switched()[1]
+            switched, changes = self._reset_if_switched()
             if not batch and not changes:
                 return self.latest
             report = None  # a model without a baseline, or a switch and no traffic yet
@@ -300,7 +300,11 @@ class DriftMonitor:
         if batch:
             dt = time.thread_time() - t0
             self.check_cpu_s += dt
-            if self._share > 0:
+            # a check that saw a switch also set the new model up (and its batch was mostly the old
+            # one's): no measure of the new model's checks, whose costs start with the next one
+            if switched:
+                pass
+            elif self._share > 0:
                 self._replan(dt)
             elif not self._cost_told and self._checks >= 3:
                 self._tell_cost(dt)

@@ -125,6 +125,37 @@ def test_the_monitor_spaces_out_checks_on_a_fast_model_and_starts_afresh_on_a_sw
     assert a._tensor_every == 1
 
 
+def test_the_check_that_sees_a_switch_is_not_taken_as_the_new_models_cost(tmp_path, bundles):
+    """Requests keep coming while the checker handles a switch (here: served from a listener, as
+    request threads would meanwhile): that check set up the new model's sketch over the old one's
+    batch, so its CPU and those few requests must not seed the new model's measured costs."""
+    store = Store(tmp_path / "state")
+    refs = {r: store.install_bundle(b.path) for r, b in bundles.items()}
+    store.activate(refs[1].sha256)
+    a = Agent(AgentConfig.for_state_dir(tmp_path / "state"))
+    m = DriftMonitor(a, DriftSection(check_every_requests=20, window_checks=3, min_samples=40,
+                                     max_cost_share=0.01))
+    m.attach()
+    xs = np.random.default_rng(2).standard_normal((200, 4)).astype(np.float32)
+    meanwhile = []
+    m.add_listener(lambda report, changes: [a.infer({"x": x[None]}) for x in meanwhile])
+    try:
+        for i, x in enumerate(xs[:100], 1):
+            a.infer({"x": x[None]})
+            if i % 20 == 0:
+                m.check()
+        assert m.cost_share is not None
+        a.switch_to(refs[2].sha256)
+        for x in xs[100:120]:
+            a.infer({"x": x[None]})  # the old sha's batch, as pending at the switch
+        meanwhile[:] = xs[120:140]
+        m.check()  # sees the switch; 20 requests of the new model arrive while it runs
+        assert m.cost_share is None and m._ewma == {}, m.schedule_json()
+    finally:
+        m.detach()
+        a.close()
+
+
 def test_without_a_budget_a_costly_model_is_told_once_how_to_bound_it(tmp_path, bundles, caplog):
     import logging
 
