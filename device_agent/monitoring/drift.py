@@ -441,12 +441,13 @@ def _quiet(fig: tuple, limits: tuple[float, float, float]) -> bool:
 def _countdown_cost(agent_type: type, n: int = 2000) -> float:
     """Seconds a request that is not sketched costs: the agent's count-down to the next sketched
     call (``agent_type.tap_tensors``, run on a stand-in so the agent's own count is untouched),
-    timed once over ``n`` calls."""
+    timed once over ``n`` calls on this thread's CPU clock: measured once for the monitor's life,
+    it must not count the time the checker waited for the GIL or a core meanwhile."""
     probe = SimpleNamespace(_tensor_countdown=1 << 62, _tensor_every=1)
     tap = getattr(agent_type, "tap_tensors", None)
     if tap is None:  # an agent that hands every call over: no count-down to pay
         return 0.0
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for _ in range(n):
         tap(probe, "", {}, {})
-    return (time.perf_counter() - t0) / n
+    return (time.thread_time() - t0) / n

@@ -220,3 +220,24 @@ def test_a_re_plan_in_flight_cannot_leave_the_agent_sampling_after_detach():
     m.detach()
     replan.join(2)
     assert agent.every == 1 and agent.observers == []
+
+
+def test_the_count_down_cost_is_not_the_time_the_checker_was_kept_waiting():
+    """The count-down is timed once for the monitor's life, on the checker thread while request
+    threads hold the GIL and the cores: time it was descheduled (here: a 20 ms pause inside the
+    loop) is not the count-down's cost, else a fast model gets the sparsest schedule for good."""
+    import time
+
+    from device_agent.agent.taps import TensorTaps
+    from device_agent.monitoring.drift import _countdown_cost
+
+    class Preempted(TensorTaps):
+        calls = 0
+
+        def tap_tensors(self, sha, feeds, out):
+            Preempted.calls += 1
+            if Preempted.calls == 1000:
+                time.sleep(0.02)  # descheduled mid-measurement
+            return TensorTaps.tap_tensors(self, sha, feeds, out)
+
+    assert _countdown_cost(Preempted) < 2e-6  # a few hundred ns of CPU; the pause alone is 10 us a call
