@@ -182,8 +182,7 @@ class DriftMonitor:
         self._keep = self.observe
         if self._share > 0:
             self.observe = self._observe_timed  # type: ignore[method-assign]  (the one registered with the agent)
-        self._attached = False
-        self._sampling = threading.Lock()       # _attached and the agent's sampling change together
+        self._attached, self._sampling = False, threading.Lock()  # the lock: _attached + the agent's sampling
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "DriftMonitor":
@@ -202,13 +201,12 @@ class DriftMonitor:
         """Watch the agent's calls (:meth:`start` does it; alone: checks are the caller's, e.g. a
         benchmark's): register the observer, and have the agent hand it one call in the stride."""
         self.agent.add_tensor_observer(self.observe)
-        with self._sampling:
-            self._attached = True
+        self._attached = True
         self._set_stride(self._stride)
 
     def detach(self) -> None:
-        """Stop watching: the observer removed, the agent's tensor sampling back to every call
-        (after any re-plan in flight on the checker thread, which cannot set it again after)."""
+        """Stop watching: the observer removed, the agent's tensor sampling back to every call (a
+        re-plan in flight on the checker thread cannot set it again after: ``_sampling``)."""
         with self._sampling:
             if not self._attached:
                 return
@@ -300,13 +298,10 @@ class DriftMonitor:
         if batch:
             dt = time.thread_time() - t0
             self.check_cpu_s += dt
-            # a check that saw a switch also set the new model up (and its batch was mostly the old
-            # one's): no measure of the new model's checks, whose costs start with the next one
-            if switched:
-                pass
-            elif self._share > 0:
+            # a check that saw a switch set the new model up over the old one's batch: not its cost
+            if self._share > 0 and not switched:
                 self._replan(dt)
-            elif not self._cost_told and self._checks >= 3:
+            elif self._share == 0 and not self._cost_told and self._checks >= 3:
                 self._tell_cost(dt)
         return report
 
@@ -441,8 +436,7 @@ def _quiet(fig: tuple, limits: tuple[float, float, float]) -> bool:
 def _countdown_cost(agent_type: type, n: int = 2000) -> float:
     """Seconds a request that is not sketched costs: the agent's count-down to the next sketched
     call (``agent_type.tap_tensors``, run on a stand-in so the agent's own count is untouched),
-    timed once over ``n`` calls on this thread's CPU clock: measured once for the monitor's life,
-    it must not count the time the checker waited for the GIL or a core meanwhile."""
+    timed once over ``n`` calls on this thread's CPU clock (not the time it waited for the GIL)."""
     probe = SimpleNamespace(_tensor_countdown=1 << 62, _tensor_every=1)
     tap = getattr(agent_type, "tap_tensors", None)
     if tap is None:  # an agent that hands every call over: no count-down to pay
