@@ -35,7 +35,7 @@ from ..logs import get_logger
 from ..store import ModelRef, NoPreviousModelError, Store, StoreError
 from .errors import AgentError, ModelNotFoundError, ModelSwitchError, NotReadyError
 from .metrics import MetricsSnapshot, ModelEvent, ModelEventCounts, Outcome, RequestWindow
-from .taps import TensorTaps
+from .taps import TensorTaps, call_observers
 
 log = get_logger("agent")
 
@@ -371,11 +371,7 @@ class Agent(TensorTaps):
         self._observers.remove(fn)
 
     def _notify(self, sha: str, ok: bool, dt: float) -> None:
-        for fn in list(self._observers):
-            try:
-                fn(sha, ok, dt)
-            except Exception as e:
-                log.error("observer.failed", observer=getattr(fn, "__qualname__", repr(fn)), error=str(e))
+        call_observers(self._observers, sha, ok, dt)
 
     def metrics_snapshot(self) -> dict[str, Any]:
         """The current metrics window as JSON (does not end the window)."""
