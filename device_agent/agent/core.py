@@ -35,7 +35,7 @@ from ..logs import get_logger
 from ..store import ModelRef, NoPreviousModelError, Store, StoreError
 from .errors import AgentError, ModelNotFoundError, ModelSwitchError, NotReadyError
 from .metrics import MetricsSnapshot, ModelEvent, ModelEventCounts, Outcome, RequestWindow
-from .taps import TensorTaps
+from .taps import TensorTaps, call_observers
 
 log = get_logger("agent")
 
@@ -56,7 +56,8 @@ class LoadedModel:
     retired: bool = False
     closed: bool = False
     loaded_at: float = field(default_factory=time.time)
-    #: moving average of successful call latency (None until the first call); read racily
+    #: moving average of a successful call's latency per request it served (a batched call's over
+    #: its requests: what the drift cost budget weighs; None until the first call); read racily
     avg_latency_s: float | None = None
 
 
@@ -167,8 +168,8 @@ class Agent(TensorTaps):
                 self._notify(lease.ref.sha256, False, dt)
             raise
         dt = time.perf_counter() - t0
-        avg = lease.avg_latency_s
-        lease.avg_latency_s = dt if avg is None else 0.9 * avg + 0.1 * dt
+        avg, each = lease.avg_latency_s, dt / requests  # a batched call's time is its requests'
+        lease.avg_latency_s = each if avg is None else 0.9 * avg + 0.1 * each
         for _ in range(requests):
             self.metrics.record(lease.ref.sha256, Outcome.OK, dt)
             self._notify(lease.ref.sha256, True, dt)
@@ -370,11 +371,7 @@ class Agent(TensorTaps):
         self._observers.remove(fn)
 
     def _notify(self, sha: str, ok: bool, dt: float) -> None:
-        for fn in list(self._observers):
-            try:
-                fn(sha, ok, dt)
-            except Exception as e:
-                log.error("observer.failed", observer=getattr(fn, "__qualname__", repr(fn)), error=str(e))
+        call_observers(self._observers, sha, ok, dt)
 
     def metrics_snapshot(self) -> dict[str, Any]:
         """The current metrics window as JSON (does not end the window)."""

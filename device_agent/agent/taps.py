@@ -8,7 +8,7 @@ observers (an observer that raises is logged, never raised to the request).
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -55,9 +55,15 @@ class TensorTaps:
 
     def notify_tensors(self, sha: str, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> None:
         """Tell the tensor observers about one successful call (an observer that raises is logged)."""
-        for fn in list(self._tensor_observers):
-            try:
-                fn(sha, feeds, out)
-            except Exception as e:
-                log.error("observer.failed", observer=getattr(fn, "__qualname__", repr(fn)), error=str(e))
+        call_observers(self._tensor_observers, sha, feeds, out)
+
+
+def call_observers(fns: Iterable[Callable[..., Any]], *args: Any) -> None:
+    """``fn(*args)`` for each of ``fns`` (a copy of the list): an observer that raises is logged,
+    never raised to the request (the agent's request observers and its tensor observers)."""
+    for fn in list(fns):
+        try:
+            fn(*args)
+        except Exception as e:
+            log.error("observer.failed", observer=getattr(fn, "__qualname__", repr(fn)), error=str(e))
 

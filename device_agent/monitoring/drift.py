@@ -182,7 +182,7 @@ class DriftMonitor:
         self._keep = self.observe
         if self._share > 0:
             self.observe = self._observe_timed  # type: ignore[method-assign]  (the one registered with the agent)
-        self._attached = False
+        self._attached, self._sampling = False, threading.Lock()  # the lock: _attached + the agent's sampling
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "DriftMonitor":
@@ -205,8 +205,11 @@ class DriftMonitor:
         self._set_stride(self._stride)
 
     def detach(self) -> None:
-        """Stop watching: the observer removed, the agent's tensor sampling back to every call."""
-        if self._attached:
+        """Stop watching: the observer removed, the agent's tensor sampling back to every call (a
+        re-plan in flight on the checker thread cannot set it again after: ``_sampling``)."""
+        with self._sampling:
+            if not self._attached:
+                return
             self._attached = False
             try:
                 self.agent.remove_tensor_observer(self.observe)
@@ -252,9 +255,10 @@ class DriftMonitor:
     def _set_stride(self, every: int) -> None:
         """Sketch one request in ``every``: the agent hands only those to the observer
         (:meth:`Agent.set_tensor_sampling`; the others count down there)."""
-        self._stride = every
-        if self._attached:
-            self.agent.set_tensor_sampling(every)
+        with self._sampling:
+            self._stride = every
+            if self._attached:
+                self.agent.set_tensor_sampling(every)
 
     # ------------------------------------------------------------ checker thread
     def _run(self) -> None:
@@ -274,7 +278,7 @@ class DriftMonitor:
         t0 = time.thread_time()
         with self._lock:
             batch, self._pending, self._bytes = self._pending, [], 0
-            changes = self._reset_if_switched()[1]
+            switched, changes = self._reset_if_switched()
             if not batch and not changes:
                 return self.latest
             report = None  # a model without a baseline, or a switch and no traffic yet
@@ -294,9 +298,10 @@ class DriftMonitor:
         if batch:
             dt = time.thread_time() - t0
             self.check_cpu_s += dt
-            if self._share > 0:
+            # a check that saw a switch set the new model up over the old one's batch: not its cost
+            if self._share > 0 and not switched:
                 self._replan(dt)
-            elif not self._cost_told and self._checks >= 3:
+            elif self._share == 0 and not self._cost_told and self._checks >= 3:
                 self._tell_cost(dt)
         return report
 
@@ -431,12 +436,12 @@ def _quiet(fig: tuple, limits: tuple[float, float, float]) -> bool:
 def _countdown_cost(agent_type: type, n: int = 2000) -> float:
     """Seconds a request that is not sketched costs: the agent's count-down to the next sketched
     call (``agent_type.tap_tensors``, run on a stand-in so the agent's own count is untouched),
-    timed once over ``n`` calls."""
+    timed once over ``n`` calls on this thread's CPU clock (not the time it waited for the GIL)."""
     probe = SimpleNamespace(_tensor_countdown=1 << 62, _tensor_every=1)
     tap = getattr(agent_type, "tap_tensors", None)
     if tap is None:  # an agent that hands every call over: no count-down to pay
         return 0.0
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for _ in range(n):
         tap(probe, "", {}, {})
-    return (time.perf_counter() - t0) / n
+    return (time.thread_time() - t0) / n

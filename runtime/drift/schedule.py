@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-#: the sparsest sampling and checking a budget may choose
+#: the sparsest sampling and checking a budget may choose (or the configured schedule, when sparser)
 MAX_SAMPLE_EVERY = 64
 MAX_CHECK_EVERY = 1_000_000
 #: a sparser schedule is planned for this share of the budget, so the noise of what was measured
@@ -70,14 +70,17 @@ def plan(costs: Costs, share: float, floor: Schedule, *, samples_per_check: int 
         return floor
     budget *= AIM
     room = budget - costs.skip_s
+    # the sparsest allowed, never denser than configured (a floor may be sparser than the maxima)
+    k_max, p_max = max(MAX_SAMPLE_EVERY, floor.sample_every), max(MAX_CHECK_EVERY, floor.check_every)
+    sparsest = Schedule(k_max, max(k_max, -(-p_max // k_max) * k_max))
     if room <= 0:
-        return Schedule(MAX_SAMPLE_EVERY, MAX_CHECK_EVERY)
+        return sparsest
     n = max(1, samples_per_check)
-    k = max(floor.sample_every, min(MAX_SAMPLE_EVERY, math.ceil((costs.keep_s * n + costs.check_s) / room) // n))
+    k = max(floor.sample_every, min(k_max, math.ceil((costs.keep_s * n + costs.check_s) / room) // n))
     if room <= costs.keep_s / k:  # sketching one in k alone is over: as sparse as allowed
-        k = MAX_SAMPLE_EVERY
+        k = k_max
         if room <= costs.keep_s / k:
-            return Schedule(MAX_SAMPLE_EVERY, MAX_CHECK_EVERY)
+            return sparsest
     p = math.ceil(costs.check_s / (room - costs.keep_s / k))  # the fewest requests per check for that k
-    p = min(MAX_CHECK_EVERY, max(floor.check_every, p))
+    p = min(p_max, max(floor.check_every, p))
     return Schedule(k, max(k, -(-p // k) * k))  # a whole number of sketched requests per check

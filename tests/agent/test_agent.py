@@ -225,6 +225,50 @@ def test_batching_merges_concurrent_requests(tmp_path, bundles):
     agent.close()
 
 
+def test_an_observer_that_raises_is_logged_and_never_fails_the_request(tmp_path, bundles, caplog):
+    """Request observers and tensor observers alike: the request answers, the others still run."""
+    import logging
+
+    agent, _ = _agent(tmp_path, bundles, "v1")
+    seen = []
+
+    def broken_request_observer(*a):
+        raise RuntimeError("request observer down")
+
+    def broken_tensor_observer(*a):
+        raise RuntimeError("tensor observer down")
+
+    agent.add_request_observer(broken_request_observer)
+    agent.add_request_observer(lambda *a: seen.append("request"))
+    agent.add_tensor_observer(broken_tensor_observer)
+    agent.add_tensor_observer(lambda *a: seen.append("tensor"))
+    try:
+        with caplog.at_level(logging.ERROR, logger="edgeship"):
+            np.testing.assert_allclose(agent.infer({"x": X})["y"], _expected(1.0), rtol=1e-5)
+        failed = {r.fields["error"]: r.fields["observer"] for r in caplog.records if "observer.failed" in r.getMessage()}
+        assert failed == {"request observer down": broken_request_observer.__qualname__,
+                          "tensor observer down": broken_tensor_observer.__qualname__}, failed
+        assert sorted(seen) == ["request", "tensor"]
+    finally:
+        agent.close()
+
+
+def test_a_batched_calls_time_is_the_models_time_per_request_it_served(tmp_path, bundles):
+    """avg_latency_s is what the drift cost budget weighs drift's CPU per request against: a
+    batched engine call of 8 requests counts an eighth of its time per request, else the budget
+    lets drift cost up to 8 times its share."""
+    agent, _ = _agent(tmp_path, bundles, "v1")
+    lease = agent.acquire()
+    try:
+        agent.run_on(lease, lambda: time.sleep(0.04) or {}, requests=8)
+        assert 0.004 <= lease.avg_latency_s < 0.02, lease.avg_latency_s
+        agent.run_on(lease, lambda: time.sleep(0.005) or {})
+        assert 0.004 <= lease.avg_latency_s < 0.02, lease.avg_latency_s
+    finally:
+        agent.release(lease)
+        agent.close()
+
+
 def test_batching_leaves_scalar_inputs_alone(tmp_path, bundles):
     """A rank-0 input (Silero VAD's int64 ``sr``) has no batch axis: it is passed once, and
     requests whose scalars differ never share an engine call."""

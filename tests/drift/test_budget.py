@@ -47,6 +47,19 @@ def test_a_fast_model_gets_the_densest_schedule_that_fits_never_denser_than_conf
     assert plan(Costs(1e-6, 3e-6, 5e-4, 3e-5), 0.02, FLOOR) == Schedule(MAX_SAMPLE_EVERY, MAX_CHECK_EVERY)
 
 
+def test_the_sparsest_schedule_is_never_denser_than_a_sparse_configured_one():
+    """A configured schedule sparser than MAX_SAMPLE_EVERY / MAX_CHECK_EVERY that still does not
+    fit the budget stays as configured: the planner's "as sparse as allowed" must not sketch or
+    check more often than [drift] says."""
+    sparse = Schedule(128, 2_000_000)
+    countdown_over = Costs(skip_s=1e-6, keep_s=3e-6, check_s=5e-4, latency_s=3e-5)  # skip alone > budget
+    assert plan(countdown_over, 0.02, sparse) == sparse
+    keep_over = Costs(skip_s=1e-7, keep_s=5e-4, check_s=5e-4, latency_s=3e-5)  # one in k alone is over
+    assert plan(keep_over, 0.02, Schedule(100, 200)) == Schedule(100, MAX_CHECK_EVERY)
+    s = plan(Costs(2e-7, 3e-6, 5e-2, 3e-5), 0.02, Schedule(100, 2_000_000))
+    assert s.sample_every >= 100 and s.check_every >= 2_000_000, s
+
+
 def test_the_section_refuses_a_budget_that_is_not_a_share():
     for bad in (-0.1, 1.0, 2.0):
         with pytest.raises(ConfigError, match="max_cost_share"):
@@ -112,6 +125,37 @@ def test_the_monitor_spaces_out_checks_on_a_fast_model_and_starts_afresh_on_a_sw
     assert a._tensor_every == 1
 
 
+def test_the_check_that_sees_a_switch_is_not_taken_as_the_new_models_cost(tmp_path, bundles):
+    """Requests keep coming while the checker handles a switch (here: served from a listener, as
+    request threads would meanwhile): that check set up the new model's sketch over the old one's
+    batch, so its CPU and those few requests must not seed the new model's measured costs."""
+    store = Store(tmp_path / "state")
+    refs = {r: store.install_bundle(b.path) for r, b in bundles.items()}
+    store.activate(refs[1].sha256)
+    a = Agent(AgentConfig.for_state_dir(tmp_path / "state"))
+    m = DriftMonitor(a, DriftSection(check_every_requests=20, window_checks=3, min_samples=40,
+                                     max_cost_share=0.01))
+    m.attach()
+    xs = np.random.default_rng(2).standard_normal((200, 4)).astype(np.float32)
+    meanwhile = []
+    m.add_listener(lambda report, changes: [a.infer({"x": x[None]}) for x in meanwhile])
+    try:
+        for i, x in enumerate(xs[:100], 1):
+            a.infer({"x": x[None]})
+            if i % 20 == 0:
+                m.check()
+        assert m.cost_share is not None
+        a.switch_to(refs[2].sha256)
+        for x in xs[100:120]:
+            a.infer({"x": x[None]})  # the old sha's batch, as pending at the switch
+        meanwhile[:] = xs[120:140]
+        m.check()  # sees the switch; 20 requests of the new model arrive while it runs
+        assert m.cost_share is None and m._ewma == {}, m.schedule_json()
+    finally:
+        m.detach()
+        a.close()
+
+
 def test_without_a_budget_a_costly_model_is_told_once_how_to_bound_it(tmp_path, bundles, caplog):
     import logging
 
@@ -132,3 +176,68 @@ def test_without_a_budget_a_costly_model_is_told_once_how_to_bound_it(tmp_path, 
     finally:
         m.detach()
         a.close()
+
+
+class _PreemptedAgent:
+    """An agent whose set_tensor_sampling, called off the main thread with a stride, is
+    preempted just before it stores it until the main thread restores every call (or 0.5 s)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.every, self.observers = 1, []
+        self.in_set, self.restored = threading.Event(), threading.Event()
+
+    def add_tensor_observer(self, fn) -> None:
+        self.observers.append(fn)
+
+    def remove_tensor_observer(self, fn) -> None:
+        self.observers.remove(fn)
+
+    def set_tensor_sampling(self, every: int) -> None:
+        import threading
+
+        if every > 1 and threading.current_thread() is not threading.main_thread():
+            self.in_set.set()
+            self.restored.wait(0.5)
+        self.every = every
+        if every == 1:
+            self.restored.set()
+
+
+def test_a_re_plan_in_flight_cannot_leave_the_agent_sampling_after_detach():
+    """The checker thread re-plans (a new stride for the agent) while stop() detaches: once
+    detach returns the agent hands every call to its observers again and the monitor's is gone."""
+    import threading
+
+    agent = _PreemptedAgent()
+    m = DriftMonitor(agent, DriftSection(max_cost_share=0.02))
+    m.attach()
+    agent.restored.clear()
+    replan = threading.Thread(target=m._set_stride, args=(8,))  # what _replan does on the checker thread
+    replan.start()
+    assert agent.in_set.wait(2)
+    m.detach()
+    replan.join(2)
+    assert agent.every == 1 and agent.observers == []
+
+
+def test_the_count_down_cost_is_not_the_time_the_checker_was_kept_waiting():
+    """The count-down is timed once for the monitor's life, on the checker thread while request
+    threads hold the GIL and the cores: time it was descheduled (here: a 20 ms pause inside the
+    loop) is not the count-down's cost, else a fast model gets the sparsest schedule for good."""
+    import time
+
+    from device_agent.agent.taps import TensorTaps
+    from device_agent.monitoring.drift import _countdown_cost
+
+    class Preempted(TensorTaps):
+        calls = 0
+
+        def tap_tensors(self, sha, feeds, out):
+            Preempted.calls += 1
+            if Preempted.calls == 1000:
+                time.sleep(0.02)  # descheduled mid-measurement
+            return TensorTaps.tap_tensors(self, sha, feeds, out)
+
+    assert _countdown_cost(Preempted) < 2e-6  # a few hundred ns of CPU; the pause alone is 10 us a call
