@@ -114,8 +114,8 @@ def _drift_line(d: dict[str, Any]) -> str:
              f"{s.get('check_every_requests', '?')} requests")
     if s.get("max_cost_share"):
         cost = s.get("cost_share")
-        line += (f", cost {cost:.2%} of inference" if cost is not None else ", cost not measured yet") + \
-            f" (budget {s['max_cost_share']:.0%})"
+        line += (f", cost {cost:.2%} of inference at the last check" if cost is not None  # before a re-plan it made
+                 else ", cost not measured yet") + f" (budget {100 * s['max_cost_share']:g}%)"
     if d.get("skipped_requests"):
         line += f", {d['skipped_requests']} skipped"
     return line

@@ -86,7 +86,8 @@ def drift_source(monitor: DriftMonitor) -> Callable[[], Iterable[Any]]:
         yield sched
         if monitor.cost_share is not None:
             share = GaugeMetricFamily("edgeship_drift_cost_ratio", "Drift's CPU per request / the model's inference "
-                                      "time, measured under the schedule in force ([drift] max_cost_share on).")
+                                      "time, measured at the last check under the schedule then in force (a re-plan it made "
+                                      "applies from there on; [drift] max_cost_share on).")
             share.add_metric([], monitor.cost_share)
             yield share
 

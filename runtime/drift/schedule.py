@@ -7,10 +7,11 @@ request. On a model that answers in tens of microseconds that is 10-20% of its t
 check per 100 requests; on a model of a few milliseconds it is well under 1%. :func:`plan`
 takes the measured costs and the model's latency and returns the densest :class:`Schedule`
 (one request in ``sample_every`` sketched, a check every ``check_every`` requests) whose cost
-per request fits ``share`` x latency, half of it for the request thread and half for the
-checker, never denser than the configured schedule. A sparser schedule means a shift takes
-more requests to alarm (about ``sustain_checks`` x ``check_every``); at the request rates
-where the budget bites that is still a fraction of a second.
+per request (the request thread's and the checker's together) fits ``share`` x latency, never
+denser than the configured schedule. A sparser schedule means a shift takes more requests to
+alarm (``window_checks`` to ``window_checks + sustain_checks`` checks of ``check_every``): a
+fraction of a second of traffic on a model of tens of microseconds, about a minute on one of a
+millisecond or two whose large inputs make each check cost tens of milliseconds.
 
 Pure: the device's drift monitor measures, calls :func:`plan` after each check and applies it.
 """

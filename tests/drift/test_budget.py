@@ -241,3 +241,33 @@ def test_the_count_down_cost_is_not_the_time_the_checker_was_kept_waiting():
             return TensorTaps.tap_tensors(self, sha, feeds, out)
 
     assert _countdown_cost(Preempted) < 2e-6  # a few hundred ns of CPU; the pause alone is 10 us a call
+
+
+def test_the_status_line_gives_the_budget_as_set_and_when_the_cost_was_measured(tmp_path, bundles):
+    """`edgeship-agent status` under a budget: the budget as configured (0.005 is 0.5%, not a
+    rounded 0%), the cost measured at the last check beside the schedule in force now."""
+    from device_agent.commands import _drift_line
+
+    store = Store(tmp_path / "state")
+    store.activate(store.install_bundle(bundles[1].path).sha256)
+    a = Agent(AgentConfig.for_state_dir(tmp_path / "state"))
+    m = DriftMonitor(a, DriftSection(check_every_requests=20, window_checks=3, min_samples=40, sustain_checks=2,
+                                     max_cost_share=0.005))
+    m.attach()
+    try:
+        assert _drift_line(m.status_json()).endswith(
+            "every request sketched, a check every 20 requests, cost not measured yet (budget 0.5%)")
+        since = 0
+        for x in np.random.default_rng(3).standard_normal((3000, 4)).astype(np.float32):
+            a.infer({"x": x[None]})
+            since += 1
+            if since >= m.schedule.check_every:
+                since = 0
+                m.check()
+        assert m.schedule.check_every > 20 and m.cost_share is not None
+        line = _drift_line(m.status_json())
+        assert (f"1 request in {m.schedule.sample_every} sketched, a check every {m.schedule.check_every} requests, "
+                f"cost {m.cost_share:.2%} of inference at the last check (budget 0.5%)") in line, line
+    finally:
+        m.detach()
+        a.close()
