@@ -26,27 +26,22 @@ without a baseline (a version-1 bundle, or one packaged from too little data) is
 from __future__ import annotations
 
 import threading
-from collections import deque
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from types import SimpleNamespace
 from typing import Any, Callable
 
 from runtime.contracts.bundle.baseline import DriftThresholds
 from runtime.drift.alarm import AlarmState, Transition, step
-from runtime.drift.schedule import Costs, Schedule, plan
+from runtime.drift.schedule import Schedule
 from runtime.drift.sketch import DriftSketch, Evaluation, Score
 from runtime.tensors import call_nbytes
 
 from ..configfile import doc
 from ..logs import get_logger
+from .drift_budget import CostBudget, tell_cost
 
 log = get_logger("drift")
-
-#: with no cost budget, a model whose checks alone cost more than this share of its inference
-#: time gets one ``drift.costly`` warning naming ``max_cost_share``
-COSTLY_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -169,19 +164,14 @@ class DriftMonitor:
         self.skipped = 0
         self.latest: DriftReport | None = None
         self._thread = threading.Thread(target=self._run, name="edgeship-drift", daemon=True)
-        # the cost budget ([drift] max_cost_share): what was measured since the last plan
-        self._share = c.max_cost_share
         self._floor = self.schedule = Schedule(c.sample_every_requests, c.check_every_requests)
         self.check_cpu_s = 0.0                  # CPU of every check so far (the checker thread's clock)
-        self.cost_share: float | None = None    # drift CPU / inference time, measured (with the budget on)
-        self._keep_s, self._kept = 0.0, 0       # request-thread time on sketched calls, and their count
-        self._ewma: dict[str, float] = {}
-        self._latencies: deque[float] = deque(maxlen=9)
-        self._skip_s: float | None = None
-        self._cost_told = False
-        self._keep = self.observe
-        if self._share > 0:
-            self.observe = self._observe_timed  # type: ignore[method-assign]  (the one registered with the agent)
+        self._cost_told = False                 # drift.costly said for this model (no budget)
+        self.budget = (CostBudget(c.max_cost_share, self._floor, agent_type=type(agent),
+                                  samples_per_check=max(50, -(-2 * c.min_samples // c.window_checks)))
+                       if c.max_cost_share > 0 else None)
+        if self.budget is not None:
+            self.observe = self.budget.timed(self.observe)  # type: ignore[method-assign]  (the one registered)
         self._attached, self._sampling = False, threading.Lock()  # the lock: _attached + the agent's sampling
 
     # ------------------------------------------------------------ lifecycle
@@ -245,13 +235,6 @@ class DriftMonitor:
             self._due = self._due_every
             self._wake.set()
 
-    def _observe_timed(self, sha: str, feeds: Any, outputs: Any) -> None:
-        """The observer with a cost budget: :meth:`observe`, timed."""
-        t0 = time.perf_counter()
-        self._keep(sha, feeds, outputs)
-        self._keep_s += time.perf_counter() - t0
-        self._kept += 1
-
     def _set_stride(self, every: int) -> None:
         """Sketch one request in ``every``: the agent hands only those to the observer
         (:meth:`Agent.set_tensor_sampling`; the others count down there)."""
@@ -299,26 +282,26 @@ class DriftMonitor:
             dt = time.thread_time() - t0
             self.check_cpu_s += dt
             # a check that saw a switch set the new model up over the old one's batch: not its cost
-            if self._share > 0 and not switched:
-                self._replan(dt)
-            elif self._share == 0 and not self._cost_told and self._checks >= 3:
-                self._tell_cost(dt)
+            cur = self.agent.current()
+            latency = getattr(cur, "avg_latency_s", None) if cur is not None else None
+            if self.budget is not None and not switched:
+                self._apply(self.budget.after_check(dt, latency, self.schedule))
+            elif self.budget is None and latency and not self._cost_told and self._checks >= 3:
+                self._cost_told = True
+                tell_cost(self._model.get("name"), dt, self.schedule.check_every, latency)
         return report
 
-    def _tell_cost(self, check_s: float) -> None:
-        """Once per model, without a budget: warn when the checks alone cost over COSTLY_SHARE."""
-        cur = self.agent.current()
-        latency = getattr(cur, "avg_latency_s", None) if cur is not None else None
-        if not latency:
-            return
-        self._cost_told = True
-        share = check_s / (self.schedule.check_every * latency)
-        if share > COSTLY_SHARE:
-            log.warning("drift.costly", model=self._model.get("name"), check_cost_share=round(share, 4),
-                        check_us=round(check_s * 1e6), latency_us=round(latency * 1e6, 1),
-                        hint="the drift checks cost this share of the model's inference time; set [drift] "
-                             "max_cost_share = 0.02 to have them spaced out to 2% (a shift then takes more "
-                             "requests to alarm), or raise check_every_requests / sample_every_requests")
+    @property
+    def cost_share(self) -> float | None:
+        """Drift's CPU per request / the inference time at the last check (with a budget)."""
+        return self.budget.cost_share if self.budget is not None else None
+
+    def _apply(self, new: Schedule | None) -> None:
+        if new is not None:
+            self.schedule = new
+            self._set_stride(new.sample_every)
+            self._due_every = -(-new.check_every // new.sample_every)
+            self._due = min(self._due, self._due_every)
 
     def status_json(self) -> dict[str, Any]:
         """What ``edgeship-agent status`` shows: the checks, window and active alarms of the served
@@ -336,41 +319,8 @@ class DriftMonitor:
         ``max_cost_share`` budget (0: off) and the measured ``cost_share`` (None until known)."""
         s = self.schedule
         return {"sample_every_requests": s.sample_every, "check_every_requests": s.check_every,
-                "max_cost_share": self._share,
+                "max_cost_share": self.config.max_cost_share,
                 "cost_share": None if self.cost_share is None else round(self.cost_share, 6)}
-
-    def _replan(self, check_s: float) -> None:
-        """After a check with the budget on: smooth the measured costs, work out the share under the
-        schedule in force and the schedule that fits the budget; apply it when it differs by more
-        than a quarter (or samples differently)."""
-        cur = self.agent.current()
-        latency = getattr(cur, "avg_latency_s", None) if cur is not None else None
-        if not latency or not self._kept:
-            return
-        seen = self._latencies  # the engine's moving average at each check; their median (a spike moves it not)
-        seen.append(latency)
-        latency = sorted(seen)[len(seen) // 2]
-        keep, self._keep_s, self._kept = self._keep_s / self._kept, 0.0, 0
-        e = self._ewma
-        for name, v in (("check", check_s), ("keep", keep)):
-            e[name] = v if name not in e else 0.7 * e[name] + 0.3 * v
-        if self._skip_s is None:
-            self._skip_s = _countdown_cost(type(self.agent))
-        costs = Costs(self._skip_s, e["keep"], e["check"], latency)
-        old = self.schedule
-        self.cost_share = costs.share(old)
-        c = self.config
-        new = plan(costs, self._share, self._floor,
-                   samples_per_check=max(50, -(-2 * c.min_samples // c.window_checks)))
-        if 0.8 <= new.check_every / old.check_every <= 1.25 and 0.8 <= new.sample_every / old.sample_every <= 1.25:
-            return
-        self.schedule = new
-        self._set_stride(new.sample_every)
-        self._due_every = -(-new.check_every // new.sample_every)
-        self._due = min(self._due, self._due_every)
-        log.info("drift.schedule", sample_every_requests=new.sample_every, check_every_requests=new.check_every,
-                 cost_share=round(self.cost_share, 4), max_cost_share=self._share,
-                 expected_share=round(costs.share(new), 4))
 
     def _reset_if_switched(self) -> tuple[bool, list[AlarmChange]]:
         """(whether the served model changed since the last check, the CLEARED alarms of the old one)."""
@@ -385,8 +335,9 @@ class DriftMonitor:
             self.schedule = self._floor
             self._set_stride(self._floor.sample_every)
             self._due_every = self._due = -(-self._floor.check_every // self._stride)
-        self._ewma, self._keep_s, self._kept, self.cost_share, self._cost_told = {}, 0.0, 0, None, False
-        self._latencies.clear()
+        self._cost_told = False
+        if self.budget is not None:
+            self.budget.reset()
         base = cur.info.drift if (cur is not None and self.config.enabled) else None
         self._th = self.config.thresholds(base.thresholds) if base is not None else None
         self._sketch = DriftSketch(base, window_slots=self.config.window_checks) if base is not None else None
@@ -431,17 +382,3 @@ def _quiet(fig: tuple, limits: tuple[float, float, float]) -> bool:
     """No figure of ``fig`` over its threshold (class and confidence are judged by PSI only)."""
     _, kind, _, psi, oor, bad = fig
     return psi <= limits[0] and (kind in ("class", "confidence") or (oor <= limits[1] and bad <= limits[2]))
-
-
-def _countdown_cost(agent_type: type, n: int = 2000) -> float:
-    """Seconds a request that is not sketched costs: the agent's count-down to the next sketched
-    call (``agent_type.tap_tensors``, run on a stand-in so the agent's own count is untouched),
-    timed once over ``n`` calls on this thread's CPU clock (not the time it waited for the GIL)."""
-    probe = SimpleNamespace(_tensor_countdown=1 << 62, _tensor_every=1)
-    tap = getattr(agent_type, "tap_tensors", None)
-    if tap is None:  # an agent that hands every call over: no count-down to pay
-        return 0.0
-    t0 = time.thread_time()
-    for _ in range(n):
-        tap(probe, "", {}, {})
-    return (time.thread_time() - t0) / n

@@ -5,7 +5,7 @@
   ``edgeship_drift_threshold{score}``, ``edgeship_drift_window_samples``,
   ``edgeship_drift_checks_total``, ``edgeship_drift_alarms_raised_total``,
   ``edgeship_drift_skipped_requests_total``, ``edgeship_drift_check_cpu_seconds_total``,
-  ``edgeship_drift_schedule_requests{every}`` and, with a cost budget, ``edgeship_drift_cost_ratio``.
+  ``edgeship_drift_sample_every_requests``, ``edgeship_drift_check_every_requests`` and, with a cost budget, ``edgeship_drift_cost_ratio``.
 - :class:`DriftPublisher` — a monitor listener publishing the retained ``telemetry/drift``
   state (at most every ``interval_s``, and at once when an alarm changes) and every alarm
   transition as an ``events`` message (category ``drift``; queued durably).
@@ -78,12 +78,12 @@ def drift_source(monitor: DriftMonitor) -> Callable[[], Iterable[Any]]:
                                   "sketched calls and scoring), on the checker thread's clock.")
         cpu.add_metric([], monitor.check_cpu_s)
         yield cpu
-        sched = GaugeMetricFamily("edgeship_drift_schedule_requests", "The drift schedule in force: one request in "
-                                  "sample_every sketched, a check every check_every requests ([drift], or sparser "
-                                  "under max_cost_share).", labels=["every"])
-        sched.add_metric(["sample"], monitor.schedule.sample_every)
-        sched.add_metric(["check"], monitor.schedule.check_every)
-        yield sched
+        for what, value, text in (("sample", monitor.schedule.sample_every, "one request in this many is sketched"),
+                                  ("check", monitor.schedule.check_every, "a check every this many requests")):
+            g = GaugeMetricFamily(f"edgeship_drift_{what}_every_requests", f"The drift schedule in force: {text} "
+                                  "([drift], or sparser under max_cost_share).")
+            g.add_metric([], value)
+            yield g
         if monitor.cost_share is not None:
             share = GaugeMetricFamily("edgeship_drift_cost_ratio", "Drift's CPU per request / the model's inference "
                                       "time, measured at the last check under the schedule then in force (a re-plan it made "

@@ -112,8 +112,8 @@ def test_the_monitor_spaces_out_checks_on_a_fast_model_and_starts_afresh_on_a_sw
                          "check_every_requests": m.latest.schedule["check_every_requests"],
                          "max_cost_share": 0.01, "cost_share": sched["cost_share"]}
         fams = {f.name: f for f in collect()}
-        every = {s.labels["every"]: s.value for s in fams["edgeship_drift_schedule_requests"].samples}
-        assert every == {"sample": m.schedule.sample_every, "check": m.schedule.check_every}
+        assert fams["edgeship_drift_sample_every_requests"].samples[0].value == m.schedule.sample_every
+        assert fams["edgeship_drift_check_every_requests"].samples[0].value == m.schedule.check_every
         assert fams["edgeship_drift_cost_ratio"].samples[0].value == pytest.approx(m.cost_share)
         assert fams["edgeship_drift_check_cpu_seconds"].samples[0].value == pytest.approx(m.check_cpu_s)
         a.switch_to(refs[2].sha256)
@@ -150,7 +150,7 @@ def test_the_check_that_sees_a_switch_is_not_taken_as_the_new_models_cost(tmp_pa
             a.infer({"x": x[None]})  # the old sha's batch, as pending at the switch
         meanwhile[:] = xs[120:140]
         m.check()  # sees the switch; 20 requests of the new model arrive while it runs
-        assert m.cost_share is None and m._ewma == {}, m.schedule_json()
+        assert m.cost_share is None and not m.budget._checks, m.schedule_json()
     finally:
         m.detach()
         a.close()
@@ -229,7 +229,7 @@ def test_the_count_down_cost_is_not_the_time_the_checker_was_kept_waiting():
     import time
 
     from device_agent.agent.taps import TensorTaps
-    from device_agent.monitoring.drift import _countdown_cost
+    from device_agent.monitoring.drift_budget import countdown_cost as _countdown_cost
 
     class Preempted(TensorTaps):
         calls = 0

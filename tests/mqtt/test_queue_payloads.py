@@ -129,6 +129,9 @@ def test_rollout_topics_round_trip_and_malformed_ones_are_not_parsed():
     assert rollouts_filter(fleet="f1", prefix="p") == "p/_rollouts/f1/+/state"
     with pytest.raises(ValueError, match="fleet"):
         rollouts_filter(fleet="a/b")
+    for fleet, rid, what in (("a/b", "r", "fleet"), ("f", "a/b", "rollout id"), ("f", "+", "rollout id")):
+        with pytest.raises(ValueError, match=what):  # a level a parser would never read back
+            rollout_topic(fleet=fleet, rollout=rid, leaf="state")
 
 
 def test_metrics_payload_from_the_agents_request_window():

@@ -222,3 +222,10 @@ def test_push_to_a_group_warns_about_offline_devices(broker, sim, repo, operator
                    "--keys", str(operator_keys.dir), "--broker", f"127.0.0.1:{broker.port}"])
     err = capsys.readouterr().err
     assert rc == 0 and "warning: 1 of the 12 targeted device(s) report themselves offline (sim-0003)" in err
+
+
+def test_a_rollout_id_that_is_no_topic_level_is_refused_before_connecting(capsys):
+    for cmd in (["rollout", "status", "a/b"], ["rollout", "pause", "a/b"]):
+        assert edgeship([*cmd, "--fleet", "f1", "--broker", "127.0.0.1:1"]) == 2, cmd
+        err = capsys.readouterr().err
+        assert "rollout id 'a/b' is not a valid topic level" in err, err

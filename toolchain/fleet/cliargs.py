@@ -51,6 +51,16 @@ def check_fleet(args) -> None:
     topics(args, "any-device")
 
 
+def check_rollout_id(args) -> None:
+    """Refuse a rollout id that is no single topic level (BadInputError) before connecting."""
+    from runtime.contracts.mqtt.topics import check_level
+
+    try:
+        check_level("rollout id", args.id)
+    except ValueError as e:
+        raise BadInputError(str(e)) from e
+
+
 def settings(args):
     from .client import BrokerSettings
 

@@ -132,10 +132,11 @@ def split_device_topic(topic: str, *, prefix: str = DEFAULT_PREFIX) -> tuple[str
 
 
 def rollout_topic(*, fleet: str, rollout: str, leaf: str, prefix: str = DEFAULT_PREFIX) -> str:
-    """``{prefix}/_rollouts/{fleet}/{rollout}/{leaf}``: one of a rollout's :data:`ROLLOUT_LEAVES`."""
+    """``{prefix}/_rollouts/{fleet}/{rollout}/{leaf}``: one of a rollout's :data:`ROLLOUT_LEAVES`.
+    Raises ValueError on a fleet or rollout id that is not a single topic level."""
     if leaf not in ROLLOUT_LEAVES:
         raise ValueError(f"rollout topic leaf {leaf!r} is not one of {', '.join(ROLLOUT_LEAVES)}")
-    return f"{prefix}/{ROLLOUTS}/{fleet}/{rollout}/{leaf}"
+    return f"{prefix}/{ROLLOUTS}/{check_level('fleet', fleet)}/{check_level('rollout id', rollout)}/{leaf}"
 
 
 def rollouts_filter(*, fleet: str | None = None, prefix: str = DEFAULT_PREFIX) -> str:

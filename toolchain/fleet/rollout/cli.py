@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ...errors import BadInputError
 from .plan import Action, Criteria
-from ..cliargs import broker_args, check_fleet, keys_arg, settings, signer_of
+from ..cliargs import broker_args, check_fleet, check_rollout_id, keys_arg, settings, signer_of
 
 CRITERIA_FLAGS = {"bake": ("bake_s", float), "max_bake": ("max_bake_s", float),
                   "install_timeout": ("install_timeout_s", float), "min_success_pct": ("min_success_pct", float),
@@ -208,6 +208,7 @@ def _status(args) -> int:
     from .status import render, summary
 
     check_fleet(args)
+    check_rollout_id(args)
     doc = None
     with FleetClient(settings(args)) as fc:
         topic = rollout_topic(fleet=args.fleet, rollout=args.id, leaf="state", prefix=args.prefix)
@@ -233,6 +234,7 @@ def _control(args) -> int:
     from .controller import CONTROL_SCHEMA
 
     check_fleet(args)
+    check_rollout_id(args)
     signer = signer_of(args)
     raw = signer.sign_schema(schema=CONTROL_SCHEMA, leaf="control", to=Addressee(args.fleet, rollout=args.id),
                              body={"action": args.action}, expires_s=7 * 86400)
