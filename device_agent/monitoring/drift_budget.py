@@ -112,7 +112,8 @@ def tell_cost(model: str | None, check_s: float, check_every: int, latency_s: fl
     """Without a budget: warn when a check alone costs over COSTLY_SHARE of the inference time."""
     share = check_s / (check_every * latency_s)
     if share > COSTLY_SHARE:
-        log.warning("drift.costly", model=model, check_cost_share=round(share, 4), check_us=round(check_s * 1e6),
+        log.warning("drift.costly", outcome="unknown", model=model, check_cost_share=round(share, 4),
+                    check_us=round(check_s * 1e6),
                     latency_us=round(latency_s * 1e6, 1),
                     hint="the drift checks cost this share of the model's inference time; set [drift] "
                          "max_cost_share = 0.02 to have them spaced out to 2% (a shift then takes more "
