@@ -318,3 +318,16 @@ def test_the_status_line_says_a_model_without_a_baseline_is_not_monitored():
     st = m.status_json()
     assert st["no_baseline"] is True and st["checks"] == 0
     assert _drift_line(st).startswith("not monitored: the served bundle has no drift baseline"), _drift_line(st)
+
+
+def test_the_status_line_never_hides_an_active_alarm_under_min_samples():
+    """The window can fall under min_samples with an alarm still active (slow traffic: checks from
+    check_interval_s with few samples); the alarm stands, so the line names it, not "not judged yet"."""
+    from device_agent.commands import _drift_line
+
+    d = {"checks": 9, "window_samples": 12, "judged_from_samples": 40, "alarms": ["DRIFT_PSI:input:x"],
+         "worst": {"name": "x", "kind": "input", "psi": 0.41}, "skipped_requests": 0,
+         "schedule": {"sample_every_requests": 1, "check_every_requests": 20, "max_cost_share": 0, "cost_share": None}}
+    assert "1 alarm(s): DRIFT_PSI:input:x" in _drift_line(d), _drift_line(d)
+    assert "not judged yet" in _drift_line({**d, "alarms": []})
+    assert "no alarm" in _drift_line({**d, "alarms": [], "window_samples": 40})
