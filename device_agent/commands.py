@@ -102,10 +102,14 @@ def _status_text(out: dict[str, Any], running) -> str:
 def _drift_line(d: dict[str, Any]) -> str:
     """``12 checks, window 500 samples, no alarm (worst PSI 0.031 on input 'image'); every request
     sketched, a check every 100 requests`` (+ the cost with a budget)."""
+    if d.get("no_baseline"):
+        return ("not monitored: the served bundle has no drift baseline (a version-1 bundle, or one "
+                "packaged from too little data); repackage it to have its inputs checked")
     w, s = d.get("worst"), d.get("schedule") or {}
     judged = d.get("window_samples", 0) >= d.get("judged_from_samples", 0)
     alarms = d.get("alarms") or []
-    state = (f"{len(alarms)} alarm(s): {', '.join(alarms)}" if alarms else "no alarm") if judged else "not judged yet"
+    # an alarm stays active while the window is under min_samples (slow traffic): never hidden
+    state = f"{len(alarms)} alarm(s): {', '.join(alarms)}" if alarms else "no alarm" if judged else "not judged yet"
     line = f"{d.get('checks', 0)} checks, window {d.get('window_samples', 0)} samples, {state}"
     if w is not None:
         line += f" (worst PSI {w['psi']:.3f} on {w['kind']} {w['name']!r})"

@@ -246,21 +246,24 @@ class DriftMonitor:
     # ------------------------------------------------------------ checker thread
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.config.check_interval_s)
+            by_count = self._wake.wait(self.config.check_interval_s)
             self._wake.clear()
             if self._stop.is_set():
                 return
             try:
-                self.check()
+                self.check(by_count=by_count)
             except Exception as e:  # a broken check must not stop the next one; it is logged
                 log.error("drift.check_failed", error=f"{type(e).__name__}: {e}")
 
-    def check(self) -> DriftReport | None:
+    def check(self, *, by_count: bool = True) -> DriftReport | None:
         """Count the pending calls, score the window, run the alarm rule, tell the listeners.
-        With no pending calls only a model switch is looked for (and told, when there was one)."""
+        With no pending calls only a model switch is looked for (and told, when there was one).
+        ``by_count`` False (a check from ``check_interval_s``, slow traffic): its batch is not the
+        schedule's, so the cost budget does not plan from it. Every check restarts the count-down."""
         t0 = time.thread_time()
         with self._lock:
             batch, self._pending, self._bytes = self._pending, [], 0
+            self._due = self._due_every  # the next check by count covers a whole schedule's batch
             switched, changes = self._reset_if_switched()
             if not batch and not changes:
                 return self.latest
@@ -284,7 +287,7 @@ class DriftMonitor:
             # a check that saw a switch set the new model up over the old one's batch: not its cost
             cur = self.agent.current()
             latency = getattr(cur, "avg_latency_s", None) if cur is not None else None
-            if self.budget is not None and not switched:
+            if self.budget is not None and not switched and by_count:
                 self._apply(self.budget.after_check(dt, latency, self.schedule))
             elif self.budget is None and latency and not self._cost_told and self._checks >= 3:
                 self._cost_told = True
@@ -300,19 +303,20 @@ class DriftMonitor:
         if new is not None:
             self.schedule = new
             self._set_stride(new.sample_every)
-            self._due_every = -(-new.check_every // new.sample_every)
-            self._due = min(self._due, self._due_every)
+            self._due_every = self._due = -(-new.check_every // new.sample_every)  # measured whole
 
     def status_json(self) -> dict[str, Any]:
         """What ``edgeship-agent status`` shows: the checks, window and active alarms of the served
-        model, its worst PSI and where, the skipped requests and the schedule in force."""
+        model, its worst PSI and where, the skipped requests and the schedule in force;
+        ``no_baseline`` when the served model has none (never judged)."""
         r = self.latest
         worst = max(r.scores, key=lambda s: s.psi, default=None) if r is not None else None
         return {"checks": r.checks if r else 0, "window_samples": r.window_samples if r else 0,
                 "alarms": list(r.alarms) if r else [], "skipped_requests": self.skipped,
                 "worst": None if worst is None else {"name": worst.name, "kind": worst.kind,
                                                      "psi": round(worst.psi, 6)},
-                "judged_from_samples": self.config.min_samples, "schedule": self.schedule_json()}
+                "judged_from_samples": self.config.min_samples, "schedule": self.schedule_json(),
+                "no_baseline": self._no_baseline is not None}
 
     def schedule_json(self) -> dict[str, Any]:
         """The schedule in force: ``sample_every_requests``, ``check_every_requests``, the

@@ -271,3 +271,63 @@ def test_the_status_line_gives_the_budget_as_set_and_when_the_cost_was_measured(
     finally:
         m.detach()
         a.close()
+
+
+def test_checks_from_check_interval_s_do_not_feed_the_planner_and_the_count_restarts(tmp_path, bundles):
+    """Slow traffic: the checker wakes on check_interval_s with a batch far under the schedule's
+    (here 5 of 20 requests); its CPU over check_every was taken as the schedule's check cost, so
+    the budget planned from checks it never ran. Those checks leave the planner alone, and every
+    check restarts the count-down, so the next check by count covers a whole schedule's batch."""
+    store = Store(tmp_path / "state")
+    store.activate(store.install_bundle(bundles[1].path).sha256)
+    a = Agent(AgentConfig.for_state_dir(tmp_path / "state"))
+    m = DriftMonitor(a, DriftSection(check_every_requests=20, window_checks=3, min_samples=40,
+                                     max_cost_share=0.01))
+    m.attach()
+    xs = iter(np.random.default_rng(4).standard_normal((400, 4)).astype(np.float32))
+    try:
+        for _ in range(8):  # 5 requests per interval, well under check_every
+            for _ in range(5):
+                a.infer({"x": next(xs)[None]})
+            m.check(by_count=False)
+        assert m.latest is not None and m.latest.checks == 8  # scored and judged, not planned from
+        assert m.cost_share is None and not m.budget._checks and m.schedule == Schedule(1, 20)
+        for i in range(1, 21):  # the count-down restarted at the last check: due after 20 more
+            a.infer({"x": next(xs)[None]})
+            assert m._wake.is_set() == (i == 20), i
+        m._wake.clear()
+        m.check()
+        assert m.cost_share is not None and len(m.budget._checks) == 1
+    finally:
+        m.detach()
+        a.close()
+
+
+def test_the_status_line_says_a_model_without_a_baseline_is_not_monitored():
+    """A served bundle without a drift baseline is never sketched nor judged: status said
+    "0 checks, window 0 samples, not judged yet" for good, as if a judgement were coming."""
+    from types import SimpleNamespace
+
+    from device_agent.commands import _drift_line
+
+    ref = SimpleNamespace(sha256="ab" * 32, name="old", version="1.0.0", release=1)
+    served = SimpleNamespace(ref=ref, info=SimpleNamespace(drift=None), avg_latency_s=1e-3)
+    m = DriftMonitor(SimpleNamespace(current=lambda: served), DriftSection(max_cost_share=0.02))
+    assert m.status_json()["no_baseline"] is False  # not seen yet
+    m.check()  # sees the model: no baseline
+    st = m.status_json()
+    assert st["no_baseline"] is True and st["checks"] == 0
+    assert _drift_line(st).startswith("not monitored: the served bundle has no drift baseline"), _drift_line(st)
+
+
+def test_the_status_line_never_hides_an_active_alarm_under_min_samples():
+    """The window can fall under min_samples with an alarm still active (slow traffic: checks from
+    check_interval_s with few samples); the alarm stands, so the line names it, not "not judged yet"."""
+    from device_agent.commands import _drift_line
+
+    d = {"checks": 9, "window_samples": 12, "judged_from_samples": 40, "alarms": ["DRIFT_PSI:input:x"],
+         "worst": {"name": "x", "kind": "input", "psi": 0.41}, "skipped_requests": 0,
+         "schedule": {"sample_every_requests": 1, "check_every_requests": 20, "max_cost_share": 0, "cost_share": None}}
+    assert "1 alarm(s): DRIFT_PSI:input:x" in _drift_line(d), _drift_line(d)
+    assert "not judged yet" in _drift_line({**d, "alarms": []})
+    assert "no alarm" in _drift_line({**d, "alarms": [], "window_samples": 40})
