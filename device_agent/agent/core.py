@@ -39,8 +39,8 @@ from .taps import TensorTaps, call_observers
 
 log = get_logger("agent")
 
+#: ``fn(model_sha, ok, latency_s)`` after every request that reached the model
 RequestObserver = Callable[[str, bool, float], None]
-#: ``fn(model_sha, feeds, outputs)`` after a successful inference (drift sketches); must be cheap
 _SWAP_EVENTS = {"model.switched": ModelEvent.SWITCH, "model.rolled_back": ModelEvent.ROLLBACK,
                 "model.reloaded": ModelEvent.RELOAD}
 

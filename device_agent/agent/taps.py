@@ -43,7 +43,7 @@ class TensorTaps:
             self._tensor_countdown = n
             return
         self._tensor_countdown = self._tensor_every
-        call_observers(self._tensor_observers, sha, feeds, out)  # notify_tensors, one call less
+        call_observers(self._tensor_observers, sha, feeds, out)
 
     def set_tensor_sampling(self, every: int) -> None:
         """Hand one successful call in ``every`` to the tensor observers (1: every call; the drift
@@ -52,10 +52,6 @@ class TensorTaps:
             raise ValueError(f"tensor sampling must be >= 1, got {every}")
         self._tensor_every = every
         self._tensor_countdown = min(self._tensor_countdown, every)
-
-    def notify_tensors(self, sha: str, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> None:
-        """Tell the tensor observers about one successful call (an observer that raises is logged)."""
-        call_observers(self._tensor_observers, sha, feeds, out)
 
 
 def call_observers(fns: Iterable[Callable[..., Any]], *args: Any) -> None:
@@ -66,4 +62,3 @@ def call_observers(fns: Iterable[Callable[..., Any]], *args: Any) -> None:
             fn(*args)
         except Exception as e:
             log.error("observer.failed", observer=getattr(fn, "__qualname__", repr(fn)), error=str(e))
-

@@ -147,10 +147,9 @@ class DriftMonitor:
         self._lock = threading.Lock()
         self._pending: list[tuple[str, Any, Any]] = []
         c = self.config
-        self._stride = c.sample_every_requests
         self._max_count, self._max_bytes = c.max_pending_requests, c.max_pending_bytes
         self._bytes = 0                         # bytes of the pending calls' tensors (see observe)
-        self._due = self._due_every = -(-c.check_every_requests // self._stride)  # sampled requests to a check
+        self._due = self._due_every = -(-c.check_every_requests // c.sample_every_requests)  # sketched calls to a check
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._listeners: list[Callable[[DriftReport | None, list[AlarmChange]], None]] = []
@@ -192,7 +191,7 @@ class DriftMonitor:
         benchmark's): register the observer, and have the agent hand it one call in the stride."""
         self.agent.add_tensor_observer(self.observe)
         self._attached = True
-        self._set_stride(self._stride)
+        self._apply(self.schedule)
 
     def detach(self) -> None:
         """Stop watching: the observer removed, the agent's tensor sampling back to every call (a
@@ -215,7 +214,7 @@ class DriftMonitor:
     def observe(self, sha: str, feeds: Any, outputs: Any) -> None:
         """The tensor observer: keep a reference to the call (bounded by count and bytes), wake the
         checker when due. The agent hands it one request in ``sample_every_requests`` (or what the
-        cost budget chose; :meth:`_set_stride`). Each call's bytes (the ``nbytes`` of its two or three
+        cost budget chose; :meth:`_apply`). Each call's bytes (the ``nbytes`` of its two or three
         arrays) are added to the pending calls' sum; a call that would take it over
         ``max_pending_bytes`` (or the count over ``max_pending_requests``) is skipped. Not locked,
         like the count: two request threads at once can miss one call's bytes, rarely (the GIL)."""
@@ -234,14 +233,6 @@ class DriftMonitor:
         if d <= 0:
             self._due = self._due_every
             self._wake.set()
-
-    def _set_stride(self, every: int) -> None:
-        """Sketch one request in ``every``: the agent hands only those to the observer
-        (:meth:`Agent.set_tensor_sampling`; the others count down there)."""
-        with self._sampling:
-            self._stride = every
-            if self._attached:
-                self.agent.set_tensor_sampling(every)
 
     # ------------------------------------------------------------ checker thread
     def _run(self) -> None:
@@ -300,10 +291,17 @@ class DriftMonitor:
         return self.budget.cost_share if self.budget is not None else None
 
     def _apply(self, new: Schedule | None) -> None:
-        if new is not None:
+        """Put schedule ``new`` in force (None: keep the one in force): the agent hands the observer
+        one call in its ``sample_every`` (:meth:`Agent.set_tensor_sampling`, the others count down
+        there; under ``_sampling``, so a re-plan in flight cannot set it again after a detach), and
+        the count-down to the next check starts whole (its batch is measured as the schedule's)."""
+        if new is None:
+            return
+        with self._sampling:
             self.schedule = new
-            self._set_stride(new.sample_every)
-            self._due_every = self._due = -(-new.check_every // new.sample_every)  # measured whole
+            self._due_every = self._due = -(-new.check_every // new.sample_every)
+            if self._attached:
+                self.agent.set_tensor_sampling(new.sample_every)
 
     def status_json(self) -> dict[str, Any]:
         """What ``edgeship-agent status`` shows: the checks, window and active alarms of the served
@@ -336,9 +334,7 @@ class DriftMonitor:
                    for key, st in self._alarms.items() if st.active]
         self._sha, self._alarms, self._checks, self.latest = sha, {}, 0, None
         if self.schedule != self._floor:  # a new model: its own costs, from the configured schedule
-            self.schedule = self._floor
-            self._set_stride(self._floor.sample_every)
-            self._due_every = self._due = -(-self._floor.check_every // self._stride)
+            self._apply(self._floor)
         self._cost_told = False
         if self.budget is not None:
             self.budget.reset()

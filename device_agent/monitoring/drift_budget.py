@@ -13,6 +13,7 @@ new schedule afresh. :func:`tell_cost` is the one warning given without a budget
 from __future__ import annotations
 
 import time
+from statistics import median  # runtime.percentile(., 50)'s figure, without numpy's cost per check
 from collections import deque
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -30,11 +31,6 @@ MAX_TIMINGS = 4096
 #: with no cost budget, a model whose checks alone cost more than this share of its inference
 #: time gets one ``drift.costly`` warning naming ``max_cost_share``
 COSTLY_SHARE = 0.05
-
-
-def _median(values) -> float:
-    v = sorted(values)
-    return v[len(v) // 2]
 
 
 class CostBudget:
@@ -78,7 +74,7 @@ class CostBudget:
         self._keeps.append(sum(timings) / len(timings))
         if self._skip_s is None:
             self._skip_s = countdown_cost(self._agent_type)
-        costs = Costs(self._skip_s, _median(self._keeps), _median(self._checks), _median(self._latencies))
+        costs = Costs(self._skip_s, median(self._keeps), median(self._checks), median(self._latencies))
         self.cost_share = costs.share(current)
         if len(self._checks) < WARMUP_CHECKS:
             return None

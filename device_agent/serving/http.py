@@ -49,10 +49,10 @@ from .v2 import HEADER_LENGTH, infer_response, parse_infer_request
 class _V2Handlers:
     """The route handlers, bound to one agent."""
 
-    def __init__(self, service: InferenceService, limit: int, control_token: str | None) -> None:
+    def __init__(self, service: InferenceService, limit: int, control_token: str | None, drift=None) -> None:
         self.service, self.agent, self.limit, self.token = service, service.agent, limit, control_token
         self.inline_below_s = self.agent.config.serving.inline_below_ms / 1e3
-        self.drift = None  # a DriftMonitor, for the status (create_app)
+        self.drift = drift  # a DriftMonitor, for the status (or None)
 
     async def server_meta(self, request: Request) -> Response:
         return json_response({"name": "edgeship-agent", "version": __version__, "extensions": EXTENSIONS})
@@ -165,8 +165,7 @@ def create_app(agent: Agent, *, max_body_bytes: int | None = None, control_token
     """
     h = _V2Handlers(service if service is not None else InferenceService(agent),
                     max_body_bytes if max_body_bytes is not None else agent.config.serving.max_body_bytes,
-                    control_token)
-    h.drift = drift
+                    control_token, drift)
     routes = [Route("/v2", _endpoint(h.server_meta)), Route("/v2/health/live", _endpoint(h.live)),
               Route("/v2/health/ready", _endpoint(h.ready)), Route("/v2/models/stats", _endpoint(h.model_stats)),
               Route("/v2/repository/index", _endpoint(h.repository_index), methods=["POST"])]

@@ -214,7 +214,7 @@ def test_a_re_plan_in_flight_cannot_leave_the_agent_sampling_after_detach():
     m = DriftMonitor(agent, DriftSection(max_cost_share=0.02))
     m.attach()
     agent.restored.clear()
-    replan = threading.Thread(target=m._set_stride, args=(8,))  # what _replan does on the checker thread
+    replan = threading.Thread(target=m._apply, args=(Schedule(8, 800),))  # a re-plan on the checker thread
     replan.start()
     assert agent.in_set.wait(2)
     m.detach()
